@@ -1,0 +1,195 @@
+//! Typed errors of the protocol core.
+//!
+//! Peer misbehaviour ([`ProtocolError`], [`HandshakeError`]) is kept apart from local API misuse
+//! ([`InvalidState`]). Each peer error carries its own mapping to the wire: a close code for
+//! protocol errors (RFC 6455 §7.4.1) and an HTTP status for handshake errors. The core does no
+//! I/O, so there is no I/O variant here; backends wrap their own.
+
+/// A violation of RFC 6455 by the peer, or a configured limit it exceeded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// RSV1-3 bits set without a negotiated extension that defines them (RFC 6455 §5.2).
+    #[error("reserved bits set: {0:#05b}")]
+    ReservedBitsSet(u8),
+    /// An opcode reserved for future use (RFC 6455 §5.2).
+    #[error("reserved opcode {0:#x}")]
+    ReservedOpcode(u8),
+    /// A client-to-server frame without a mask (RFC 6455 §5.1).
+    #[error("client frame is not masked")]
+    UnmaskedFrame,
+    /// A control frame with FIN clear (RFC 6455 §5.5).
+    #[error("fragmented control frame")]
+    FragmentedControlFrame,
+    /// A control frame payload longer than 125 bytes (RFC 6455 §5.5).
+    #[error("control frame payload of {0} bytes exceeds 125")]
+    ControlFrameTooLong(u64),
+    /// A continuation frame with no fragmented message in progress (RFC 6455 §5.4).
+    #[error("continuation frame without a message in progress")]
+    UnexpectedContinuation,
+    /// A new text or binary frame while a fragmented message is in progress (RFC 6455 §5.4).
+    #[error("data frame while a fragmented message is in progress")]
+    ExpectedContinuation,
+    /// A 64-bit payload length with its most significant bit set (RFC 6455 §5.2).
+    #[error("payload length has the most significant bit set")]
+    InvalidLength,
+    /// A message (or frame) larger than the configured maximum.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooBig {
+        /// Size the message has reached, or announced, in bytes.
+        size: u64,
+        /// The configured limit in bytes.
+        max: u64,
+    },
+    /// A text message that is not valid UTF-8 (RFC 6455 §8.1).
+    #[error("invalid UTF-8 in text message")]
+    InvalidUtf8,
+    /// A close frame reason that is not valid UTF-8 (RFC 6455 §5.5.1).
+    #[error("invalid UTF-8 in close reason")]
+    InvalidCloseReason,
+    /// A close frame whose payload is exactly one byte long (RFC 6455 §5.5.1).
+    #[error("close frame payload of 1 byte")]
+    InvalidClosePayload,
+    /// A close code that may not appear on the wire (RFC 6455 §7.4).
+    #[error("invalid close code {0}")]
+    InvalidCloseCode(u16),
+    /// A compressed message that does not inflate (RFC 7692 §6.2).
+    #[error("compressed message does not inflate")]
+    InvalidCompressedData,
+    /// The peer did not answer a keepalive ping in time.
+    #[error("keepalive ping timeout")]
+    KeepaliveTimeout,
+}
+
+impl ProtocolError {
+    /// The close code to send when failing the connection for this error (RFC 6455 §7.4.1).
+    #[must_use]
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::InvalidUtf8 | Self::InvalidCloseReason | Self::InvalidCompressedData => 1007,
+            Self::MessageTooBig { .. } => 1009,
+            Self::KeepaliveTimeout => 1011,
+            Self::ReservedBitsSet(_)
+            | Self::ReservedOpcode(_)
+            | Self::UnmaskedFrame
+            | Self::FragmentedControlFrame
+            | Self::ControlFrameTooLong(_)
+            | Self::UnexpectedContinuation
+            | Self::ExpectedContinuation
+            | Self::InvalidLength
+            | Self::InvalidClosePayload
+            | Self::InvalidCloseCode(_) => 1002,
+        }
+    }
+}
+
+/// A malformed, unsupported or oversized opening handshake (RFC 6455 §4.2.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The request is not syntactically valid HTTP/1.1.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(&'static str),
+    /// The request line is longer than the configured limit.
+    #[error("request line too long")]
+    RequestLineTooLong,
+    /// The request head is larger than the configured limit.
+    #[error("request headers exceed {0} bytes")]
+    HeadersTooLarge(usize),
+    /// The request has more headers than the configured limit.
+    #[error("more than {0} request headers")]
+    TooManyHeaders(usize),
+    /// The method is not GET (RFC 6455 §4.2.1 item 1).
+    #[error("method must be GET, not {0}")]
+    MethodNotAllowed(String),
+    /// The HTTP version is older than 1.1 (RFC 6455 §4.2.1 item 1).
+    #[error("HTTP/1.1 or later is required")]
+    UnsupportedHttpVersion,
+    /// No `Upgrade: websocket` and `Connection: upgrade` (RFC 6455 §4.2.1 items 3-4).
+    #[error("not a WebSocket upgrade request")]
+    NotUpgrade,
+    /// `Sec-WebSocket-Key` is missing or not 16 base64-encoded bytes (RFC 6455 §4.2.1 item 5).
+    #[error("missing or invalid Sec-WebSocket-Key")]
+    InvalidKey,
+    /// `Sec-WebSocket-Version` is missing or not 13 (RFC 6455 §4.2.1 item 6).
+    #[error("unsupported Sec-WebSocket-Version (13 is required)")]
+    UnsupportedVersion,
+}
+
+impl HandshakeError {
+    /// The HTTP status to reject the request with.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Malformed(_)
+            | Self::InvalidKey
+            | Self::UnsupportedHttpVersion
+            | Self::MethodNotAllowed(_) => 400,
+            Self::RequestLineTooLong => 414,
+            Self::HeadersTooLarge(_) | Self::TooManyHeaders(_) => 431,
+            Self::NotUpgrade | Self::UnsupportedVersion => 426,
+        }
+    }
+}
+
+/// A local API call that the connection's state does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidState {
+    /// A message was sent after the close handshake started.
+    #[error("the connection is closing or closed")]
+    Closed,
+    /// A close code that an endpoint may not send (RFC 6455 §7.4.1).
+    #[error("close code {0} may not be sent")]
+    UnsendableCloseCode(u16),
+    /// A close reason longer than 123 bytes of UTF-8 (RFC 6455 §5.5).
+    #[error("close reason longer than 123 bytes")]
+    CloseReasonTooLong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes() {
+        assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
+        assert_eq!(ProtocolError::InvalidCloseReason.close_code(), 1007);
+        assert_eq!(ProtocolError::InvalidCompressedData.close_code(), 1007);
+        assert_eq!(ProtocolError::MessageTooBig { size: 2, max: 1 }.close_code(), 1009);
+        assert_eq!(ProtocolError::KeepaliveTimeout.close_code(), 1011);
+        for e in [
+            ProtocolError::ReservedBitsSet(1),
+            ProtocolError::ReservedOpcode(3),
+            ProtocolError::UnmaskedFrame,
+            ProtocolError::FragmentedControlFrame,
+            ProtocolError::ControlFrameTooLong(126),
+            ProtocolError::UnexpectedContinuation,
+            ProtocolError::ExpectedContinuation,
+            ProtocolError::InvalidLength,
+            ProtocolError::InvalidClosePayload,
+            ProtocolError::InvalidCloseCode(999),
+        ] {
+            assert_eq!(e.close_code(), 1002, "{e}");
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(HandshakeError::Malformed("x").status(), 400);
+        assert_eq!(HandshakeError::InvalidKey.status(), 400);
+        assert_eq!(HandshakeError::UnsupportedHttpVersion.status(), 400);
+        assert_eq!(HandshakeError::MethodNotAllowed("POST".into()).status(), 400);
+        assert_eq!(HandshakeError::RequestLineTooLong.status(), 414);
+        assert_eq!(HandshakeError::HeadersTooLarge(1).status(), 431);
+        assert_eq!(HandshakeError::TooManyHeaders(1).status(), 431);
+        assert_eq!(HandshakeError::NotUpgrade.status(), 426);
+        assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
+    }
+
+    #[test]
+    fn messages_are_lower_case() {
+        assert_eq!(
+            ProtocolError::MessageTooBig { size: 10, max: 5 }.to_string(),
+            "message of 10 bytes exceeds the limit of 5 bytes"
+        );
+        assert_eq!(InvalidState::Closed.to_string(), "the connection is closing or closed");
+    }
+}

@@ -1,0 +1,17 @@
+//! The sans-I/O protocol core of zcasgi.
+//!
+//! Everything about WebSocket (RFC 6455) and HTTP/1.1 framing lives here, and nothing about
+//! sockets, threads or clocks: functions take bytes and return values or events; time is passed
+//! in. The transport backends (`zcasgi-mio`, `zcasgi-tokio`) only move bytes between sockets and
+//! these types, so both share every line of protocol logic and can be tested without a network.
+
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod outq;
+pub mod protocol;
+pub mod utf8;
+
+pub use error::{HandshakeError, InvalidState, ProtocolError};

@@ -1,0 +1,867 @@
+//! One WebSocket connection's state machine, server side (RFC 6455 §5-§7), sans I/O.
+//!
+//! # Theory of operation
+//!
+//! A [`Connection`] starts after the opening handshake, in state `Open`. It has four verbs, as
+//! in python-websockets: feed it bytes ([`Connection::receive_data`]), feed it end of stream
+//! ([`Connection::receive_eof`]), take events ([`Connection::next_event`]) and take bytes to send
+//! ([`Connection::out_queue`]). Time is an input too ([`Connection::on_tick`]): the connection
+//! never reads a clock.
+//!
+//! ```text
+//!            send_close()                  peer's Close
+//!   Open ─────────────────► Closing ─────────────────────► Closed
+//!     │                        │  close_timeout / EOF          ▲
+//!     │ peer's Close (echoed), │───────────────────────────────┤
+//!     │ EOF, protocol error,   │                               │
+//!     └─ keepalive timeout ────┴───────────────────────────────┘
+//! ```
+//!
+//! Every transition into `Closed` emits exactly one [`Event::Closed`] whose code is what the
+//! application should be told (the peer's code, 1005 for none, 1006 when the transport ended
+//! without a close frame, or the code this side failed the connection with). In `Closed` the
+//! connection reads nothing more; once its queue is written the transport should be closed
+//! (RFC 6455 §7.1.1: the server closes the TCP connection first).
+//!
+//! # Receiving without copies
+//!
+//! Frames are parsed straight out of the caller's buffer. A payload is unmasked in place (it
+//! has to be unmasked before UTF-8 validation anyway) and split off as a [`Bytes`] that shares
+//! the buffer's memory, so a single-frame message reaches the application with no copy made
+//! here. Only the unfinished tail of a read is kept by the connection, in a buffer sized for the
+//! frame it belongs to, into which the next reads can go directly ([`Connection::read_buffer`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::{InvalidState, ProtocolError};
+use crate::frame::{
+    apply_mask, close_code, decode_header, is_valid_close_code, FrameHeader, HeaderBytes, OpCode,
+};
+use crate::outq::OutQueue;
+use crate::utf8::Utf8Validator;
+
+/// Limits and timers of a WebSocket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolConfig {
+    /// Largest message accepted, in bytes (a larger one fails the connection with 1009).
+    pub max_message_size: usize,
+    /// Interval between keepalive pings; `None` disables them.
+    pub ping_interval: Option<Duration>,
+    /// How long to wait for the pong to a keepalive ping; `None` waits forever.
+    pub ping_timeout: Option<Duration>,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub close_timeout: Duration,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 16 * 1024 * 1024,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
+            close_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A complete data message. Text is guaranteed to be valid UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message (valid UTF-8).
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// Something the peer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete data message.
+    Message(Message),
+    /// A ping (already answered with a pong).
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The connection is closed; `code` and `reason` are what to report to the application.
+    Closed {
+        /// The close code (1005: the peer sent none, 1006: no close frame at all).
+        code: u16,
+        /// The close reason (empty if none).
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Closing,
+    Closed,
+}
+
+/// The frame whose header has been read and whose payload is (partly) in the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    header: FrameHeader,
+    mask: [u8; 4],
+    len: usize,
+    /// Leading payload bytes already unmasked (and validated, for text).
+    done: usize,
+}
+
+/// The data message being received.
+#[derive(Debug)]
+struct Incoming {
+    text: bool,
+    size: usize,
+    /// Fragments received so far (empty until a message spans several frames).
+    fragments: BytesMut,
+    utf8: Utf8Validator,
+}
+
+/// A server-side WebSocket connection.
+#[derive(Debug)]
+pub struct Connection {
+    config: ProtocolConfig,
+    state: State,
+    /// Unparsed input left over between calls (an unfinished frame).
+    inbuf: BytesMut,
+    pending: Option<Pending>,
+    incoming: Option<Incoming>,
+    events: VecDeque<Event>,
+    out: OutQueue,
+    next_ping: Option<Instant>,
+    ping_payload: Option<[u8; 8]>,
+    pong_deadline: Option<Instant>,
+    pings_sent: u64,
+    close_deadline: Option<Instant>,
+}
+
+impl Connection {
+    /// A connection in the `Open` state.
+    #[must_use]
+    pub fn new(config: ProtocolConfig) -> Self {
+        Self {
+            config,
+            state: State::Open,
+            inbuf: BytesMut::new(),
+            pending: None,
+            incoming: None,
+            events: VecDeque::new(),
+            out: OutQueue::new(),
+            next_ping: None,
+            ping_payload: None,
+            pong_deadline: None,
+            pings_sent: 0,
+            close_deadline: None,
+        }
+    }
+
+    /// Feeds bytes received from the peer, taking them out of `input`.
+    ///
+    /// Complete frames are parsed in place; their payloads are split off `input` without a
+    /// copy. An unfinished frame at the end is moved into the connection's own buffer.
+    ///
+    /// # Errors
+    /// The [`ProtocolError`] the peer committed. The connection has already queued a close
+    /// frame with the error's close code and moved to `Closed`.
+    pub fn receive_data(&mut self, input: &mut BytesMut) -> Result<(), ProtocolError> {
+        if self.state == State::Closed {
+            input.clear();
+            return Ok(());
+        }
+        let result = if self.inbuf.is_empty() {
+            let r = self.process(input);
+            if !input.is_empty() && self.state != State::Closed {
+                let reserve = self.pending.map_or(0, |p| p.len.saturating_sub(input.len()));
+                self.inbuf.reserve(input.len() + reserve);
+                self.inbuf.extend_from_slice(input);
+            }
+            input.clear();
+            r
+        } else {
+            self.inbuf.extend_from_slice(input);
+            input.clear();
+            let mut buf = std::mem::take(&mut self.inbuf);
+            let r = self.process(&mut buf);
+            if self.state != State::Closed {
+                self.inbuf = buf;
+            }
+            r
+        };
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// The connection's own buffer, when it holds an unfinished frame: reading straight into it
+    /// saves a copy of large payloads. `None` means any buffer will do.
+    pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
+        if self.inbuf.is_empty() || self.state == State::Closed {
+            None
+        } else {
+            Some(&mut self.inbuf)
+        }
+    }
+
+    /// Processes whatever has been read into [`Connection::read_buffer`].
+    ///
+    /// # Errors
+    /// As [`Connection::receive_data`].
+    pub fn receive_buffered(&mut self) -> Result<(), ProtocolError> {
+        let mut buf = std::mem::take(&mut self.inbuf);
+        let r = self.process(&mut buf);
+        if self.state != State::Closed {
+            self.inbuf = buf;
+        }
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// Feeds the end of the peer's stream.
+    pub fn receive_eof(&mut self) {
+        if self.state != State::Closed {
+            self.close_transport(close_code::ABNORMAL, String::new());
+        }
+    }
+
+    /// Takes the next event, if any.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The bytes waiting to be written to the peer.
+    pub fn out_queue(&mut self) -> &mut OutQueue {
+        &mut self.out
+    }
+
+    /// Whether the transport should be closed once the out queue is empty.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether a message may still be sent.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Queues a data message. `accounted` bytes are reported back when it has been written.
+    ///
+    /// # Errors
+    /// [`InvalidState::Closed`] once the close handshake has started.
+    pub fn send_message(
+        &mut self,
+        text: bool,
+        payload: Bytes,
+        accounted: usize,
+    ) -> Result<(), InvalidState> {
+        if self.state != State::Open {
+            return Err(InvalidState::Closed);
+        }
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        self.push_frame(opcode, payload, accounted);
+        Ok(())
+    }
+
+    /// Queues a ping.
+    ///
+    /// # Errors
+    /// [`InvalidState::Closed`] once the close handshake has started.
+    pub fn send_ping(&mut self, payload: Bytes) -> Result<(), InvalidState> {
+        if self.state != State::Open {
+            return Err(InvalidState::Closed);
+        }
+        self.push_frame(OpCode::Ping, payload, 0);
+        Ok(())
+    }
+
+    /// Starts the closing handshake. A second call is a no-op.
+    ///
+    /// # Errors
+    /// [`InvalidState::UnsendableCloseCode`] or [`InvalidState::CloseReasonTooLong`] for a close
+    /// frame that may not be sent; nothing is queued then.
+    pub fn send_close(&mut self, code: u16, reason: &str) -> Result<(), InvalidState> {
+        check_close(code, reason)?;
+        if self.state == State::Open {
+            self.push_close(code, reason);
+            self.state = State::Closing;
+        }
+        Ok(())
+    }
+
+    /// Advances timers to `now` and returns the next instant at which to call again.
+    pub fn on_tick(&mut self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Open => {
+                if let Some(deadline) = self.pong_deadline {
+                    if now >= deadline {
+                        self.fail(ProtocolError::KeepaliveTimeout);
+                        return None;
+                    }
+                }
+                if let Some(interval) = self.config.ping_interval {
+                    match self.next_ping {
+                        None => self.next_ping = Some(now + interval),
+                        Some(at) if now >= at => {
+                            self.next_ping = Some(now + interval);
+                            if self.pong_deadline.is_none() {
+                                self.pings_sent += 1;
+                                let payload = self.pings_sent.to_be_bytes();
+                                self.ping_payload = Some(payload);
+                                self.push_frame(OpCode::Ping, Bytes::copy_from_slice(&payload), 0);
+                                self.pong_deadline = self.config.ping_timeout.map(|t| now + t);
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+                [self.next_ping, self.pong_deadline].into_iter().flatten().min()
+            }
+            State::Closing => {
+                let deadline = *self.close_deadline.get_or_insert(now + self.config.close_timeout);
+                if now >= deadline {
+                    self.close_transport(close_code::ABNORMAL, String::new());
+                    return None;
+                }
+                Some(deadline)
+            }
+            State::Closed => None,
+        }
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): sends a close frame with the error's code if
+    /// none was sent yet, and closes.
+    fn fail(&mut self, err: ProtocolError) -> ProtocolError {
+        let code = err.close_code();
+        if self.state == State::Open {
+            self.push_close(code, "");
+        }
+        self.close_transport(code, String::new());
+        err
+    }
+
+    fn close_transport(&mut self, code: u16, reason: String) {
+        self.state = State::Closed;
+        self.inbuf = BytesMut::new();
+        self.pending = None;
+        self.incoming = None;
+        self.events.push_back(Event::Closed { code, reason });
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, payload: Bytes, accounted: usize) {
+        let header = HeaderBytes::new(&FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        });
+        self.out.push_frame(header, payload, accounted);
+    }
+
+    fn push_close(&mut self, code: u16, reason: &str) {
+        let payload = if code == close_code::NO_STATUS {
+            Bytes::new()
+        } else {
+            let mut p = Vec::with_capacity(2 + reason.len());
+            p.extend_from_slice(&code.to_be_bytes());
+            p.extend_from_slice(reason.as_bytes());
+            Bytes::from(p)
+        };
+        self.push_frame(OpCode::Close, payload, 0);
+    }
+
+    /// Parses as many frames from the front of `buf` as it holds.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        while self.state != State::Closed {
+            let mut p = if let Some(p) = self.pending {
+                p
+            } else {
+                let Some((header, n)) = decode_header(buf)? else { return Ok(()) };
+                let (mask, len) = self.check_header(&header)?;
+                buf.advance(n);
+                Pending { header, mask, len, done: 0 }
+            };
+            let avail = buf.len().min(p.len);
+            if avail > p.done {
+                let fresh = &mut buf[p.done..avail];
+                apply_mask(fresh, p.mask, p.done);
+                if !p.header.opcode.is_control() {
+                    if let Some(msg) = self.incoming.as_mut().filter(|m| m.text) {
+                        msg.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                p.done = avail;
+            }
+            if buf.len() < p.len {
+                self.pending = Some(p);
+                return Ok(());
+            }
+            self.pending = None;
+            let payload = buf.split_to(p.len).freeze();
+            self.on_frame(&p.header, payload)?;
+        }
+        buf.clear();
+        Ok(())
+    }
+
+    /// Checks a header against RFC 6455 and the limits; returns its mask and length.
+    fn check_header(&mut self, h: &FrameHeader) -> Result<([u8; 4], usize), ProtocolError> {
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBitsSet(h.rsv));
+        }
+        let mask = h.mask.ok_or(ProtocolError::UnmaskedFrame)?;
+        match h.opcode {
+            OpCode::Reserved(op) => return Err(ProtocolError::ReservedOpcode(op)),
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                if !h.fin {
+                    return Err(ProtocolError::FragmentedControlFrame);
+                }
+                if h.payload_len > 125 {
+                    return Err(ProtocolError::ControlFrameTooLong(h.payload_len));
+                }
+                return Ok((mask, h.payload_len as usize));
+            }
+            OpCode::Continuation if self.incoming.is_none() => {
+                return Err(ProtocolError::UnexpectedContinuation);
+            }
+            OpCode::Text | OpCode::Binary if self.incoming.is_some() => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
+        }
+        let max = self.config.max_message_size;
+        let so_far = self.incoming.as_ref().map_or(0, |m| m.size);
+        let size = (so_far as u64).saturating_add(h.payload_len);
+        if size > max as u64 {
+            return Err(ProtocolError::MessageTooBig { size, max: max as u64 });
+        }
+        match &mut self.incoming {
+            Some(m) => m.size = size as usize,
+            None => {
+                self.incoming = Some(Incoming {
+                    text: h.opcode == OpCode::Text,
+                    size: size as usize,
+                    fragments: BytesMut::new(),
+                    utf8: Utf8Validator::new(),
+                });
+            }
+        }
+        Ok((mask, h.payload_len as usize))
+    }
+
+    fn on_frame(&mut self, h: &FrameHeader, payload: Bytes) -> Result<(), ProtocolError> {
+        match h.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if self.state != State::Open {
+                    // RFC 6455 §5.5.1: after sending a close frame, data is discarded.
+                    if h.fin {
+                        self.incoming = None;
+                    }
+                    return Ok(());
+                }
+                let msg = self.incoming.as_mut().expect("checked in check_header");
+                if !h.fin {
+                    if msg.fragments.is_empty() {
+                        msg.fragments.reserve(msg.size.max(payload.len()));
+                    }
+                    msg.fragments.extend_from_slice(&payload);
+                    return Ok(());
+                }
+                let msg = self.incoming.take().expect("checked in check_header");
+                if msg.text && msg.utf8.finish().is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                let data = if msg.fragments.is_empty() {
+                    payload
+                } else {
+                    let mut all = msg.fragments;
+                    all.extend_from_slice(&payload);
+                    all.freeze()
+                };
+                let message = if msg.text { Message::Text(data) } else { Message::Binary(data) };
+                self.events.push_back(Event::Message(message));
+            }
+            OpCode::Ping => {
+                if self.state == State::Open {
+                    self.push_frame(OpCode::Pong, payload.clone(), 0);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => {
+                if self.ping_payload.is_some_and(|p| payload == p[..]) {
+                    self.ping_payload = None;
+                    self.pong_deadline = None;
+                }
+                self.events.push_back(Event::Pong(payload));
+            }
+            OpCode::Close => {
+                let (code, reason) = parse_close(&payload)?;
+                if self.state == State::Open {
+                    // RFC 6455 §5.5.1: echo the status code.
+                    self.push_close(code, "");
+                }
+                self.close_transport(code, reason);
+            }
+            OpCode::Reserved(_) => unreachable!("rejected in check_header"),
+        }
+        Ok(())
+    }
+}
+
+/// Parses a close frame payload (RFC 6455 §5.5.1): empty means 1005.
+fn parse_close(payload: &[u8]) -> Result<(u16, String), ProtocolError> {
+    match payload {
+        [] => Ok((close_code::NO_STATUS, String::new())),
+        [_] => Err(ProtocolError::InvalidClosePayload),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(ProtocolError::InvalidCloseCode(code));
+            }
+            let reason =
+                std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidCloseReason)?;
+            Ok((code, reason.to_owned()))
+        }
+    }
+}
+
+/// Checks a close frame this side wants to send.
+///
+/// # Errors
+/// If the code may not be sent or the reason does not fit in a control frame.
+pub fn check_close(code: u16, reason: &str) -> Result<(), InvalidState> {
+    if !is_valid_close_code(code) {
+        return Err(InvalidState::UnsendableCloseCode(code));
+    }
+    if reason.len() > 123 {
+        return Err(InvalidState::CloseReasonTooLong);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::apply_mask_bytes;
+    use std::io::IoSlice;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let h = FrameHeader {
+            fin,
+            rsv,
+            opcode: OpCode::from(opcode),
+            mask: Some(KEY),
+            payload_len: payload.len() as u64,
+        };
+        let mut out = HeaderBytes::new(&h).as_slice().to_vec();
+        let mut p = payload.to_vec();
+        apply_mask_bytes(&mut p, KEY, 0);
+        out.extend_from_slice(&p);
+        out
+    }
+
+    fn conn() -> Connection {
+        Connection::new(ProtocolConfig { ping_interval: None, ..ProtocolConfig::default() })
+    }
+
+    fn feed(c: &mut Connection, bytes: &[u8]) -> Result<(), ProtocolError> {
+        c.receive_data(&mut BytesMut::from(bytes))
+    }
+
+    fn events(c: &mut Connection) -> Vec<Event> {
+        std::iter::from_fn(|| c.next_event()).collect()
+    }
+
+    fn written(c: &mut Connection) -> Vec<u8> {
+        let q = c.out_queue();
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = q.io_slices(&mut slices);
+        let out: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        q.advance(out.len());
+        out
+    }
+
+    fn text(s: &str) -> Event {
+        Event::Message(Message::Text(Bytes::copy_from_slice(s.as_bytes())))
+    }
+
+    fn closed(code: u16) -> Event {
+        Event::Closed { code, reason: String::new() }
+    }
+
+    #[test]
+    fn single_frame_messages() {
+        let mut c = conn();
+        let mut input = frame(true, 0, 1, b"Hello");
+        input.extend(frame(true, 0, 2, &[0, 1, 2]));
+        input.extend(frame(true, 0, 2, b""));
+        feed(&mut c, &input).unwrap();
+        assert_eq!(
+            events(&mut c),
+            [
+                text("Hello"),
+                Event::Message(Message::Binary(Bytes::from_static(&[0, 1, 2]))),
+                Event::Message(Message::Binary(Bytes::new())),
+            ]
+        );
+        assert!(written(&mut c).is_empty());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_events() {
+        let mut input = frame(false, 0, 1, "κό".as_bytes());
+        input.extend(frame(true, 0, 9, b"ping"));
+        input.extend(frame(true, 0, 0, "σμε".as_bytes()));
+        input.extend(frame(true, 0, 2, &[7; 300]));
+        input.extend(frame(true, 0, 2, &vec![9; 70_000]));
+        let mut whole = conn();
+        feed(&mut whole, &input).unwrap();
+        let expected = events(&mut whole);
+        assert_eq!(expected.len(), 4);
+        assert_eq!(expected[1], text("κόσμε"));
+        for step in [1, 2, 3, 7, 13, 1000] {
+            let mut c = conn();
+            for chunk in input.chunks(step) {
+                feed(&mut c, chunk).unwrap();
+            }
+            assert_eq!(events(&mut c), expected, "step {step}");
+        }
+        // Reading straight into the connection's buffer gives the same result.
+        let mut c = conn();
+        feed(&mut c, &input[..400]).unwrap();
+        let mut rest = &input[400..];
+        while !rest.is_empty() {
+            let n = rest.len().min(4096);
+            match c.read_buffer() {
+                Some(buf) => {
+                    buf.extend_from_slice(&rest[..n]);
+                    c.receive_buffered().unwrap();
+                }
+                None => feed(&mut c, &rest[..n]).unwrap(),
+            }
+            rest = &rest[n..];
+        }
+        assert_eq!(events(&mut c), expected);
+    }
+
+    #[test]
+    fn ping_is_answered_and_pong_matches_keepalive() {
+        let mut c = Connection::new(ProtocolConfig {
+            ping_interval: Some(Duration::from_secs(5)),
+            ping_timeout: Some(Duration::from_secs(2)),
+            ..ProtocolConfig::default()
+        });
+        feed(&mut c, &frame(true, 0, 9, b"abc")).unwrap();
+        assert_eq!(events(&mut c), [Event::Ping(Bytes::from_static(b"abc"))]);
+        assert_eq!(written(&mut c), [0x8a, 3, b'a', b'b', b'c']);
+
+        let t0 = Instant::now();
+        assert_eq!(c.on_tick(t0), Some(t0 + Duration::from_secs(5)));
+        assert!(written(&mut c).is_empty());
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(c.on_tick(t1), Some(t1 + Duration::from_secs(2)));
+        let ping = written(&mut c);
+        assert_eq!(&ping[..2], [0x89, 8]);
+        // A pong with another payload does not count.
+        feed(&mut c, &frame(true, 0, 10, b"other")).unwrap();
+        feed(&mut c, &frame(true, 0, 10, &ping[2..])).unwrap();
+        assert_eq!(c.on_tick(t1 + Duration::from_secs(3)), Some(t1 + Duration::from_secs(5)));
+        assert!(c.is_open());
+    }
+
+    #[test]
+    fn keepalive_timeout_closes_with_1011() {
+        let mut c = Connection::new(ProtocolConfig {
+            ping_interval: Some(Duration::from_secs(1)),
+            ping_timeout: Some(Duration::from_secs(1)),
+            ..ProtocolConfig::default()
+        });
+        let t0 = Instant::now();
+        c.on_tick(t0);
+        c.on_tick(t0 + Duration::from_secs(1));
+        assert_eq!(c.on_tick(t0 + Duration::from_secs(2)), None);
+        assert!(c.is_closed());
+        let out = written(&mut c);
+        assert_eq!(&out[out.len() - 4..], [0x88, 2, 0x03, 0xf3]);
+        assert_eq!(events(&mut c).last(), Some(&closed(1011)));
+    }
+
+    #[test]
+    fn peer_close_is_echoed() {
+        let mut c = conn();
+        let mut payload = 4001u16.to_be_bytes().to_vec();
+        payload.extend_from_slice("bye ✓".as_bytes());
+        feed(&mut c, &frame(true, 0, 8, &payload)).unwrap();
+        assert_eq!(events(&mut c), [Event::Closed { code: 4001, reason: "bye ✓".into() }]);
+        assert_eq!(written(&mut c), [0x88, 2, 0x0f, 0xa1]);
+        assert!(c.is_closed());
+        // Nothing is read after the close.
+        feed(&mut c, &frame(true, 0, 1, b"late")).unwrap();
+        assert!(events(&mut c).is_empty());
+        assert_eq!(c.send_message(true, Bytes::new(), 0), Err(InvalidState::Closed));
+    }
+
+    #[test]
+    fn empty_close_is_1005_and_echoed_empty() {
+        let mut c = conn();
+        feed(&mut c, &frame(true, 0, 8, b"")).unwrap();
+        assert_eq!(events(&mut c), [closed(1005)]);
+        assert_eq!(written(&mut c), [0x88, 0]);
+    }
+
+    #[test]
+    fn local_close_handshake() {
+        let mut c = conn();
+        c.send_close(1000, "done").unwrap();
+        c.send_close(1001, "ignored").unwrap();
+        assert_eq!(written(&mut c), [0x88, 6, 0x03, 0xe8, b'd', b'o', b'n', b'e']);
+        assert_eq!(c.send_message(false, Bytes::new(), 0), Err(InvalidState::Closed));
+        // Data after our close is discarded; the peer's close completes the handshake.
+        feed(&mut c, &frame(true, 0, 1, b"late")).unwrap();
+        assert!(events(&mut c).is_empty());
+        feed(&mut c, &frame(true, 0, 8, &[0x03, 0xe8])).unwrap();
+        assert_eq!(events(&mut c), [closed(1000)]);
+        assert!(written(&mut c).is_empty(), "no second close frame");
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn close_timeout() {
+        let mut c = conn();
+        c.send_close(1000, "").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(c.on_tick(t0), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(c.on_tick(t0 + Duration::from_secs(10)), None);
+        assert_eq!(events(&mut c), [closed(1006)]);
+    }
+
+    #[test]
+    fn eof_is_1006() {
+        let mut c = conn();
+        feed(&mut c, &frame(true, 0, 1, b"hi")[..3]).unwrap();
+        c.receive_eof();
+        assert_eq!(events(&mut c), [closed(1006)]);
+        assert!(c.is_closed());
+        c.receive_eof();
+        assert!(events(&mut c).is_empty());
+    }
+
+    #[test]
+    fn send_close_validation() {
+        let mut c = conn();
+        assert_eq!(c.send_close(1005, ""), Err(InvalidState::UnsendableCloseCode(1005)));
+        assert_eq!(c.send_close(1000, &"x".repeat(124)), Err(InvalidState::CloseReasonTooLong));
+        assert!(c.is_open());
+    }
+
+    fn assert_fails(input: &[u8], err: &ProtocolError) {
+        // Whole and byte by byte.
+        for step in [input.len().max(1), 1] {
+            let mut c = conn();
+            let mut result = Ok(());
+            for chunk in input.chunks(step) {
+                result = feed(&mut c, chunk);
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(result.as_ref(), Err(err), "step {step}");
+            assert!(c.is_closed());
+            let code = err.close_code();
+            let out = written(&mut c);
+            assert_eq!(&out[out.len() - 4..], [0x88, 2, (code >> 8) as u8, code as u8]);
+            assert_eq!(events(&mut c).last(), Some(&closed(code)));
+        }
+    }
+
+    #[test]
+    fn every_protocol_error() {
+        assert_fails(&frame(true, 0b100, 1, b"x"), &ProtocolError::ReservedBitsSet(0b100));
+        assert_fails(&frame(true, 0, 3, b""), &ProtocolError::ReservedOpcode(3));
+        assert_fails(&frame(true, 0, 0xB, b""), &ProtocolError::ReservedOpcode(0xB));
+        assert_fails(&[0x81, 0x00], &ProtocolError::UnmaskedFrame);
+        assert_fails(&frame(false, 0, 9, b""), &ProtocolError::FragmentedControlFrame);
+        assert_fails(&frame(true, 0, 9, &[0; 126]), &ProtocolError::ControlFrameTooLong(126));
+        assert_fails(&frame(true, 0, 0, b"x"), &ProtocolError::UnexpectedContinuation);
+        let mut two_starts = frame(false, 0, 1, b"a");
+        two_starts.extend(frame(true, 0, 1, b"b"));
+        assert_fails(&two_starts, &ProtocolError::ExpectedContinuation);
+        assert_fails(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0], &ProtocolError::InvalidLength);
+        assert_fails(&frame(true, 0, 1, &[0xce, 0xba, 0xff]), &ProtocolError::InvalidUtf8);
+        assert_fails(&frame(true, 0, 1, &[0xce]), &ProtocolError::InvalidUtf8);
+        assert_fails(&frame(true, 0, 8, &[3]), &ProtocolError::InvalidClosePayload);
+        assert_fails(&frame(true, 0, 8, &[0x03, 0xed]), &ProtocolError::InvalidCloseCode(1005));
+        assert_fails(&frame(true, 0, 8, &[0x03, 0xe8, 0xff]), &ProtocolError::InvalidCloseReason);
+    }
+
+    #[test]
+    fn message_too_big_before_buffering() {
+        let mut c = Connection::new(ProtocolConfig {
+            max_message_size: 100,
+            ping_interval: None,
+            ..ProtocolConfig::default()
+        });
+        // The header alone is enough to fail: nothing of the payload is awaited.
+        let head = &frame(true, 0, 2, &[0; 101])[..8];
+        assert_eq!(feed(&mut c, head), Err(ProtocolError::MessageTooBig { size: 101, max: 100 }));
+        // Across fragments too.
+        let mut c = Connection::new(ProtocolConfig {
+            max_message_size: 100,
+            ping_interval: None,
+            ..ProtocolConfig::default()
+        });
+        let mut input = frame(false, 0, 2, &[0; 60]);
+        input.extend(frame(true, 0, 0, &[0; 41]));
+        assert_eq!(feed(&mut c, &input), Err(ProtocolError::MessageTooBig { size: 101, max: 100 }));
+        assert_eq!(events(&mut c), [closed(1009)]);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_mid_frame() {
+        // Autobahn 6.4.3: the bad byte arrives, the rest of the frame has not.
+        let mut c = conn();
+        let input =
+            frame(true, 0, 1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80hello");
+        let bad = input.iter().position(|_| false).unwrap_or(2 + 4 + 13);
+        assert_eq!(feed(&mut c, &input[..bad]), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn text_split_code_points_across_fragments() {
+        let s = "€𝄞€";
+        let bytes = s.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut c = conn();
+            let mut input = frame(false, 0, 1, &bytes[..cut]);
+            input.extend(frame(true, 0, 0, &bytes[cut..]));
+            feed(&mut c, &input).unwrap();
+            assert_eq!(events(&mut c), [text(s)], "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn single_frame_payload_shares_the_input_buffer() {
+        let mut c = conn();
+        let mut input = BytesMut::from(&frame(true, 0, 2, &[5; 1000])[..]);
+        let base = input.as_ptr() as usize;
+        c.receive_data(&mut input).unwrap();
+        let Some(Event::Message(Message::Binary(b))) = c.next_event() else { panic!() };
+        let offset = b.as_ptr() as usize - base;
+        assert_eq!(offset, 8, "payload was not copied out of the read buffer");
+    }
+
+    #[test]
+    fn sent_frames_are_unmasked_and_minimal() {
+        let mut c = conn();
+        c.send_message(true, Bytes::from_static(b"hi"), 2).unwrap();
+        c.send_message(false, Bytes::from(vec![1; 200]), 200).unwrap();
+        let out = written(&mut c);
+        assert_eq!(&out[..4], [0x81, 2, b'h', b'i']);
+        assert_eq!(&out[4..8], [0x82, 126, 0, 200]);
+        assert_eq!(out.len(), 8 + 200);
+    }
+}

@@ -1,0 +1,1 @@
+//! The mio transport backend of zcasgi (in progress).

@@ -1,0 +1,1 @@
+//! The tokio transport backend of zcasgi (in progress).
