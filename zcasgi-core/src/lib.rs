@@ -7,11 +7,16 @@
 
 #![deny(missing_docs)]
 
+pub mod backend;
+pub mod driver;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod outq;
 pub mod protocol;
 pub mod utf8;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{HandshakeError, InvalidState, ProtocolError};

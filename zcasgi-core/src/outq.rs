@@ -118,6 +118,27 @@ impl OutQueue {
         released
     }
 
+    /// Moves everything queued in `other` behind what is queued here.
+    pub fn append(&mut self, other: &mut OutQueue) {
+        if other.front_written > 0 {
+            // Keep only the unwritten part of other's front chunk.
+            if let Some(front) = other.chunks.pop_front() {
+                let mut bytes = Vec::with_capacity(front.len() - other.front_written);
+                bytes.extend_from_slice(front.header());
+                bytes.extend_from_slice(&front.payload);
+                let rest = Bytes::from(bytes).slice(other.front_written..);
+                other.chunks.push_front(Chunk {
+                    header: None,
+                    payload: rest,
+                    accounted: front.accounted,
+                });
+            }
+            other.front_written = 0;
+        }
+        self.pending += std::mem::take(&mut other.pending);
+        self.chunks.append(&mut other.chunks);
+    }
+
     /// Drops everything still queued; returns the accounted bytes it held.
     pub fn clear(&mut self) -> usize {
         let released = self.chunks.iter().map(|c| c.accounted).sum();

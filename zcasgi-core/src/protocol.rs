@@ -234,6 +234,12 @@ impl Connection {
         &mut self.out
     }
 
+    /// Whether bytes are waiting to be written.
+    #[must_use]
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Whether the transport should be closed once the out queue is empty.
     #[must_use]
     pub fn is_closed(&self) -> bool {

@@ -1,0 +1,404 @@
+//! The seam between transport backends and the Python bridge.
+//!
+//! A [`Backend`] owns sockets, readiness, timers and threads. Events flow from the I/O threads
+//! to the application through an [`EventSink`]; the application talks back through a
+//! [`ConnHandle`], which queues [`Command`]s and wakes the connection's I/O side through the
+//! backend's [`Notify`]. Everything a backend does with bytes goes through
+//! [`crate::driver::Driver`], so the backends share all protocol logic.
+//!
+//! # Examples
+//!
+//! An in-memory sink, as the tests use:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use zcasgi_core::backend::{Event, EventSink};
+//!
+//! #[derive(Default)]
+//! struct VecSink(Mutex<Vec<Event>>);
+//!
+//! impl EventSink for VecSink {
+//!     fn push(&self, event: Event) {
+//!         self.0.lock().unwrap().push(event);
+//!     }
+//! }
+//!
+//! let sink: Arc<dyn EventSink> = Arc::new(VecSink::default());
+//! sink.push(Event::Writable { id: 7 });
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::handshake::{HandshakeConfig, Request, Upgrade};
+use crate::protocol::{Message, ProtocolConfig};
+
+/// Identifies a connection for the lifetime of a server.
+pub type ConnId = u64;
+
+/// Everything a backend needs to know to serve connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// WebSocket limits and timers.
+    pub protocol: ProtocolConfig,
+    /// Request head limits.
+    pub handshake: HandshakeConfig,
+    /// Time allowed from accepting the TCP connection to a complete request head.
+    pub handshake_timeout: Duration,
+    /// Number of I/O threads.
+    pub io_threads: usize,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Unwritten bytes per connection above which the application's `send` waits.
+    pub write_high_water: usize,
+    /// Unwritten bytes per connection below which a waiting `send` resumes.
+    pub write_low_water: usize,
+    /// Received messages per connection not yet taken by the application, above which the
+    /// connection stops reading from its socket.
+    pub max_queue: usize,
+    /// Close code sent to every open WebSocket when the server shuts down.
+    pub shutdown_close_code: u16,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolConfig::default(),
+            handshake: HandshakeConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            io_threads: 1,
+            max_connections: 100_000,
+            write_high_water: 64 * 1024,
+            write_low_water: 16 * 1024,
+            max_queue: 32,
+            shutdown_close_code: crate::frame::close_code::SERVICE_RESTART,
+        }
+    }
+}
+
+/// Severity of a log record produced on an I/O thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Detail for debugging.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the server handled.
+    Warning,
+    /// A failure (a panic caught on an I/O thread).
+    Error,
+}
+
+/// A WebSocket upgrade request that passed validation, waiting for the application's answer.
+#[derive(Debug)]
+pub struct ConnectInfo {
+    /// The connection's id.
+    pub id: ConnId,
+    /// The application's way back to the connection.
+    pub handle: ConnHandle,
+    /// The request head.
+    pub request: Request,
+    /// What the handshake negotiated so far (subprotocols offered, accept key).
+    pub upgrade: Upgrade,
+    /// The peer's address, if known.
+    pub client: Option<SocketAddr>,
+    /// The local address, if known.
+    pub server: Option<SocketAddr>,
+}
+
+/// Something the I/O side reports to the application.
+#[derive(Debug)]
+pub enum Event {
+    /// A new WebSocket connection wants to be accepted.
+    Connect(Box<ConnectInfo>),
+    /// A complete message arrived.
+    Message {
+        /// The connection.
+        id: ConnId,
+        /// The message.
+        message: Message,
+    },
+    /// The connection is gone; no more events follow for `id`.
+    Disconnect {
+        /// The connection.
+        id: ConnId,
+        /// The close code to report (1006 when there was no close frame).
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Unwritten data fell below the low-water mark: a waiting `send` may resume.
+    Writable {
+        /// The connection.
+        id: ConnId,
+    },
+    /// A log record from an I/O thread, to be logged by the application side.
+    Log {
+        /// Severity.
+        level: LogLevel,
+        /// The message.
+        message: String,
+    },
+}
+
+/// Where I/O threads deliver events. Implementations must not block for long.
+pub trait EventSink: Send + Sync {
+    /// Delivers one event.
+    fn push(&self, event: Event);
+}
+
+/// How the application side wakes a connection's I/O side. Supplied by the backend.
+pub trait Notify: Send + Sync {
+    /// Wakes the I/O side of the connection: it has commands to apply or may read again.
+    fn notify(&self);
+}
+
+/// What the application asks of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Accept the WebSocket (ASGI `websocket.accept`).
+    Accept {
+        /// The chosen subprotocol.
+        subprotocol: Option<String>,
+        /// Extra response headers.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Send a message (ASGI `websocket.send`). The payload is never copied.
+    Send {
+        /// Text (`true`, valid UTF-8) or binary.
+        text: bool,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Close (ASGI `websocket.close`); before accept this rejects the handshake with 403.
+    Close {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Start a denial response (ASGI `websocket.http.response.start`).
+    HttpResponseStart {
+        /// HTTP status.
+        status: u16,
+        /// Response headers.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// A chunk of the denial response body (ASGI `websocket.http.response.body`).
+    HttpResponseBody {
+        /// The chunk.
+        body: Bytes,
+        /// Whether more chunks follow.
+        more: bool,
+    },
+    /// The application failed: close with 1011 (or 500 before accept).
+    Abort,
+}
+
+/// Whether a `send` may complete at once or has to wait for the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendState {
+    /// Below the high-water mark.
+    Ready,
+    /// Above it: wait for [`Event::Writable`] (see [`ConnHandle::wait_writable`]).
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Commands {
+    queue: Vec<Command>,
+}
+
+/// State shared by the application side and the I/O side of one connection.
+struct Shared {
+    id: ConnId,
+    commands: Mutex<Commands>,
+    notify: Box<dyn Notify>,
+    /// Bytes sent by the application and not yet written to the socket.
+    queued_bytes: AtomicUsize,
+    /// The application waits for [`Event::Writable`].
+    want_writable: AtomicBool,
+    /// Messages delivered to the application and not yet taken by it.
+    inbound: AtomicUsize,
+    /// The I/O side stopped reading because `inbound` reached the limit.
+    read_paused: AtomicBool,
+    /// The I/O side is finished with the connection.
+    closed: AtomicBool,
+    high_water: usize,
+    low_water: usize,
+    max_queue: usize,
+}
+
+/// The application's handle on one connection; cheap to clone, safe to use from any thread.
+#[derive(Clone)]
+pub struct ConnHandle(Arc<Shared>);
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("id", &self.0.id)
+            .field("queued_bytes", &self.0.queued_bytes.load(Ordering::Relaxed))
+            .field("closed", &self.0.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnHandle {
+    /// A handle for connection `id`, waking its I/O side through `notify`.
+    #[must_use]
+    pub fn new(id: ConnId, cfg: &ServerConfig, notify: Box<dyn Notify>) -> Self {
+        Self(Arc::new(Shared {
+            id,
+            commands: Mutex::new(Commands::default()),
+            notify,
+            queued_bytes: AtomicUsize::new(0),
+            want_writable: AtomicBool::new(false),
+            inbound: AtomicUsize::new(0),
+            read_paused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            high_water: cfg.write_high_water,
+            low_water: cfg.write_low_water.min(cfg.write_high_water),
+            max_queue: cfg.max_queue.max(1),
+        }))
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.0.id
+    }
+
+    /// Queues a command and wakes the I/O side if the queue was empty.
+    pub fn command(&self, cmd: Command) {
+        let was_empty = {
+            let mut c = self.0.commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was_empty = c.queue.is_empty();
+            c.queue.push(cmd);
+            was_empty
+        };
+        if was_empty {
+            self.0.notify.notify();
+        }
+    }
+
+    /// Queues a message and says whether the sender may go on at once.
+    pub fn send(&self, text: bool, payload: Bytes) -> SendState {
+        if self.is_closed() {
+            return SendState::Closed;
+        }
+        let queued = self.0.queued_bytes.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
+        self.command(Command::Send { text, payload });
+        if queued > self.0.high_water {
+            SendState::Full
+        } else {
+            SendState::Ready
+        }
+    }
+
+    /// Registers interest in [`Event::Writable`]. Returns `false` if the queue already drained
+    /// below the low-water mark (or the connection closed), so there is nothing to wait for.
+    #[must_use]
+    pub fn wait_writable(&self) -> bool {
+        self.0.want_writable.store(true, Ordering::SeqCst);
+        if self.0.queued_bytes.load(Ordering::SeqCst) <= self.0.low_water || self.is_closed() {
+            self.0.want_writable.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Bytes sent and not yet written.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.0.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Tells the I/O side that the application took one delivered message.
+    pub fn message_taken(&self) {
+        let before = self.0.inbound.fetch_sub(1, Ordering::SeqCst);
+        if before <= self.0.max_queue && self.0.read_paused.swap(false, Ordering::SeqCst) {
+            self.0.notify.notify();
+        }
+    }
+
+    /// Whether the I/O side is finished with the connection.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    // ---- I/O side ----
+
+    pub(crate) fn take_commands(&self, into: &mut Vec<Command>) {
+        let mut c = self.0.commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::swap(&mut c.queue, into);
+    }
+
+    /// Counts a delivered message; returns `true` if reading must pause.
+    pub(crate) fn message_delivered(&self) -> bool {
+        let now = self.0.inbound.fetch_add(1, Ordering::SeqCst) + 1;
+        if now < self.0.max_queue {
+            return false;
+        }
+        self.0.read_paused.store(true, Ordering::SeqCst);
+        // The application may have taken messages meanwhile: re-check (see message_taken).
+        if self.0.inbound.load(Ordering::SeqCst) < self.0.max_queue
+            && self.0.read_paused.swap(false, Ordering::SeqCst)
+        {
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn is_read_paused(&self) -> bool {
+        self.0.read_paused.load(Ordering::SeqCst)
+    }
+
+    /// Releases written bytes; returns `true` if a waiting sender should be told.
+    pub(crate) fn release(&self, bytes: usize) -> bool {
+        if bytes == 0 {
+            return false;
+        }
+        let left = self.0.queued_bytes.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        left <= self.0.low_water && self.0.want_writable.swap(false, Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.want_writable.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A server started by a backend.
+pub trait RunningServer: Send + Sync {
+    /// Stops accepting and closes every connection (open WebSockets get
+    /// [`ServerConfig::shutdown_close_code`]). Returns at once.
+    fn shutdown(&self);
+    /// Waits up to `timeout` for every connection and thread to finish; returns whether they did.
+    /// Connections still open after it are dropped.
+    fn join(&self, timeout: Duration) -> bool;
+    /// Number of connections currently open.
+    fn connection_count(&self) -> usize;
+}
+
+/// A transport backend: an event model that serves connections through the driver.
+pub trait Backend: Send + Sync {
+    /// The name users select it by (`"mio"`, `"tokio"`).
+    fn name(&self) -> &'static str;
+    /// Starts serving on already-bound listeners, delivering events to `sink`.
+    ///
+    /// # Errors
+    /// If threads or the event loop cannot be created.
+    fn start(
+        &self,
+        cfg: Arc<ServerConfig>,
+        listeners: Vec<std::net::TcpListener>,
+        sink: Arc<dyn EventSink>,
+    ) -> std::io::Result<Box<dyn RunningServer>>;
+}

@@ -1,0 +1,546 @@
+//! Per-connection glue that both backends call: bytes in, events out, bytes out.
+//!
+//! A backend's loop for one connection is: read into [`Driver::read_buffer`] (or any buffer
+//! passed to [`Driver::on_read`]), call the driver, write [`Driver::out_queue`] with vectored
+//! writes and report them with [`Driver::on_written`], apply the application's commands with
+//! [`Driver::on_commands`] when woken, call [`Driver::on_tick`] at [`Driver::deadline`], and
+//! close the socket once [`Driver::is_finished`]. Each call is wrapped in
+//! [`std::panic::catch_unwind`]: a panic closes that connection only.
+//!
+//! # Phases
+//!
+//! ```text
+//! Request ──valid upgrade──► AwaitingApp ──Accept──► Open(Connection) ──► Done
+//!    │                          │  Close/Abort/HttpResponse* ──────────────►│
+//!    └── bad request / timeout / EOF (4xx response) ────────────────────────┘
+//! ```
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::backend::{
+    Command, ConnHandle, ConnId, ConnectInfo, Event, EventSink, LogLevel, Notify, ServerConfig,
+};
+use crate::frame::close_code;
+use crate::handshake::{self, Upgrade};
+use crate::outq::OutQueue;
+use crate::protocol::{self, Connection};
+
+/// Most bytes buffered from a client that sends data before the application accepted it.
+const MAX_EARLY_DATA: usize = 64 * 1024;
+
+/// Most slices handed to one vectored write.
+pub const MAX_IOVECS: usize = 64;
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading the request head.
+    Request { buf: BytesMut, deadline: Instant },
+    /// The application decides; early frames from the client wait in `early`.
+    AwaitingApp { upgrade: Box<Upgrade>, early: BytesMut, eof: bool },
+    /// Writing a denial response; `more` while the application streams its body.
+    Denying { more: bool, chunked: bool },
+    /// The WebSocket is open (or closing).
+    Open(Box<Connection>),
+    /// Nothing more to do but write what is queued and close.
+    Done,
+}
+
+/// One connection's protocol state, from the first byte to the close.
+pub struct Driver {
+    id: ConnId,
+    cfg: Arc<ServerConfig>,
+    sink: Arc<dyn EventSink>,
+    handle: ConnHandle,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    phase: Phase,
+    /// Output before the WebSocket opens (HTTP responses).
+    out: OutQueue,
+    /// The application has been told about this connection and awaits a disconnect.
+    announced: bool,
+    deadline: Option<Instant>,
+    commands: Vec<Command>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.id)
+            .field("phase", &self.phase)
+            .field("out", &self.out.len())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver for a freshly accepted connection.
+    pub fn new(
+        id: ConnId,
+        cfg: Arc<ServerConfig>,
+        sink: Arc<dyn EventSink>,
+        notify: Box<dyn Notify>,
+        client: Option<SocketAddr>,
+        server: Option<SocketAddr>,
+        now: Instant,
+    ) -> Self {
+        let deadline = now + cfg.handshake_timeout;
+        let handle = ConnHandle::new(id, &cfg, notify);
+        Self {
+            id,
+            cfg,
+            sink,
+            handle,
+            client,
+            server,
+            phase: Phase::Request { buf: BytesMut::new(), deadline },
+            out: OutQueue::new(),
+            announced: false,
+            deadline: Some(deadline),
+            commands: Vec::new(),
+        }
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// A buffer of the connection's own to read into, when it is mid-frame or mid-request.
+    /// `None`: read into any buffer and pass it to [`Driver::on_read`].
+    pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
+        match &mut self.phase {
+            Phase::Open(conn) => conn.read_buffer(),
+            Phase::Request { buf, .. } if !buf.is_empty() => Some(buf),
+            _ => None,
+        }
+    }
+
+    /// Processes bytes read into `input` (which is emptied).
+    pub fn on_read(&mut self, input: &mut BytesMut, now: Instant) {
+        self.guard(|d| d.read(Some(input), now));
+    }
+
+    /// Processes bytes read into [`Driver::read_buffer`].
+    pub fn on_read_buffered(&mut self, now: Instant) {
+        self.guard(|d| d.read(None, now));
+    }
+
+    /// The peer closed its side of the stream.
+    pub fn on_eof(&mut self) {
+        self.guard(Self::eof);
+    }
+
+    /// The socket failed (reset, broken pipe): nothing more can be written.
+    pub fn on_io_error(&mut self, err: &std::io::Error) {
+        self.guard(|d| {
+            d.log(LogLevel::Debug, format!("connection {}: {err}", d.id));
+            d.eof();
+            d.out.clear();
+            if let Phase::Open(conn) = &mut d.phase {
+                let released = conn.out_queue().clear();
+                d.handle.release(released);
+            }
+            d.phase = Phase::Done;
+        });
+    }
+
+    /// Applies the commands the application queued through the [`ConnHandle`].
+    pub fn on_commands(&mut self, now: Instant) {
+        self.guard(|d| {
+            let mut cmds = std::mem::take(&mut d.commands);
+            d.handle.take_commands(&mut cmds);
+            for cmd in cmds.drain(..) {
+                d.apply(cmd, now);
+            }
+            d.commands = cmds;
+        });
+    }
+
+    /// Advances timers to `now`.
+    pub fn on_tick(&mut self, now: Instant) {
+        self.guard(|d| d.tick(now));
+    }
+
+    /// Starts closing because the server shuts down.
+    pub fn on_shutdown(&mut self, now: Instant) {
+        self.guard(|d| match &mut d.phase {
+            Phase::Open(conn) => {
+                let _ = conn.send_close(d.cfg.shutdown_close_code, "");
+                d.after_protocol(now);
+            }
+            Phase::Request { .. } => d.phase = Phase::Done,
+            Phase::AwaitingApp { .. } => d.reject(503, "server shutting down"),
+            Phase::Denying { .. } | Phase::Done => {}
+        });
+    }
+
+    /// The bytes to write next.
+    pub fn out_queue(&mut self) -> &mut OutQueue {
+        match &mut self.phase {
+            Phase::Open(conn) if self.out.is_empty() => conn.out_queue(),
+            _ => &mut self.out,
+        }
+    }
+
+    /// Fills `dst` with what to write next; returns how many slices it filled.
+    pub fn io_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out_queue().io_slices(dst)
+    }
+
+    /// Whether anything is waiting to be written.
+    #[must_use]
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty() || matches!(&self.phase, Phase::Open(c) if c.has_output())
+    }
+
+    /// Reports `n` bytes written from [`Driver::io_slices`].
+    pub fn on_written(&mut self, n: usize) {
+        self.guard(|d| {
+            let released = d.out_queue().advance(n);
+            if d.handle.release(released) {
+                d.sink.push(Event::Writable { id: d.id });
+            }
+            d.settle();
+        });
+    }
+
+    /// Whether the backend should read from the socket now.
+    #[must_use]
+    pub fn wants_read(&self) -> bool {
+        match &self.phase {
+            Phase::Request { .. } | Phase::Denying { .. } => true,
+            Phase::AwaitingApp { early, eof, .. } => !eof && early.len() < MAX_EARLY_DATA,
+            Phase::Open(conn) => !conn.is_closed() && !self.handle.is_read_paused(),
+            Phase::Done => false,
+        }
+    }
+
+    /// Whether the connection is finished: everything is written and the socket can be closed.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done) && !self.wants_write()
+    }
+
+    /// When [`Driver::on_tick`] should next be called.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The application's handle on this connection.
+    #[must_use]
+    pub fn handle(&self) -> &ConnHandle {
+        &self.handle
+    }
+
+    // ---- internals ----
+
+    fn guard(&mut self, f: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            // The state may be inconsistent: drop it and close with 1011 (or 500).
+            let was_open = matches!(self.phase, Phase::Open(_));
+            self.out.clear();
+            if was_open {
+                self.out.push_bytes(Bytes::from_static(&[0x88, 0x02, 0x03, 0xf3]), 0);
+            } else if !matches!(self.phase, Phase::Done | Phase::Denying { .. }) {
+                let mut out = Vec::new();
+                handshake::write_reject(&mut out, 500, "internal server error");
+                self.out.push_bytes(Bytes::from(out), 0);
+            }
+            self.phase = Phase::Done;
+            self.log(LogLevel::Error, format!("connection {}: panic on an I/O thread", self.id));
+            self.disconnect(close_code::INTERNAL_ERROR, String::new());
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: String) {
+        self.sink.push(Event::Log { level, message });
+    }
+
+    fn disconnect(&mut self, code: u16, reason: String) {
+        self.handle.mark_closed();
+        if std::mem::take(&mut self.announced) {
+            self.sink.push(Event::Disconnect { id: self.id, code, reason });
+        }
+    }
+
+    fn read(&mut self, input: Option<&mut BytesMut>, now: Instant) {
+        match &mut self.phase {
+            Phase::Request { buf, .. } => {
+                if let Some(input) = input {
+                    if buf.is_empty() {
+                        std::mem::swap(buf, input);
+                    } else {
+                        buf.extend_from_slice(input);
+                        input.clear();
+                    }
+                }
+                self.parse_request();
+            }
+            Phase::AwaitingApp { early, .. } => {
+                if let Some(input) = input {
+                    early.extend_from_slice(input);
+                    input.clear();
+                }
+            }
+            Phase::Denying { .. } | Phase::Done => {
+                if let Some(input) = input {
+                    input.clear();
+                }
+            }
+            Phase::Open(conn) => {
+                let result = match input {
+                    Some(input) => conn.receive_data(input),
+                    None => conn.receive_buffered(),
+                };
+                if let Err(e) = result {
+                    self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                }
+                self.after_protocol(now);
+            }
+        }
+    }
+
+    fn parse_request(&mut self) {
+        let Phase::Request { buf, .. } = &mut self.phase else { return };
+        let parsed = match handshake::parse_request(buf, &self.cfg.handshake) {
+            Ok(None) => return,
+            Ok(Some(p)) => p,
+            Err(e) => {
+                self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                self.reject(e.status(), &e.to_string());
+                return;
+            }
+        };
+        let (request, head_len) = parsed;
+        let upgrade = match handshake::validate_upgrade(&request) {
+            Ok(u) => u,
+            Err(e) => {
+                self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                self.reject(e.status(), &e.to_string());
+                return;
+            }
+        };
+        let _ = buf.split_to(head_len);
+        let early = std::mem::take(buf);
+        self.phase = Phase::AwaitingApp { upgrade: Box::new(upgrade.clone()), early, eof: false };
+        self.deadline = None;
+        self.announced = true;
+        let info = ConnectInfo {
+            id: self.id,
+            handle: self.handle.clone(),
+            request,
+            upgrade,
+            client: self.client,
+            server: self.server,
+        };
+        self.sink.push(Event::Connect(Box::new(info)));
+    }
+
+    fn reject(&mut self, status: u16, message: &str) {
+        let mut out = Vec::new();
+        handshake::write_reject(&mut out, status, message);
+        self.out.push_bytes(Bytes::from(out), 0);
+        self.phase = Phase::Done;
+        self.deadline = None;
+        self.disconnect(close_code::ABNORMAL, String::new());
+    }
+
+    fn eof(&mut self) {
+        match &mut self.phase {
+            Phase::Open(conn) => {
+                conn.receive_eof();
+                self.drain_events();
+                self.settle();
+            }
+            Phase::AwaitingApp { eof, .. } => {
+                // The application still decides; it learns of the disconnect now.
+                *eof = true;
+                self.disconnect(close_code::ABNORMAL, String::new());
+            }
+            _ => {
+                self.phase = Phase::Done;
+                self.disconnect(close_code::ABNORMAL, String::new());
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, now: Instant) {
+        match (&mut self.phase, cmd) {
+            (Phase::Open(conn), Command::Send { text, payload }) => {
+                let len = payload.len();
+                if conn.send_message(text, payload, len).is_err() {
+                    self.handle.release(len);
+                }
+            }
+            (_, Command::Send { payload, .. }) => {
+                // Not open (any more): the bytes will never be written.
+                self.handle.release(payload.len());
+            }
+            (Phase::Open(conn), Command::Close { code, reason }) => {
+                let (code, reason) = if protocol::check_close(code, &reason).is_ok() {
+                    (code, reason)
+                } else {
+                    (close_code::INTERNAL_ERROR, String::new())
+                };
+                let _ = conn.send_close(code, &reason);
+                self.after_protocol(now);
+            }
+            (Phase::Open(conn), Command::Abort) => {
+                let _ = conn.send_close(close_code::INTERNAL_ERROR, "");
+                self.after_protocol(now);
+            }
+            (Phase::AwaitingApp { .. }, Command::Accept { subprotocol, headers }) => {
+                self.accept(subprotocol.as_deref(), &headers, now);
+            }
+            (Phase::AwaitingApp { .. }, Command::Close { .. }) => self.reject(403, "forbidden"),
+            (Phase::AwaitingApp { .. }, Command::Abort) => {
+                self.reject(500, "internal server error");
+            }
+            (Phase::AwaitingApp { .. }, Command::HttpResponseStart { status, mut headers }) => {
+                let length = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+                if length.is_none() {
+                    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(b"transfer-encoding"));
+                    headers.push((b"transfer-encoding".to_vec(), b"chunked".to_vec()));
+                }
+                let mut head = Vec::new();
+                handshake::write_response_head(&mut head, status, &headers, length);
+                self.out.push_bytes(Bytes::from(head), 0);
+                self.phase = Phase::Denying { more: true, chunked: length.is_none() };
+            }
+            (
+                Phase::Denying { more, chunked },
+                Command::HttpResponseBody { body, more: more_body },
+            ) => {
+                let len = body.len();
+                if !*more {
+                    self.handle.release(len);
+                    return;
+                }
+                if *chunked {
+                    if !body.is_empty() {
+                        self.out.push_bytes(Bytes::from(format!("{len:x}\r\n")), 0);
+                        self.out.push_bytes(body, len);
+                        self.out.push_bytes(Bytes::from_static(b"\r\n"), 0);
+                    }
+                    if !more_body {
+                        self.out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
+                    }
+                } else {
+                    self.out.push_bytes(body, len);
+                }
+                *more = more_body;
+                if !more_body {
+                    self.phase = Phase::Done;
+                    self.disconnect(close_code::ABNORMAL, String::new());
+                }
+            }
+            (Phase::Denying { .. }, Command::Abort) => {
+                // The response is broken half way: all we can do is close.
+                self.phase = Phase::Done;
+                self.disconnect(close_code::ABNORMAL, String::new());
+            }
+            (_, Command::HttpResponseBody { body, .. }) => {
+                self.handle.release(body.len());
+            }
+            // Anything else is a command that the state makes meaningless (a second close, an
+            // accept after close): the bridge has already rejected the misuse in Python.
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, subprotocol: Option<&str>, headers: &[(Vec<u8>, Vec<u8>)], now: Instant) {
+        let Phase::AwaitingApp { upgrade, early, eof } =
+            std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        let mut head = Vec::with_capacity(256);
+        handshake::write_accept(&mut head, &upgrade, subprotocol, None, headers);
+        self.out.push_bytes(Bytes::from(head), 0);
+        let conn = Connection::new(self.cfg.protocol.clone());
+        self.phase = Phase::Open(Box::new(conn));
+        if eof {
+            // The client left before the accept: nothing will be read.
+            self.eof();
+            return;
+        }
+        if !early.is_empty() {
+            let mut early = early;
+            self.read(Some(&mut early), now);
+        }
+        self.tick(now);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Request { deadline, .. } => {
+                if now >= *deadline {
+                    self.log(LogLevel::Debug, format!("connection {}: handshake timeout", self.id));
+                    self.reject(408, "request timeout");
+                } else {
+                    self.deadline = Some(*deadline);
+                }
+            }
+            Phase::Open(conn) => {
+                self.deadline = conn.on_tick(now);
+                self.drain_events();
+                self.settle();
+            }
+            _ => self.deadline = None,
+        }
+    }
+
+    /// After the protocol state machine ran: deliver its events, re-arm its timers.
+    fn after_protocol(&mut self, now: Instant) {
+        self.drain_events();
+        if let Phase::Open(conn) = &mut self.phase {
+            self.deadline = conn.on_tick(now);
+        }
+        self.drain_events();
+        self.settle();
+    }
+
+    fn drain_events(&mut self) {
+        let Phase::Open(conn) = &mut self.phase else { return };
+        while let Some(ev) = conn.next_event() {
+            match ev {
+                protocol::Event::Message(message) => {
+                    self.handle.message_delivered();
+                    self.sink.push(Event::Message { id: self.id, message });
+                }
+                protocol::Event::Closed { code, reason } => {
+                    self.handle.mark_closed();
+                    if std::mem::take(&mut self.announced) {
+                        self.sink.push(Event::Disconnect { id: self.id, code, reason });
+                    }
+                }
+                protocol::Event::Ping(_) | protocol::Event::Pong(_) => {}
+            }
+        }
+    }
+
+    /// Moves an open connection whose protocol has closed to `Done`, keeping its output.
+    fn settle(&mut self) {
+        if let Phase::Open(conn) = &mut self.phase {
+            if conn.is_closed() {
+                // Keep the bytes it still has to write (the close frame).
+                let mut q = std::mem::take(conn.out_queue());
+                self.out.append(&mut q);
+                self.phase = Phase::Done;
+                self.deadline = None;
+            }
+        }
+    }
+}
