@@ -544,3 +544,273 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SendState;
+    use crate::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
+    use crate::protocol::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<Event>>);
+
+    impl EventSink for Sink {
+        fn push(&self, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    impl Sink {
+        fn take(&self) -> Vec<Event> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    #[derive(Default)]
+    struct CountNotify(Arc<AtomicUsize>);
+
+    impl Notify for CountNotify {
+        fn notify(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    const REQUEST: &[u8] = b"GET /chat?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [1, 2, 3, 4];
+        let h = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: OpCode::from(opcode),
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        let mut out = HeaderBytes::new(&h).as_slice().to_vec();
+        let mut p = payload.to_vec();
+        apply_mask_bytes(&mut p, key, 0);
+        out.extend(p);
+        out
+    }
+
+    fn setup(cfg: ServerConfig) -> (Driver, Arc<Sink>, Arc<AtomicUsize>, Instant) {
+        let sink = Arc::new(Sink::default());
+        let count = Arc::new(AtomicUsize::new(0));
+        let now = Instant::now();
+        let d = Driver::new(
+            7,
+            Arc::new(cfg),
+            sink.clone(),
+            Box::new(CountNotify(count.clone())),
+            None,
+            None,
+            now,
+        );
+        (d, sink, count, now)
+    }
+
+    fn read(d: &mut Driver, bytes: &[u8], now: Instant) {
+        d.on_read(&mut BytesMut::from(bytes), now);
+    }
+
+    fn output(d: &mut Driver) -> Vec<u8> {
+        let mut all = Vec::new();
+        while d.wants_write() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = d.io_slices(&mut slices);
+            let chunk: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            d.on_written(chunk.len());
+            all.extend(chunk);
+        }
+        all
+    }
+
+    fn connect(d: &mut Driver, sink: &Sink, now: Instant) -> ConnHandle {
+        for chunk in REQUEST.chunks(10) {
+            read(d, chunk, now);
+        }
+        let events = sink.take();
+        let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
+        assert_eq!(info.request.path(), "/chat");
+        assert_eq!(info.upgrade.subprotocols, ["chat"]);
+        info.handle.clone()
+    }
+
+    #[test]
+    fn accept_echo_and_client_close() {
+        let (mut d, sink, notified, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        // A frame sent before the accept waits for it.
+        read(&mut d, &client_frame(1, b"early"), now);
+        assert!(sink.take().is_empty());
+        h.command(Command::Accept { subprotocol: Some("chat".into()), headers: vec![] });
+        assert_eq!(notified.load(Ordering::SeqCst), 1);
+        d.on_commands(now);
+        let head = String::from_utf8(output(&mut d)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        assert!(head.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        let events = sink.take();
+        assert!(
+            matches!(&events[..], [Event::Message { id: 7, message: Message::Text(t) }] if t == "early")
+        );
+        h.message_taken();
+        assert_eq!(h.send(false, Bytes::from_static(b"pong")), SendState::Ready);
+        d.on_commands(now);
+        assert_eq!(output(&mut d), [0x82, 4, b'p', b'o', b'n', b'g']);
+        assert_eq!(h.queued_bytes(), 0);
+        read(&mut d, &client_frame(8, &[0x03, 0xe9]), now);
+        assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xe9]);
+        let events = sink.take();
+        assert!(matches!(&events[..], [Event::Disconnect { id: 7, code: 1001, .. }]), "{events:?}");
+        assert!(d.is_finished());
+        assert_eq!(h.send(true, Bytes::new()), SendState::Closed);
+    }
+
+    #[test]
+    fn close_before_accept_is_403() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::Close { code: 1000, reason: String::new() });
+        d.on_commands(now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{out}");
+        assert!(d.is_finished());
+        assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1006, .. }]));
+    }
+
+    #[test]
+    fn denial_response_streams_chunked_or_with_length() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::HttpResponseStart { status: 401, headers: vec![] });
+        h.command(Command::HttpResponseBody { body: Bytes::from_static(b"no"), more: true });
+        h.command(Command::HttpResponseBody { body: Bytes::from_static(b"pe"), more: false });
+        d.on_commands(now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\n2\r\nno\r\n2\r\npe\r\n0\r\n\r\n"), "{out}");
+        assert!(d.is_finished());
+
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::HttpResponseStart {
+            status: 418,
+            headers: vec![(b"content-length".to_vec(), b"3".to_vec())],
+        });
+        h.command(Command::HttpResponseBody { body: Bytes::from_static(b"tea"), more: false });
+        d.on_commands(now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.contains("Content-Length: 3\r\n") && out.ends_with("\r\n\r\ntea"), "{out}");
+    }
+
+    #[test]
+    fn bad_requests_get_statuses() {
+        for (req, status) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], "426"),
+            (b"BAD\x01 / HTTP/1.1\r\n\r\n", "400"),
+            (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ] {
+            let (mut d, sink, _, now) = setup(ServerConfig::default());
+            read(&mut d, req, now);
+            let out = String::from_utf8(output(&mut d)).unwrap();
+            assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+            assert!(d.is_finished());
+            assert!(sink.take().iter().all(|e| matches!(e, Event::Log { .. })));
+        }
+    }
+
+    #[test]
+    fn handshake_timeout() {
+        let (mut d, _sink, _, now) = setup(ServerConfig {
+            handshake_timeout: Duration::from_millis(100),
+            ..ServerConfig::default()
+        });
+        read(&mut d, b"GET / HTTP/1.1\r\n", now);
+        assert_eq!(d.deadline(), Some(now + Duration::from_millis(100)));
+        d.on_tick(now + Duration::from_millis(100));
+        assert!(String::from_utf8(output(&mut d)).unwrap().starts_with("HTTP/1.1 408 "));
+        assert!(d.is_finished());
+    }
+
+    #[test]
+    fn back_pressure_both_ways() {
+        let (mut d, sink, notified, now) = setup(ServerConfig {
+            max_queue: 2,
+            write_high_water: 10,
+            write_low_water: 4,
+            ..ServerConfig::default()
+        });
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        // Inbound: the second undelivered message pauses reading; taking one resumes it.
+        let mut two = client_frame(2, b"a");
+        two.extend(client_frame(2, b"b"));
+        read(&mut d, &two, now);
+        assert!(!d.wants_read());
+        let before = notified.load(Ordering::SeqCst);
+        h.message_taken();
+        assert_eq!(notified.load(Ordering::SeqCst), before + 1);
+        assert!(d.wants_read());
+        // Outbound: above the high-water mark the sender must wait for Writable.
+        assert_eq!(h.send(false, Bytes::from_static(b"12345678")), SendState::Ready);
+        assert_eq!(h.send(false, Bytes::from_static(b"12345678")), SendState::Full);
+        assert!(h.wait_writable());
+        d.on_commands(now);
+        sink.take();
+        output(&mut d);
+        assert!(matches!(&sink.take()[..], [Event::Writable { id: 7 }]));
+        assert!(!h.wait_writable(), "drained: nothing to wait for");
+    }
+
+    #[test]
+    fn shutdown_sends_1012_and_waits_for_the_peer() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        d.on_shutdown(now);
+        assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf4]);
+        assert!(!d.is_finished(), "waits for the client's close frame");
+        read(&mut d, &client_frame(8, &[0x03, 0xf4]), now);
+        assert!(d.is_finished());
+        assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1012, .. }]));
+    }
+
+    #[test]
+    fn eof_before_accept_then_accept() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        d.on_eof();
+        assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1006, .. }]));
+        assert!(!d.wants_read());
+        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        assert!(d.is_finished());
+        assert!(sink.take().is_empty(), "one disconnect only");
+    }
+
+    #[test]
+    fn protocol_error_closes_with_its_code() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        read(&mut d, &[0x81, 0x00], now); // unmasked
+        assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xea]);
+        assert!(d.is_finished());
+        let events = sink.take();
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Disconnect { code: 1002, .. })),
+            "{events:?}"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+"""Raw ASGI applications that the end-to-end tests serve with zcasgi."""

@@ -1,0 +1,273 @@
+"""Raw ASGI websocket applications for the end-to-end tests.
+
+Serve one with ``python -m zcasgi apps.echo:<name>`` (``tests/`` on ``PYTHONPATH``) or
+``tests.apps.echo:<name>``. Every app answers plain HTTP with 404 and completes the lifespan
+protocol, so any server configuration can serve it. Markers the tests look for in the server's
+output are logged to stderr by the ``tests.apps`` logger, whatever the server's log settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SUBPROTOCOLS = ("chat", "superchat")
+
+logger = logging.getLogger("tests.apps")
+if not logger.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+async def _other_scope(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer an ``http`` request with 404 and complete the ``lifespan`` protocol."""
+    if scope["type"] == "http":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"not found"})
+    elif scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw: bytes = scope.get("query_string", b"")
+    return {key: values[-1] for key, values in parse_qs(raw.decode("latin-1")).items()}
+
+
+async def _connect(receive: Receive) -> bool:
+    """Wait for ``websocket.connect``; False if the client left first."""
+    message = await receive()
+    return bool(message["type"] == "websocket.connect")
+
+
+async def _send_back(message: Message, send: Send) -> None:
+    """Send a ``websocket.receive`` message's text or bytes back."""
+    if message.get("text") is not None:
+        await send({"type": "websocket.send", "text": message["text"]})
+    else:
+        await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+async def _echo(receive: Receive, send: Send) -> None:
+    """Send every received message back unchanged until the client disconnects."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await _send_back(message, send)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echo text and bytes; pick "chat" or "superchat" when the client offers one."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    offered: list[str] = scope.get("subprotocols", [])
+    subprotocol = next((name for name in offered if name in SUBPROTOCOLS), None)
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    await _echo(receive, send)
+
+
+def _jsonable(value: Any) -> Any:
+    """Scope values as JSON: bytes become latin-1 strings, tuples lists, the rest ``repr``."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, MutableMapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+async def scope_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept, send the scope as one JSON text message, then wait for the client to leave."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps(_jsonable(scope))})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def close_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept, then close with ``?code=4001&reason=bye`` from the query string."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    query = _query(scope)
+    await send({"type": "websocket.accept"})
+    await send(
+        {
+            "type": "websocket.close",
+            "code": int(query.get("code", "1000")),
+            "reason": query.get("reason", ""),
+        }
+    )
+
+
+async def deny_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Close before accepting: the server answers the handshake with 403."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if await _connect(receive):
+        await send({"type": "websocket.close"})
+
+
+async def http_deny_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reject the handshake with a 401 response of the app's own."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    body = b"denied"
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def raise_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echo, but raise ``RuntimeError`` on the text message "boom" (the server closes 1011)."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") == "boom":
+            raise RuntimeError("boom")
+        await _send_back(message, send)
+
+
+async def raise_before_accept_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Raise before accepting (the server answers the handshake with 500)."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    await receive()
+    raise RuntimeError("raised before accept")
+
+
+async def flood_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Send ``?count=N`` binary messages of ``?size=S`` bytes as fast as ``send`` allows.
+
+    Each message starts with its 8-byte big-endian sequence number. After the last one the app
+    sends the text ``done <count>`` and waits for the client to leave. It logs
+    ``flood sent=<n> of=<count>`` when it stops (with `` client left`` appended when ``send``
+    raised ``OSError`` because the client went away), so a test can see how far a client that
+    does not read let it get.
+    """
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    query = _query(scope)
+    count = int(query.get("count", "1000"))
+    size = max(8, int(query.get("size", "65536")))
+    filler = b"\x00" * (size - 8)
+    await send({"type": "websocket.accept"})
+    sent = 0
+    try:
+        while sent < count:
+            await send({"type": "websocket.send", "bytes": sent.to_bytes(8, "big") + filler})
+            sent += 1
+        await send({"type": "websocket.send", "text": f"done {count}"})
+    except OSError:
+        logger.info("flood sent=%d of=%d client left", sent, count)
+        return
+    logger.info("flood sent=%d of=%d", sent, count)
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Lifespan that stores ``state["marker"] = "started"`` and logs; websocket echo.
+
+    The text message ``__state__`` is answered with the connection's ``scope["state"]`` as
+    JSON instead of being echoed. Logs ``lifespan startup`` and ``lifespan shutdown``.
+    """
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                state = scope.get("state")
+                if state is not None:
+                    state["marker"] = "started"
+                logger.info("lifespan startup")
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                logger.info("lifespan shutdown")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") == "__state__":
+            state_json = json.dumps(_jsonable(scope.get("state")))
+            await send({"type": "websocket.send", "text": state_json})
+        else:
+            await _send_back(message, send)
+
+
+async def accept_headers_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept with the extra response header ``x-test: 1``, then echo."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept", "headers": [(b"x-test", b"1")]})
+    await _echo(receive, send)
