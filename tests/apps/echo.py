@@ -271,3 +271,30 @@ async def accept_headers_app(scope: Scope, receive: Receive, send: Send) -> None
         return
     await send({"type": "websocket.accept", "headers": [(b"x-test", b"1")]})
     await _echo(receive, send)
+
+
+async def duplex_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echo with ``receive`` and ``send`` awaited from two different tasks at once."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    import asyncio
+
+    queue: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    async def reader() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                await queue.put(None)
+                return
+            await queue.put(message)
+
+    async def writer() -> None:
+        while (message := await queue.get()) is not None:
+            await _send_back(message, send)
+
+    await asyncio.gather(reader(), writer())

@@ -1,1 +1,349 @@
-//! The mio transport backend of zcasgi (in progress).
+//! The mio transport backend of zcasgi: hand-written readiness loops over `mio`.
+//!
+//! # Reactor structure
+//!
+//! ```text
+//!              listeners
+//!                  │
+//!        ┌─────────▼─────────┐   accepted socket → least loaded reactor's mailbox + Waker
+//!        │ zcasgi-mio-accept │───────────────┬───────────────────────┐
+//!        └───────────────────┘               │                       │
+//!                                 ┌──────────▼─────────┐  ┌──────────▼─────────┐
+//!   ConnHandle::command ────────► │ zcasgi-mio-0       │  │ zcasgi-mio-1  ...  │
+//!   (Notify: mailbox + Waker)     │ Poll, Slab<Conn>,  │  │                    │
+//!                                 │ timer heap, one    │  │                    │
+//!   EventSink::push ◄──────────── │ shared read buffer │  │                    │
+//!                                 └────────────────────┘  └────────────────────┘
+//! ```
+//!
+//! * One **acceptor** thread owns the listeners and hands each accepted socket to the reactor
+//!   with the fewest connections, pausing at `max_connections` and backing off on `EMFILE`
+//!   (see `accept.rs`).
+//! * `io_threads` **reactor** threads each own a `mio::Poll`, a slab of connections, a heap of
+//!   connection deadlines and one read buffer shared by all their connections. Sockets are
+//!   registered once, edge-triggered, for reading and writing; each connection keeps
+//!   `readable`/`writable` flags that only `WouldBlock` clears (see `reactor.rs`).
+//! * The **application** reaches a connection through its `ConnHandle`, whose `Notify` puts the
+//!   connection in its reactor's mailbox and wakes the reactor only if the mailbox was empty:
+//!   one wake-up per batch, however many connections it names.
+//!
+//! The backend has no protocol logic: every byte goes through [`zcasgi_core::driver::Driver`].
+//!
+//! # Shutdown
+//!
+//! [`RunningServer::shutdown`] stops the acceptor (closing the listeners) and has every
+//! reactor call `on_shutdown` on its connections: open WebSockets get the close code of
+//! `ServerConfig::shutdown_close_code`. A reactor exits once its slab is empty.
+//! [`RunningServer::join`] waits for that; past its timeout it makes the threads drop every
+//! connection (the application is told 1006) and exit.
+
+#![deny(missing_docs)]
+
+mod accept;
+mod io;
+mod reactor;
+mod timer;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Waker};
+use zcasgi_core::backend::{
+    Backend, ConnId, Event, EventSink, LogLevel, RunningServer, ServerConfig,
+};
+
+use crate::accept::Acceptor;
+use crate::reactor::{Reactor, Remote, WAKER};
+
+/// How long `join` waits for threads it forced to stop.
+const FORCE_GRACE: Duration = Duration::from_secs(1);
+
+/// The mio backend: one acceptor thread and `io_threads` reactor threads.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use zcasgi_core::backend::{Backend, Event, EventSink, ServerConfig};
+/// use zcasgi_mio::MioBackend;
+///
+/// struct Ignore;
+/// impl EventSink for Ignore {
+///     fn push(&self, _event: Event) {}
+/// }
+///
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let cfg = Arc::new(ServerConfig { io_threads: 2, ..ServerConfig::default() });
+/// let server = MioBackend.start(cfg, vec![listener], Arc::new(Ignore))?;
+/// server.shutdown();
+/// assert!(server.join(Duration::from_secs(5)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MioBackend;
+
+impl Backend for MioBackend {
+    fn name(&self) -> &'static str {
+        "mio"
+    }
+
+    fn start(
+        &self,
+        cfg: Arc<ServerConfig>,
+        listeners: Vec<std::net::TcpListener>,
+        sink: Arc<dyn EventSink>,
+    ) -> std::io::Result<Box<dyn RunningServer>> {
+        let threads = cfg.io_threads.max(1);
+        let accept_poll = Poll::new()?;
+        let acceptor = Waker::new(accept_poll.registry(), WAKER)?;
+        let mut polls = Vec::with_capacity(threads);
+        let mut reactors = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let poll = Poll::new()?;
+            reactors.push(Arc::new(Remote::new(poll.registry())?));
+            polls.push(poll);
+        }
+        let listeners = listeners
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                Ok(mio::net::TcpListener::from_std(l))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let state = Arc::new(ServerState {
+            max_connections: cfg.max_connections.max(1),
+            cfg,
+            sink,
+            next_id: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            accept_paused: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            acceptor_done: AtomicBool::new(false),
+            acceptor,
+            reactors,
+            running: Mutex::new(0),
+            exited: Condvar::new(),
+        });
+        let server = MioServer { state: state.clone(), threads: Mutex::new(Vec::new()) };
+
+        for (index, poll) in polls.into_iter().enumerate() {
+            let registry = poll.registry().try_clone()?;
+            let reactor = Reactor::new(index, state.clone(), state.reactors[index].clone(), registry);
+            let guard = ThreadGuard::new(state.clone(), false);
+            let handle = std::thread::Builder::new()
+                .name(format!("zcasgi-mio-{index}"))
+                .spawn(move || {
+                    let guard = guard;
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run(poll)))
+                        .is_err()
+                    {
+                        guard.0.log(LogLevel::Error, format!("zcasgi-mio-{index} panicked"));
+                    }
+                });
+            server.spawned(handle)?;
+        }
+        let acceptor = Acceptor::new(accept_poll, listeners, state.clone());
+        let guard = ThreadGuard::new(state.clone(), true);
+        let handle = std::thread::Builder::new().name("zcasgi-mio-accept".into()).spawn(move || {
+            let guard = guard;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| acceptor.run())).is_err() {
+                guard.0.log(LogLevel::Error, "zcasgi-mio-accept panicked".into());
+            }
+        });
+        server.spawned(handle)?;
+        Ok(Box::new(server))
+    }
+}
+
+/// What every thread of one server shares.
+pub(crate) struct ServerState {
+    pub(crate) cfg: Arc<ServerConfig>,
+    pub(crate) sink: Arc<dyn EventSink>,
+    next_id: AtomicU64,
+    /// Connections accepted and not yet closed (those on their way to a reactor included).
+    active: AtomicUsize,
+    max_connections: usize,
+    /// The acceptor paused at `max_connections` and waits to be woken.
+    accept_paused: AtomicBool,
+    /// `shutdown` was called.
+    stopping: AtomicBool,
+    /// `join` timed out: drop everything now.
+    forced: AtomicBool,
+    /// The acceptor will hand over no more sockets.
+    acceptor_done: AtomicBool,
+    /// Wakes the acceptor.
+    acceptor: Waker,
+    pub(crate) reactors: Vec<Arc<Remote>>,
+    /// Threads still running.
+    running: Mutex<usize>,
+    exited: Condvar,
+}
+
+impl ServerState {
+    pub(crate) fn next_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn log(&self, level: LogLevel, message: String) {
+        self.sink.push(Event::Log { level, message });
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn forced(&self) -> bool {
+        self.forced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn acceptor_done(&self) -> bool {
+        self.acceptor_done.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn at_limit(&self) -> bool {
+        self.active.load(Ordering::SeqCst) >= self.max_connections
+    }
+
+    pub(crate) fn set_accept_paused(&self, paused: bool) {
+        self.accept_paused.store(paused, Ordering::SeqCst);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a closed connection and wakes the acceptor if it waits for one.
+    pub(crate) fn connection_closed(&self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst pairs with the acceptor, which sets the flag and then checks the count.
+        if self.accept_paused.load(Ordering::SeqCst) {
+            let _ = self.acceptor.wake();
+        }
+    }
+
+    /// Stops accepting and starts closing; `force` drops every connection at once.
+    fn stop(&self, force: bool) {
+        self.stopping.store(true, Ordering::Release);
+        if force {
+            self.forced.store(true, Ordering::Release);
+        }
+        let _ = self.acceptor.wake();
+        for reactor in &self.reactors {
+            reactor.wake();
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, usize> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits up to `timeout` for every thread to exit; returns whether they did.
+    fn wait_threads(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut running = self.running();
+        while *running > 0 {
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if wait.is_zero() {
+                return false;
+            }
+            running = self.exited.wait_timeout(running, wait).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        true
+    }
+}
+
+/// Counts a thread as running until it ends (normally or by a panic).
+struct ThreadGuard(Arc<ServerState>, bool);
+
+impl ThreadGuard {
+    fn new(state: Arc<ServerState>, acceptor: bool) -> Self {
+        *state.running() += 1;
+        Self(state, acceptor)
+    }
+}
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        if self.1 {
+            // The acceptor is gone: no more sockets will be handed over.
+            self.0.acceptor_done.store(true, Ordering::Release);
+            for reactor in &self.0.reactors {
+                reactor.wake();
+            }
+        }
+        *self.0.running() -= 1;
+        self.0.exited.notify_all();
+    }
+}
+
+/// A server started by [`MioBackend`].
+struct MioServer {
+    state: Arc<ServerState>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl MioServer {
+    /// Keeps a spawned thread, or stops everything if it could not be spawned.
+    fn spawned(&self, handle: std::io::Result<JoinHandle<()>>) -> std::io::Result<()> {
+        match handle {
+            Ok(h) => {
+                self.lock_threads().push(h);
+                Ok(())
+            }
+            Err(e) => {
+                // The acceptor may never have started: let the reactors exit without it.
+                self.state.acceptor_done.store(true, Ordering::Release);
+                self.state.stop(true);
+                Err(e)
+            }
+        }
+    }
+
+    fn lock_threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RunningServer for MioServer {
+    fn shutdown(&self) {
+        self.state.stop(false);
+    }
+
+    fn join(&self, timeout: Duration) -> bool {
+        let finished = self.state.wait_threads(timeout);
+        if !finished {
+            self.state.stop(true);
+            self.state.wait_threads(FORCE_GRACE);
+        }
+        // Reap the threads that ended; any other is left detached.
+        let mut threads = self.lock_threads();
+        for h in std::mem::take(&mut *threads) {
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                threads.push(h);
+            }
+        }
+        finished
+    }
+
+    fn connection_count(&self) -> usize {
+        self.state.active.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MioServer {
+    fn drop(&mut self) {
+        // Dropped while serving: nobody can stop the threads after this, so stop them now.
+        if *self.state.running() > 0 {
+            self.state.stop(true);
+        }
+    }
+}

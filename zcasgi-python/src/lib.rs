@@ -1,1 +1,29 @@
-//! Python bindings (in progress).
+//! The `zcasgi._zcasgi` extension module: registration only.
+
+// Python classes are inspected from Python (repr), not with `{:?}`.
+#![allow(missing_debug_implementations)]
+
+mod bridge;
+mod codec;
+mod errors;
+mod server;
+
+/// The compiled part of zcasgi.
+#[pyo3::pymodule(gil_used = false)]
+mod _zcasgi {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use crate::bridge::{Ready, Receive, SendWait, WsConn};
+    #[pymodule_export]
+    use crate::server::Core;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("BACKENDS", crate::server::BACKENDS.to_vec())?;
+        crate::errors::register(m)?;
+        crate::codec::register(m)?;
+        Ok(())
+    }
+}

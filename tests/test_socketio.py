@@ -1,0 +1,80 @@
+"""python-socketio's AsyncClient (websocket transport) against examples/chat.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+import socketio
+from conftest import ServerProcess
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def chat(backend: str):  # type: ignore[no-untyped-def]
+    with ServerProcess("examples.chat:app", backend, ["--log-level", "warning"]) as server:
+        yield server
+    assert "Traceback" not in server.output(), server.output()
+
+
+async def _client(url: str, name: str) -> socketio.AsyncClient:
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(url, transports=["websocket"], auth={"name": name}, wait_timeout=10)
+    return client
+
+
+async def test_connect_join_message_ack_binary_disconnect(chat: ServerProcess) -> None:
+    url = chat.url("http", "")
+    alice = await _client(url, "alice")
+    bob = await _client(url, "bob")
+    got: dict[str, list[Any]] = {"alice": [], "bob": []}
+    binaries: list[bytes] = []
+    alice.on("message", lambda data: got["alice"].append(data))
+    bob.on("message", lambda data: got["bob"].append(data))
+    bob.on("binary", lambda data: binaries.append(data))
+    try:
+        assert await alice.call("join", "lobby", timeout=5) == 1
+        assert await bob.call("join", "lobby", timeout=5) == 2
+        assert await alice.call("message", {"room": "lobby", "text": "hi"}, timeout=5) == "ok"
+        blob = bytes(range(256)) * 40
+        assert await alice.call("binary", {"room": "lobby", "data": blob}, timeout=5) == "ok"
+        for _ in range(100):
+            if got["bob"] and got["alice"] and binaries:
+                break
+            await asyncio.sleep(0.05)
+        expected = {"room": "lobby", "from": "alice", "text": "hi"}
+        assert got["alice"] == [expected]
+        assert got["bob"] == [expected]
+        assert binaries == [blob]
+        await bob.call("leave", "lobby", timeout=5)
+        assert await alice.call("join", "lobby", timeout=5) == 1
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+    assert not alice.connected and not bob.connected
+
+
+async def test_broadcast_to_hundred_clients(chat: ServerProcess) -> None:
+    url = chat.url("http", "")
+    counts: Counter[int] = Counter()
+    clients = []
+    try:
+        for i in range(100):
+            c = await _client(url, f"user{i}")
+            c.on("message", lambda data, i=i: counts.update([i]))
+            assert await c.call("join", "room", timeout=10) == i + 1
+            clients.append(c)
+        senders = clients[:5]
+        for n, sender in enumerate(senders):
+            for k in range(4):
+                text = f"{n}-{k}"
+                assert await sender.call("message", {"room": "room", "text": text}, timeout=10) == "ok"
+        deadline = asyncio.get_running_loop().time() + 20
+        while sum(counts.values()) < 100 * 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert all(counts[i] == 20 for i in range(100)), counts
+    finally:
+        await asyncio.gather(*(c.disconnect() for c in clients))

@@ -1,0 +1,674 @@
+//! One reactor thread: a `mio::Poll`, a slab of connections, their deadlines and one read
+//! buffer, driving every connection through [`Driver`].
+//!
+//! # Theory of operation
+//!
+//! Sockets are registered once, edge-triggered, for `READABLE | WRITABLE`. An edge only says
+//! "something changed", so each connection keeps two flags, `readable` and `writable`, set by
+//! events and cleared only when a call returns `WouldBlock` (or a short read proves the receive
+//! queue empty). Work on a connection is always the same short routine, [`Reactor::service`]:
+//!
+//! 1. while `readable` and the driver [`wants_read`](Driver::wants_read): read and feed the
+//!    driver (at most [`READ_BUDGET`] reads per turn, then the connection waits for the next
+//!    turn, so one fast sender cannot starve the others);
+//! 2. while `writable` and the driver [`wants_write`](Driver::wants_write): one vectored write
+//!    of its out queue;
+//! 3. once the driver [`is_finished`](Driver::is_finished): half-close, linger, close;
+//! 4. re-arm the connection's deadline.
+//!
+//! The same routine runs on a readiness event, when the application's [`Notify`] wakes the
+//! thread (after [`Driver::on_commands`]), when a deadline fires (after [`Driver::on_tick`]),
+//! and at shutdown (after [`Driver::on_shutdown`]). Because the `readable` flag survives a
+//! pause, a connection whose application stops taking messages stops reading, and resumes
+//! reading as soon as it is woken, although no new edge will come for bytes already queued.
+//!
+//! Writable interest is registered once rather than toggled: an edge-triggered `EPOLLOUT` only
+//! fires after a write hit a full send buffer, so a connection that never blocks costs no
+//! events, and a connection that does costs no `epoll_ctl` calls on the way in or out.
+//!
+//! # Buffers
+//!
+//! All connections of a thread read into one shared buffer. After each read the bytes read are
+//! split off it (no copy) and handed to [`Driver::on_read`], which keeps the payloads it needs
+//! as views of that memory and copies only an unfinished tail; the shared buffer reads on into
+//! the rest of its allocation and gets a new one when less than [`MIN_READ`] is left. A driver
+//! in the middle of a large frame has a buffer of its own sized for it
+//! ([`Driver::read_buffer`]): that is read into directly, saving the copy. An idle connection
+//! holds no read buffer at all.
+//!
+//! # Wake-ups
+//!
+//! Other threads reach a reactor through its [`Remote`]: a mailbox of accepted sockets and of
+//! connections to look at, and a `mio::Waker`. A poster wakes the thread only when the mailbox
+//! was empty, so one wake-up serves a whole batch. Mailbox entries name a connection by slot
+//! and id; the id doubles as the generation, so a stale entry for a slot that has been reused
+//! is recognised and skipped (timer entries likewise).
+
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+use zcasgi_core::backend::{ConnId, LogLevel, Notify};
+use zcasgi_core::driver::{Driver, MAX_IOVECS};
+
+use crate::io::{recv_into, send_vectored};
+use crate::timer::{Entry, Timers};
+use crate::ServerState;
+
+/// The token of a thread's `Waker`; connections use their slab slot.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Size of each allocation of the shared read buffer.
+const READ_BUF_SIZE: usize = 64 * 1024;
+
+/// Below this much free space, the shared read buffer gets a new allocation.
+const MIN_READ: usize = 4 * 1024;
+
+/// Smallest growth of a driver's own read buffer when it is full.
+const DIRECT_GROW: usize = 4 * 1024;
+
+/// Most reads on one connection per turn of the loop.
+const READ_BUDGET: usize = 16;
+
+/// How long a finished connection waits for the peer's end of stream after our half-close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Events taken per `poll`.
+const EVENTS: usize = 1024;
+
+/// Whether a read that did not fill its buffer proves the receive queue empty, so that the
+/// `WouldBlock` read can be skipped. True for epoll: data arriving after the read raises a new
+/// edge. Not relied on when the event also reported the peer's half-close, which may have
+/// arrived before the read and raised no edge of its own.
+const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// A connection, named so that a reused slot is told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    slot: usize,
+    /// The connection id, unique within the server: the slot's generation.
+    id: ConnId,
+}
+
+/// A socket accepted for a reactor.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: Option<SocketAddr>,
+}
+
+/// What other threads leave for a reactor.
+#[derive(Debug, Default)]
+struct Mailbox {
+    /// New sockets from the acceptor.
+    accepted: Vec<Accepted>,
+    /// Connections whose application queued commands or resumed taking messages.
+    ready: Vec<Key>,
+}
+
+impl Mailbox {
+    fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.ready.is_empty()
+    }
+}
+
+/// A reactor thread as other threads see it.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    waker: Waker,
+    mailbox: Mutex<Mailbox>,
+    /// Connections on this thread, handed-off ones included (for balancing).
+    load: AtomicUsize,
+}
+
+impl Remote {
+    /// A remote for the reactor that will poll `registry`.
+    pub(crate) fn new(registry: &Registry) -> io::Result<Self> {
+        Ok(Self {
+            waker: Waker::new(registry, WAKER)?,
+            mailbox: Mutex::new(Mailbox::default()),
+            load: AtomicUsize::new(0),
+        })
+    }
+
+    /// Wakes the thread.
+    pub(crate) fn wake(&self) {
+        // A failed wake (the eventfd counter is full) still leaves the thread woken.
+        let _ = self.waker.wake();
+    }
+
+    /// Connections on this thread.
+    pub(crate) fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// Hands an accepted socket to the thread.
+    pub(crate) fn hand_off(&self, accepted: Accepted) {
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.post(|mb| mb.accepted.push(accepted));
+    }
+
+    fn post(&self, f: impl FnOnce(&mut Mailbox)) {
+        let was_empty = {
+            let mut mb = self.lock();
+            let was_empty = mb.is_empty();
+            f(&mut mb);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mailbox> {
+        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The [`Notify`] of one connection: puts its key in the mailbox of its thread.
+struct ConnNotify {
+    remote: Arc<Remote>,
+    key: Key,
+}
+
+impl Notify for ConnNotify {
+    fn notify(&self) {
+        self.remote.post(|mb| mb.ready.push(self.key));
+    }
+}
+
+/// One connection of a reactor.
+#[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // Independent readiness bits of an edge-triggered socket.
+struct Conn {
+    id: ConnId,
+    stream: TcpStream,
+    driver: Driver,
+    /// The socket may have bytes to read: set by events, cleared by `WouldBlock`.
+    readable: bool,
+    /// The socket may take bytes: set by events, cleared by `WouldBlock`.
+    writable: bool,
+    /// An event reported the peer's half-close (or an error): read until end of stream.
+    hup: bool,
+    /// End of stream or a socket error was seen: never read again.
+    read_closed: bool,
+    /// Waiting in the deferred list for another turn.
+    deferred: bool,
+    /// Half-closed by us after the driver finished; close at this instant at the latest.
+    linger: Option<Instant>,
+    /// Writes stalled with nothing else left to do; give up at this instant.
+    stall: Option<Instant>,
+    /// The deadline that has a live entry in the timer heap.
+    armed: Option<Instant>,
+}
+
+impl Conn {
+    /// The socket failed: the driver drops what it cannot write, nothing is read again.
+    fn fail(&mut self, err: &io::Error) {
+        self.driver.on_io_error(err);
+        self.read_closed = true;
+        self.readable = false;
+        self.writable = false;
+    }
+
+    /// The next instant this connection needs attention.
+    fn deadline(&self) -> Option<Instant> {
+        if self.linger.is_some() {
+            return self.linger;
+        }
+        match (self.driver.deadline(), self.stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// One reactor thread's state. `run` is its loop.
+pub(crate) struct Reactor {
+    index: usize,
+    state: Arc<ServerState>,
+    remote: Arc<Remote>,
+    registry: Registry,
+    conns: Slab<Conn>,
+    timers: Timers,
+    /// The shared read buffer.
+    buf: BytesMut,
+    /// Connections that used up their read budget and go on next turn.
+    deferred: Vec<Key>,
+    /// The mailbox, swapped out under the lock (its vectors are reused).
+    inbox: Mailbox,
+    /// Scratch list of due timers.
+    due: Vec<Entry>,
+    /// `on_shutdown` has been applied to every connection.
+    stopping: bool,
+}
+
+impl Reactor {
+    /// A reactor for thread `index`, whose `Poll` has `registry`.
+    pub(crate) fn new(
+        index: usize,
+        state: Arc<ServerState>,
+        remote: Arc<Remote>,
+        registry: Registry,
+    ) -> Self {
+        Self {
+            index,
+            state,
+            remote,
+            registry,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            buf: BytesMut::with_capacity(READ_BUF_SIZE),
+            deferred: Vec::new(),
+            inbox: Mailbox::default(),
+            due: Vec::new(),
+            stopping: false,
+        }
+    }
+
+    /// Runs the loop until the server stops and every connection is gone.
+    pub(crate) fn run(mut self, mut poll: Poll) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let now = Instant::now();
+            if self.state.forced() {
+                self.abort_all();
+                break;
+            }
+            if self.state.stopping() {
+                if !self.stopping {
+                    self.begin_shutdown(now);
+                }
+                if self.conns.is_empty() && self.state.acceptor_done() {
+                    self.drain_mailbox(now);
+                    if self.conns.is_empty() {
+                        break;
+                    }
+                }
+            }
+            let timeout = if self.deferred.is_empty() {
+                self.timers.next_deadline().map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.state.log(
+                    LogLevel::Error,
+                    format!("zcasgi-mio-{}: poll failed, dropping its connections: {e}", self.index),
+                );
+                self.abort_all();
+                break;
+            }
+            let now = Instant::now();
+            let mut woken = false;
+            for ev in &events {
+                let token = ev.token();
+                if token == WAKER {
+                    woken = true;
+                    continue;
+                }
+                let Some(conn) = self.conns.get_mut(token.0) else { continue };
+                // Stale events for a reused slot are harmless: they only make us try.
+                let error = ev.is_error();
+                if ev.is_readable() || ev.is_read_closed() || error {
+                    conn.readable = true;
+                }
+                if ev.is_read_closed() || error {
+                    conn.hup = true;
+                }
+                if ev.is_writable() || ev.is_write_closed() || error {
+                    conn.writable = true;
+                }
+                self.service(token.0, now);
+            }
+            if woken {
+                self.drain_mailbox(now);
+            }
+            self.run_deferred(now);
+            self.fire_timers(now);
+        }
+        self.drop_mailbox();
+    }
+
+    /// Reads, writes and closes as far as the connection in `slot` can go now.
+    fn service(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.linger.is_some() {
+            if self.discard(slot) {
+                self.close(slot);
+            } else {
+                self.arm(slot);
+            }
+            return;
+        }
+        let mut budget = READ_BUDGET;
+        while conn.readable && !conn.read_closed && conn.driver.wants_read() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            read_once(conn, &mut self.buf, now);
+        }
+        let more_to_read = budget == 0 && conn.readable && conn.driver.wants_read();
+        let progress = flush(conn);
+        if conn.driver.is_finished() {
+            self.finish(slot, now);
+            return;
+        }
+        // Output stuck with no protocol timer and nothing to read: the connection can only end
+        // by writing, so the peer gets `close_timeout` from our last progress to take it.
+        let stalled = !conn.writable
+            && conn.driver.wants_write()
+            && !conn.driver.wants_read()
+            && conn.driver.deadline().is_none();
+        if progress || !stalled {
+            conn.stall = None;
+        }
+        if stalled && conn.stall.is_none() {
+            conn.stall = Some(now + self.state.cfg.protocol.close_timeout);
+        }
+        if more_to_read {
+            self.defer(slot);
+        }
+        self.arm(slot);
+    }
+
+    /// The driver is done: close now if the peer is gone, else half-close and linger until its
+    /// end of stream, so that unread input cannot turn our close into a reset that destroys
+    /// the last bytes we sent (the close frame, the HTTP response).
+    fn finish(&mut self, slot: usize, now: Instant) {
+        let conn = &mut self.conns[slot];
+        if conn.read_closed || conn.stream.shutdown(Shutdown::Write).is_err() {
+            self.close(slot);
+            return;
+        }
+        conn.linger = Some(now + LINGER);
+        conn.stall = None;
+        self.service(slot, now);
+    }
+
+    /// Reads and drops input of a lingering connection; returns whether it can be closed.
+    fn discard(&mut self, slot: usize) -> bool {
+        let conn = &mut self.conns[slot];
+        for _ in 0..READ_BUDGET {
+            if !conn.readable {
+                return false;
+            }
+            if self.buf.capacity() - self.buf.len() < MIN_READ {
+                self.buf.reserve(READ_BUF_SIZE);
+            }
+            let room = self.buf.capacity() - self.buf.len();
+            match recv_into(&conn.stream, &mut self.buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.buf.clear();
+                    if n < room && SHORT_READ_DRAINS && !conn.hup {
+                        conn.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        self.defer(slot);
+        false
+    }
+
+    fn defer(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if !conn.deferred {
+            conn.deferred = true;
+            self.deferred.push(Key { slot, id: conn.id });
+        }
+    }
+
+    fn run_deferred(&mut self, now: Instant) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.deferred);
+        for key in &keys {
+            if let Some(conn) = self.live(*key) {
+                conn.deferred = false;
+                self.service(key.slot, now);
+            }
+        }
+        // Keep the allocation if nothing was deferred again meanwhile.
+        if self.deferred.is_empty() {
+            self.deferred = keys;
+            self.deferred.clear();
+        }
+    }
+
+    fn live(&mut self, key: Key) -> Option<&mut Conn> {
+        self.conns.get_mut(key.slot).filter(|c| c.id == key.id)
+    }
+
+    /// Keeps the timer heap entry of the connection in line with its deadline.
+    fn arm(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        let want = conn.deadline();
+        if want == conn.armed {
+            return;
+        }
+        conn.armed = want;
+        if let Some(at) = want {
+            self.timers.push(Entry { at, slot, id: conn.id });
+            // Lazily deleted entries: drop them once they outnumber the live ones.
+            if self.timers.len() > 2 * self.conns.len() + 64 {
+                let conns = &self.conns;
+                self.timers.retain(|e| {
+                    conns.get(e.slot).is_some_and(|c| c.id == e.id && c.armed == Some(e.at))
+                });
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.pop_due(now, &mut due);
+        for e in due.drain(..) {
+            let Some(conn) = self.live(Key { slot: e.slot, id: e.id }) else { continue };
+            if conn.armed != Some(e.at) {
+                continue;
+            }
+            conn.armed = None;
+            if conn.linger.is_some_and(|at| now >= at) {
+                self.close(e.slot);
+                continue;
+            }
+            if conn.stall.is_some_and(|at| now >= at) {
+                conn.stall = None;
+                conn.fail(&io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
+            }
+            conn.driver.on_tick(now);
+            self.service(e.slot, now);
+        }
+        self.due = due;
+    }
+
+    /// Takes in new sockets and serves connections whose application has news.
+    fn drain_mailbox(&mut self, now: Instant) {
+        std::mem::swap(&mut *self.remote.lock(), &mut self.inbox);
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for accepted in inbox.accepted.drain(..) {
+            self.add(accepted, now);
+        }
+        for key in inbox.ready.drain(..) {
+            if let Some(conn) = self.live(key) {
+                if conn.linger.is_none() {
+                    conn.driver.on_commands(now);
+                }
+                self.service(key.slot, now);
+            }
+        }
+        self.inbox = inbox;
+    }
+
+    fn add(&mut self, accepted: Accepted, now: Instant) {
+        let Accepted { mut stream, peer, local } = accepted;
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) =
+            self.registry.register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            self.state.log(LogLevel::Warning, format!("cannot register a connection: {e}"));
+            drop(stream);
+            self.released();
+            return;
+        }
+        let id = self.state.next_id();
+        let notify = Box::new(ConnNotify { remote: self.remote.clone(), key: Key { slot, id } });
+        let driver = Driver::new(
+            id,
+            self.state.cfg.clone(),
+            self.state.sink.clone(),
+            notify,
+            Some(peer),
+            local,
+            now,
+        );
+        // Not readable or writable until told: registration reports the current state at once.
+        entry.insert(Conn {
+            id,
+            stream,
+            driver,
+            readable: false,
+            writable: false,
+            hup: false,
+            read_closed: false,
+            deferred: false,
+            linger: None,
+            stall: None,
+            armed: None,
+        });
+        if self.stopping {
+            self.conns[slot].driver.on_shutdown(now);
+            self.service(slot, now);
+        } else {
+            self.arm(slot);
+        }
+    }
+
+    /// Deregisters and drops the connection in `slot`.
+    fn close(&mut self, slot: usize) {
+        let mut conn = self.conns.remove(slot);
+        let _ = self.registry.deregister(&mut conn.stream);
+        drop(conn);
+        self.released();
+    }
+
+    fn released(&self) {
+        self.remote.load.fetch_sub(1, Ordering::Relaxed);
+        self.state.connection_closed();
+    }
+
+    /// Starts the close of every connection (1012 for open WebSockets).
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.stopping = true;
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            if conn.linger.is_none() {
+                conn.driver.on_shutdown(now);
+            }
+            self.service(slot, now);
+        }
+    }
+
+    /// Drops every connection at once (join timed out, or the poll failed).
+    fn abort_all(&mut self) {
+        let stopped = io::Error::other("server stopped");
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            if !conn.driver.is_finished() {
+                // Tells the application of every connection it knows (1006).
+                conn.driver.on_io_error(&stopped);
+            }
+            self.close(slot);
+        }
+    }
+
+    /// Drops sockets handed over after the loop ended.
+    fn drop_mailbox(&mut self) {
+        let accepted = std::mem::take(&mut self.remote.lock().accepted);
+        for stream in accepted {
+            drop(stream);
+            self.released();
+        }
+    }
+}
+
+/// One read from the socket into the driver's own buffer or the shared one, then the driver.
+fn read_once(conn: &mut Conn, shared: &mut BytesMut, now: Instant) {
+    let result = if let Some(own) = conn.driver.read_buffer() {
+        if own.capacity() == own.len() {
+            own.reserve(own.len().max(DIRECT_GROW));
+        }
+        let room = own.capacity() - own.len();
+        recv_into(&conn.stream, own).map(|n| (n, room, true))
+    } else {
+        if shared.capacity() - shared.len() < MIN_READ {
+            shared.reserve(READ_BUF_SIZE);
+        }
+        let room = shared.capacity() - shared.len();
+        recv_into(&conn.stream, shared).map(|n| (n, room, false))
+    };
+    match result {
+        Ok((0, ..)) => {
+            conn.readable = false;
+            conn.read_closed = true;
+            conn.driver.on_eof();
+        }
+        Ok((n, room, direct)) => {
+            if direct {
+                conn.driver.on_read_buffered(now);
+            } else {
+                // Only the bytes read go to the driver: the rest of the allocation stays
+                // shared, and whatever the driver keeps pins no more than its own bytes.
+                let mut input = shared.split();
+                conn.driver.on_read(&mut input, now);
+            }
+            if n < room && SHORT_READ_DRAINS && !conn.hup {
+                conn.readable = false;
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => conn.fail(&e),
+    }
+}
+
+/// Writes the driver's out queue until it is empty or the socket is full; returns whether
+/// anything was written.
+fn flush(conn: &mut Conn) -> bool {
+    let mut progress = false;
+    while conn.writable && conn.driver.wants_write() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = conn.driver.io_slices(&mut slices);
+        let result = send_vectored(&conn.stream, &slices[..n]);
+        match result {
+            Ok(0) => conn.fail(&io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                conn.driver.on_written(n);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => conn.fail(&e),
+        }
+    }
+    progress
+}

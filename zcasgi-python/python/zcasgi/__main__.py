@@ -1,0 +1,5 @@
+"""``python -m zcasgi`` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,403 @@
+"""Type stubs for ``zcasgi._zcasgi``, the compiled part of zcasgi.
+
+The compiled items carry their docstrings here (Google style). Sections follow the Rust source
+files that define them; append new sections at the end of the file.
+"""
+
+from collections.abc import Iterable
+from typing import Literal, TypeAlias, TypedDict, final, type_check_only
+
+from typing_extensions import Self
+
+# The compiled module defines __all__ (PyO3 adds every name it registers): list new names here too.
+__all__ = [
+    "ClientDisconnected",
+    "Connection",
+    "Frame",
+    "FrameDecoder",
+    "HandshakeError",
+    "ProtocolError",
+    "Utf8Validator",
+    "ZcasgiError",
+    "__version__",
+    "accept_key",
+    "apply_mask",
+    "encode_frame",
+    "parse_handshake",
+    "validate_utf8_stream",
+]
+
+__version__: str
+"""Version of the zcasgi package (the Rust crate version)."""
+
+# --- exceptions (zcasgi-python/src/errors.rs) --------------------------------------------------
+
+class ZcasgiError(Exception):
+    """Base class of the errors zcasgi raises."""
+
+class ProtocolError(ZcasgiError):
+    """The peer broke RFC 6455 or a configured limit.
+
+    This is the only error ``zcasgi.codec`` raises for bad input bytes.
+
+    Attributes:
+        close_code: The close code the connection is failed with: 1002 (protocol error),
+            1007 (invalid UTF-8) or 1009 (message too big); 1011 for a keepalive timeout.
+    """
+
+    close_code: int
+
+class HandshakeError(ZcasgiError):
+    """A malformed or unsupported opening handshake.
+
+    Attributes:
+        status: The HTTP status to reject the request with (400, 414, 426 or 431).
+    """
+
+    status: int
+
+class ClientDisconnected(OSError):
+    """The client has gone: the message could not be sent (ASGI websocket spec 2.4)."""
+
+# --- codec (zcasgi-python/src/codec.rs) --------------------------------------------------------
+
+def encode_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = None,
+) -> bytes:
+    """Encode one WebSocket frame (RFC 6455 §5.2).
+
+    The header uses the minimal length encoding (7, 16 or 64 bits). No protocol rule is checked
+    beyond the ranges below, so invalid frames (reserved opcodes, long control frames, RSV bits)
+    can be built on purpose.
+
+    Args:
+        opcode: The opcode, 0 to 15.
+        payload: The payload, unmasked.
+        fin: The FIN bit.
+        rsv: RSV1, RSV2 and RSV3 as the low three bits (RSV1 = 0b100), 0 to 7.
+        mask: A 4-byte masking key; when given, the mask bit is set and the payload is masked
+            (RFC 6455 §5.3).
+
+    Returns:
+        The header followed by the (masked) payload.
+
+    Raises:
+        ValueError: If ``opcode`` or ``rsv`` is out of range or ``mask`` is not 4 bytes long.
+    """
+
+def apply_mask(data: bytes, mask: bytes, offset: int = 0) -> bytes:
+    """XOR ``data`` with a masking key (RFC 6455 §5.3); masking is its own inverse.
+
+    Args:
+        data: The bytes to (un)mask.
+        mask: The 4-byte masking key.
+        offset: Position of ``data`` within the payload, so a payload can be unmasked in pieces:
+            byte ``i`` of ``data`` is XORed with ``mask[(i + offset) % 4]``.
+
+    Returns:
+        The (un)masked bytes.
+
+    Raises:
+        ValueError: If ``mask`` is not 4 bytes long or ``offset`` is negative.
+    """
+
+def validate_utf8_stream(chunks: Iterable[bytes]) -> bool:
+    """Validate the concatenation of ``chunks`` as UTF-8, one chunk at a time.
+
+    Uses the incremental validator the connection applies to text messages, so code points may
+    be split anywhere between chunks.
+
+    Args:
+        chunks: Pieces of the text, in order.
+
+    Returns:
+        Whether the whole text is valid UTF-8 (an unfinished code point at the end is invalid).
+    """
+
+def accept_key(key: bytes) -> str:
+    """Compute the ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2).
+
+    Args:
+        key: The client's ``Sec-WebSocket-Key`` header value, as sent.
+
+    Returns:
+        The base64-encoded SHA-1 of the key and the RFC 6455 GUID.
+    """
+
+@type_check_only
+class _HandshakeRequest(TypedDict):
+    method: str
+    http_version: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]
+    subprotocols: list[str]
+    extensions: list[str]
+    accept_key: str
+    head_length: int
+
+def parse_handshake(data: bytes) -> _HandshakeRequest | None:
+    """Parse and validate a WebSocket opening handshake request (RFC 6455 §4.2.1).
+
+    Args:
+        data: The bytes received so far; only the request head is read.
+
+    Returns:
+        ``None`` while the head (up to the blank line) is incomplete. Otherwise a dict with
+        ``method``, ``http_version`` (``"1.1"``), ``path`` (percent-decoded), ``raw_path`` and
+        ``query_string`` (bytes, as sent), ``headers`` (``(name, value)`` byte pairs in order,
+        names lower-cased), ``subprotocols`` and ``extensions`` (offers in order),
+        ``accept_key`` (the ``Sec-WebSocket-Accept`` to answer with) and ``head_length`` (bytes
+        of ``data`` the head takes).
+
+    Raises:
+        HandshakeError: If the request is malformed, too large or not a valid WebSocket upgrade;
+            ``status`` is the HTTP status to reject it with.
+    """
+
+@final
+class Frame:
+    """One decoded frame; the payload is already unmasked.
+
+    Frames compare equal when all their fields are equal, and are hashable.
+    """
+
+    def __new__(
+        cls,
+        opcode: int,
+        payload: bytes,
+        *,
+        fin: bool = True,
+        rsv: int = 0,
+        masked: bool = False,
+    ) -> Self:
+        """Build a frame, e.g. the one a test expects to decode.
+
+        Raises:
+            ValueError: If ``opcode`` is not in 0..15 or ``rsv`` not in 0..7.
+        """
+
+    @property
+    def fin(self) -> bool:
+        """The FIN bit: this is the final fragment of a message."""
+
+    @property
+    def rsv(self) -> int:
+        """RSV1, RSV2 and RSV3 as the low three bits (RSV1 = 0b100)."""
+
+    @property
+    def opcode(self) -> int:
+        """The opcode, 0 to 15 (see ``zcasgi.codec.Opcode``)."""
+
+    @property
+    def masked(self) -> bool:
+        """Whether the frame was masked on the wire."""
+
+    @property
+    def payload(self) -> bytes:
+        """The payload, unmasked."""
+
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class FrameDecoder:
+    """Streaming frame decoder: bytes in, frames out.
+
+    A pure header/payload decoder. It checks only the rules of the header bytes themselves
+    (a 64-bit length with its top bit set) and the optional size limit. It knows nothing about
+    message state (fragmentation, control frame rules, masking direction, UTF-8): that is
+    ``Connection``'s job.
+
+    An error stops the decoder. Frames completed before the bad header are not lost: the call
+    that meets the error returns them, and the error is raised by the next call (``feed(b"")``
+    surfaces it) and by every call after it.
+    """
+
+    def __new__(cls, max_size: int | None = None) -> Self:
+        """Create a decoder.
+
+        Args:
+            max_size: Largest payload accepted, in bytes; ``None`` for no limit.
+
+        Raises:
+            ValueError: If ``max_size`` is negative.
+        """
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Feed received bytes and return the frames they complete.
+
+        Args:
+            data: The next bytes of the stream, in any split.
+
+        Returns:
+            The frames completed by ``data``, in order (possibly none).
+
+        Raises:
+            ProtocolError: ``close_code`` 1002 for a 64-bit length with its most significant bit
+                set (RFC 6455 §5.2), 1009 for a payload longer than ``max_size``; raised as soon
+                as the header is complete, before the payload arrives.
+        """
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the frame not yet complete."""
+
+_Event: TypeAlias = (
+    tuple[Literal["text"], str]
+    | tuple[Literal["binary"], bytes]
+    | tuple[Literal["ping"], bytes]
+    | tuple[Literal["pong"], bytes]
+    | tuple[Literal["closed"], int, str]
+)
+
+@final
+class Connection:
+    """A server-side WebSocket connection after the handshake, sans I/O.
+
+    The connection zcasgi runs for every client (RFC 6455 §5-§7): fragment reassembly,
+    incremental UTF-8 validation, control frames between fragments, automatic pongs, the
+    closing handshake, keepalive pings and size limits. It has four verbs: feed bytes
+    (``receive_data``), feed end of stream (``receive_eof``), take events (``events``) and take
+    bytes to send (``data_to_send``). Time is an input too (``on_tick``); nothing reads a clock.
+
+    Example:
+        >>> conn = Connection()
+        >>> conn.receive_data(encode_frame(1, b"hi", mask=b"abcd"))
+        >>> conn.events()
+        [('text', 'hi')]
+        >>> conn.send_text("hello")
+        >>> conn.data_to_send()
+        b'\\x81\\x05hello'
+    """
+
+    def __new__(
+        cls,
+        max_message_size: int = 16_777_216,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        close_timeout: float = 10.0,
+    ) -> Self:
+        """Create a connection in the open state.
+
+        Args:
+            max_message_size: Largest message accepted, in bytes; a larger one fails the
+                connection with 1009 as soon as its header says so.
+            ping_interval: Seconds between keepalive pings; ``None`` disables them.
+            ping_timeout: Seconds to wait for the pong to a keepalive ping before failing the
+                connection with 1011; ``None`` waits forever.
+            close_timeout: Seconds to wait for the peer's close frame after sending ours.
+
+        Raises:
+            ValueError: If a size is negative or a time is negative, not finite, or (for
+                ``ping_interval``) zero.
+        """
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the client, in any split.
+
+        Args:
+            data: The next bytes of the stream.
+
+        Raises:
+            ProtocolError: If the client broke RFC 6455 or a limit. The connection is then
+                closed: the close frame (with ``close_code``) is in ``data_to_send()`` and the
+                ``("closed", close_code, "")`` event in ``events()``.
+        """
+
+    def receive_eof(self) -> None:
+        """Feed the end of the client's stream (a ``("closed", 1006, "")`` event if still open)."""
+
+    def events(self) -> list[_Event]:
+        """Take the events received since the last call.
+
+        Returns:
+            Events in order: ``("text", str)``, ``("binary", bytes)``, ``("ping", bytes)`` (already
+            answered with a pong), ``("pong", bytes)``, and ``("closed", code, reason)`` once
+            (1005: the close frame had no code, 1006: no close frame at all, or the code the
+            connection was failed with).
+        """
+
+    def send_text(self, data: str) -> None:
+        """Queue a text message.
+
+        Raises:
+            ClientDisconnected: If the closing handshake has started.
+        """
+
+    def send_binary(self, data: bytes) -> None:
+        """Queue a binary message.
+
+        Raises:
+            ClientDisconnected: If the closing handshake has started.
+        """
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queue a ping.
+
+        Raises:
+            ValueError: If ``data`` is longer than 125 bytes (RFC 6455 §5.5).
+            ClientDisconnected: If the closing handshake has started.
+        """
+
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; a second call is a no-op.
+
+        Args:
+            code: The close code; 1000-1003, 1007-1014 or 3000-4999 (RFC 6455 §7.4).
+            reason: The close reason, at most 123 bytes of UTF-8.
+
+        Raises:
+            ValueError: If the code may not be sent or the reason is too long.
+        """
+
+    def data_to_send(self) -> bytes:
+        """Take the bytes to write to the client (frames are never masked by a server)."""
+
+    def on_tick(self, now: float) -> float | None:
+        """Advance the timers (keepalive ping, pong timeout, close timeout) to ``now``.
+
+        Args:
+            now: The current time in seconds on any monotonic timeline, e.g.
+                ``time.monotonic()``; use the same timeline for every call.
+
+        Returns:
+            When to call again, on the same timeline, or ``None`` if no timer is running.
+
+        Raises:
+            ValueError: If ``now`` is not finite.
+        """
+
+    @property
+    def is_open(self) -> bool:
+        """Whether messages may still be sent (no close frame sent or received yet)."""
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection is closed: write ``data_to_send()``, then close the socket."""
+
+@final
+class Utf8Validator:
+    """Incremental UTF-8 validator that carries state across chunks (RFC 6455 §8.1).
+
+    It fails on the first byte that cannot be part of valid UTF-8, before the rest of the text
+    arrives, as a connection does with a text message.
+    """
+
+    def __new__(cls) -> Self: ...
+    def feed(self, data: bytes) -> bool:
+        """Validate the next chunk.
+
+        Returns:
+            Whether the text so far is still a valid prefix of UTF-8 (once ``False``, always
+            ``False``).
+        """
+
+    def finish(self) -> bool:
+        """Whether the whole text fed so far is valid UTF-8 (not ending inside a code point)."""

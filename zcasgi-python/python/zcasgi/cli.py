@@ -1,0 +1,105 @@
+"""The ``zcasgi`` command line, with uvicorn's conventions: ``zcasgi MODULE:APP [options]``.
+
+Every `Config` option is a flag (``ws_max_size`` → ``--ws-max-size``); environment variables
+``ZCASGI_<OPTION>`` give defaults. Invalid values are reported with the option's name and exit
+code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._zcasgi import BACKENDS, __version__
+from .config import LIFESPAN_MODES, LOG_LEVELS, LOOPS, Config
+from .server import Server
+
+__all__ = ["main"]
+
+
+def _seconds_or_none(raw: str) -> float | None:
+    if raw.lower() in ("none", "off"):
+        return None
+    return float(raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(
+        prog="zcasgi",
+        description="Serve an ASGI application with zcasgi (WebSocket-first, Rust I/O).",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("app", help="the ASGI application, as MODULE:ATTRIBUTE")
+    p.add_argument("--version", action="version", version=f"zcasgi {__version__}")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to bind (default 8000)")
+    p.add_argument("--fd", type=int, help="serve on this already-listening socket descriptor")
+    p.add_argument("--uds", help="bind a Unix domain socket (not supported yet)")
+    p.add_argument("--backend", choices=BACKENDS, help="transport backend (default mio)")
+    p.add_argument("--io-threads", type=int, help="I/O threads of the backend (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes (only 1 is supported)")
+    p.add_argument("--backlog", type=int, help="listen backlog (default 2048)")
+    p.add_argument(
+        "--max-connections",
+        "--limit-concurrency",
+        dest="max_connections",
+        type=int,
+        help="connections served at once (default 100000)",
+    )
+    p.add_argument("--ws-max-size", type=int, help="largest WebSocket message in bytes")
+    p.add_argument("--ws-max-queue", type=int, help="received messages buffered per connection")
+    p.add_argument("--ws-ping-interval", type=_seconds_or_none, help="seconds between pings")
+    p.add_argument("--ws-ping-timeout", type=_seconds_or_none, help="seconds to wait for a pong")
+    p.add_argument(
+        "--ws-per-message-deflate",
+        type=lambda v: v.lower() in ("1", "true", "yes", "on"),
+        help="permessage-deflate (not supported yet)",
+    )
+    p.add_argument("--ws-write-high-water", type=int, help="send buffer bytes before send waits")
+    p.add_argument("--ws-write-low-water", type=int, help="send buffer bytes when send resumes")
+    p.add_argument("--handshake-timeout", type=float, help="seconds to receive the handshake")
+    p.add_argument("--close-timeout", type=float, help="seconds to wait for the peer's close")
+    p.add_argument(
+        "--timeout-graceful-shutdown", type=float, help="seconds apps get to finish on shutdown"
+    )
+    p.add_argument("--shutdown-close-code", type=int, help="close code on shutdown (default 1012)")
+    p.add_argument("--max-headers", type=int, help="most request headers (default 100)")
+    p.add_argument("--max-header-bytes", type=int, help="largest request head in bytes")
+    p.add_argument("--root-path", help="ASGI root_path")
+    p.add_argument("--proxy-headers", action="store_true", dest="proxy_headers")
+    p.add_argument("--no-proxy-headers", action="store_false", dest="proxy_headers")
+    p.add_argument("--forwarded-allow-ips", help="proxies trusted for X-Forwarded-* headers")
+    p.add_argument("--ssl-certfile", help="TLS certificate (not supported yet)")
+    p.add_argument("--ssl-keyfile", help="TLS key (not supported yet)")
+    p.add_argument("--lifespan", choices=LIFESPAN_MODES, help="lifespan mode (default auto)")
+    p.add_argument("--log-level", choices=list(LOG_LEVELS), help="log level (default info)")
+    p.add_argument("--access-log", action="store_true", dest="access_log")
+    p.add_argument("--no-access-log", action="store_false", dest="access_log")
+    p.add_argument("--loop", choices=LOOPS, help="event loop (default auto: uvloop if installed)")
+    p.add_argument("--factory", action="store_true", help="APP is a factory to call")
+    p.add_argument("--app-dir", default=".", help="directory added to sys.path (default .)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``zcasgi`` and ``python -m zcasgi``."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    app_dir = os.path.abspath(args.pop("app_dir", "."))
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    app: Any = args.pop("app")
+    try:
+        config = Config(app, **args)
+        config.load_app()
+    except (ValueError, TypeError) as exc:
+        parser.exit(2, f"zcasgi: error: {exc}\n")
+    Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

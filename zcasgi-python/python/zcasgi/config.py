@@ -1,0 +1,309 @@
+"""Server configuration: one `Config` mirrored by `serve()` keywords, CLI flags and env vars.
+
+Names follow uvicorn where uvicorn has the same knob, so switching servers is a one-line change.
+Every value is checked in `Config.__init__`; a bad one raises `ValueError` (or `TypeError` for a
+wrong type) before anything is bound or started.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import ipaddress
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._zcasgi import BACKENDS
+
+__all__ = ["Config", "LIFESPAN_MODES", "LOG_LEVELS", "LOOPS", "import_from_string"]
+
+LIFESPAN_MODES = ("auto", "on", "off")
+LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
+LOOPS = ("auto", "asyncio", "uvloop")
+
+ASGIApp = Callable[..., Any]
+
+
+def import_from_string(target: str) -> Any:
+    """Imports ``"module.path:attribute"`` (the attribute may be dotted), like uvicorn.
+
+    Raises:
+        ValueError: if the string is malformed, or the module or attribute does not exist.
+    """
+    module_name, _, attrs = target.partition(":")
+    if not module_name or not attrs:
+        raise ValueError(f'import string {target!r} must be in the format "<module>:<attribute>"')
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ValueError(f"could not import module {module_name!r}") from exc
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError as exc:
+            raise ValueError(f"attribute {attrs!r} not found in module {module_name!r}") from exc
+    return obj
+
+
+def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    return float(value)
+
+
+def _env_default(name: str, default: Any) -> Any:
+    raw = os.environ.get(f"ZCASGI_{name.upper()}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"ZCASGI_{name.upper()} must be a boolean, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"ZCASGI_{name.upper()} must be an integer, got {raw!r}") from None
+    if isinstance(default, float):
+        if raw.lower() == "none":
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"ZCASGI_{name.upper()} must be a number, got {raw!r}") from None
+    return raw
+
+
+_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 8000,
+    "uds": None,
+    "fd": None,
+    "backend": "mio",
+    "io_threads": 1,
+    "workers": 1,
+    "backlog": 2048,
+    "max_connections": 100_000,
+    "ws_max_size": 16 * 1024 * 1024,
+    "ws_max_queue": 32,
+    "ws_ping_interval": 20.0,
+    "ws_ping_timeout": 20.0,
+    "ws_per_message_deflate": False,
+    "ws_write_high_water": 64 * 1024,
+    "ws_write_low_water": 16 * 1024,
+    "handshake_timeout": 10.0,
+    "close_timeout": 10.0,
+    "timeout_graceful_shutdown": 10.0,
+    "shutdown_close_code": 1012,
+    "max_headers": 100,
+    "max_header_bytes": 16 * 1024,
+    "root_path": "",
+    "proxy_headers": True,
+    "forwarded_allow_ips": "127.0.0.1",
+    "ssl_certfile": None,
+    "ssl_keyfile": None,
+    "lifespan": "auto",
+    "log_level": "info",
+    "access_log": True,
+    "loop": "auto",
+    "factory": False,
+}
+
+
+class Config:
+    """Everything `zcasgi.serve()` accepts, validated.
+
+    Args:
+        app: The ASGI application, or an import string ``"module:attribute"``.
+        host: Address to bind.
+        port: TCP port to bind (0 picks a free one).
+        uds: Bind a Unix domain socket at this path instead of host/port (not supported yet).
+        fd: Serve on an already-listening socket file descriptor.
+        backend: Transport backend, ``"mio"`` or ``"tokio"``.
+        io_threads: Number of I/O threads of the backend.
+        workers: Number of processes (only 1 is supported in this version).
+        backlog: Listen backlog.
+        max_connections: Connections served at once; more wait in the backlog.
+        ws_max_size: Largest WebSocket message accepted, in bytes (larger: close 1009).
+        ws_max_queue: Received messages buffered per connection before reading pauses.
+        ws_ping_interval: Seconds between keepalive pings (``None`` disables them).
+        ws_ping_timeout: Seconds to wait for a pong before closing with 1011 (``None``: forever).
+        ws_per_message_deflate: permessage-deflate (RFC 7692); not supported yet, must be False.
+        ws_write_high_water: Unwritten bytes per connection at which ``send`` starts to wait.
+        ws_write_low_water: Unwritten bytes per connection at which a waiting ``send`` resumes.
+        handshake_timeout: Seconds allowed to receive the opening handshake.
+        close_timeout: Seconds to wait for the peer's close frame.
+        timeout_graceful_shutdown: Seconds applications get to finish on shutdown.
+        shutdown_close_code: Close code sent to open WebSockets on shutdown.
+        max_headers: Most request headers accepted (more: 431).
+        max_header_bytes: Largest request head accepted (larger: 431).
+        root_path: ASGI ``root_path`` of the application.
+        proxy_headers: Trust ``X-Forwarded-For``/``X-Forwarded-Proto`` from ``forwarded_allow_ips``.
+        forwarded_allow_ips: Comma-separated proxy addresses to trust, or ``"*"``.
+        ssl_certfile: TLS certificate (not supported yet: terminate TLS at a proxy).
+        ssl_keyfile: TLS key (not supported yet).
+        lifespan: ``"auto"``, ``"on"`` or ``"off"``.
+        log_level: ``"critical"``, ``"error"``, ``"warning"``, ``"info"``, ``"debug"``, ``"trace"``.
+        access_log: Log each WebSocket handshake outcome to ``zcasgi.access``.
+        loop: ``"auto"`` (uvloop if installed), ``"asyncio"`` or ``"uvloop"``.
+        factory: Treat ``app`` as a factory to call with no arguments.
+
+    Raises:
+        ValueError: for a value out of range or a combination that cannot work.
+        TypeError: for a value of the wrong type.
+    """
+
+    def __init__(self, app: ASGIApp | str, **options: Any) -> None:
+        unknown = set(options) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        values = {k: options[k] if k in options else _env_default(k, v) for k, v in _DEFAULTS.items()}
+        self.app = app
+        self.host: str = str(values["host"])
+        self.port = _positive_int("port", values["port"], minimum=0)
+        if self.port > 65535:
+            raise ValueError(f"port must be <= 65535, got {self.port}")
+        self.uds: str | None = values["uds"]
+        if self.uds is not None:
+            raise ValueError("uds (Unix domain sockets) is not supported yet; use host/port or fd")
+        self.fd: int | None = values["fd"]
+        if self.fd is not None:
+            self.fd = _positive_int("fd", self.fd, minimum=0)
+        self.backend: str = values["backend"]
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"unknown backend {self.backend!r}; valid backends: {', '.join(BACKENDS)}"
+            )
+        self.io_threads = _positive_int("io_threads", values["io_threads"])
+        self.workers = _positive_int("workers", values["workers"])
+        if self.workers != 1:
+            raise ValueError("workers > 1 is not supported yet; run one process per core")
+        self.backlog = _positive_int("backlog", values["backlog"])
+        self.max_connections = _positive_int("max_connections", values["max_connections"])
+        self.ws_max_size = _positive_int("ws_max_size", values["ws_max_size"])
+        self.ws_max_queue = _positive_int("ws_max_queue", values["ws_max_queue"])
+        self.ws_ping_interval = _seconds(
+            "ws_ping_interval", values["ws_ping_interval"], allow_none=True
+        )
+        if self.ws_ping_interval == 0:
+            self.ws_ping_interval = None
+        self.ws_ping_timeout = _seconds("ws_ping_timeout", values["ws_ping_timeout"], allow_none=True)
+        if not isinstance(values["ws_per_message_deflate"], bool):
+            raise TypeError("ws_per_message_deflate must be a bool")
+        if values["ws_per_message_deflate"]:
+            raise ValueError("ws_per_message_deflate=True is not supported yet")
+        self.ws_per_message_deflate = False
+        self.ws_write_high_water = _positive_int("ws_write_high_water", values["ws_write_high_water"])
+        self.ws_write_low_water = _positive_int(
+            "ws_write_low_water", values["ws_write_low_water"], minimum=0
+        )
+        if self.ws_write_low_water > self.ws_write_high_water:
+            raise ValueError("ws_write_low_water must not exceed ws_write_high_water")
+        self.handshake_timeout = _seconds("handshake_timeout", values["handshake_timeout"]) or 0.0
+        self.close_timeout = _seconds("close_timeout", values["close_timeout"]) or 0.0
+        self.timeout_graceful_shutdown = (
+            _seconds("timeout_graceful_shutdown", values["timeout_graceful_shutdown"]) or 0.0
+        )
+        self.shutdown_close_code = _positive_int("shutdown_close_code", values["shutdown_close_code"])
+        if not (1000 <= self.shutdown_close_code <= 1014 or 3000 <= self.shutdown_close_code <= 4999):
+            raise ValueError(f"shutdown_close_code {self.shutdown_close_code} may not be sent")
+        self.max_headers = _positive_int("max_headers", values["max_headers"])
+        self.max_header_bytes = _positive_int("max_header_bytes", values["max_header_bytes"], minimum=256)
+        self.root_path: str = values["root_path"]
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError("root_path must start with '/' and not end with '/' (or be empty)")
+        self.proxy_headers = bool(values["proxy_headers"])
+        allow = values["forwarded_allow_ips"]
+        self.forwarded_allow_ips: list[str] = (
+            [a.strip() for a in allow.split(",") if a.strip()] if isinstance(allow, str) else list(allow)
+        )
+        for ip in self.forwarded_allow_ips:
+            if ip != "*":
+                try:
+                    ipaddress.ip_network(ip, strict=False)
+                except ValueError:
+                    raise ValueError(f"forwarded_allow_ips: {ip!r} is not an IP address or network") from None
+        if values["ssl_certfile"] or values["ssl_keyfile"]:
+            raise ValueError("TLS is not supported yet; terminate TLS at a reverse proxy")
+        self.lifespan: str = values["lifespan"]
+        if self.lifespan not in LIFESPAN_MODES:
+            raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, got {self.lifespan!r}")
+        level = values["log_level"]
+        if isinstance(level, str):
+            if level.lower() not in LOG_LEVELS:
+                raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+            self.log_level = LOG_LEVELS[level.lower()]
+        elif isinstance(level, int) and not isinstance(level, bool):
+            self.log_level = level
+        else:
+            raise TypeError("log_level must be a level name or an int")
+        self.access_log = bool(values["access_log"])
+        self.loop: str = values["loop"]
+        if self.loop not in LOOPS:
+            raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
+        if self.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("loop='uvloop' but uvloop is not installed (pip install uvloop)")
+        self.factory = bool(values["factory"])
+        if not isinstance(app, str) and not callable(app):
+            raise TypeError("app must be an ASGI callable or an import string 'module:attribute'")
+
+    def load_app(self) -> ASGIApp:
+        """Imports (and, with ``factory``, builds) the application.
+
+        Raises:
+            ValueError: if it cannot be imported or is not callable.
+        """
+        app: Any = self.app
+        if isinstance(app, str):
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            app = import_from_string(app)
+        if self.factory:
+            if not callable(app):
+                raise ValueError("factory=True but the app is not callable")
+            app = app()
+        if not callable(app):
+            raise ValueError(f"the ASGI app must be callable, got {type(app).__name__}")
+        if inspect.isclass(app):
+            raise ValueError("ASGI2 (class-based, two-callable) applications are not supported")
+        return app
+
+    def trusted_proxy(self, host: str | None) -> bool:
+        """Whether ``host`` is allowed to set proxy headers."""
+        if not self.proxy_headers or host is None:
+            return False
+        if "*" in self.forwarded_allow_ips:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(n, strict=False) for n in self.forwarded_allow_ips)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective options (for logging and tests)."""
+        return {k: getattr(self, k) for k in _DEFAULTS if hasattr(self, k)}
+
+
+def option_names() -> Sequence[str]:
+    """All option names, in documentation order."""
+    return list(_DEFAULTS)

@@ -1,0 +1,271 @@
+"""`serve()` and `Server`: the asyncio side of zcasgi.
+
+One asyncio loop runs in the thread that calls `serve()`. The backend's I/O threads hand it
+events in batches through one eventfd (see the bridge in ``zcasgi-python/src/bridge.rs``); each
+WebSocket runs the application as its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from . import _zcasgi
+from .config import Config
+from .lifespan import Lifespan, LifespanFailure
+
+__all__ = ["Server", "serve"]
+
+logger = logging.getLogger("zcasgi")
+access_logger = logging.getLogger("zcasgi.access")
+
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def configure_logging(level: int) -> None:
+    """Gives the ``zcasgi`` loggers a console handler unless logging is configured already."""
+    for name in ("zcasgi", "zcasgi.access"):
+        log = logging.getLogger(name)
+        log.setLevel(level)
+    if logging.getLogger().handlers or logging.getLogger("zcasgi").handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+    for name in ("zcasgi", "zcasgi.access"):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.propagate = False
+
+
+class Server:
+    """A zcasgi server for one `Config`.
+
+    Use `run()` to own the event loop, or ``await server.serve()`` inside a running loop.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.should_exit = False
+        self.force_exit = False
+        self.started = False
+        self.sockets: list[socket.socket] = []
+        self._core: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._exit_event: asyncio.Event | None = None
+        self._app: Any = None
+        self._lifespan: Lifespan | None = None
+
+    # ---- running ----
+
+    def run(self) -> None:
+        """Runs the server until SIGINT/SIGTERM, in a new event loop.
+
+        Raises:
+            SystemExit: with code 3 if the application's lifespan startup failed.
+        """
+        configure_logging(self.config.log_level)
+        factory = self._loop_factory()
+        if factory is None:
+            asyncio.run(self.serve())
+        elif sys.version_info >= (3, 11):
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(self.serve())
+        else:
+            loop = factory()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.serve())
+            finally:
+                loop.close()
+
+    def _loop_factory(self) -> Any:
+        if self.config.loop == "asyncio":
+            return None
+        try:
+            import uvloop
+        except ImportError:
+            return None
+        return uvloop.new_event_loop
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serves until `should_exit` is set (by a signal or by the caller)."""
+        configure_logging(self.config.log_level)
+        self._exit_event = asyncio.Event()
+        try:
+            await self._startup(sockets)
+        except LifespanFailure as exc:
+            logger.error("Application startup failed: %s", exc)
+            raise SystemExit(3) from None
+        if self.should_exit:
+            self._exit_event.set()
+        await self._exit_event.wait()
+        await self._shutdown()
+
+    def request_exit(self) -> None:
+        """Starts a graceful shutdown (a second call forces it)."""
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+        if self._exit_event is not None:
+            self._exit_event.set()
+
+    async def _startup(self, sockets: list[socket.socket] | None) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self._app = config.load_app()
+        self._lifespan = Lifespan(self._app, config.lifespan)
+        await self._lifespan.startup()
+        self.sockets = sockets if sockets is not None else [self._bind()]
+        self._core = _zcasgi.Core(
+            config.backend,
+            [s.fileno() for s in self.sockets],
+            on_connect=self._on_connect,
+            event_loop=loop,
+            logger=logger,
+            access_log=access_logger if config.access_log else None,
+            root_path=config.root_path,
+            state=self._lifespan.state if self._lifespan.supported else None,
+            io_threads=config.io_threads,
+            max_connections=config.max_connections,
+            ws_max_size=config.ws_max_size,
+            ws_max_queue=config.ws_max_queue,
+            ws_ping_interval=config.ws_ping_interval,
+            ws_ping_timeout=config.ws_ping_timeout,
+            close_timeout=config.close_timeout,
+            handshake_timeout=config.handshake_timeout,
+            write_high_water=config.ws_write_high_water,
+            write_low_water=config.ws_write_low_water,
+            max_headers=config.max_headers,
+            max_head_bytes=config.max_header_bytes,
+            shutdown_close_code=config.shutdown_close_code,
+        )
+        loop.add_reader(self._core.fileno(), self._drain)
+        self._install_signal_handlers(loop)
+        self.started = True
+        for sock in self.sockets:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logger.info(
+                "zcasgi running on http://%s:%d (backend %s, %d I/O thread%s; press CTRL+C to quit)",
+                shown,
+                port,
+                config.backend,
+                config.io_threads,
+                "" if config.io_threads == 1 else "s",
+            )
+
+    def _bind(self) -> socket.socket:
+        config = self.config
+        if config.fd is not None:
+            sock = socket.socket(fileno=config.fd)
+        else:
+            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((config.host, config.port))
+            except OSError as exc:
+                sock.close()
+                logger.error("could not bind %s:%d: %s", config.host, config.port, exc.strerror)
+                raise SystemExit(1) from None
+        sock.listen(config.backlog)
+        sock.setblocking(False)
+        return sock
+
+    def _drain(self) -> None:
+        try:
+            self._core.drain()
+        except Exception:
+            logger.exception("error while dispatching server events")
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _HANDLED_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_exit)
+
+    # ---- connections ----
+
+    def _on_connect(self, conn: Any, scope: dict[str, Any]) -> None:
+        if self.config.proxy_headers:
+            self._apply_proxy_headers(scope)
+        task = asyncio.get_running_loop().create_task(self._run_websocket(conn, scope))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _apply_proxy_headers(self, scope: dict[str, Any]) -> None:
+        client = scope.get("client")
+        if client is None or not self.config.trusted_proxy(client[0]):
+            return
+        headers = dict(scope["headers"])
+        proto = headers.get(b"x-forwarded-proto")
+        if proto is not None:
+            scheme = proto.decode("latin-1").split(",")[0].strip().lower()
+            scope["scheme"] = {"https": "wss", "http": "ws"}.get(scheme, scheme)
+        forwarded_for = headers.get(b"x-forwarded-for")
+        if forwarded_for is not None:
+            host = forwarded_for.decode("latin-1").split(",")[0].strip()
+            if host:
+                scope["client"] = (host, 0)
+
+    async def _run_websocket(self, conn: Any, scope: dict[str, Any]) -> None:
+        try:
+            await self._app(scope, conn.receive, conn.send)
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        except Exception as exc:
+            logger.error("Exception in ASGI application", exc_info=exc)
+            conn.abort()
+        else:
+            conn.finish()
+
+    # ---- shutdown ----
+
+    async def _shutdown(self) -> None:
+        logger.info("Shutting down")
+        loop = asyncio.get_running_loop()
+        core = self._core
+        if core is not None:
+            # Stop accepting; every open WebSocket gets a close frame and its app a disconnect.
+            core.shutdown()
+            deadline = loop.time() + self.config.timeout_graceful_shutdown
+            while self._tasks and not self.force_exit and loop.time() < deadline:
+                await asyncio.wait(set(self._tasks), timeout=min(0.1, deadline - loop.time()))
+            if self._tasks:
+                logger.warning("Cancelling %d unfinished application task(s)", len(self._tasks))
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            loop.remove_reader(core.fileno())
+            remaining = 0.0 if self.force_exit else max(0.5, deadline - loop.time())
+            if not core.join(remaining):
+                logger.warning("Some connections did not close in time and were dropped")
+        for sock in self.sockets:
+            sock.close()
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+        for sig in _HANDLED_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+        logger.info("Finished server process")
+
+
+def serve(app: Any, **options: Any) -> None:
+    """Serves ``app`` until SIGINT/SIGTERM.
+
+    Args:
+        app: An ASGI application, or an import string ``"module:attribute"``.
+        **options: Any `Config` option, e.g. ``host``, ``port``, ``backend="mio"``.
+
+    Raises:
+        ValueError: for a bad option value, before anything starts.
+    """
+    Server(Config(app, **options)).run()

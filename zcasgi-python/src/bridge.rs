@@ -1,0 +1,558 @@
+//! The bridge between the backend's I/O threads and the asyncio event loop.
+//!
+//! # Theory of operation
+//!
+//! I/O threads push [`Event`]s into a lock-free queue ([`EventQueue`]). The loop is woken
+//! through one eventfd registered with `loop.add_reader`, written only when the queue goes
+//! from idle to busy, so one wake-up drains a whole batch; no `call_soon_threadsafe` per
+//! message. The loop thread then dispatches the batch to the connections ([`WsConn`]).
+//!
+//! The application's `receive()` returns an awaitable implemented here that completes without
+//! a loop round trip when a message is queued; only an empty queue parks the task on a future.
+//! `send()` hands the application's own `bytes`/`str` object to the I/O thread inside a
+//! [`Bytes`] that keeps it alive until written: the payload is never copied. It completes at once
+//! below the connection's high-water mark and parks the task above it.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use crossbeam_queue::SegQueue;
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::{intern, IntoPyObjectExt};
+use zcasgi_core::backend::{Command, ConnHandle, ConnectInfo, Event, EventSink, SendState};
+use zcasgi_core::protocol::Message;
+
+use crate::errors::ClientDisconnected;
+
+/// The queue of events from the I/O threads to the loop, with its eventfd wake-up.
+pub struct EventQueue {
+    queue: SegQueue<Event>,
+    /// Set by the first push after a drain; the eventfd is written only on that transition.
+    armed: AtomicBool,
+    efd: OwnedFd,
+}
+
+impl EventQueue {
+    /// A queue with a fresh non-blocking eventfd.
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { queue: SegQueue::new(), armed: AtomicBool::new(false), efd })
+    }
+
+    /// The descriptor to register with `loop.add_reader`.
+    pub fn fd(&self) -> i32 {
+        self.efd.as_raw_fd()
+    }
+
+    /// Takes every queued event; re-arms the wake-up first so that none is missed.
+    pub fn drain(&self, into: &mut Vec<Event>) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a buffer of 8; errors (EAGAIN) are harmless here.
+        let _ = unsafe { libc::read(self.fd(), counter.as_mut_ptr().cast(), 8) };
+        self.armed.store(false, Ordering::SeqCst);
+        while let Some(ev) = self.queue.pop() {
+            into.push(ev);
+        }
+    }
+}
+
+impl EventSink for EventQueue {
+    fn push(&self, event: Event) {
+        self.queue.push(event);
+        if !self.armed.swap(true, Ordering::SeqCst) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a buffer of 8 to our own eventfd.
+            let _ = unsafe { libc::write(self.fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+}
+
+/// A Python `bytes` or `str` whose (immutable) buffer is lent to the I/O thread.
+struct PyBuffer {
+    _owner: Py<PyAny>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointer refers to the immutable buffer of a `bytes` object or the cached UTF-8
+// buffer of a `str`, which live as long as the object; `_owner` keeps the object alive, and
+// nothing writes to the buffer. Dropping a `Py` off the GIL defers the decref to PyO3's pool.
+unsafe impl Send for PyBuffer {}
+
+impl AsRef<[u8]> for PyBuffer {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: the buffer is alive and immutable while `self` is.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Wraps `bytes` without copying it.
+fn bytes_of(obj: &Bound<'_, PyBytes>) -> Bytes {
+    let data = obj.as_bytes();
+    if data.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::from_owner(PyBuffer {
+        ptr: data.as_ptr(),
+        len: data.len(),
+        _owner: obj.clone().into_any().unbind(),
+    })
+}
+
+/// Wraps the UTF-8 buffer of a `str` without copying it.
+fn bytes_of_str(obj: &Bound<'_, PyString>) -> PyResult<Bytes> {
+    let s = obj.to_str()?;
+    if s.is_empty() {
+        return Ok(Bytes::new());
+    }
+    Ok(Bytes::from_owner(PyBuffer {
+        ptr: s.as_ptr(),
+        len: s.len(),
+        _owner: obj.clone().into_any().unbind(),
+    }))
+}
+
+/// Where the application is in the ASGI websocket protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppState {
+    /// Before `websocket.accept`.
+    Connecting,
+    /// Sending a denial response.
+    Responding,
+    /// Accepted.
+    Open,
+    /// The application closed (or finished its denial response).
+    Closed,
+}
+
+/// One WebSocket connection as the application sees it: ASGI `receive` and `send`.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct WsConn {
+    handle: ConnHandle,
+    /// The request path, for the access log.
+    path: String,
+    client: String,
+    state: AppState,
+    connect_delivered: bool,
+    inbox: VecDeque<Message>,
+    /// `(code, reason)` once the I/O side has closed.
+    disconnect: Option<(u16, String)>,
+    recv_waiters: Vec<Py<PyAny>>,
+    send_waiter: Option<Py<PyAny>>,
+    event_loop: Py<PyAny>,
+    access_log: Option<Py<PyAny>>,
+}
+
+impl WsConn {
+    /// Creates the connection object for a `Connect` event.
+    pub fn new(info: &ConnectInfo, event_loop: Py<PyAny>, access_log: Option<Py<PyAny>>) -> Self {
+        let client = info.client.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        let mut path = String::from_utf8_lossy(&info.request.raw_path).into_owned();
+        if !info.request.query_string.is_empty() {
+            path.push('?');
+            path.push_str(&String::from_utf8_lossy(&info.request.query_string));
+        }
+        Self {
+            handle: info.handle.clone(),
+            path,
+            client,
+            state: AppState::Connecting,
+            connect_delivered: false,
+            inbox: VecDeque::new(),
+            disconnect: None,
+            recv_waiters: Vec::new(),
+            send_waiter: None,
+            event_loop,
+            access_log,
+        }
+    }
+
+    /// Delivers a message from the I/O side; returns the futures to wake.
+    pub fn push_message(&mut self, message: Message) -> Vec<Py<PyAny>> {
+        self.inbox.push_back(message);
+        std::mem::take(&mut self.recv_waiters)
+    }
+
+    /// Delivers the disconnect; returns the futures to wake.
+    pub fn push_disconnect(&mut self, code: u16, reason: String) -> Vec<Py<PyAny>> {
+        self.disconnect = Some((code, reason));
+        let mut w = std::mem::take(&mut self.recv_waiters);
+        w.extend(self.send_waiter.take());
+        w
+    }
+
+    /// The send side may resume; returns the future to wake.
+    pub fn writable(&mut self) -> Option<Py<PyAny>> {
+        self.send_waiter.take()
+    }
+
+    fn log_access(&self, py: Python<'_>, what: &str) {
+        if let Some(log) = &self.access_log {
+            let msg = format!("{} - \"WebSocket {}\" {what}", self.client, self.path);
+            let _ = log.call_method1(py, intern!(py, "info"), (msg,));
+        }
+    }
+
+    fn park(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let fut = self.event_loop.call_method0(py, intern!(py, "create_future"))?;
+        Ok(fut)
+    }
+
+    /// Takes the next ASGI receive event, if one is ready.
+    fn next_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let d = PyDict::new(py);
+        if !self.connect_delivered {
+            self.connect_delivered = true;
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+            return Ok(Some(d.into_any().unbind()));
+        }
+        if let Some(message) = self.inbox.pop_front() {
+            self.handle.message_taken();
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
+            match message {
+                Message::Text(b) => {
+                    // The core validated the UTF-8 already; this check is cheap and keeps the
+                    // binding free of unsafe.
+                    let s = std::str::from_utf8(&b)
+                        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+                    d.set_item(intern!(py, "text"), PyString::new(py, s))?;
+                }
+                Message::Binary(b) => d.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?,
+            }
+            return Ok(Some(d.into_any().unbind()));
+        }
+        if let Some((code, reason)) = &self.disconnect {
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
+            d.set_item(intern!(py, "code"), *code)?;
+            d.set_item(intern!(py, "reason"), reason.as_str())?;
+            return Ok(Some(d.into_any().unbind()));
+        }
+        Ok(None)
+    }
+
+    fn send_message(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+        let kind = message
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyValueError::new_err("ASGI message without 'type'"))?;
+        let kind =
+            kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("'type' must be a str"))?;
+        let kind = kind.to_str()?;
+        match (self.state, kind) {
+            (AppState::Open, "websocket.send") => {
+                if self.disconnect.is_some() {
+                    return Err(ClientDisconnected::new_err("the client has disconnected"));
+                }
+                let (text, payload) = send_payload(py, message)?;
+                match self.handle.send(text, payload) {
+                    SendState::Ready => Ok(false),
+                    SendState::Full => Ok(self.handle.wait_writable()),
+                    SendState::Closed => {
+                        Err(ClientDisconnected::new_err("the client has disconnected"))
+                    }
+                }
+            }
+            (AppState::Connecting, "websocket.accept") => {
+                let subprotocol: Option<String> =
+                    match message.get_item(intern!(py, "subprotocol"))? {
+                        Some(v) if !v.is_none() => Some(v.extract()?),
+                        _ => None,
+                    };
+                let headers = headers_of(message)?;
+                self.state = AppState::Open;
+                if self.disconnect.is_none() {
+                    self.handle.command(Command::Accept { subprotocol, headers });
+                    self.log_access(py, "[accepted]");
+                }
+                Ok(false)
+            }
+            (AppState::Connecting | AppState::Open, "websocket.close") => {
+                let code: u16 = match message.get_item(intern!(py, "code"))? {
+                    Some(v) if !v.is_none() => v.extract()?,
+                    _ => 1000,
+                };
+                let reason: String = match message.get_item(intern!(py, "reason"))? {
+                    Some(v) if !v.is_none() => v.extract()?,
+                    _ => String::new(),
+                };
+                zcasgi_core::protocol::check_close(code, &reason)
+                    .map_err(|e| crate::errors::invalid_state(&e))?;
+                if self.state == AppState::Connecting {
+                    self.log_access(py, "403");
+                }
+                self.state = AppState::Closed;
+                self.handle.command(Command::Close { code, reason });
+                Ok(false)
+            }
+            (AppState::Closed, "websocket.close") => Ok(false),
+            (AppState::Connecting, "websocket.http.response.start") => {
+                let status: u16 = message
+                    .get_item(intern!(py, "status"))?
+                    .ok_or_else(|| PyValueError::new_err("'status' is required"))?
+                    .extract()?;
+                if !(100..=599).contains(&status) {
+                    return Err(PyValueError::new_err(format!("invalid HTTP status {status}")));
+                }
+                let headers = headers_of(message)?;
+                self.state = AppState::Responding;
+                self.log_access(py, &status.to_string());
+                self.handle.command(Command::HttpResponseStart { status, headers });
+                Ok(false)
+            }
+            (AppState::Responding, "websocket.http.response.body") => {
+                let body = match message.get_item(intern!(py, "body"))? {
+                    Some(b) => b
+                        .cast::<PyBytes>()
+                        .map(bytes_of)
+                        .map_err(|_| PyTypeError::new_err("'body' must be bytes"))?,
+                    None => Bytes::new(),
+                };
+                let more: bool = match message.get_item(intern!(py, "more_body"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => false,
+                };
+                if !more {
+                    self.state = AppState::Closed;
+                }
+                self.handle.command(Command::HttpResponseBody { body, more });
+                Ok(false)
+            }
+            (AppState::Closed, "websocket.send") => {
+                Err(ClientDisconnected::new_err("the websocket is closed"))
+            }
+            (state, kind) => Err(PyRuntimeError::new_err(format!(
+                "unexpected ASGI message '{kind}' in state {state:?}"
+            ))),
+        }
+    }
+}
+
+fn send_payload(py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<(bool, Bytes)> {
+    if let Some(b) = message.get_item(intern!(py, "bytes"))? {
+        if !b.is_none() {
+            if let Ok(b) = b.cast::<PyBytes>() {
+                return Ok((false, bytes_of(b)));
+            }
+            // bytearray, memoryview: mutable, so copied.
+            let v: Vec<u8> =
+                b.extract().map_err(|_| PyTypeError::new_err("'bytes' must be bytes"))?;
+            return Ok((false, Bytes::from(v)));
+        }
+    }
+    if let Some(t) = message.get_item(intern!(py, "text"))? {
+        if !t.is_none() {
+            let s =
+                t.cast::<PyString>().map_err(|_| PyTypeError::new_err("'text' must be a str"))?;
+            return Ok((true, bytes_of_str(s)?));
+        }
+    }
+    Err(PyValueError::new_err("websocket.send needs 'bytes' or 'text'"))
+}
+
+fn headers_of(message: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let py = message.py();
+    let Some(h) = message.get_item(intern!(py, "headers"))? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for item in h.try_iter()? {
+        let (name, value): (Vec<u8>, Vec<u8>) = item?.extract()?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl WsConn {
+    /// ASGI `receive()`.
+    fn receive(slf: Bound<'_, Self>) -> Receive {
+        Receive { conn: slf.unbind() }
+    }
+
+    /// ASGI `send(message)`.
+    fn send(slf: Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let must_wait = slf.borrow_mut().send_message(py, message)?;
+        if must_wait {
+            Ok(SendWait { conn: slf.unbind(), parked: false }.into_py_any(py)?)
+        } else {
+            Ok(Ready.into_py_any(py)?)
+        }
+    }
+
+    /// The application raised: close with 1011, or answer 500 before the accept.
+    fn abort(&mut self, py: Python<'_>) {
+        if self.state == AppState::Connecting {
+            self.log_access(py, "500");
+        }
+        self.state = AppState::Closed;
+        self.handle.command(Command::Abort);
+    }
+
+    /// The application returned: close normally if it left the socket open.
+    fn finish(&mut self, py: Python<'_>) {
+        match self.state {
+            AppState::Connecting => {
+                // RFC/ASGI: returning without accepting is a denial (uvicorn answers 500
+                // only for exceptions).
+                self.log_access(py, "403");
+                self.handle.command(Command::Close { code: 1000, reason: String::new() });
+            }
+            AppState::Open => {
+                self.handle.command(Command::Close { code: 1000, reason: String::new() })
+            }
+            AppState::Responding => self.handle.command(Command::Abort),
+            AppState::Closed => {}
+        }
+        self.state = AppState::Closed;
+    }
+
+    /// The connection id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.handle.id()
+    }
+
+    /// Bytes sent and not yet written to the socket.
+    #[getter]
+    fn queued_bytes(&self) -> usize {
+        self.handle.queued_bytes()
+    }
+}
+
+/// An awaitable that is already complete (`send` below the high-water mark).
+#[pyclass(module = "zcasgi._zcasgi", frozen)]
+pub struct Ready;
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self) -> Option<Py<PyAny>> {
+        None
+    }
+}
+
+/// The awaitable returned by `receive()`.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct Receive {
+    conn: Py<WsConn>,
+}
+
+#[pymethods]
+impl Receive {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let conn = self.conn.bind(py);
+        let mut c = conn.borrow_mut();
+        if let Some(event) = c.next_receive(py)? {
+            return Err(PyStopIteration::new_err((event,)));
+        }
+        let fut = c.park(py)?;
+        fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+        c.recv_waiters.push(fut.clone_ref(py));
+        Ok(fut)
+    }
+}
+
+/// The awaitable returned by `send()` above the high-water mark.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct SendWait {
+    conn: Py<WsConn>,
+    parked: bool,
+}
+
+#[pymethods]
+impl SendWait {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let conn = self.conn.bind(py);
+        let mut c = conn.borrow_mut();
+        if self.parked {
+            // Woken: by Writable (go on) or by the disconnect (fail).
+            if c.disconnect.is_some() {
+                return Err(ClientDisconnected::new_err("the client has disconnected"));
+            }
+            if c.send_waiter.is_none() || !c.handle.wait_writable() {
+                c.send_waiter = None;
+                return Ok(None);
+            }
+        }
+        self.parked = true;
+        let fut = c.park(py)?;
+        fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+        c.send_waiter = Some(fut.clone_ref(py));
+        Ok(Some(fut))
+    }
+}
+
+/// Wakes parked futures (skipping those already done, e.g. cancelled).
+pub fn wake(py: Python<'_>, futures: Vec<Py<PyAny>>) {
+    for fut in futures {
+        let fut = fut.bind(py);
+        if matches!(fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()), Ok(false)) {
+            let _ = fut.call_method1(intern!(py, "set_result"), (py.None(),));
+        }
+    }
+}
+
+/// Builds the ASGI `websocket` scope.
+pub fn websocket_scope<'py>(
+    py: Python<'py>,
+    info: &ConnectInfo,
+    root_path: &str,
+    state: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    let req = &info.request;
+    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    let asgi = PyDict::new(py);
+    asgi.set_item("version", "3.0")?;
+    asgi.set_item("spec_version", "2.5")?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(intern!(py, "http_version"), if req.http_minor == 0 { "1.0" } else { "1.1" })?;
+    scope.set_item(intern!(py, "scheme"), "ws")?;
+    let path = req.path();
+    scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
+    let mut raw_path = root_path.as_bytes().to_vec();
+    raw_path.extend_from_slice(&req.raw_path);
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw_path))?;
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, &req.query_string))?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    let headers = PyList::empty(py);
+    for (name, value) in &req.headers {
+        headers.append(PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    let addr = |a: Option<std::net::SocketAddr>| -> PyResult<Py<PyAny>> {
+        match a {
+            Some(a) => (a.ip().to_string(), a.port()).into_py_any(py),
+            None => Ok(py.None()),
+        }
+    };
+    scope.set_item(intern!(py, "client"), addr(info.client)?)?;
+    scope.set_item(intern!(py, "server"), addr(info.server)?)?;
+    scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &info.upgrade.subprotocols)?)?;
+    if let Some(state) = state {
+        scope.set_item(intern!(py, "state"), state.copy()?)?;
+    }
+    let ext = PyDict::new(py);
+    ext.set_item("websocket.http.response", PyDict::new(py))?;
+    scope.set_item(intern!(py, "extensions"), ext)?;
+    Ok(scope)
+}

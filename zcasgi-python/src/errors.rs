@@ -1,0 +1,64 @@
+//! The Python exceptions of zcasgi and the single mapping from Rust errors to them.
+
+use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use zcasgi_core::{HandshakeError, InvalidState, ProtocolError};
+
+pyo3::create_exception!(
+    _zcasgi,
+    ZcasgiError,
+    PyException,
+    "Base class of the errors zcasgi raises."
+);
+pyo3::create_exception!(
+    _zcasgi,
+    ProtocolViolation,
+    ZcasgiError,
+    "The peer broke RFC 6455; `close_code` is the code the connection is failed with."
+);
+pyo3::create_exception!(
+    _zcasgi,
+    HandshakeFailed,
+    ZcasgiError,
+    "A malformed or unsupported opening handshake; `status` is the HTTP status to answer."
+);
+pyo3::create_exception!(
+    _zcasgi,
+    ClientDisconnected,
+    PyOSError,
+    "The client has gone: the message could not be sent."
+);
+
+/// Converts a protocol error into `zcasgi.ProtocolError` with its `close_code`.
+pub fn protocol_error(py: Python<'_>, err: &ProtocolError) -> PyErr {
+    let e = ProtocolViolation::new_err(err.to_string());
+    let _ = e.value(py).setattr("close_code", err.close_code());
+    e
+}
+
+/// Converts a handshake error into `zcasgi.HandshakeError` with its `status`.
+pub fn handshake_error(py: Python<'_>, err: &HandshakeError) -> PyErr {
+    let e = HandshakeFailed::new_err(err.to_string());
+    let _ = e.value(py).setattr("status", err.status());
+    e
+}
+
+/// Converts local API misuse into `ValueError` (bad arguments) or `ClientDisconnected`.
+pub fn invalid_state(err: &InvalidState) -> PyErr {
+    match err {
+        InvalidState::Closed => ClientDisconnected::new_err(err.to_string()),
+        InvalidState::UnsendableCloseCode(_) | InvalidState::CloseReasonTooLong => {
+            PyValueError::new_err(err.to_string())
+        }
+    }
+}
+
+/// Adds the exception classes to the module under their public names.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("ZcasgiError", py.get_type::<ZcasgiError>())?;
+    m.add("ProtocolError", py.get_type::<ProtocolViolation>())?;
+    m.add("HandshakeError", py.get_type::<HandshakeFailed>())?;
+    m.add("ClientDisconnected", py.get_type::<ClientDisconnected>())?;
+    Ok(())
+}
