@@ -28,10 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = REPO_ROOT / "tests"
 
 #: Backends every end-to-end test runs against.
-BACKENDS = [
-    "tokio",
-    pytest.param("mio", marks=pytest.mark.skip(reason="mio backend: issue 4")),
-]
+BACKENDS = ["mio", "tokio"]
 
 STARTUP_TIMEOUT = 15.0
 SHUTDOWN_TIMEOUT = 10.0

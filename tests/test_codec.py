@@ -174,7 +174,13 @@ def test_decoder_max_size_validation() -> None:
 
 def test_frame_value_semantics() -> None:
     frame = Frame(Opcode.TEXT, b"x", fin=False, rsv=4, masked=True)
-    assert (frame.opcode, frame.payload, frame.fin, frame.rsv, frame.masked) == (1, b"x", False, 4, True)
+    assert (frame.opcode, frame.payload, frame.fin, frame.rsv, frame.masked) == (
+        1,
+        b"x",
+        False,
+        4,
+        True,
+    )
     assert frame == Frame(1, b"x", fin=False, rsv=4, masked=True)
     assert frame != Frame(1, b"x", fin=False, rsv=4, masked=False)
     assert frame != (1, b"x")
@@ -539,7 +545,9 @@ def test_connection_token_lists_are_case_insensitive() -> None:
 
 def test_exports() -> None:
     assert sorted(codec.__all__) == sorted(
-        name for name in vars(codec) if not name.startswith("_") and name not in {"annotations", "enum"}
+        name
+        for name in vars(codec)
+        if not name.startswith("_") and name not in {"annotations", "enum"}
     )
     assert codec.ProtocolError is zcasgi.ProtocolError
     assert issubclass(zcasgi.ProtocolError, zcasgi.ZcasgiError)

@@ -71,7 +71,9 @@ async def test_broadcast_to_hundred_clients(chat: ServerProcess) -> None:
         for n, sender in enumerate(senders):
             for k in range(4):
                 text = f"{n}-{k}"
-                assert await sender.call("message", {"room": "room", "text": text}, timeout=10) == "ok"
+                assert (
+                    await sender.call("message", {"room": "room", "text": text}, timeout=10) == "ok"
+                )
         deadline = asyncio.get_running_loop().time() + 20
         while sum(counts.values()) < 100 * 20 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)

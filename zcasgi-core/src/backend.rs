@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// Close code sent to every open WebSocket when the server shuts down.
     pub shutdown_close_code: u16,
+    /// Largest HTTP request body accepted, in bytes (a larger one gets 413).
+    pub http_max_body: u64,
+    /// How long an idle keep-alive HTTP connection is kept between requests.
+    pub keep_alive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +80,8 @@ impl Default for ServerConfig {
             write_low_water: 16 * 1024,
             max_queue: 32,
             shutdown_close_code: crate::frame::close_code::SERVICE_RESTART,
+            http_max_body: 16 * 1024 * 1024,
+            keep_alive_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -93,7 +99,8 @@ pub enum LogLevel {
     Error,
 }
 
-/// A WebSocket upgrade request that passed validation, waiting for the application's answer.
+/// A request for the application: a WebSocket upgrade waiting for its answer, or a plain HTTP
+/// request.
 #[derive(Debug)]
 pub struct ConnectInfo {
     /// The connection's id.
@@ -102,8 +109,9 @@ pub struct ConnectInfo {
     pub handle: ConnHandle,
     /// The request head.
     pub request: Request,
-    /// What the handshake negotiated so far (subprotocols offered, accept key).
-    pub upgrade: Upgrade,
+    /// What the WebSocket handshake negotiated so far (subprotocols offered, accept key);
+    /// `None` for a plain HTTP request.
+    pub upgrade: Option<Upgrade>,
     /// The peer's address, if known.
     pub client: Option<SocketAddr>,
     /// The local address, if known.
@@ -115,6 +123,17 @@ pub struct ConnectInfo {
 pub enum Event {
     /// A new WebSocket connection wants to be accepted.
     Connect(Box<ConnectInfo>),
+    /// A plain HTTP request (ASGI `http` scope); its body follows as [`Event::HttpBody`].
+    HttpRequest(Box<ConnectInfo>),
+    /// A piece of the current HTTP request's body; the last one has `more: false`.
+    HttpBody {
+        /// The connection.
+        id: ConnId,
+        /// The piece (possibly empty).
+        body: Bytes,
+        /// Whether more pieces follow.
+        more: bool,
+    },
     /// A complete message arrived.
     Message {
         /// The connection.
@@ -181,14 +200,16 @@ pub enum Command {
         /// The close reason.
         reason: String,
     },
-    /// Start a denial response (ASGI `websocket.http.response.start`).
+    /// Start an HTTP response (ASGI `http.response.start`, or before a WebSocket accept
+    /// `websocket.http.response.start`: a denial).
     HttpResponseStart {
         /// HTTP status.
         status: u16,
         /// Response headers.
         headers: Vec<(Vec<u8>, Vec<u8>)>,
     },
-    /// A chunk of the denial response body (ASGI `websocket.http.response.body`).
+    /// A piece of the response body (ASGI `http.response.body`,
+    /// `websocket.http.response.body`). The body is never copied.
     HttpResponseBody {
         /// The chunk.
         body: Bytes,
@@ -294,6 +315,20 @@ impl ConnHandle {
         }
         let queued = self.0.queued_bytes.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
         self.command(Command::Send { text, payload });
+        if queued > self.0.high_water {
+            SendState::Full
+        } else {
+            SendState::Ready
+        }
+    }
+
+    /// Queues a piece of an HTTP response body, counted like a message for back-pressure.
+    pub fn send_body(&self, body: Bytes, more: bool) -> SendState {
+        if self.is_closed() {
+            return SendState::Closed;
+        }
+        let queued = self.0.queued_bytes.fetch_add(body.len(), Ordering::AcqRel) + body.len();
+        self.command(Command::HttpResponseBody { body, more });
         if queued > self.0.high_water {
             SendState::Full
         } else {

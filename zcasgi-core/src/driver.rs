@@ -11,8 +11,11 @@
 //!
 //! ```text
 //! Request ──valid upgrade──► AwaitingApp ──Accept──► Open(Connection) ──► Done
-//!    │                          │  Close/Abort/HttpResponse* ──────────────►│
-//!    └── bad request / timeout / EOF (4xx response) ────────────────────────┘
+//!  ▲  │                         │  Close/Abort/HttpResponse* (denial) ────►│
+//!  │  │── plain request ──► Http ── response complete, keep-alive ──┐      │
+//!  │  │                      └── not keep-alive / error / EOF ──────┼─────►│
+//!  │  └── bad request / timeout / EOF (4xx response) ───────────────┼─────►│
+//!  └──────────────────────── next request (pipelined) ──────────────┘
 //! ```
 
 use std::io::IoSlice;
@@ -28,10 +31,12 @@ use crate::backend::{
 };
 use crate::frame::close_code;
 use crate::handshake::{self, Upgrade};
+use crate::http::{self, BodyDecoder, ResponseWriter};
 use crate::outq::OutQueue;
 use crate::protocol::{self, Connection};
 
-/// Most bytes buffered from a client that sends data before the application accepted it.
+/// Most bytes buffered from a client that sends data before the application accepted it, or
+/// pipelined behind an HTTP request that is still being answered.
 const MAX_EARLY_DATA: usize = 64 * 1024;
 
 /// Most slices handed to one vectored write.
@@ -43,12 +48,28 @@ enum Phase {
     Request { buf: BytesMut, deadline: Instant },
     /// The application decides; early frames from the client wait in `early`.
     AwaitingApp { upgrade: Box<Upgrade>, early: BytesMut, eof: bool },
-    /// Writing a denial response; `more` while the application streams its body.
-    Denying { more: bool, chunked: bool },
+    /// Writing a denial response to a WebSocket handshake.
+    Denying(ResponseWriter),
+    /// Serving a plain HTTP request.
+    Http(Box<Exchange>),
     /// The WebSocket is open (or closing).
     Open(Box<Connection>),
     /// Nothing more to do but write what is queued and close.
     Done,
+}
+
+/// One HTTP request and its response.
+#[derive(Debug)]
+struct Exchange {
+    decoder: BodyDecoder,
+    /// Received bytes not yet decoded: the rest of the body, then pipelined requests.
+    buf: BytesMut,
+    /// The final [`Event::HttpBody`] has been delivered.
+    body_sent: bool,
+    response: Option<ResponseWriter>,
+    keep_alive: bool,
+    head: bool,
+    http_minor: u8,
 }
 
 /// One connection's protocol state, from the first byte to the close.
@@ -119,6 +140,7 @@ impl Driver {
         match &mut self.phase {
             Phase::Open(conn) => conn.read_buffer(),
             Phase::Request { buf, .. } if !buf.is_empty() => Some(buf),
+            Phase::Http(x) if !x.buf.is_empty() => Some(&mut x.buf),
             _ => None,
         }
     }
@@ -161,6 +183,8 @@ impl Driver {
                 d.apply(cmd, now);
             }
             d.commands = cmds;
+            // A wake-up may also mean the application caught up: deliver buffered body.
+            d.http_read();
         });
     }
 
@@ -178,7 +202,9 @@ impl Driver {
             }
             Phase::Request { .. } => d.phase = Phase::Done,
             Phase::AwaitingApp { .. } => d.reject(503, "server shutting down"),
-            Phase::Denying { .. } | Phase::Done => {}
+            // Let the request finish; the connection closes after its response.
+            Phase::Http(x) => x.keep_alive = false,
+            Phase::Denying(_) | Phase::Done => {}
         });
     }
 
@@ -216,9 +242,21 @@ impl Driver {
     #[must_use]
     pub fn wants_read(&self) -> bool {
         match &self.phase {
-            Phase::Request { .. } | Phase::Denying { .. } => true,
+            Phase::Request { .. } | Phase::Denying(_) => true,
             Phase::AwaitingApp { early, eof, .. } => !eof && early.len() < MAX_EARLY_DATA,
-            Phase::Open(conn) => !conn.is_closed() && !self.handle.is_read_paused(),
+            Phase::Http(x) => {
+                if x.decoder.is_done() {
+                    // Keep reading (to notice a client that leaves), within a bound.
+                    x.buf.len() < MAX_EARLY_DATA
+                } else {
+                    !self.handle.is_read_paused()
+                }
+            }
+            // Once our close frame is out, the peer's reply must be read even if the
+            // application stopped taking messages (data frames are discarded then).
+            Phase::Open(conn) => {
+                !conn.is_closed() && (!conn.is_open() || !self.handle.is_read_paused())
+            }
             Phase::Done => false,
         }
     }
@@ -250,7 +288,9 @@ impl Driver {
             self.out.clear();
             if was_open {
                 self.out.push_bytes(Bytes::from_static(&[0x88, 0x02, 0x03, 0xf3]), 0);
-            } else if !matches!(self.phase, Phase::Done | Phase::Denying { .. }) {
+            } else if !matches!(self.phase, Phase::Done | Phase::Denying(_))
+                && !matches!(&self.phase, Phase::Http(x) if x.response.is_some())
+            {
                 let mut out = Vec::new();
                 handshake::write_reject(&mut out, 500, "internal server error");
                 self.out.push_bytes(Bytes::from(out), 0);
@@ -283,7 +323,7 @@ impl Driver {
                         input.clear();
                     }
                 }
-                self.parse_request();
+                self.parse_request(now);
             }
             Phase::AwaitingApp { early, .. } => {
                 if let Some(input) = input {
@@ -291,7 +331,18 @@ impl Driver {
                     input.clear();
                 }
             }
-            Phase::Denying { .. } | Phase::Done => {
+            Phase::Http(x) => {
+                if let Some(input) = input {
+                    if x.buf.is_empty() {
+                        std::mem::swap(&mut x.buf, input);
+                    } else {
+                        x.buf.extend_from_slice(input);
+                        input.clear();
+                    }
+                }
+                self.http_read();
+            }
+            Phase::Denying(_) | Phase::Done => {
                 if let Some(input) = input {
                     input.clear();
                 }
@@ -309,7 +360,7 @@ impl Driver {
         }
     }
 
-    fn parse_request(&mut self) {
+    fn parse_request(&mut self, now: Instant) {
         let Phase::Request { buf, .. } = &mut self.phase else { return };
         let parsed = match handshake::parse_request(buf, &self.cfg.handshake) {
             Ok(None) => return,
@@ -321,6 +372,12 @@ impl Driver {
             }
         };
         let (request, head_len) = parsed;
+        let _ = buf.split_to(head_len);
+        let rest = std::mem::take(buf);
+        if !request.is_websocket_upgrade() {
+            self.start_http(request, rest, now);
+            return;
+        }
         let upgrade = match handshake::validate_upgrade(&request) {
             Ok(u) => u,
             Err(e) => {
@@ -329,20 +386,106 @@ impl Driver {
                 return;
             }
         };
-        let _ = buf.split_to(head_len);
-        let early = std::mem::take(buf);
-        self.phase = Phase::AwaitingApp { upgrade: Box::new(upgrade.clone()), early, eof: false };
+        self.phase =
+            Phase::AwaitingApp { upgrade: Box::new(upgrade.clone()), early: rest, eof: false };
         self.deadline = None;
         self.announced = true;
         let info = ConnectInfo {
             id: self.id,
             handle: self.handle.clone(),
             request,
-            upgrade,
+            upgrade: Some(upgrade),
             client: self.client,
             server: self.server,
         };
         self.sink.push(Event::Connect(Box::new(info)));
+    }
+
+    fn start_http(&mut self, request: handshake::Request, rest: BytesMut, now: Instant) {
+        let framing = http::request_framing(&request, self.cfg.http_max_body);
+        let expect = http::expects_continue(&request);
+        let (framing, expect) = match (framing, expect) {
+            (Ok(f), Ok(e)) => (f, e),
+            (Err(e), _) | (_, Err(e)) => {
+                self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                self.reject(e.status(), &e.to_string());
+                return;
+            }
+        };
+        if expect && framing != http::RequestFraming::Length(0) {
+            self.out.push_bytes(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"), 0);
+        }
+        let exchange = Exchange {
+            decoder: BodyDecoder::new(framing, self.cfg.http_max_body),
+            buf: rest,
+            body_sent: false,
+            response: None,
+            keep_alive: http::keep_alive(&request),
+            head: request.method == "HEAD",
+            http_minor: request.http_minor,
+        };
+        self.phase = Phase::Http(Box::new(exchange));
+        self.deadline = None;
+        self.announced = true;
+        let info = ConnectInfo {
+            id: self.id,
+            handle: self.handle.clone(),
+            request,
+            upgrade: None,
+            client: self.client,
+            server: self.server,
+        };
+        self.sink.push(Event::HttpRequest(Box::new(info)));
+        self.http_read();
+        let _ = now;
+    }
+
+    /// Decodes what the current request's body has in the buffer and delivers it.
+    fn http_read(&mut self) {
+        loop {
+            let Phase::Http(x) = &mut self.phase else { return };
+            if x.body_sent || self.handle.is_read_paused() {
+                return;
+            }
+            let (body, more) = match x.decoder.decode(&mut x.buf) {
+                Ok(Some(body)) => (body, !x.decoder.is_done()),
+                Ok(None) if x.decoder.is_done() => (Bytes::new(), false),
+                Ok(None) => return,
+                Err(e) => {
+                    let started = x.response.is_some();
+                    self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                    if started {
+                        self.phase = Phase::Done;
+                        self.disconnect(close_code::ABNORMAL, String::new());
+                    } else {
+                        self.reject(e.status(), &e.to_string());
+                    }
+                    return;
+                }
+            };
+            x.body_sent = !more;
+            self.handle.message_delivered();
+            self.sink.push(Event::HttpBody { id: self.id, body, more });
+        }
+    }
+
+    /// The response is complete: serve the next request on this connection, or close.
+    fn finish_exchange(&mut self, now: Instant) {
+        let Phase::Http(x) = &mut self.phase else { return };
+        let reuse = x.keep_alive
+            && x.body_sent
+            && x.response.as_ref().is_some_and(ResponseWriter::keep_alive);
+        self.announced = false;
+        if reuse {
+            let buf = std::mem::take(&mut x.buf);
+            self.phase = Phase::Request { buf, deadline: now + self.cfg.keep_alive_timeout };
+            self.deadline = Some(now + self.cfg.keep_alive_timeout);
+            self.parse_request(now);
+        } else {
+            self.phase = Phase::Done;
+            self.deadline = None;
+            self.handle.mark_closed();
+        }
     }
 
     fn reject(&mut self, status: u16, message: &str) {
@@ -365,6 +508,11 @@ impl Driver {
                 // The application still decides; it learns of the disconnect now.
                 *eof = true;
                 self.disconnect(close_code::ABNORMAL, String::new());
+            }
+            Phase::Request { buf, .. } if buf.is_empty() => {
+                // An idle keep-alive connection closed by the client: nothing to report.
+                self.phase = Phase::Done;
+                self.handle.mark_closed();
             }
             _ => {
                 self.phase = Phase::Done;
@@ -405,51 +553,55 @@ impl Driver {
             (Phase::AwaitingApp { .. }, Command::Abort) => {
                 self.reject(500, "internal server error");
             }
-            (Phase::AwaitingApp { .. }, Command::HttpResponseStart { status, mut headers }) => {
-                let length = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
-                if length.is_none() {
-                    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(b"transfer-encoding"));
-                    headers.push((b"transfer-encoding".to_vec(), b"chunked".to_vec()));
-                }
-                let mut head = Vec::new();
-                handshake::write_response_head(&mut head, status, &headers, length);
-                self.out.push_bytes(Bytes::from(head), 0);
-                self.phase = Phase::Denying { more: true, chunked: length.is_none() };
+            (Phase::AwaitingApp { .. }, Command::HttpResponseStart { status, headers }) => {
+                let w = ResponseWriter::start(&mut self.out, status, &headers, false, false, 1);
+                self.phase = Phase::Denying(w);
             }
-            (
-                Phase::Denying { more, chunked },
-                Command::HttpResponseBody { body, more: more_body },
-            ) => {
+            (Phase::Denying(w), Command::HttpResponseBody { body, more }) => {
                 let len = body.len();
-                if !*more {
-                    self.handle.release(len);
-                    return;
-                }
-                if *chunked {
-                    if !body.is_empty() {
-                        self.out.push_bytes(Bytes::from(format!("{len:x}\r\n")), 0);
-                        self.out.push_bytes(body, len);
-                        self.out.push_bytes(Bytes::from_static(b"\r\n"), 0);
-                    }
-                    if !more_body {
-                        self.out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
-                    }
-                } else {
-                    self.out.push_bytes(body, len);
-                }
-                *more = more_body;
-                if !more_body {
+                let unqueued = w.body(&mut self.out, body, more, len);
+                self.handle.release(unqueued);
+                if w.is_finished() {
                     self.phase = Phase::Done;
                     self.disconnect(close_code::ABNORMAL, String::new());
                 }
             }
-            (Phase::Denying { .. }, Command::Abort) => {
+            (Phase::Denying(_), Command::Abort) => {
                 // The response is broken half way: all we can do is close.
                 self.phase = Phase::Done;
                 self.disconnect(close_code::ABNORMAL, String::new());
+            }
+            (Phase::Http(x), Command::HttpResponseStart { status, headers })
+                if x.response.is_none() =>
+            {
+                x.response = Some(ResponseWriter::start(
+                    &mut self.out,
+                    status,
+                    &headers,
+                    x.keep_alive,
+                    x.head,
+                    x.http_minor,
+                ));
+            }
+            (Phase::Http(x), Command::HttpResponseBody { body, more }) => {
+                let len = body.len();
+                let Some(w) = x.response.as_mut() else {
+                    self.handle.release(len);
+                    return;
+                };
+                let unqueued = w.body(&mut self.out, body, more, len);
+                self.handle.release(unqueued);
+                if w.is_finished() {
+                    self.finish_exchange(now);
+                }
+            }
+            (Phase::Http(x), Command::Abort) => {
+                if x.response.is_none() {
+                    self.reject(500, "internal server error");
+                } else {
+                    self.phase = Phase::Done;
+                    self.disconnect(close_code::ABNORMAL, String::new());
+                }
             }
             (_, Command::HttpResponseBody { body, .. }) => {
                 self.handle.release(body.len());
@@ -485,8 +637,13 @@ impl Driver {
 
     fn tick(&mut self, now: Instant) {
         match &mut self.phase {
-            Phase::Request { deadline, .. } => {
-                if now >= *deadline {
+            Phase::Request { deadline, buf } => {
+                if now >= *deadline && buf.is_empty() && !self.announced {
+                    // An idle keep-alive connection: close without a response.
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    self.handle.mark_closed();
+                } else if now >= *deadline {
                     self.log(LogLevel::Debug, format!("connection {}: handshake timeout", self.id));
                     self.reject(408, "request timeout");
                 } else {
@@ -636,7 +793,7 @@ mod tests {
         let events = sink.take();
         let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
         assert_eq!(info.request.path(), "/chat");
-        assert_eq!(info.upgrade.subprotocols, ["chat"]);
+        assert_eq!(info.upgrade.as_ref().unwrap().subprotocols, ["chat"]);
         info.handle.clone()
     }
 
@@ -687,8 +844,8 @@ mod tests {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
         h.command(Command::HttpResponseStart { status: 401, headers: vec![] });
-        h.command(Command::HttpResponseBody { body: Bytes::from_static(b"no"), more: true });
-        h.command(Command::HttpResponseBody { body: Bytes::from_static(b"pe"), more: false });
+        h.send_body(Bytes::from_static(b"no"), true);
+        h.send_body(Bytes::from_static(b"pe"), false);
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
@@ -701,16 +858,19 @@ mod tests {
             status: 418,
             headers: vec![(b"content-length".to_vec(), b"3".to_vec())],
         });
-        h.command(Command::HttpResponseBody { body: Bytes::from_static(b"tea"), more: false });
+        h.send_body(Bytes::from_static(b"tea"), false);
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
-        assert!(out.contains("Content-Length: 3\r\n") && out.ends_with("\r\n\r\ntea"), "{out}");
+        assert!(out.contains("content-length: 3\r\n") && out.ends_with("\r\n\r\ntea"), "{out}");
+        assert_eq!(h.queued_bytes(), 0);
     }
 
     #[test]
     fn bad_requests_get_statuses() {
         for (req, status) in [
-            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], "426"),
+            (&b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"[..], "426"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "413"),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
             (b"BAD\x01 / HTTP/1.1\r\n\r\n", "400"),
             (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
         ] {
@@ -812,5 +972,146 @@ mod tests {
             events.iter().any(|e| matches!(e, Event::Disconnect { code: 1002, .. })),
             "{events:?}"
         );
+    }
+
+    fn http_request(
+        d: &mut Driver,
+        sink: &Sink,
+        bytes: &[u8],
+        now: Instant,
+    ) -> (ConnHandle, Vec<Event>) {
+        read(d, bytes, now);
+        let mut events = sink.take();
+        let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
+        (info.handle.clone(), events)
+    }
+
+    fn body_of(events: &[Event]) -> (Vec<u8>, bool) {
+        let mut body = Vec::new();
+        let mut done = false;
+        for e in events {
+            if let Event::HttpBody { body: b, more, .. } = e {
+                body.extend_from_slice(b);
+                done = !more;
+            }
+        }
+        (body, done)
+    }
+
+    fn respond(d: &mut Driver, h: &ConnHandle, body: &'static [u8], now: Instant) -> String {
+        h.command(Command::HttpResponseStart { status: 200, headers: vec![] });
+        h.send_body(Bytes::from_static(body), false);
+        d.on_commands(now);
+        String::from_utf8(output(d)).unwrap()
+    }
+
+    #[test]
+    fn http_keep_alive_and_pipelining() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let two =
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz";
+        let (h, events) = http_request(&mut d, &sink, two, now);
+        assert_eq!(body_of(&events), (vec![], true));
+        h.message_taken();
+        // The second request waits until the first response is complete.
+        let out = respond(&mut d, &h, b"first", now);
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("5\r\nfirst\r\n0\r\n\r\n"),
+            "{out}"
+        );
+        let mut events = sink.take();
+        let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
+        assert_eq!(info.request.path(), "/b");
+        assert_eq!(body_of(&events), (b"xyz".to_vec(), true));
+        h.message_taken();
+        respond(&mut d, &h, b"second", now);
+        assert!(!d.is_finished(), "kept alive");
+        // Idle past the keep-alive timeout: closed without a response.
+        d.on_tick(now + Duration::from_secs(5));
+        assert!(d.is_finished());
+        assert!(output(&mut d).is_empty());
+    }
+
+    #[test]
+    fn http_chunked_upload_with_100_continue() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let head =
+            b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (h, events) = http_request(&mut d, &sink, head, now);
+        assert!(events.is_empty());
+        assert_eq!(output(&mut d), b"HTTP/1.1 100 Continue\r\n\r\n");
+        read(&mut d, b"3\r\nabc\r\n0\r\n\r\n", now);
+        let events = sink.take();
+        assert_eq!(body_of(&events), (b"abc".to_vec(), true));
+        for _ in &events {
+            h.message_taken();
+        }
+        let out = respond(&mut d, &h, b"", now);
+        assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n0\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn http_head_and_http10() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let (h, _) = http_request(&mut d, &sink, b"HEAD / HTTP/1.0\r\n\r\n", now);
+        h.message_taken();
+        h.command(Command::HttpResponseStart {
+            status: 200,
+            headers: vec![(b"content-length".to_vec(), b"5".to_vec())],
+        });
+        h.send_body(Bytes::from_static(b"hello"), false);
+        d.on_commands(now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n");
+        assert!(d.is_finished());
+        assert_eq!(h.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn http_client_leaves_mid_body() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let (_h, _) =
+            http_request(&mut d, &sink, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", now);
+        d.on_eof();
+        let events = sink.take();
+        assert!(matches!(events.last(), Some(Event::Disconnect { code: 1006, .. })), "{events:?}");
+        assert!(d.is_finished());
+    }
+
+    #[test]
+    fn http_app_failure() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+        h.command(Command::Abort);
+        d.on_commands(now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
+        assert!(d.is_finished());
+        // After the response started, a failure can only close the connection.
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+        h.command(Command::HttpResponseStart { status: 200, headers: vec![] });
+        h.send_body(Bytes::from_static(b"part"), true);
+        h.command(Command::Abort);
+        d.on_commands(now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.ends_with("4\r\npart\r\n"), "{out}");
+        assert!(d.is_finished());
+    }
+
+    #[test]
+    fn http_body_back_pressure() {
+        let (mut d, sink, _, now) = setup(ServerConfig { max_queue: 1, ..ServerConfig::default() });
+        let (h, events) = http_request(
+            &mut d,
+            &sink,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n",
+            now,
+        );
+        assert_eq!(body_of(&events), (b"a".to_vec(), false), "one piece, then reading pauses");
+        assert!(!d.wants_read());
+        h.message_taken();
+        d.on_commands(now); // the backend's wake-up after message_taken
+        assert_eq!(body_of(&sink.take()), (b"b".to_vec(), false));
     }
 }

@@ -12,6 +12,7 @@ pub mod driver;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http;
 pub mod outq;
 pub mod protocol;
 pub mod utf8;

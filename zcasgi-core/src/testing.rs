@@ -94,7 +94,8 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 if path == "/deny" {
                     info.handle.command(Command::Close { code: 1000, reason: String::new() });
                 } else {
-                    let subprotocol = info.upgrade.subprotocols.first().cloned();
+                    let subprotocol =
+                        info.upgrade.as_ref().and_then(|u| u.subprotocols.first().cloned());
                     info.handle.command(Command::Accept { subprotocol, headers: Vec::new() });
                 }
                 conns.insert(info.id, info.handle);
@@ -119,6 +120,18 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
             Event::Disconnect { id, code, .. } => {
                 conns.remove(&id);
                 seen.lock().unwrap().push(Seen::Disconnected(id, code));
+            }
+            Event::HttpRequest(info) => {
+                // Plain HTTP: answer 200 with the path, so backend tests can check routing.
+                let body = bytes::Bytes::from(info.request.path());
+                info.handle
+                    .command(Command::HttpResponseStart { status: 200, headers: Vec::new() });
+                info.handle.command(Command::HttpResponseBody { body, more: false });
+            }
+            Event::HttpBody { id, .. } => {
+                if let Some(h) = conns.get(&id) {
+                    h.message_taken();
+                }
             }
             Event::Writable { .. } => {}
             Event::Log { message, .. } => seen.lock().unwrap().push(Seen::Log(message)),

@@ -203,11 +203,6 @@ impl WsConn {
         }
     }
 
-    fn park(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let fut = self.event_loop.call_method0(py, intern!(py, "create_future"))?;
-        Ok(fut)
-    }
-
     /// Takes the next ASGI receive event, if one is ready.
     fn next_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let d = PyDict::new(py);
@@ -285,7 +280,7 @@ impl WsConn {
                     _ => String::new(),
                 };
                 zcasgi_core::protocol::check_close(code, &reason)
-                    .map_err(|e| crate::errors::invalid_state(&e))?;
+                    .map_err(|e| crate::errors::invalid_state(e))?;
                 if self.state == AppState::Connecting {
                     self.log_access(py, "403");
                 }
@@ -437,7 +432,7 @@ impl Ready {
         slf
     }
 
-    fn __next__(&self) -> Option<Py<PyAny>> {
+    fn __next__(_slf: PyRef<'_, Self>) -> Option<Py<PyAny>> {
         None
     }
 }
@@ -460,8 +455,7 @@ impl Receive {
         if let Some(event) = c.next_receive(py)? {
             return Err(PyStopIteration::new_err((event,)));
         }
-        let fut = c.park(py)?;
-        fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+        let fut = park(py, &c.event_loop)?;
         c.recv_waiters.push(fut.clone_ref(py));
         Ok(fut)
     }
@@ -494,11 +488,308 @@ impl SendWait {
             }
         }
         self.parked = true;
-        let fut = c.park(py)?;
-        fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+        let fut = park(py, &c.event_loop)?;
         c.send_waiter = Some(fut.clone_ref(py));
         Ok(Some(fut))
     }
+}
+
+/// Where the application is in the ASGI http protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseState {
+    NotStarted,
+    Started,
+    Complete,
+}
+
+/// One HTTP request as the application sees it: ASGI `receive` and `send`.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct HttpConn {
+    handle: ConnHandle,
+    /// `METHOD path HTTP/x` for the access log.
+    request_line: String,
+    client: String,
+    inbox: VecDeque<(Bytes, bool)>,
+    body_complete: bool,
+    disconnected: bool,
+    response: ResponseState,
+    status: u16,
+    recv_waiters: Vec<Py<PyAny>>,
+    send_waiter: Option<Py<PyAny>>,
+    event_loop: Py<PyAny>,
+    access_log: Option<Py<PyAny>>,
+}
+
+impl HttpConn {
+    /// Creates the request object for an `HttpRequest` event.
+    pub fn new(info: &ConnectInfo, event_loop: Py<PyAny>, access_log: Option<Py<PyAny>>) -> Self {
+        let req = &info.request;
+        let mut target = String::from_utf8_lossy(&req.raw_path).into_owned();
+        if !req.query_string.is_empty() {
+            target.push('?');
+            target.push_str(&String::from_utf8_lossy(&req.query_string));
+        }
+        Self {
+            handle: info.handle.clone(),
+            request_line: format!("{} {target} HTTP/1.{}", req.method, req.http_minor),
+            client: info.client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            inbox: VecDeque::new(),
+            body_complete: false,
+            disconnected: false,
+            response: ResponseState::NotStarted,
+            status: 0,
+            recv_waiters: Vec::new(),
+            send_waiter: None,
+            event_loop,
+            access_log,
+        }
+    }
+
+    /// Delivers a piece of body; returns the futures to wake.
+    pub fn push_body(&mut self, body: Bytes, more: bool) -> Vec<Py<PyAny>> {
+        self.inbox.push_back((body, more));
+        std::mem::take(&mut self.recv_waiters)
+    }
+
+    /// The client left; returns the futures to wake.
+    pub fn push_disconnect(&mut self) -> Vec<Py<PyAny>> {
+        self.disconnected = true;
+        let mut w = std::mem::take(&mut self.recv_waiters);
+        w.extend(self.send_waiter.take());
+        w
+    }
+
+    /// The send side may resume; returns the future to wake.
+    pub fn writable(&mut self) -> Option<Py<PyAny>> {
+        self.send_waiter.take()
+    }
+
+    fn next_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let d = PyDict::new(py);
+        if let Some((body, more)) = self.inbox.pop_front() {
+            self.handle.message_taken();
+            self.body_complete = !more;
+            d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+            d.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
+            d.set_item(intern!(py, "more_body"), more)?;
+            return Ok(Some(d.into_any().unbind()));
+        }
+        // After the response, or once the client is gone, receive() reports the disconnect.
+        if self.disconnected || self.response == ResponseState::Complete {
+            d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+            return Ok(Some(d.into_any().unbind()));
+        }
+        Ok(None)
+    }
+
+    fn send_message(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+        let kind = message
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyValueError::new_err("ASGI message without 'type'"))?;
+        let kind =
+            kind.cast::<PyString>().map_err(|_| PyTypeError::new_err("'type' must be a str"))?;
+        match (self.response, kind.to_str()?) {
+            (ResponseState::NotStarted, "http.response.start") => {
+                let status: u16 = message
+                    .get_item(intern!(py, "status"))?
+                    .ok_or_else(|| PyValueError::new_err("'status' is required"))?
+                    .extract()?;
+                if !(100..=599).contains(&status) {
+                    return Err(PyValueError::new_err(format!("invalid HTTP status {status}")));
+                }
+                let mut headers = headers_of(message)?;
+                add_default_headers(&mut headers);
+                self.response = ResponseState::Started;
+                self.status = status;
+                if !self.disconnected {
+                    self.handle.command(Command::HttpResponseStart { status, headers });
+                }
+                Ok(false)
+            }
+            (ResponseState::Started, "http.response.body") => {
+                let body = match message.get_item(intern!(py, "body"))? {
+                    Some(b) if !b.is_none() => match b.cast::<PyBytes>() {
+                        Ok(b) => bytes_of(b),
+                        Err(_) => Bytes::from(
+                            b.extract::<Vec<u8>>()
+                                .map_err(|_| PyTypeError::new_err("'body' must be bytes"))?,
+                        ),
+                    },
+                    _ => Bytes::new(),
+                };
+                let more: bool = match message.get_item(intern!(py, "more_body"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => false,
+                };
+                if !more {
+                    self.response = ResponseState::Complete;
+                    if let Some(log) = &self.access_log {
+                        let line =
+                            format!("{} - \"{}\" {}", self.client, self.request_line, self.status);
+                        let _ = log.call_method1(py, intern!(py, "info"), (line,));
+                    }
+                }
+                if self.disconnected {
+                    // ASGI: sending to a client that left is a no-op for http.
+                    return Ok(false);
+                }
+                match self.handle.send_body(body, more) {
+                    SendState::Ready | SendState::Closed => Ok(false),
+                    SendState::Full => Ok(self.handle.wait_writable()),
+                }
+            }
+            (state, kind) => Err(PyRuntimeError::new_err(format!(
+                "unexpected ASGI message '{kind}' in response state {state:?}"
+            ))),
+        }
+    }
+}
+
+/// Adds `server` and `date` unless the application set them.
+fn add_default_headers(headers: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"server")) {
+        headers.push((b"server".to_vec(), b"zcasgi".to_vec()));
+    }
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"date")) {
+        headers.push((b"date".to_vec(), http_date(std::time::SystemTime::now()).into_bytes()));
+    }
+}
+
+/// Formats `t` as an IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(t: std::time::SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), days since 1970-01-01.
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[usize::try_from(days % 7).unwrap_or(0)],
+        day,
+        MONTHS[usize::try_from(month - 1).unwrap_or(0)],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[pymethods]
+impl HttpConn {
+    /// ASGI `receive()`.
+    fn receive(slf: Bound<'_, Self>) -> HttpReceive {
+        HttpReceive { conn: slf.unbind() }
+    }
+
+    /// ASGI `send(message)`.
+    fn send(slf: Bound<'_, Self>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let must_wait = slf.borrow_mut().send_message(py, message)?;
+        if must_wait {
+            Ok(HttpSendWait { conn: slf.unbind(), parked: false }.into_py_any(py)?)
+        } else {
+            Ok(Ready.into_py_any(py)?)
+        }
+    }
+
+    /// The application raised: 500 if no response started, else close the connection.
+    fn abort(&mut self, py: Python<'_>) {
+        if self.response == ResponseState::NotStarted {
+            if let Some(log) = &self.access_log {
+                let line = format!("{} - \"{}\" 500", self.client, self.request_line);
+                let _ = log.call_method1(py, intern!(py, "info"), (line,));
+            }
+        }
+        if self.response != ResponseState::Complete {
+            self.handle.command(Command::Abort);
+        }
+        self.response = ResponseState::Complete;
+    }
+
+    /// The application returned: an unfinished response is an error (500 or a closed
+    /// connection); returns whether it was.
+    fn finish(&mut self, py: Python<'_>) -> bool {
+        if self.response == ResponseState::Complete {
+            return false;
+        }
+        self.abort(py);
+        true
+    }
+
+    /// Whether the response has been completely sent.
+    #[getter]
+    fn response_complete(&self) -> bool {
+        self.response == ResponseState::Complete
+    }
+}
+
+/// The awaitable returned by the http `receive()`.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct HttpReceive {
+    conn: Py<HttpConn>,
+}
+
+#[pymethods]
+impl HttpReceive {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let conn = self.conn.bind(py);
+        let mut c = conn.borrow_mut();
+        if let Some(event) = c.next_receive(py)? {
+            return Err(PyStopIteration::new_err((event,)));
+        }
+        let fut = park(py, &c.event_loop)?;
+        c.recv_waiters.push(fut.clone_ref(py));
+        Ok(fut)
+    }
+}
+
+/// The awaitable returned by the http `send()` above the high-water mark.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct HttpSendWait {
+    conn: Py<HttpConn>,
+    parked: bool,
+}
+
+#[pymethods]
+impl HttpSendWait {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let conn = self.conn.bind(py);
+        let mut c = conn.borrow_mut();
+        if self.parked && (c.disconnected || c.send_waiter.is_none() || !c.handle.wait_writable()) {
+            c.send_waiter = None;
+            return Ok(None);
+        }
+        self.parked = true;
+        let fut = park(py, &c.event_loop)?;
+        c.send_waiter = Some(fut.clone_ref(py));
+        Ok(Some(fut))
+    }
+}
+
+/// A new future on `event_loop`, marked so that a task awaiting it through `yield` parks.
+fn park(py: Python<'_>, event_loop: &Py<PyAny>) -> PyResult<Py<PyAny>> {
+    let fut = event_loop.call_method0(py, intern!(py, "create_future"))?;
+    fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+    Ok(fut)
 }
 
 /// Wakes parked futures (skipping those already done, e.g. cancelled).
@@ -511,8 +802,8 @@ pub fn wake(py: Python<'_>, futures: Vec<Py<PyAny>>) {
     }
 }
 
-/// Builds the ASGI `websocket` scope.
-pub fn websocket_scope<'py>(
+/// Builds the ASGI `websocket` scope (or the `http` scope for a request without upgrade).
+pub fn scope<'py>(
     py: Python<'py>,
     info: &ConnectInfo,
     root_path: &str,
@@ -520,13 +811,17 @@ pub fn websocket_scope<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = PyDict::new(py);
     let req = &info.request;
-    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    let websocket = info.upgrade.is_some();
+    scope.set_item(intern!(py, "type"), if websocket { "websocket" } else { "http" })?;
     let asgi = PyDict::new(py);
     asgi.set_item("version", "3.0")?;
     asgi.set_item("spec_version", "2.5")?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
     scope.set_item(intern!(py, "http_version"), if req.http_minor == 0 { "1.0" } else { "1.1" })?;
-    scope.set_item(intern!(py, "scheme"), "ws")?;
+    scope.set_item(intern!(py, "scheme"), if websocket { "ws" } else { "http" })?;
+    if !websocket {
+        scope.set_item(intern!(py, "method"), req.method.as_str())?;
+    }
     let path = req.path();
     scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
     let mut raw_path = root_path.as_bytes().to_vec();
@@ -547,12 +842,14 @@ pub fn websocket_scope<'py>(
     };
     scope.set_item(intern!(py, "client"), addr(info.client)?)?;
     scope.set_item(intern!(py, "server"), addr(info.server)?)?;
-    scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &info.upgrade.subprotocols)?)?;
+    if let Some(upgrade) = &info.upgrade {
+        scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
+        let ext = PyDict::new(py);
+        ext.set_item("websocket.http.response", PyDict::new(py))?;
+        scope.set_item(intern!(py, "extensions"), ext)?;
+    }
     if let Some(state) = state {
         scope.set_item(intern!(py, "state"), state.copy()?)?;
     }
-    let ext = PyDict::new(py);
-    ext.set_item("websocket.http.response", PyDict::new(py))?;
-    scope.set_item(intern!(py, "extensions"), ext)?;
     Ok(scope)
 }

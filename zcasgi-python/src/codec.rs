@@ -433,12 +433,12 @@ impl Connection {
 
     fn send_text(&mut self, data: &str) -> PyResult<()> {
         let payload = bytes::Bytes::copy_from_slice(data.as_bytes());
-        self.inner.send_message(true, payload, 0).map_err(|e| invalid_state(&e))
+        self.inner.send_message(true, payload, 0).map_err(invalid_state)
     }
 
     fn send_binary(&mut self, data: &[u8]) -> PyResult<()> {
         let payload = bytes::Bytes::copy_from_slice(data);
-        self.inner.send_message(false, payload, 0).map_err(|e| invalid_state(&e))
+        self.inner.send_message(false, payload, 0).map_err(invalid_state)
     }
 
     #[pyo3(signature = (data = b"".as_slice()), text_signature = "($self, data=b'')")]
@@ -451,7 +451,7 @@ impl Connection {
                 data.len()
             )));
         }
-        self.inner.send_ping(bytes::Bytes::copy_from_slice(data)).map_err(|e| invalid_state(&e))
+        self.inner.send_ping(bytes::Bytes::copy_from_slice(data)).map_err(invalid_state)
     }
 
     #[pyo3(signature = (code = 1000, reason = ""))]
@@ -460,7 +460,7 @@ impl Connection {
         #[pyo3(from_py_with = close_code_arg)] code: u16,
         reason: &str,
     ) -> PyResult<()> {
-        self.inner.send_close(code, reason).map_err(|e| invalid_state(&e))
+        self.inner.send_close(code, reason).map_err(invalid_state)
     }
 
     fn data_to_send<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {

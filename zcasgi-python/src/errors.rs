@@ -44,7 +44,7 @@ pub fn handshake_error(py: Python<'_>, err: &HandshakeError) -> PyErr {
 }
 
 /// Converts local API misuse into `ValueError` (bad arguments) or `ClientDisconnected`.
-pub fn invalid_state(err: &InvalidState) -> PyErr {
+pub fn invalid_state(err: InvalidState) -> PyErr {
     match err {
         InvalidState::Closed => ClientDisconnected::new_err(err.to_string()),
         InvalidState::UnsendableCloseCode(_) | InvalidState::CloseReasonTooLong => {

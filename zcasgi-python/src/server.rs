@@ -13,7 +13,7 @@ use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, RunningServer, Serv
 use zcasgi_core::handshake::HandshakeConfig;
 use zcasgi_core::protocol::ProtocolConfig;
 
-use crate::bridge::{wake, websocket_scope, EventQueue, WsConn};
+use crate::bridge::{scope, wake, EventQueue, HttpConn, WsConn};
 
 /// Names of the available backends, in the order they are listed to users.
 pub const BACKENDS: [&str; 2] = ["mio", "tokio"];
@@ -39,12 +39,18 @@ fn duration(name: &str, secs: f64) -> PyResult<Duration> {
     })
 }
 
+/// The application side of a connection: its current WebSocket or HTTP request.
+enum Conn {
+    Ws(Py<WsConn>),
+    Http(Py<HttpConn>),
+}
+
 /// A backend serving on listening sockets, feeding the asyncio loop.
 #[pyclass(module = "zcasgi._zcasgi")]
 pub struct Core {
     queue: Arc<EventQueue>,
     server: Option<Box<dyn RunningServer>>,
-    conns: HashMap<ConnId, Py<WsConn>>,
+    conns: HashMap<ConnId, Conn>,
     on_connect: Py<PyAny>,
     event_loop: Py<PyAny>,
     logger: Py<PyAny>,
@@ -63,7 +69,8 @@ impl Core {
         backend, fds, *, on_connect, event_loop, logger, access_log, root_path, state,
         io_threads, max_connections, ws_max_size, ws_max_queue, ws_ping_interval,
         ws_ping_timeout, close_timeout, handshake_timeout, write_high_water,
-        write_low_water, max_headers, max_head_bytes, shutdown_close_code
+        write_low_water, max_headers, max_head_bytes, shutdown_close_code, http_max_body,
+        timeout_keep_alive
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -88,6 +95,8 @@ impl Core {
         max_headers: usize,
         max_head_bytes: usize,
         shutdown_close_code: u16,
+        http_max_body: u64,
+        timeout_keep_alive: f64,
     ) -> PyResult<Self> {
         let be = backend_by_name(backend)?;
         if io_threads == 0 || max_connections == 0 || ws_max_queue == 0 || max_headers == 0 {
@@ -118,6 +127,8 @@ impl Core {
             write_low_water,
             max_queue: ws_max_queue,
             shutdown_close_code,
+            http_max_body,
+            keep_alive_timeout: duration("timeout_keep_alive", timeout_keep_alive)?,
         };
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {
@@ -209,34 +220,54 @@ impl Core {
     fn dispatch(&mut self, py: Python<'_>, ev: Event) -> PyResult<()> {
         match ev {
             Event::Message { id, message } => {
-                if let Some(conn) = self.conns.get(&id) {
+                if let Some(Conn::Ws(conn)) = self.conns.get(&id) {
                     let waiters = conn.bind(py).borrow_mut().push_message(message);
                     wake(py, waiters);
                 }
             }
+            Event::HttpBody { id, body, more } => {
+                if let Some(Conn::Http(conn)) = self.conns.get(&id) {
+                    let waiters = conn.bind(py).borrow_mut().push_body(body, more);
+                    wake(py, waiters);
+                }
+            }
             Event::Connect(info) => {
-                let scope = websocket_scope(
-                    py,
-                    &info,
-                    &self.root_path,
-                    self.state.as_ref().map(|s| s.bind(py)),
-                )?;
+                let state = self.state.as_ref().map(|s| s.bind(py));
+                let scope = scope(py, &info, &self.root_path, state)?;
                 let access = self.access_log.as_ref().map(|a| a.clone_ref(py));
                 let conn = Py::new(py, WsConn::new(&info, self.event_loop.clone_ref(py), access))?;
-                self.conns.insert(info.id, conn.clone_ref(py));
+                self.conns.insert(info.id, Conn::Ws(conn.clone_ref(py)));
                 self.on_connect.call1(py, (conn, scope))?;
             }
+            Event::HttpRequest(info) => {
+                let state = self.state.as_ref().map(|s| s.bind(py));
+                let scope = scope(py, &info, &self.root_path, state)?;
+                let access = self.access_log.as_ref().map(|a| a.clone_ref(py));
+                let conn =
+                    Py::new(py, HttpConn::new(&info, self.event_loop.clone_ref(py), access))?;
+                // A keep-alive connection's next request replaces the previous one.
+                self.conns.insert(info.id, Conn::Http(conn.clone_ref(py)));
+                self.on_connect.call1(py, (conn, scope))?;
+            }
+            Event::Disconnect { id, .. } if matches!(self.conns.get(&id), Some(Conn::Http(_))) => {
+                if let Some(Conn::Http(conn)) = self.conns.remove(&id) {
+                    let waiters = conn.bind(py).borrow_mut().push_disconnect();
+                    wake(py, waiters);
+                }
+            }
             Event::Disconnect { id, code, reason } => {
-                if let Some(conn) = self.conns.remove(&id) {
+                if let Some(Conn::Ws(conn)) = self.conns.remove(&id) {
                     let waiters = conn.bind(py).borrow_mut().push_disconnect(code, reason);
                     wake(py, waiters);
                 }
             }
             Event::Writable { id } => {
-                if let Some(conn) = self.conns.get(&id) {
-                    let waiter = conn.bind(py).borrow_mut().writable();
-                    wake(py, waiter.into_iter().collect());
-                }
+                let waiter = match self.conns.get(&id) {
+                    Some(Conn::Ws(conn)) => conn.bind(py).borrow_mut().writable(),
+                    Some(Conn::Http(conn)) => conn.bind(py).borrow_mut().writable(),
+                    None => None,
+                };
+                wake(py, waiter.into_iter().collect());
             }
             Event::Log { level, message } => {
                 let level = match level {

@@ -11,7 +11,10 @@
 //! 3. the socket turning writable, while output is pending;
 //! 4. the driver's deadline → [`Driver::on_tick`];
 //! 5. the socket turning readable, while [`Driver::wants_read`] (re-evaluated on every turn, so
-//!    a wake-up after the application drained its queue resumes reading).
+//!    a wake-up after the application drained its queue resumes reading) and the queued output
+//!    that does not count against the application's sends — pongs, close frames, HTTP heads —
+//!    stays within [`ServerConfig::write_high_water`]: a peer that sends pings and never reads
+//!    cannot grow the pong queue without bound.
 //!
 //! A peer that does not read therefore never stops commands, timers or shutdown from being
 //! processed: pending output only adds a branch to the wait. Once the driver has closed the
@@ -116,10 +119,8 @@ struct Conn {
 impl Conn {
     /// The loop described in the module docs; returns once the driver is finished.
     async fn serve(&mut self, wake: &tokio::sync::Notify, shutdown: &mut Shutdown) {
-        let mut shutting_down = shutdown.is_shutdown();
-        if shutting_down {
-            self.driver.on_shutdown(Instant::now());
-        }
+        // Resolves at once for a connection accepted just after the signal.
+        let mut shutting_down = false;
         let shutdown_signal = shutdown.recv();
         tokio::pin!(shutdown_signal);
         let notified = wake.notified();
@@ -134,7 +135,8 @@ impl Conn {
                 return;
             }
             if drain_deadline.is_none() && self.driver.handle().is_closed() {
-                // Closed, with output the peer has not taken yet (or `is_finished` would hold).
+                // The application has been told the connection is gone; what is left is output
+                // the peer has not taken (or a late answer to a handshake whose client left).
                 drain_deadline = Some(Instant::now() + self.drain_timeout);
             }
             let deadline = match (self.driver.deadline(), drain_deadline) {
@@ -265,7 +267,10 @@ impl Conn {
     /// short by server shutdown): closing a socket with unread input makes the kernel send a
     /// RST, which can destroy the close frame or error response still in flight to the peer.
     async fn close(&mut self, shutdown: &mut Shutdown) {
-        if self.failed || self.stream.shutdown().await.is_err() || self.read_closed {
+        if self.failed || self.stream.shutdown().await.is_err() {
+            return;
+        }
+        if self.read_closed || shutdown.is_shutdown() {
             return;
         }
         let stream = &self.stream;

@@ -252,14 +252,35 @@ fn application_initiated_close() {
     assert!(server.disconnected_with(4001), "{:?}", server.app.seen());
 }
 
-#[test]
-fn plain_get_gets_426_and_server_keeps_serving() {
-    let server = TestServer::start(config());
+/// Sends `request` on a fresh connection; returns everything until the server closes.
+fn http_exchange(server: &TestServer, request: &[u8]) -> String {
     let mut stream = server.tcp();
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").expect("write");
+    stream.write_all(request).expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response and end of stream");
+    response
+}
+
+#[test]
+fn failed_upgrade_gets_426_and_server_keeps_serving() {
+    let server = TestServer::start(config());
+    let response = http_exchange(
+        &server,
+        b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    );
     assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    echo(&mut server.connect("/"), Message::text("still here"));
+}
+
+#[test]
+fn plain_get_gets_an_http_answer_and_server_keeps_serving() {
+    // 426 while the driver serves WebSockets only; the application's answer once it serves the
+    // `http` scope. Either way the backend writes it and closes as the driver asks.
+    let server = TestServer::start(config());
+    let response =
+        http_exchange(&server, b"GET /plain HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 "), "{response}");
     echo(&mut server.connect("/"), Message::text("still here"));
 }
 
@@ -347,9 +368,10 @@ fn shutdown_closes_with_1012_and_join_succeeds() {
     assert!(server.server.join(TIMEOUT));
     assert_eq!(server.server.connection_count(), 0);
     assert!(TcpStream::connect(server.addr).is_err(), "the listener is closed");
+    // The application learns of the disconnects on its own thread.
     let closed =
-        server.app.seen().iter().filter(|s| matches!(s, Seen::Disconnected(_, 1012))).count();
-    assert_eq!(closed, 3);
+        |seen: &[Seen]| seen.iter().filter(|s| matches!(s, Seen::Disconnected(_, 1012))).count();
+    assert!(server.app.wait_for(TIMEOUT, |seen| closed(seen) == 3), "{:?}", server.app.seen());
 }
 
 #[test]
@@ -392,18 +414,31 @@ fn max_connections_leaves_excess_clients_in_the_backlog() {
 }
 
 #[test]
-fn silent_client_hits_the_handshake_timeout() {
+fn incomplete_request_hits_the_handshake_timeout() {
     let mut cfg = config();
     cfg.handshake_timeout = Duration::from_millis(200);
     let server = TestServer::start(cfg);
     let start = Instant::now();
-    let mut stream = server.tcp();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response and end of stream");
+    let response = http_exchange(&server, b"GET / HTTP/1.1\r\nHost: test\r\n");
     let elapsed = start.elapsed();
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[test]
+fn silent_client_is_closed_after_the_handshake_timeout() {
+    let mut cfg = config();
+    cfg.handshake_timeout = Duration::from_millis(200);
+    let server = TestServer::start(cfg);
+    let start = Instant::now();
+    // Closed with a 408 or, as an idle keep-alive connection, without a word.
+    let response = http_exchange(&server, b"");
+    let elapsed = start.elapsed();
+    assert!(response.is_empty() || response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(server.app.wait_for(TIMEOUT, |_| server.server.connection_count() == 0));
 }
 
 #[test]
@@ -447,7 +482,7 @@ fn answered_keepalive_pings_keep_the_connection_open() {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(pings >= 3, "{pings} pings");
+    assert!(pings >= 2, "{pings} pings");
     assert!(!server.app.seen().iter().any(|s| matches!(s, Seen::Disconnected(..))));
 }
 
@@ -461,7 +496,8 @@ fn peer_that_stops_reading_is_dropped_after_the_timeouts() {
     let mut ws = server.connect("/");
     // The echo is more than the socket buffers hold, and the client never reads it (nor the
     // keepalive ping): the server's writes block for good.
-    ws.send(Message::binary(vec![7; 12 << 20])).expect("send");
+    // (On a slow machine the keepalive may fail the connection while this is being sent.)
+    let _ = ws.send(Message::binary(vec![7; 12 << 20]));
     assert!(server.disconnected_with(1011), "{:?}", server.app.seen());
     let deadline = Instant::now() + TIMEOUT;
     while server.server.connection_count() > 0 && Instant::now() < deadline {

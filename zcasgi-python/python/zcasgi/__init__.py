@@ -1,7 +1,7 @@
 """zcasgi: a WebSocket-first ASGI server whose network and protocol work runs in Rust.
 
-    import zcasgi
-    zcasgi.serve(app, host="127.0.0.1", port=8000, backend="mio")
+import zcasgi
+zcasgi.serve(app, host="127.0.0.1", port=8000, backend="mio")
 """
 
 from ._zcasgi import (

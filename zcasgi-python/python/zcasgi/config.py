@@ -18,7 +18,7 @@ from typing import Any
 
 from ._zcasgi import BACKENDS
 
-__all__ = ["Config", "LIFESPAN_MODES", "LOG_LEVELS", "LOOPS", "import_from_string"]
+__all__ = ["LIFESPAN_MODES", "LOG_LEVELS", "LOOPS", "Config", "import_from_string"]
 
 LIFESPAN_MODES = ("auto", "on", "off")
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -111,6 +111,8 @@ _DEFAULTS: dict[str, Any] = {
     "ws_write_high_water": 64 * 1024,
     "ws_write_low_water": 16 * 1024,
     "handshake_timeout": 10.0,
+    "timeout_keep_alive": 5.0,
+    "http_max_body_size": 16 * 1024 * 1024,
     "close_timeout": 10.0,
     "timeout_graceful_shutdown": 10.0,
     "shutdown_close_code": 1012,
@@ -150,7 +152,9 @@ class Config:
         ws_per_message_deflate: permessage-deflate (RFC 7692); not supported yet, must be False.
         ws_write_high_water: Unwritten bytes per connection at which ``send`` starts to wait.
         ws_write_low_water: Unwritten bytes per connection at which a waiting ``send`` resumes.
-        handshake_timeout: Seconds allowed to receive the opening handshake.
+        handshake_timeout: Seconds allowed to receive a request head (WebSocket or HTTP).
+        timeout_keep_alive: Seconds an idle keep-alive HTTP connection is kept open.
+        http_max_body_size: Largest HTTP request body accepted, in bytes (larger: 413).
         close_timeout: Seconds to wait for the peer's close frame.
         timeout_graceful_shutdown: Seconds applications get to finish on shutdown.
         shutdown_close_code: Close code sent to open WebSockets on shutdown.
@@ -176,7 +180,9 @@ class Config:
         unknown = set(options) - set(_DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        values = {k: options[k] if k in options else _env_default(k, v) for k, v in _DEFAULTS.items()}
+        values = {
+            k: options[k] if k in options else _env_default(k, v) for k, v in _DEFAULTS.items()
+        }
         self.app = app
         self.host: str = str(values["host"])
         self.port = _positive_int("port", values["port"], minimum=0)
@@ -206,13 +212,17 @@ class Config:
         )
         if self.ws_ping_interval == 0:
             self.ws_ping_interval = None
-        self.ws_ping_timeout = _seconds("ws_ping_timeout", values["ws_ping_timeout"], allow_none=True)
+        self.ws_ping_timeout = _seconds(
+            "ws_ping_timeout", values["ws_ping_timeout"], allow_none=True
+        )
         if not isinstance(values["ws_per_message_deflate"], bool):
             raise TypeError("ws_per_message_deflate must be a bool")
         if values["ws_per_message_deflate"]:
             raise ValueError("ws_per_message_deflate=True is not supported yet")
         self.ws_per_message_deflate = False
-        self.ws_write_high_water = _positive_int("ws_write_high_water", values["ws_write_high_water"])
+        self.ws_write_high_water = _positive_int(
+            "ws_write_high_water", values["ws_write_high_water"]
+        )
         self.ws_write_low_water = _positive_int(
             "ws_write_low_water", values["ws_write_low_water"], minimum=0
         )
@@ -220,33 +230,50 @@ class Config:
             raise ValueError("ws_write_low_water must not exceed ws_write_high_water")
         self.handshake_timeout = _seconds("handshake_timeout", values["handshake_timeout"]) or 0.0
         self.close_timeout = _seconds("close_timeout", values["close_timeout"]) or 0.0
+        self.timeout_keep_alive = (
+            _seconds("timeout_keep_alive", values["timeout_keep_alive"]) or 0.0
+        )
+        self.http_max_body_size = _positive_int(
+            "http_max_body_size", values["http_max_body_size"], minimum=0
+        )
         self.timeout_graceful_shutdown = (
             _seconds("timeout_graceful_shutdown", values["timeout_graceful_shutdown"]) or 0.0
         )
-        self.shutdown_close_code = _positive_int("shutdown_close_code", values["shutdown_close_code"])
-        if not (1000 <= self.shutdown_close_code <= 1014 or 3000 <= self.shutdown_close_code <= 4999):
-            raise ValueError(f"shutdown_close_code {self.shutdown_close_code} may not be sent")
+        self.shutdown_close_code = _positive_int(
+            "shutdown_close_code", values["shutdown_close_code"]
+        )
+        code = self.shutdown_close_code
+        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+            raise ValueError(f"shutdown_close_code {code} may not be sent")
         self.max_headers = _positive_int("max_headers", values["max_headers"])
-        self.max_header_bytes = _positive_int("max_header_bytes", values["max_header_bytes"], minimum=256)
+        self.max_header_bytes = _positive_int(
+            "max_header_bytes", values["max_header_bytes"], minimum=256
+        )
         self.root_path: str = values["root_path"]
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError("root_path must start with '/' and not end with '/' (or be empty)")
         self.proxy_headers = bool(values["proxy_headers"])
         allow = values["forwarded_allow_ips"]
         self.forwarded_allow_ips: list[str] = (
-            [a.strip() for a in allow.split(",") if a.strip()] if isinstance(allow, str) else list(allow)
+            [a.strip() for a in allow.split(",") if a.strip()]
+            if isinstance(allow, str)
+            else list(allow)
         )
         for ip in self.forwarded_allow_ips:
             if ip != "*":
                 try:
                     ipaddress.ip_network(ip, strict=False)
                 except ValueError:
-                    raise ValueError(f"forwarded_allow_ips: {ip!r} is not an IP address or network") from None
+                    raise ValueError(
+                        f"forwarded_allow_ips: {ip!r} is not an IP address or network"
+                    ) from None
         if values["ssl_certfile"] or values["ssl_keyfile"]:
             raise ValueError("TLS is not supported yet; terminate TLS at a reverse proxy")
         self.lifespan: str = values["lifespan"]
         if self.lifespan not in LIFESPAN_MODES:
-            raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, got {self.lifespan!r}")
+            raise ValueError(
+                f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, got {self.lifespan!r}"
+            )
         level = values["log_level"]
         if isinstance(level, str):
             if level.lower() not in LOG_LEVELS:
@@ -285,7 +312,8 @@ class Config:
             raise ValueError(f"the ASGI app must be callable, got {type(app).__name__}")
         if inspect.isclass(app):
             raise ValueError("ASGI2 (class-based, two-callable) applications are not supported")
-        return app
+        loaded: ASGIApp = app
+        return loaded
 
     def trusted_proxy(self, host: str | None) -> bool:
         """Whether ``host`` is allowed to set proxy headers."""

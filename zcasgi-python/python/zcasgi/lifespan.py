@@ -62,10 +62,14 @@ class Lifespan:
         logger.info("Waiting for application shutdown.")
         await self._receive_queue.put({"type": "lifespan.shutdown"})
         await self._shutdown_done.wait()
-        if self.shutdown_failed or (self.error_occurred and self.mode == "on"):
+        if self.shutdown_failed or (self.mode == "on" and self._errored()):
             logger.error("Application shutdown failed. Exiting.")
         else:
             logger.info("Application shutdown complete.")
+
+    def _errored(self) -> bool:
+        # A method, not the attribute: the lifespan task sets it while we await.
+        return self.error_occurred
 
     async def _main(self) -> None:
         scope = {

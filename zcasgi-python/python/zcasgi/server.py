@@ -144,6 +144,8 @@ class Server:
             max_headers=config.max_headers,
             max_head_bytes=config.max_header_bytes,
             shutdown_close_code=config.shutdown_close_code,
+            http_max_body=config.http_max_body_size,
+            timeout_keep_alive=config.timeout_keep_alive,
         )
         loop.add_reader(self._core.fileno(), self._drain)
         self._install_signal_handlers(loop)
@@ -152,7 +154,7 @@ class Server:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             logger.info(
-                "zcasgi running on http://%s:%d (backend %s, %d I/O thread%s; press CTRL+C to quit)",
+                "zcasgi running on http://%s:%d (backend %s, %d I/O thread%s; CTRL+C to quit)",
                 shown,
                 port,
                 config.backend,
@@ -196,7 +198,11 @@ class Server:
     def _on_connect(self, conn: Any, scope: dict[str, Any]) -> None:
         if self.config.proxy_headers:
             self._apply_proxy_headers(scope)
-        task = asyncio.get_running_loop().create_task(self._run_websocket(conn, scope))
+        if scope["type"] == "http":
+            coro = self._run_http(conn, scope)
+        else:
+            coro = self._run_websocket(conn, scope)
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -208,7 +214,9 @@ class Server:
         proto = headers.get(b"x-forwarded-proto")
         if proto is not None:
             scheme = proto.decode("latin-1").split(",")[0].strip().lower()
-            scope["scheme"] = {"https": "wss", "http": "ws"}.get(scheme, scheme)
+            if scope["type"] == "websocket":
+                scheme = {"https": "wss", "http": "ws"}.get(scheme, scheme)
+            scope["scheme"] = scheme
         forwarded_for = headers.get(b"x-forwarded-for")
         if forwarded_for is not None:
             host = forwarded_for.decode("latin-1").split(",")[0].strip()
@@ -226,6 +234,19 @@ class Server:
             conn.abort()
         else:
             conn.finish()
+
+    async def _run_http(self, conn: Any, scope: dict[str, Any]) -> None:
+        try:
+            await self._app(scope, conn.receive, conn.send)
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        except Exception as exc:
+            logger.error("Exception in ASGI application", exc_info=exc)
+            conn.abort()
+        else:
+            if conn.finish():
+                logger.error("ASGI callable returned without completing the response")
 
     # ---- shutdown ----
 

@@ -1,0 +1,217 @@
+"""End-to-end tests of the ASGI ``http`` scope: real server, real HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+import httpx
+import pytest
+from conftest import ServerProcess
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def server(backend: str):  # type: ignore[no-untyped-def]
+    with ServerProcess("apps.http:app", backend) as s:
+        yield s
+
+
+def _wait_for(server: ServerProcess, text: str, timeout: float = 5) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server.output()
+
+
+def _raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if not read_until_close:
+            return sock.recv(65536)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_get_and_keep_alive_reuse(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url("http", "")) as client:
+        for i in range(20):
+            r = client.post("/echo", content=f"hello {i}".encode())
+            assert r.status_code == 200
+            assert r.text == f"hello {i}"
+            assert r.headers["server"] == "zcasgi"
+            assert re.match(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT", r.headers["date"])
+        r = client.get("/missing")
+        assert r.status_code == 404
+    # One TCP connection served all of them.
+    access = [line for line in server.output().splitlines() if '"POST /echo HTTP/1.1" 200' in line]
+    ports = {line.split()[1] for line in access}
+    assert len(access) == 20 and len(ports) == 1, access[:3]
+
+
+def test_scope(server: ServerProcess) -> None:
+    r = httpx.get(server.url("http", "/scope?a=1&b=%20"), headers={"X-Thing": "yes"})
+    scope = r.json()
+    assert scope["type"] == "http"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["http_version"] == "1.1"
+    assert scope["path"] == "/scope"
+    assert scope["raw_path"] == "/scope"
+    assert scope["query_string"] == "a=1&b=%20"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.5"}
+    assert ["x-thing", "yes"] in scope["headers"]
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["server"] == ["127.0.0.1", server.port]
+
+
+def test_pipelined_requests_answered_in_order(server: ServerProcess) -> None:
+    requests = b"".join(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+        for b in (b"one", b"two", b"three")
+    )
+    data = _raw(server.port, requests + b"GET /slow HTTP/1.1\r\nConnection: close\r\n\r\n")
+    bodies = re.findall(rb"\r\n\r\n(?:[0-9a-f]+\r\n)?(one|two|three|slow)", data)
+    assert bodies == [b"one", b"two", b"three", b"slow"]
+    assert data.count(b"HTTP/1.1 200 OK") == 4
+
+
+def test_chunked_upload_and_chunked_response(server: ServerProcess) -> None:
+    def gen():  # type: ignore[no-untyped-def]
+        for i in range(50):
+            yield bytes([i]) * 1000
+
+    r = httpx.post(server.url("http", "/echo"), content=gen())
+    assert r.status_code == 200
+    assert r.content == b"".join(bytes([i]) * 1000 for i in range(50))
+    r = httpx.get(server.url("http", "/stream?n=5&size=10"))
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert r.content == b"".join(bytes([i]) * 10 for i in range(5))
+
+
+def test_large_streamed_response_to_slow_reader(server: ServerProcess) -> None:
+    n, size = 1000, 65536  # 62.5 MiB
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /stream?n=%d&size=%d HTTP/1.1\r\nConnection: close\r\n\r\n" % (n, size))
+        time.sleep(1.5)
+        assert "stream done" not in server.output(), "the app must wait for the reader"
+        total = 0
+        while chunk := sock.recv(1 << 20):
+            total += len(chunk)
+    assert total > n * size
+    assert f"stream done n={n}" in _wait_for(server, "stream done")
+
+
+def test_expect_100_continue(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        response = b""
+        while not response.endswith(b"hello"):
+            chunk = sock.recv(4096)
+            assert chunk, response
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"\r\n\r\nhello")
+
+
+def test_head_has_no_body(server: ServerProcess) -> None:
+    r = httpx.head(server.url("http", "/echo"))
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["content-length"] == "0"
+
+
+def test_http10(server: ServerProcess) -> None:
+    data = _raw(server.port, b"GET /missing HTTP/1.0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert b"connection: close" in data.lower()
+    assert data.endswith(b"not found")
+
+
+def test_body_too_large_is_413(backend: str) -> None:
+    with ServerProcess("apps.http:app", backend, ["--http-max-body-size", "100"]) as server:
+        r = httpx.post(server.url("http", "/echo"), content=b"x" * 101)
+        assert r.status_code == 413
+        r = httpx.post(server.url("http", "/echo"), content=b"x" * 100)
+        assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
+        (b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n", b"400"),
+        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
+    ],
+)
+def test_malformed_requests(server: ServerProcess, request_bytes: bytes, status: bytes) -> None:
+    data = _raw(server.port, request_bytes)
+    assert data.startswith(b"HTTP/1.1 " + status + b" "), data[:80]
+    r = httpx.get(server.url("http", "/missing"))  # the server keeps serving
+    assert r.status_code == 404
+
+
+def test_app_errors(server: ServerProcess) -> None:
+    r = httpx.get(server.url("http", "/boom"))
+    assert r.status_code == 500
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(server.url("http", "/boom-late"))
+    r = httpx.get(server.url("http", "/noresponse"))
+    assert r.status_code == 500
+    assert httpx.get(server.url("http", "/missing")).status_code == 404
+    output = _wait_for(server, "returned without completing")
+    assert "boom before response" in output
+    assert "boom mid response" in output
+    assert "returned without completing the response" in output
+
+
+def test_client_disconnect_mid_body_reaches_app(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /hang HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        time.sleep(0.3)
+    assert "ConnectionError: client disconnected" in _wait_for(server, "client disconnected")
+
+
+def test_long_poll_is_not_timed_out_and_disconnect_is_seen(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
+        time.sleep(6)  # longer than the keep-alive timeout (5 s): the request is still served
+        assert "hang got" not in server.output()
+    assert "hang got http.disconnect" in _wait_for(server, "hang got")
+
+
+async def test_thousand_keep_alive_clients(server: ServerProcess) -> None:
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(
+        base_url=server.url("http", ""), limits=limits, timeout=30
+    ) as client:
+
+        async def one(i: int) -> None:
+            for j in range(3):
+                r = await client.post("/echo", content=f"{i}-{j}".encode())
+                assert r.text == f"{i}-{j}"
+
+        await asyncio.gather(*(one(i) for i in range(1000)))
+
+
+def test_websocket_and_http_on_one_listener(backend: str) -> None:
+    with ServerProcess("apps.echo:app", backend) as server:
+        r = httpx.get(server.url("http", "/"))
+        assert r.status_code == 404  # the echo app answers plain HTTP with 404
+        with connect(server.url("ws", "/")) as ws:
+            ws.send("both")
+            assert ws.recv() == "both"

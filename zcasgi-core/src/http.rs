@@ -1,0 +1,534 @@
+//! HTTP/1.1 message framing for the ASGI `http` scope (RFC 9112), sans I/O.
+//!
+//! The request head is parsed by [`crate::handshake::parse_request`] (one parser serves both
+//! scopes); this module decides how the body is framed ([`RequestFraming`]), decodes it
+//! ([`BodyDecoder`]: `Content-Length` or chunked), and frames the response
+//! ([`ResponseWriter`]: `Content-Length`, chunked, or delimited by closing the connection), with
+//! keep-alive decided by [`keep_alive`].
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::handshake::{reason_phrase, Request};
+use crate::outq::OutQueue;
+
+/// Why a request cannot be served (each maps to a status).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// `Content-Length` is not a number, or several disagree.
+    #[error("invalid Content-Length")]
+    InvalidContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding` (request smuggling, RFC 9112 §6.1).
+    #[error("both Content-Length and Transfer-Encoding")]
+    AmbiguousLength,
+    /// A transfer coding other than a final `chunked`.
+    #[error("unsupported Transfer-Encoding")]
+    UnsupportedTransferEncoding,
+    /// A malformed chunk size line or chunk terminator.
+    #[error("malformed chunked body")]
+    MalformedChunk,
+    /// The body is larger than the configured limit.
+    #[error("request body exceeds {0} bytes")]
+    BodyTooLarge(u64),
+    /// An `Expect` value other than `100-continue`.
+    #[error("unsupported Expect")]
+    UnsupportedExpectation,
+}
+
+impl HttpError {
+    /// The status to answer with.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BodyTooLarge(_) => 413,
+            Self::UnsupportedTransferEncoding => 501,
+            Self::UnsupportedExpectation => 417,
+            Self::InvalidContentLength | Self::AmbiguousLength | Self::MalformedChunk => 400,
+        }
+    }
+}
+
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// Works out the body framing of `req` and checks it against `max_body`.
+///
+/// # Errors
+/// [`HttpError`] for ambiguous or unsupported framing, or a declared length over `max_body`.
+pub fn request_framing(req: &Request, max_body: u64) -> Result<RequestFraming, HttpError> {
+    let te: Vec<&[u8]> = req.header_tokens(b"transfer-encoding").collect();
+    let mut lengths = req.headers.iter().filter(|(n, _)| n == b"content-length");
+    if !te.is_empty() {
+        if lengths.next().is_some() {
+            return Err(HttpError::AmbiguousLength);
+        }
+        // RFC 9112 §6.3: chunked must be the final coding; we support no others.
+        if te.len() != 1 || !te[0].eq_ignore_ascii_case(b"chunked") {
+            return Err(HttpError::UnsupportedTransferEncoding);
+        }
+        return Ok(RequestFraming::Chunked);
+    }
+    let mut length = None;
+    for (_, v) in lengths {
+        for part in v.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 18 {
+                return Err(HttpError::InvalidContentLength);
+            }
+            let n: u64 = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(HttpError::InvalidContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::InvalidContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    let length = length.unwrap_or(0);
+    if length > max_body {
+        return Err(HttpError::BodyTooLarge(max_body));
+    }
+    Ok(RequestFraming::Length(length))
+}
+
+/// Whether the request asks for `100 Continue` before sending its body.
+///
+/// # Errors
+/// [`HttpError::UnsupportedExpectation`] for any other expectation (417).
+pub fn expects_continue(req: &Request) -> Result<bool, HttpError> {
+    match req.header(b"expect") {
+        None => Ok(false),
+        Some(v) if v.trim_ascii().eq_ignore_ascii_case(b"100-continue") => Ok(req.http_minor >= 1),
+        Some(_) => Err(HttpError::UnsupportedExpectation),
+    }
+}
+
+/// Whether the connection may stay open after this request (RFC 9112 §9.3).
+#[must_use]
+pub fn keep_alive(req: &Request) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for t in req.header_tokens(b"connection") {
+        close |= t.eq_ignore_ascii_case(b"close");
+        keep |= t.eq_ignore_ascii_case(b"keep-alive");
+    }
+    if req.http_minor >= 1 {
+        !close
+    } else {
+        keep && !close
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Reading trailer lines until an empty one.
+    Trailers,
+    Done,
+}
+
+/// Decodes a request body, taking bytes out of the connection's buffer.
+#[derive(Debug)]
+pub struct BodyDecoder {
+    framing: RequestFraming,
+    remaining: u64,
+    chunk: ChunkState,
+    received: u64,
+    max_body: u64,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+impl BodyDecoder {
+    /// A decoder for a body framed as `framing`, failing past `max_body` bytes.
+    #[must_use]
+    pub fn new(framing: RequestFraming, max_body: u64) -> Self {
+        let remaining = match framing {
+            RequestFraming::Length(n) => n,
+            RequestFraming::Chunked => 0,
+        };
+        Self { framing, remaining, chunk: ChunkState::Size, received: 0, max_body }
+    }
+
+    /// Whether the whole body has been decoded.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        match self.framing {
+            RequestFraming::Length(_) => self.remaining == 0,
+            RequestFraming::Chunked => self.chunk == ChunkState::Done,
+        }
+    }
+
+    /// Takes the next piece of body out of `buf`: `Ok(None)` when `buf` holds none yet.
+    /// Bytes after the end of the body are left in `buf` (a pipelined request).
+    ///
+    /// # Errors
+    /// [`HttpError`] for a malformed chunked body or one over the limit.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
+        match self.framing {
+            RequestFraming::Length(_) => {
+                if self.remaining == 0 || buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                self.remaining -= n as u64;
+                Ok(Some(buf.split_to(n).freeze()))
+            }
+            RequestFraming::Chunked => self.decode_chunked(buf),
+        }
+    }
+
+    fn decode_chunked(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
+        loop {
+            match self.chunk {
+                ChunkState::Done => return Ok(None),
+                ChunkState::Size => {
+                    let Some(line) = take_line(buf)? else { return Ok(None) };
+                    let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+                    if digits.is_empty() || digits.len() > 15 {
+                        return Err(HttpError::MalformedChunk);
+                    }
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        .ok_or(HttpError::MalformedChunk)?;
+                    if self.received + size > self.max_body {
+                        return Err(HttpError::BodyTooLarge(self.max_body));
+                    }
+                    self.chunk =
+                        if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    self.received += n as u64;
+                    let rest = left - n as u64;
+                    self.chunk =
+                        if rest == 0 { ChunkState::DataEnd } else { ChunkState::Data(rest) };
+                    return Ok(Some(buf.split_to(n).freeze()));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(HttpError::MalformedChunk);
+                    }
+                    buf.advance(2);
+                    self.chunk = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let Some(line) = take_line(buf)? else { return Ok(None) };
+                    if line.is_empty() {
+                        self.chunk = ChunkState::Done;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) from the front of `buf`.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(i) => {
+            let line = buf.split_to(i).freeze();
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE => Err(HttpError::MalformedChunk),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    Length(u64),
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 without a length).
+    Close,
+}
+
+/// Frames one response: head, then body pieces, written into an [`OutQueue`].
+#[derive(Debug)]
+pub struct ResponseWriter {
+    framing: BodyFraming,
+    /// No body on the wire (HEAD, 1xx, 204, 304).
+    bodyless: bool,
+    written: u64,
+    finished: bool,
+    keep_alive: bool,
+}
+
+impl ResponseWriter {
+    /// Writes the head of a response with `status` and the application's `headers`.
+    ///
+    /// Adds `Content-Length`/`Transfer-Encoding` framing when the application gave none, and
+    /// `Connection: close` when the connection will not be kept alive. `keep_alive` is what the
+    /// request allows; `head` is true for a HEAD request; `http_minor` is the request's version.
+    pub fn start(
+        out: &mut OutQueue,
+        status: u16,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        keep_alive: bool,
+        head: bool,
+        http_minor: u8,
+    ) -> Self {
+        let bodyless = head || status < 200 || status == 204 || status == 304;
+        let mut length = None;
+        let mut app_close = false;
+        let mut buf = Vec::with_capacity(128 + headers.len() * 32);
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        buf.extend_from_slice(status.to_string().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(reason_phrase(status).as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                if length.is_none() {
+                    continue; // an invalid length is dropped; the body is framed below
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                continue; // framing is ours to decide
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                app_close |= value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                continue;
+            }
+            push_header(&mut buf, name, value);
+        }
+        let framing = match length {
+            Some(n) => BodyFraming::Length(n),
+            None if bodyless => BodyFraming::Length(0),
+            None if http_minor >= 1 => BodyFraming::Chunked,
+            None => BodyFraming::Close,
+        };
+        let keep_alive = keep_alive && !app_close && framing != BodyFraming::Close;
+        if framing == BodyFraming::Chunked {
+            buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !keep_alive {
+            buf.extend_from_slice(b"connection: close\r\n");
+        } else if http_minor == 0 {
+            buf.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        out.push_bytes(Bytes::from(buf), 0);
+        Self { framing, bodyless, written: 0, finished: false, keep_alive }
+    }
+
+    /// Writes a piece of the body; `more` is false for the last one. `accounted` is reported
+    /// back by the queue when written (application back-pressure). Returns the accounted bytes
+    /// that were not queued (a body after the end, or for HEAD), to release at once.
+    #[must_use]
+    pub fn body(&mut self, out: &mut OutQueue, body: Bytes, more: bool, accounted: usize) -> usize {
+        if self.finished {
+            return accounted;
+        }
+        let len = body.len();
+        let mut unqueued = 0;
+        if self.bodyless || len == 0 {
+            unqueued = accounted;
+            if !self.bodyless && !more && self.framing == BodyFraming::Chunked {
+                out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
+            }
+        } else {
+            match self.framing {
+                BodyFraming::Length(n) => {
+                    // Never write past the declared length (it would corrupt the next response).
+                    let allowed = n.saturating_sub(self.written).min(len as u64) as usize;
+                    if allowed < len {
+                        self.keep_alive = false;
+                    }
+                    if allowed == 0 {
+                        unqueued = accounted;
+                    } else {
+                        out.push_bytes(body.slice(..allowed), accounted);
+                    }
+                }
+                BodyFraming::Chunked => {
+                    out.push_bytes(Bytes::from(format!("{len:x}\r\n")), 0);
+                    out.push_bytes(body, accounted);
+                    out.push_bytes(Bytes::from_static(b"\r\n"), 0);
+                    if !more {
+                        out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
+                    }
+                }
+                BodyFraming::Close => out.push_bytes(body, accounted),
+            }
+        }
+        self.written += len as u64;
+        if !more {
+            self.finished = true;
+            if let BodyFraming::Length(n) = self.framing {
+                if !self.bodyless && self.written < n {
+                    // Short body: the client would wait for the rest; close instead.
+                    self.keep_alive = false;
+                }
+            }
+        }
+        unqueued
+    }
+
+    /// Whether the last body piece has been written.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the connection may serve another request after this response.
+    #[must_use]
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend(value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::{parse_request, HandshakeConfig};
+    use std::io::IoSlice;
+
+    fn req(text: &str) -> Request {
+        parse_request(text.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap().0
+    }
+
+    fn written(out: &mut OutQueue) -> String {
+        let mut s = [IoSlice::new(&[]); 64];
+        let n = out.io_slices(&mut s);
+        let v: Vec<u8> = s[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        out.advance(v.len());
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn framing_rules() {
+        let r = req("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(request_framing(&r, 10), Ok(RequestFraming::Length(5)));
+        assert_eq!(request_framing(&r, 4), Err(HttpError::BodyTooLarge(4)));
+        let r = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(request_framing(&r, 10), Ok(RequestFraming::Chunked));
+        let r = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(request_framing(&r, 10), Err(HttpError::AmbiguousLength));
+        let r = req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(request_framing(&r, 10), Err(HttpError::UnsupportedTransferEncoding));
+        for bad in ["abc", "-1", "1, 2", ""] {
+            let r = req(&format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n"));
+            assert_eq!(request_framing(&r, 10), Err(HttpError::InvalidContentLength), "{bad}");
+        }
+        let r = req("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n");
+        assert_eq!(request_framing(&r, 10), Ok(RequestFraming::Length(3)));
+        assert_eq!(
+            request_framing(&req("GET / HTTP/1.1\r\n\r\n"), 0),
+            Ok(RequestFraming::Length(0))
+        );
+        assert_eq!(HttpError::BodyTooLarge(1).status(), 413);
+        assert_eq!(HttpError::UnsupportedTransferEncoding.status(), 501);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(keep_alive(&req("GET / HTTP/1.1\r\n\r\n")));
+        assert!(!keep_alive(&req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")));
+        assert!(!keep_alive(&req("GET / HTTP/1.0\r\n\r\n")));
+        assert!(keep_alive(&req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")));
+        assert!(expects_continue(&req("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n")).unwrap());
+        assert_eq!(
+            expects_continue(&req("POST / HTTP/1.1\r\nExpect: x\r\n\r\n")),
+            Err(HttpError::UnsupportedExpectation)
+        );
+    }
+
+    #[test]
+    fn chunked_decoding_any_split() {
+        let wire = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1";
+        for step in 1..wire.len() {
+            let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+            let mut buf = BytesMut::new();
+            let mut body = Vec::new();
+            for piece in wire.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some(b) = d.decode(&mut buf).unwrap() {
+                    body.extend_from_slice(&b);
+                }
+            }
+            assert_eq!(body, b"Wikipedia", "step {step}");
+            assert!(d.is_done());
+            assert_eq!(&buf[..], b"GET / HTTP/1.1", "pipelined bytes are left");
+        }
+    }
+
+    #[test]
+    fn chunked_errors_and_limit() {
+        let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+        assert_eq!(d.decode(&mut BytesMut::from(&b"zz\r\n"[..])), Err(HttpError::MalformedChunk));
+        let mut d = BodyDecoder::new(RequestFraming::Chunked, 3);
+        assert_eq!(d.decode(&mut BytesMut::from(&b"4\r\n"[..])), Err(HttpError::BodyTooLarge(3)));
+        let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+        assert_eq!(d.decode(&mut BytesMut::from(&b"1\r\naXX"[..])).unwrap().unwrap(), "a");
+        assert_eq!(d.decode(&mut BytesMut::from(&b"XX"[..])), Err(HttpError::MalformedChunk));
+    }
+
+    #[test]
+    fn length_decoding_leaves_pipelined_bytes() {
+        let mut d = BodyDecoder::new(RequestFraming::Length(3), 10);
+        let mut buf = BytesMut::from(&b"abcGET"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "abc");
+        assert!(d.is_done());
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert_eq!(&buf[..], b"GET");
+    }
+
+    #[test]
+    fn responses() {
+        let mut out = OutQueue::new();
+        let mut w =
+            ResponseWriter::start(&mut out, 200, &[(b"x".to_vec(), b"1".to_vec())], true, false, 1);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), true, 2), 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b""), false, 0), 0);
+        assert_eq!(
+            written(&mut out),
+            "HTTP/1.1 200 OK\r\nx: 1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+        );
+        assert!(w.is_finished() && w.keep_alive());
+
+        let h = [(b"content-length".to_vec(), b"2".to_vec())];
+        let mut w = ResponseWriter::start(&mut out, 200, &h, true, true, 1);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), false, 2), 2);
+        assert_eq!(written(&mut out), "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", "HEAD");
+
+        let mut w = ResponseWriter::start(&mut out, 200, &[], false, false, 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"old"), false, 3), 0);
+        assert_eq!(written(&mut out), "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nold");
+        assert!(!w.keep_alive());
+
+        let mut w = ResponseWriter::start(&mut out, 200, &h, true, false, 1);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"abc"), false, 3), 0);
+        assert_eq!(written(&mut out), "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nab");
+        assert!(!w.keep_alive(), "overlong body: the connection is not reused");
+    }
+}
