@@ -20,9 +20,16 @@ def chat(backend: str):  # type: ignore[no-untyped-def]
     assert "Traceback" not in server.output(), server.output()
 
 
-async def _client(url: str, name: str) -> socketio.AsyncClient:
+async def _client(
+    url: str, name: str, transports: list[str] | None = None
+) -> socketio.AsyncClient:
     client = socketio.AsyncClient(reconnection=False)
-    await client.connect(url, transports=["websocket"], auth={"name": name}, wait_timeout=10)
+    await client.connect(
+        url,
+        transports=transports or ["websocket"],
+        auth={"name": name},
+        wait_timeout=10,
+    )
     return client
 
 
@@ -80,3 +87,55 @@ async def test_broadcast_to_hundred_clients(chat: ServerProcess) -> None:
         assert all(counts[i] == 20 for i in range(100)), counts
     finally:
         await asyncio.gather(*(c.disconnect() for c in clients))
+
+
+@pytest.mark.parametrize("transports", [["polling", "websocket"], ["polling"]])
+async def test_default_and_polling_transports(chat: ServerProcess, transports: list[str]) -> None:
+    url = chat.url("http", "")
+    alice = await _client(url, "alice", transports)
+    bob = await _client(url, "bob", transports)
+    got: list[Any] = []
+    blobs: list[bytes] = []
+    bob.on("message", lambda data: got.append(data))
+    bob.on("binary", lambda data: blobs.append(data))
+    try:
+        # With the default transports the client upgrades from polling to websocket.
+        for _ in range(50):
+            if alice.transport() == transports[-1] and bob.transport() == transports[-1]:
+                break
+            await asyncio.sleep(0.1)
+        assert alice.transport() == transports[-1]
+        assert await alice.call("join", "r", timeout=10) == 1
+        assert await bob.call("join", "r", timeout=10) == 2
+        for i in range(10):
+            assert await alice.call("message", {"room": "r", "text": str(i)}, timeout=10) == "ok"
+        blob = bytes(range(256)) * 8
+        assert await alice.call("binary", {"room": "r", "data": blob}, timeout=10) == "ok"
+        for _ in range(100):
+            if len(got) == 10 and blobs:
+                break
+            await asyncio.sleep(0.05)
+        assert [m["text"] for m in got] == [str(i) for i in range(10)]
+        assert blobs == [blob]
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+
+
+async def test_companion_app_health_and_static_file(backend: str) -> None:
+    import httpx
+
+    with ServerProcess("apps.companion:app", backend, ["--log-level", "warning"]) as server:
+        async with httpx.AsyncClient(base_url=server.url("http", "")) as http:
+            r = await http.get("/health")
+            assert (r.status_code, r.text) == (200, "ok")
+            r = await http.get("/static/hello.txt")
+            assert r.status_code == 200
+            assert r.text == "hello from a static file\n"
+            assert (await http.get("/nope")).status_code == 404
+        client = await _client(server.url("http", ""), "carol", ["polling", "websocket"])
+        try:
+            assert await client.call("join", "x", timeout=10) == 1
+        finally:
+            await client.disconnect()
+    assert "Traceback" not in server.output()

@@ -126,7 +126,8 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 let body = bytes::Bytes::from(info.request.path());
                 info.handle
                     .command(Command::HttpResponseStart { status: 200, headers: Vec::new() });
-                info.handle.command(Command::HttpResponseBody { body, more: false });
+                // `send_body` counts the bytes that the driver releases once written.
+                let _ = info.handle.send_body(body, false);
             }
             Event::HttpBody { id, .. } => {
                 if let Some(h) = conns.get(&id) {

@@ -9,7 +9,12 @@ use socket2::SockRef;
 
 /// `send` flags: a write to a peer that has gone returns `EPIPE` instead of killing the
 /// process, even where the embedding program (Python, a C host) did not ignore `SIGPIPE`.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd"))]
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd"
+))]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(
     target_os = "linux",

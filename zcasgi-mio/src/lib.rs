@@ -3,26 +3,26 @@
 //! # Reactor structure
 //!
 //! ```text
-//!              listeners
-//!                  │
-//!        ┌─────────▼─────────┐   accepted socket → least loaded reactor's mailbox + Waker
-//!        │ zcasgi-mio-accept │───────────────┬───────────────────────┐
-//!        └───────────────────┘               │                       │
-//!                                 ┌──────────▼─────────┐  ┌──────────▼─────────┐
-//!   ConnHandle::command ────────► │ zcasgi-mio-0       │  │ zcasgi-mio-1  ...  │
-//!   (Notify: mailbox + Waker)     │ Poll, Slab<Conn>,  │  │                    │
-//!                                 │ timer heap, one    │  │                    │
-//!   EventSink::push ◄──────────── │ shared read buffer │  │                    │
-//!                                 └────────────────────┘  └────────────────────┘
+//!                  listening socket: one dup per reactor, edge-triggered
+//!                 ┌──────────────────┴──────────────────┐
+//!      ┌──────────▼──────────┐               ┌──────────▼──────────┐
+//!      │ zcasgi-mio-0        │               │ zcasgi-mio-1   ...  │
+//!      │ Poll, Slab<Conn>,   │               │                     │
+//!      │ timer heap,         │               │                     │
+//!      │ one read buffer     │               │                     │
+//!      └───▲────────────┬────┘               └─────────────────────┘
+//!          │            │
+//!   Notify: mailbox   EventSink::push
+//!   + Waker           (events to the application)
 //! ```
 //!
-//! * One **acceptor** thread owns the listeners and hands each accepted socket to the reactor
-//!   with the fewest connections, pausing at `max_connections` and backing off on `EMFILE`
-//!   (see `accept.rs`).
-//! * `io_threads` **reactor** threads each own a `mio::Poll`, a slab of connections, a heap of
-//!   connection deadlines and one read buffer shared by all their connections. Sockets are
-//!   registered once, edge-triggered, for reading and writing; each connection keeps
-//!   `readable`/`writable` flags that only `WouldBlock` clears (see `reactor.rs`).
+//! * `io_threads` **reactor** threads and nothing else. Each owns a `mio::Poll`, a slab of
+//!   connections, a heap of connection deadlines and one read buffer shared by all its
+//!   connections. Sockets are registered once, edge-triggered, for reading and writing; each
+//!   connection keeps `readable`/`writable` flags that only `WouldBlock` clears (`reactor.rs`).
+//! * Each reactor **accepts** from its own duplicate of every listener and serves what it
+//!   accepts: no acceptor thread, no hand-off. It pauses at `max_connections` and backs off on
+//!   `EMFILE` (`accept.rs`).
 //! * The **application** reaches a connection through its `ConnHandle`, whose `Notify` puts the
 //!   connection in its reactor's mailbox and wakes the reactor only if the mailbox was empty:
 //!   one wake-up per batch, however many connections it names.
@@ -31,9 +31,10 @@
 //!
 //! # Shutdown
 //!
-//! [`RunningServer::shutdown`] stops the acceptor (closing the listeners) and has every
-//! reactor call `on_shutdown` on its connections: open WebSockets get the close code of
-//! `ServerConfig::shutdown_close_code`. A reactor exits once its slab is empty.
+//! [`RunningServer::shutdown`] has every reactor close its listeners (the listening socket
+//! closes with the last of them) and call `on_shutdown` on its connections: open WebSockets get
+//! the close code of `ServerConfig::shutdown_close_code`. A reactor exits once its slab is
+//! empty.
 //! [`RunningServer::join`] waits for that; past its timeout it makes the threads drop every
 //! connection (the application is told 1006) and exit.
 
@@ -49,22 +50,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Waker};
+use mio::Poll;
 use zcasgi_core::backend::{
     Backend, ConnId, Event, EventSink, LogLevel, RunningServer, ServerConfig,
 };
 
-use crate::accept::Acceptor;
-use crate::reactor::{Reactor, Remote, WAKER};
+use crate::accept::BACKOFF;
+use crate::reactor::{Reactor, Remote};
 
 /// How long `join` waits for threads it forced to stop.
 const FORCE_GRACE: Duration = Duration::from_secs(1);
 
-/// The mio backend: one acceptor thread and `io_threads` reactor threads.
+/// The mio backend: `io_threads` reactor threads, each accepting and serving connections.
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use zcasgi_core::backend::{Backend, Event, EventSink, ServerConfig};
@@ -97,8 +98,6 @@ impl Backend for MioBackend {
         sink: Arc<dyn EventSink>,
     ) -> std::io::Result<Box<dyn RunningServer>> {
         let threads = cfg.io_threads.max(1);
-        let accept_poll = Poll::new()?;
-        let acceptor = Waker::new(accept_poll.registry(), WAKER)?;
         let mut polls = Vec::with_capacity(threads);
         let mut reactors = Vec::with_capacity(threads);
         for _ in 0..threads {
@@ -106,13 +105,16 @@ impl Backend for MioBackend {
             reactors.push(Arc::new(Remote::new(poll.registry())?));
             polls.push(poll);
         }
-        let listeners = listeners
-            .into_iter()
-            .map(|l| {
-                l.set_nonblocking(true)?;
-                Ok(mio::net::TcpListener::from_std(l))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
+        // Every reactor gets its own duplicate of every listener; the last one the originals.
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
+        let mut per_thread = Vec::with_capacity(threads);
+        for _ in 1..threads {
+            let dups = listeners.iter().map(std::net::TcpListener::try_clone);
+            per_thread.push(dups.collect::<std::io::Result<Vec<_>>>()?);
+        }
+        per_thread.push(listeners);
         let state = Arc::new(ServerState {
             max_connections: cfg.max_connections.max(1),
             cfg,
@@ -120,23 +122,23 @@ impl Backend for MioBackend {
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             accept_paused: AtomicBool::new(false),
+            accept_log: Mutex::new(AcceptLog::default()),
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
-            acceptor_done: AtomicBool::new(false),
-            acceptor,
             reactors,
             running: Mutex::new(0),
             exited: Condvar::new(),
         });
         let server = MioServer { state: state.clone(), threads: Mutex::new(Vec::new()) };
 
-        for (index, poll) in polls.into_iter().enumerate() {
+        for (index, (poll, listeners)) in polls.into_iter().zip(per_thread).enumerate() {
             let registry = poll.registry().try_clone()?;
-            let reactor = Reactor::new(index, state.clone(), state.reactors[index].clone(), registry);
-            let guard = ThreadGuard::new(state.clone(), false);
-            let handle = std::thread::Builder::new()
-                .name(format!("zcasgi-mio-{index}"))
-                .spawn(move || {
+            let listeners = listeners.into_iter().map(mio::net::TcpListener::from_std).collect();
+            let remote = state.reactors[index].clone();
+            let reactor = Reactor::new(index, state.clone(), remote, registry, listeners);
+            let guard = ThreadGuard::new(state.clone());
+            let handle =
+                std::thread::Builder::new().name(format!("zcasgi-mio-{index}")).spawn(move || {
                     let guard = guard;
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run(poll)))
                         .is_err()
@@ -146,15 +148,6 @@ impl Backend for MioBackend {
                 });
             server.spawned(handle)?;
         }
-        let acceptor = Acceptor::new(accept_poll, listeners, state.clone());
-        let guard = ThreadGuard::new(state.clone(), true);
-        let handle = std::thread::Builder::new().name("zcasgi-mio-accept".into()).spawn(move || {
-            let guard = guard;
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| acceptor.run())).is_err() {
-                guard.0.log(LogLevel::Error, "zcasgi-mio-accept panicked".into());
-            }
-        });
-        server.spawned(handle)?;
         Ok(Box::new(server))
     }
 }
@@ -164,20 +157,18 @@ pub(crate) struct ServerState {
     pub(crate) cfg: Arc<ServerConfig>,
     pub(crate) sink: Arc<dyn EventSink>,
     next_id: AtomicU64,
-    /// Connections accepted and not yet closed (those on their way to a reactor included).
+    /// Connections accepted and not yet closed.
     active: AtomicUsize,
     max_connections: usize,
-    /// The acceptor paused at `max_connections` and waits to be woken.
+    /// A reactor stopped accepting at `max_connections` and waits to be woken.
     accept_paused: AtomicBool,
+    /// Rate limit of accept error logs, shared by the reactors.
+    accept_log: Mutex<AcceptLog>,
     /// `shutdown` was called.
     stopping: AtomicBool,
     /// `join` timed out: drop everything now.
     forced: AtomicBool,
-    /// The acceptor will hand over no more sockets.
-    acceptor_done: AtomicBool,
-    /// Wakes the acceptor.
-    acceptor: Waker,
-    pub(crate) reactors: Vec<Arc<Remote>>,
+    reactors: Vec<Arc<Remote>>,
     /// Threads still running.
     running: Mutex<usize>,
     exited: Condvar,
@@ -200,29 +191,52 @@ impl ServerState {
         self.forced.load(Ordering::Acquire)
     }
 
-    pub(crate) fn acceptor_done(&self) -> bool {
-        self.acceptor_done.load(Ordering::Acquire)
-    }
-
     pub(crate) fn at_limit(&self) -> bool {
         self.active.load(Ordering::SeqCst) >= self.max_connections
     }
 
-    pub(crate) fn set_accept_paused(&self, paused: bool) {
-        self.accept_paused.store(paused, Ordering::SeqCst);
+    /// Asks the next connection to close to wake every reactor.
+    pub(crate) fn set_accept_paused(&self) {
+        self.accept_paused.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn connection_opened(&self) {
         self.active.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Counts a closed connection and wakes the acceptor if it waits for one.
+    /// Counts a closed connection; wakes every reactor if one stopped accepting at the limit.
     pub(crate) fn connection_closed(&self) {
         self.active.fetch_sub(1, Ordering::SeqCst);
-        // SeqCst pairs with the acceptor, which sets the flag and then checks the count.
-        if self.accept_paused.load(Ordering::SeqCst) {
-            let _ = self.acceptor.wake();
+        // SeqCst pairs with `Listeners::update`, which raises the flag, then reads the count.
+        if self.accept_paused.load(Ordering::SeqCst)
+            && self.accept_paused.swap(false, Ordering::SeqCst)
+        {
+            for reactor in &self.reactors {
+                reactor.wake();
+            }
         }
+    }
+
+    /// Logs an accept error, at most once a second for the whole server.
+    pub(crate) fn log_accept_error(&self, err: &std::io::Error, now: Instant) {
+        let suppressed = {
+            let mut log = self.accept_log.lock().unwrap_or_else(PoisonError::into_inner);
+            if log.last.is_some_and(|at| now.saturating_duration_since(at) < ACCEPT_LOG_INTERVAL) {
+                log.suppressed += 1;
+                return;
+            }
+            log.last = Some(now);
+            std::mem::take(&mut log.suppressed)
+        };
+        let more = if suppressed > 0 {
+            format!(" ({suppressed} more since the last report)")
+        } else {
+            String::new()
+        };
+        self.log(
+            LogLevel::Warning,
+            format!("accept failed: {err}{more}; pausing accepts for {}ms", BACKOFF.as_millis()),
+        );
     }
 
     /// Stops accepting and starts closing; `force` drops every connection at once.
@@ -231,7 +245,6 @@ impl ServerState {
         if force {
             self.forced.store(true, Ordering::Release);
         }
-        let _ = self.acceptor.wake();
         for reactor in &self.reactors {
             reactor.wake();
         }
@@ -253,31 +266,35 @@ impl ServerState {
             if wait.is_zero() {
                 return false;
             }
-            running = self.exited.wait_timeout(running, wait).unwrap_or_else(PoisonError::into_inner).0;
+            running =
+                self.exited.wait_timeout(running, wait).unwrap_or_else(PoisonError::into_inner).0;
         }
         true
     }
 }
 
+/// Shortest interval between two logged accept errors.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When an accept error was last logged, and how many were not since.
+#[derive(Debug, Default)]
+struct AcceptLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
 /// Counts a thread as running until it ends (normally or by a panic).
-struct ThreadGuard(Arc<ServerState>, bool);
+struct ThreadGuard(Arc<ServerState>);
 
 impl ThreadGuard {
-    fn new(state: Arc<ServerState>, acceptor: bool) -> Self {
+    fn new(state: Arc<ServerState>) -> Self {
         *state.running() += 1;
-        Self(state, acceptor)
+        Self(state)
     }
 }
 
 impl Drop for ThreadGuard {
     fn drop(&mut self) {
-        if self.1 {
-            // The acceptor is gone: no more sockets will be handed over.
-            self.0.acceptor_done.store(true, Ordering::Release);
-            for reactor in &self.0.reactors {
-                reactor.wake();
-            }
-        }
         *self.0.running() -= 1;
         self.0.exited.notify_all();
     }
@@ -298,8 +315,6 @@ impl MioServer {
                 Ok(())
             }
             Err(e) => {
-                // The acceptor may never have started: let the reactors exit without it.
-                self.state.acceptor_done.store(true, Ordering::Release);
                 self.state.stop(true);
                 Err(e)
             }

@@ -11,7 +11,7 @@
 //! 1. while `readable` and the driver [`wants_read`](Driver::wants_read): read and feed the
 //!    driver (at most [`READ_BUDGET`] reads per turn, then the connection waits for the next
 //!    turn, so one fast sender cannot starve the others);
-//! 2. while `writable` and the driver [`wants_write`](Driver::wants_write): one vectored write
+//! 2. while `writable` and the driver [`wants_write`](Driver::wants_write): vectored writes
 //!    of its out queue;
 //! 3. once the driver [`is_finished`](Driver::is_finished): half-close, linger, close;
 //! 4. re-arm the connection's deadline.
@@ -38,15 +38,15 @@
 //!
 //! # Wake-ups
 //!
-//! Other threads reach a reactor through its [`Remote`]: a mailbox of accepted sockets and of
-//! connections to look at, and a `mio::Waker`. A poster wakes the thread only when the mailbox
-//! was empty, so one wake-up serves a whole batch. Mailbox entries name a connection by slot
-//! and id; the id doubles as the generation, so a stale entry for a slot that has been reused
-//! is recognised and skipped (timer entries likewise).
+//! The application reaches a reactor through its [`Remote`]: a mailbox of connections to look
+//! at, and a `mio::Waker`. A poster wakes the thread only when the mailbox was empty, so one
+//! wake-up serves a whole batch. Mailbox entries name a connection by slot and id; the id
+//! doubles as the generation, so a stale entry for a slot that has been reused is recognised
+//! and skipped (timer entries likewise). A reactor also accepts connections itself, from its
+//! own duplicates of the listeners (see `accept.rs`).
 
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -57,11 +57,13 @@ use slab::Slab;
 use zcasgi_core::backend::{ConnId, LogLevel, Notify};
 use zcasgi_core::driver::{Driver, MAX_IOVECS};
 
+use crate::accept::{Accepted, Listeners, Step, ACCEPT_BUDGET};
 use crate::io::{recv_into, send_vectored};
 use crate::timer::{Entry, Timers};
 use crate::ServerState;
 
-/// The token of a thread's `Waker`; connections use their slab slot.
+/// The token of a thread's `Waker`; connections use their slab slot, listeners count down
+/// from just below this.
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
 /// Size of each allocation of the shared read buffer.
@@ -96,46 +98,18 @@ pub(crate) struct Key {
     id: ConnId,
 }
 
-/// A socket accepted for a reactor.
-#[derive(Debug)]
-pub(crate) struct Accepted {
-    pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: Option<SocketAddr>,
-}
-
-/// What other threads leave for a reactor.
-#[derive(Debug, Default)]
-struct Mailbox {
-    /// New sockets from the acceptor.
-    accepted: Vec<Accepted>,
-    /// Connections whose application queued commands or resumed taking messages.
-    ready: Vec<Key>,
-}
-
-impl Mailbox {
-    fn is_empty(&self) -> bool {
-        self.accepted.is_empty() && self.ready.is_empty()
-    }
-}
-
 /// A reactor thread as other threads see it.
 #[derive(Debug)]
 pub(crate) struct Remote {
     waker: Waker,
-    mailbox: Mutex<Mailbox>,
-    /// Connections on this thread, handed-off ones included (for balancing).
-    load: AtomicUsize,
+    /// Connections whose application queued commands or resumed taking messages.
+    ready: Mutex<Vec<Key>>,
 }
 
 impl Remote {
     /// A remote for the reactor that will poll `registry`.
     pub(crate) fn new(registry: &Registry) -> io::Result<Self> {
-        Ok(Self {
-            waker: Waker::new(registry, WAKER)?,
-            mailbox: Mutex::new(Mailbox::default()),
-            load: AtomicUsize::new(0),
-        })
+        Ok(Self { waker: Waker::new(registry, WAKER)?, ready: Mutex::new(Vec::new()) })
     }
 
     /// Wakes the thread.
@@ -144,31 +118,20 @@ impl Remote {
         let _ = self.waker.wake();
     }
 
-    /// Connections on this thread.
-    pub(crate) fn load(&self) -> usize {
-        self.load.load(Ordering::Relaxed)
-    }
-
-    /// Hands an accepted socket to the thread.
-    pub(crate) fn hand_off(&self, accepted: Accepted) {
-        self.load.fetch_add(1, Ordering::Relaxed);
-        self.post(|mb| mb.accepted.push(accepted));
-    }
-
-    fn post(&self, f: impl FnOnce(&mut Mailbox)) {
+    /// Puts a connection in the mailbox; wakes the thread if it was empty.
+    fn post(&self, key: Key) {
         let was_empty = {
-            let mut mb = self.lock();
-            let was_empty = mb.is_empty();
-            f(&mut mb);
-            was_empty
+            let mut ready = self.lock();
+            ready.push(key);
+            ready.len() == 1
         };
         if was_empty {
             self.wake();
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Mailbox> {
-        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Vec<Key>> {
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -180,7 +143,7 @@ struct ConnNotify {
 
 impl Notify for ConnNotify {
     fn notify(&self) {
-        self.remote.post(|mb| mb.ready.push(self.key));
+        self.remote.post(self.key);
     }
 }
 
@@ -236,14 +199,15 @@ pub(crate) struct Reactor {
     state: Arc<ServerState>,
     remote: Arc<Remote>,
     registry: Registry,
+    listeners: Listeners,
     conns: Slab<Conn>,
     timers: Timers,
     /// The shared read buffer.
     buf: BytesMut,
     /// Connections that used up their read budget and go on next turn.
     deferred: Vec<Key>,
-    /// The mailbox, swapped out under the lock (its vectors are reused).
-    inbox: Mailbox,
+    /// The mailbox, swapped out under the lock (the vector is reused).
+    inbox: Vec<Key>,
     /// Scratch list of due timers.
     due: Vec<Entry>,
     /// `on_shutdown` has been applied to every connection.
@@ -251,23 +215,25 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    /// A reactor for thread `index`, whose `Poll` has `registry`.
+    /// A reactor for thread `index`, whose `Poll` has `registry`, accepting from `listeners`.
     pub(crate) fn new(
         index: usize,
         state: Arc<ServerState>,
         remote: Arc<Remote>,
         registry: Registry,
+        listeners: Vec<mio::net::TcpListener>,
     ) -> Self {
         Self {
             index,
             state,
             remote,
             registry,
+            listeners: Listeners::new(listeners, WAKER.0 - 1),
             conns: Slab::new(),
             timers: Timers::default(),
             buf: BytesMut::with_capacity(READ_BUF_SIZE),
             deferred: Vec::new(),
-            inbox: Mailbox::default(),
+            inbox: Vec::new(),
             due: Vec::new(),
             stopping: false,
         }
@@ -282,19 +248,19 @@ impl Reactor {
                 self.abort_all();
                 break;
             }
-            if self.state.stopping() {
-                if !self.stopping {
-                    self.begin_shutdown(now);
-                }
-                if self.conns.is_empty() && self.state.acceptor_done() {
-                    self.drain_mailbox(now);
-                    if self.conns.is_empty() {
-                        break;
-                    }
-                }
+            if self.state.stopping() && !self.stopping {
+                self.begin_shutdown(now);
             }
-            let timeout = if self.deferred.is_empty() {
-                self.timers.next_deadline().map(|at| at.saturating_duration_since(now))
+            if self.stopping && self.conns.is_empty() {
+                break;
+            }
+            self.listeners.update(&self.registry, &self.state, now);
+            let timeout = if self.deferred.is_empty() && !self.listeners.has_pending() {
+                [self.timers.next_deadline(), self.listeners.backoff()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -304,7 +270,10 @@ impl Reactor {
                 }
                 self.state.log(
                     LogLevel::Error,
-                    format!("zcasgi-mio-{}: poll failed, dropping its connections: {e}", self.index),
+                    format!(
+                        "zcasgi-mio-{}: poll failed, dropping its connections: {e}",
+                        self.index
+                    ),
                 );
                 self.abort_all();
                 break;
@@ -315,6 +284,10 @@ impl Reactor {
                 let token = ev.token();
                 if token == WAKER {
                     woken = true;
+                    continue;
+                }
+                if let Some(i) = self.listeners.index(token) {
+                    self.listeners.mark_pending(i);
                     continue;
                 }
                 let Some(conn) = self.conns.get_mut(token.0) else { continue };
@@ -336,8 +309,23 @@ impl Reactor {
             }
             self.run_deferred(now);
             self.fire_timers(now);
+            self.accept(now);
         }
-        self.drop_mailbox();
+        self.listeners.close(&self.registry);
+    }
+
+    /// Accepts up to [`ACCEPT_BUDGET`] connections.
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listeners.accept(&self.state, now) {
+                Step::Conn(accepted) => self.add(accepted, now),
+                Step::Idle => return,
+                Step::Paused => {
+                    self.listeners.update(&self.registry, &self.state, now);
+                    return;
+                }
+            }
+        }
     }
 
     /// Reads, writes and closes as far as the connection in `slot` can go now.
@@ -498,14 +486,11 @@ impl Reactor {
         self.due = due;
     }
 
-    /// Takes in new sockets and serves connections whose application has news.
+    /// Serves the connections whose application has news.
     fn drain_mailbox(&mut self, now: Instant) {
         std::mem::swap(&mut *self.remote.lock(), &mut self.inbox);
         let mut inbox = std::mem::take(&mut self.inbox);
-        for accepted in inbox.accepted.drain(..) {
-            self.add(accepted, now);
-        }
-        for key in inbox.ready.drain(..) {
+        for key in inbox.drain(..) {
             if let Some(conn) = self.live(key) {
                 if conn.linger.is_none() {
                     conn.driver.on_commands(now);
@@ -520,9 +505,11 @@ impl Reactor {
         let Accepted { mut stream, peer, local } = accepted;
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        if let Err(e) =
-            self.registry.register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.registry.register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.state.log(LogLevel::Warning, format!("cannot register a connection: {e}"));
             drop(stream);
             self.released();
@@ -553,12 +540,7 @@ impl Reactor {
             stall: None,
             armed: None,
         });
-        if self.stopping {
-            self.conns[slot].driver.on_shutdown(now);
-            self.service(slot, now);
-        } else {
-            self.arm(slot);
-        }
+        self.arm(slot);
     }
 
     /// Deregisters and drops the connection in `slot`.
@@ -570,13 +552,13 @@ impl Reactor {
     }
 
     fn released(&self) {
-        self.remote.load.fetch_sub(1, Ordering::Relaxed);
         self.state.connection_closed();
     }
 
-    /// Starts the close of every connection (1012 for open WebSockets).
+    /// Stops accepting and starts the close of every connection (1012 for open WebSockets).
     fn begin_shutdown(&mut self, now: Instant) {
         self.stopping = true;
+        self.listeners.close(&self.registry);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.conns[slot];
@@ -600,22 +582,17 @@ impl Reactor {
             self.close(slot);
         }
     }
-
-    /// Drops sockets handed over after the loop ended.
-    fn drop_mailbox(&mut self) {
-        let accepted = std::mem::take(&mut self.remote.lock().accepted);
-        for stream in accepted {
-            drop(stream);
-            self.released();
-        }
-    }
 }
 
 /// One read from the socket into the driver's own buffer or the shared one, then the driver.
 fn read_once(conn: &mut Conn, shared: &mut BytesMut, now: Instant) {
     let result = if let Some(own) = conn.driver.read_buffer() {
         if own.capacity() == own.len() {
-            own.reserve(own.len().max(DIRECT_GROW));
+            // Grow into a buffer of its own: `reserve` on a view of the shared buffer would
+            // allocate a whole `READ_BUF_SIZE` (its original capacity) for a few bytes.
+            let mut grown = BytesMut::with_capacity(own.len() + own.len().max(DIRECT_GROW));
+            grown.extend_from_slice(own);
+            *own = grown;
         }
         let room = own.capacity() - own.len();
         recv_into(&conn.stream, own).map(|n| (n, room, true))

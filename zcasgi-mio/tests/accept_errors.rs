@@ -14,13 +14,13 @@ use zcasgi_core::testing::Seen;
 fn nofile() -> libc::rlimit {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `getrlimit` writes one `rlimit` to the valid pointer it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, std::ptr::addr_of_mut!(lim)) }, 0);
     lim
 }
 
 fn set_nofile(lim: libc::rlimit) {
     // SAFETY: `setrlimit` reads one `rlimit` from the valid pointer it is given.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, std::ptr::addr_of!(lim)) }, 0);
 }
 
 /// The lowest descriptor number not in use: with the limit set to it, no new one can be made.

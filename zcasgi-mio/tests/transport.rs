@@ -5,7 +5,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{
     close_client, close_code, disconnected, last_connected, masked_frame, read_frame, read_head,
@@ -13,8 +14,10 @@ use common::{
 };
 use socket2::{Domain, SockRef, Socket, Type};
 use tungstenite::Message;
-use zcasgi_core::backend::ServerConfig;
+use zcasgi_core::backend::{Backend, Command, ConnHandle, Event, EventSink, ServerConfig};
+use zcasgi_core::protocol::Message as CoreMessage;
 use zcasgi_core::testing::Seen;
+use zcasgi_mio::MioBackend;
 
 #[test]
 fn half_closed_peer_message_then_disconnect() {
@@ -53,7 +56,7 @@ fn peer_reset_mid_frame_is_1006() {
 
 #[test]
 fn writes_blocked_by_a_slow_reader_resume_intact() {
-    const MESSAGES: usize = 48;
+    const MESSAGES: usize = 32;
     const SIZE: usize = 256 * 1024;
     let t = TestServer::with_threads(1);
     // A small receive window: the server's writes hit WouldBlock early and often.
@@ -64,10 +67,11 @@ fn writes_blocked_by_a_slow_reader_resume_intact() {
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     let (mut ws, _) = tungstenite::client(format!("ws://{}/", t.addr), stream).unwrap();
-    let payload = |i: usize| -> Vec<u8> { (0..SIZE).map(|j| (i * 7 + j / 3) as u8).collect() };
-    // 12 MiB of echoes pile up in the server while nothing is read.
+    let base: Vec<u8> = (0..SIZE + MESSAGES).map(|j| (j * 7 / 3) as u8).collect();
+    let payload = |i: usize| &base[i..i + SIZE];
+    // 8 MiB of echoes pile up in the server while nothing is read.
     for i in 0..MESSAGES {
-        ws.send(Message::binary(payload(i))).unwrap();
+        ws.send(Message::binary(payload(i).to_vec())).unwrap();
     }
     t.wait_for("every message", |s| {
         s.iter().filter(|e| matches!(e, Seen::Message(..))).count() == MESSAGES
@@ -75,14 +79,25 @@ fn writes_blocked_by_a_slow_reader_resume_intact() {
     std::thread::sleep(Duration::from_millis(100));
     for i in 0..MESSAGES {
         let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
-        assert!(got[..] == payload(i)[..], "message {i} differs");
+        assert!(got[..] == *payload(i), "message {i} differs");
     }
     close_client(ws);
 }
 
 #[test]
 fn max_connections_pauses_and_resumes_accepting() {
-    let t = TestServer::start(ServerConfig { max_connections: 2, ..ServerConfig::default() });
+    // With several reactors, the one that frees a slot must wake the others.
+    for io_threads in [1, 3] {
+        max_connections_with(io_threads);
+    }
+}
+
+fn max_connections_with(io_threads: usize) {
+    let t = TestServer::start(ServerConfig {
+        max_connections: 2,
+        io_threads,
+        ..ServerConfig::default()
+    });
     let a = t.ws("/");
     let b = t.ws("/");
     assert_eq!(t.server.connection_count(), 2);
@@ -110,7 +125,7 @@ fn handshake_and_frames_in_one_write() {
     let mut s = t.tcp();
     let mut bytes = upgrade_request("/");
     bytes.extend(masked_frame(0x1, b"early"));
-    bytes.extend(masked_frame(0x2, &[9u8; 70_000]));
+    bytes.extend(masked_frame(0x2, &vec![9u8; 70_000]));
     s.write_all(&bytes).unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -199,10 +214,74 @@ fn peer_that_never_reads_is_dropped_after_close_timeout() {
     assert!(read_head(&mut s).starts_with("HTTP/1.1 101"));
     // Echoes pile up unread, then the app closes: its close frame cannot be written either.
     for _ in 0..64 {
-        s.write_all(&masked_frame(0x2, &[1u8; 64 * 1024])).unwrap();
+        s.write_all(&masked_frame(0x2, &vec![1u8; 64 * 1024])).unwrap();
     }
     s.write_all(&masked_frame(0x1, b"close:4001:bye")).unwrap();
     t.wait_for("the close timeout", |s| disconnected(s, 1006).is_some());
     // Then the socket is given up although its output never drained.
     assert!(t.app.wait_for(IO_TIMEOUT, |_| t.server.connection_count() == 0));
+}
+
+/// An application that accepts every WebSocket and keeps messages without taking them.
+#[derive(Default)]
+struct HoldApp {
+    handles: Mutex<Vec<ConnHandle>>,
+    messages: Mutex<Vec<Vec<u8>>>,
+}
+
+impl EventSink for HoldApp {
+    fn push(&self, event: Event) {
+        match event {
+            Event::Connect(info) => {
+                info.handle.command(Command::Accept { subprotocol: None, headers: Vec::new() });
+                self.handles.lock().unwrap().push(info.handle);
+            }
+            Event::Message { message: CoreMessage::Text(b) | CoreMessage::Binary(b), .. } => {
+                self.messages.lock().unwrap().push(b.to_vec());
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn reading_pauses_at_max_queue_and_resumes_when_taken() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(HoldApp::default());
+    let cfg = ServerConfig { max_queue: 4, ..ServerConfig::default() };
+    let server = MioBackend.start(Arc::new(cfg), vec![listener], app.clone()).unwrap();
+    let count = || app.messages.lock().unwrap().len();
+    let wait_count = |n: usize| {
+        let end = Instant::now() + IO_TIMEOUT;
+        while count() < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(count(), n);
+    };
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(&upgrade_request("/")).unwrap();
+    assert!(read_head(&mut s).starts_with("HTTP/1.1 101"));
+    let frames = |range: std::ops::Range<u8>| -> Vec<u8> {
+        range.flat_map(|i| masked_frame(0x2, &[i; 10])).collect()
+    };
+    // Four messages fill the queue: reading stops.
+    s.write_all(&frames(0..4)).unwrap();
+    wait_count(4);
+    // These arrive (an edge-triggered event) but stay in the socket.
+    s.write_all(&frames(4..7)).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(count(), 4);
+    // The application takes its messages: the reactor reads again without a new edge.
+    let handle = app.handles.lock().unwrap()[0].clone();
+    for _ in 0..4 {
+        handle.message_taken();
+    }
+    wait_count(7);
+    let got = app.messages.lock().unwrap().clone();
+    assert_eq!(got, (0..7u8).map(|i| vec![i; 10]).collect::<Vec<_>>());
+    server.shutdown();
+    drop(s);
+    assert!(server.join(IO_TIMEOUT));
 }

@@ -40,11 +40,14 @@ fn text_echo_at_length_boundaries() {
     let mut ws = t.ws("/");
     for len in SIZES {
         // Multi-byte characters, so that reads split code points.
-        let text: String = "aé€𝄞".chars().cycle().scan(0, |n, c| {
-            *n += c.len_utf8();
-            (*n <= len).then_some(c)
-        })
-        .collect();
+        let text: String = "aé€𝄞"
+            .chars()
+            .cycle()
+            .scan(0, |n, c| {
+                *n += c.len_utf8();
+                (*n <= len).then_some(c)
+            })
+            .collect();
         let pad = len - text.len();
         let text = text + &"x".repeat(pad);
         assert_eq!(text.len(), len);
@@ -113,10 +116,15 @@ fn app_close_reaches_the_client() {
 }
 
 #[test]
-fn plain_get_is_426_and_the_server_goes_on() {
+fn invalid_upgrade_is_426_and_the_server_goes_on() {
     let t = TestServer::with_threads(1);
     let mut s = t.tcp();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    // `Upgrade: websocket` without `Connection: Upgrade` (RFC 6455 §4.2.1).
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 426"), "{head}");
     read_to_end(&mut s);
@@ -260,4 +268,33 @@ fn ping_is_answered_with_pong() {
     let mut s = t.raw_ws();
     s.write_all(&masked_frame(0x9, b"are you there")).unwrap();
     assert_eq!(read_frame(&mut s), (0xA, b"are you there".to_vec()));
+}
+
+#[test]
+fn plain_http_request_is_answered_by_the_app() {
+    let t = TestServer::with_threads(1);
+    let mut s = t.tcp();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\n7\r\n/health\r\n0\r\n\r\n"), "{response}");
+    t.assert_serving();
+    let panics =
+        t.app.seen().into_iter().filter(|e| matches!(e, Seen::Log(m) if m.contains("panic")));
+    assert_eq!(panics.count(), 0);
+}
+
+#[test]
+fn pipelined_http_requests_on_one_connection() {
+    let t = TestServer::with_threads(1);
+    let mut s = t.tcp();
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: test\r\n\r\nGET /two HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 2, "{response}");
+    let one = response.find("\r\n/one\r\n").expect("first body");
+    let two = response.find("\r\n/two\r\n").expect("second body");
+    assert!(one < two);
 }

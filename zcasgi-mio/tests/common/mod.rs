@@ -153,10 +153,10 @@ pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     if len < 126 {
         out.push(0x80 | len as u8);
     } else if len <= 0xffff {
-        out.push(0x80 | 126);
+        out.push(0xfe); // masked, 16-bit length
         out.extend_from_slice(&(len as u16).to_be_bytes());
     } else {
-        out.push(0x80 | 127);
+        out.push(0xff); // masked, 64-bit length
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
     out.extend_from_slice(&mask);
