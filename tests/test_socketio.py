@@ -118,8 +118,13 @@ async def test_default_and_polling_transports(chat: ServerProcess, transports: l
         assert [m["text"] for m in got] == [str(i) for i in range(10)]
         assert blobs == [blob]
     finally:
-        await alice.disconnect()
-        await bob.disconnect()
+        for client in (alice, bob):
+            if client.transport() == "websocket":
+                await client.disconnect()
+            else:
+                # python-socketio's polling client waits out its ping cycle (~55 s, with
+                # uvicorn too) on a clean disconnect; abort the transport instead.
+                await client.eio.disconnect(abort=True)
 
 
 async def test_companion_app_health_and_static_file(backend: str) -> None:

@@ -86,6 +86,11 @@ pub struct Driver {
     /// The application has been told about this connection and awaits a disconnect.
     announced: bool,
     deadline: Option<Instant>,
+    /// Once the application is done with the connection, the peer gets `close_timeout` from
+    /// the last write progress to take what is left; then it is dropped.
+    drain_deadline: Option<Instant>,
+    /// The latest time passed in by the backend.
+    now: Instant,
     commands: Vec<Command>,
 }
 
@@ -124,6 +129,8 @@ impl Driver {
             out: OutQueue::new(),
             announced: false,
             deadline: Some(deadline),
+            drain_deadline: None,
+            now,
             commands: Vec::new(),
         }
     }
@@ -147,11 +154,13 @@ impl Driver {
 
     /// Processes bytes read into `input` (which is emptied).
     pub fn on_read(&mut self, input: &mut BytesMut, now: Instant) {
+        self.now = now;
         self.guard(|d| d.read(Some(input), now));
     }
 
     /// Processes bytes read into [`Driver::read_buffer`].
     pub fn on_read_buffered(&mut self, now: Instant) {
+        self.now = now;
         self.guard(|d| d.read(None, now));
     }
 
@@ -176,6 +185,7 @@ impl Driver {
 
     /// Applies the commands the application queued through the [`ConnHandle`].
     pub fn on_commands(&mut self, now: Instant) {
+        self.now = now;
         self.guard(|d| {
             let mut cmds = std::mem::take(&mut d.commands);
             d.handle.take_commands(&mut cmds);
@@ -190,11 +200,13 @@ impl Driver {
 
     /// Advances timers to `now`.
     pub fn on_tick(&mut self, now: Instant) {
+        self.now = now;
         self.guard(|d| d.tick(now));
     }
 
     /// Starts closing because the server shuts down.
     pub fn on_shutdown(&mut self, now: Instant) {
+        self.now = now;
         self.guard(|d| match &mut d.phase {
             Phase::Open(conn) => {
                 let _ = conn.send_close(d.cfg.shutdown_close_code, "");
@@ -231,6 +243,9 @@ impl Driver {
     pub fn on_written(&mut self, n: usize) {
         self.guard(|d| {
             let released = d.out_queue().advance(n);
+            if n > 0 && d.drain_deadline.is_some() {
+                d.drain_deadline = Some(d.now + d.cfg.protocol.close_timeout);
+            }
             if d.handle.release(released) {
                 d.sink.push(Event::Writable { id: d.id });
             }
@@ -255,7 +270,12 @@ impl Driver {
             // Once our close frame is out, the peer's reply must be read even if the
             // application stopped taking messages (data frames are discarded then).
             Phase::Open(conn) => {
-                !conn.is_closed() && (!conn.is_open() || !self.handle.is_read_paused())
+                // Output the application did not send (pongs, close frames) must not grow
+                // without bound because a peer sends pings and never reads.
+                let unaccounted = conn.out_len().saturating_sub(self.handle.queued_bytes());
+                !conn.is_closed()
+                    && (!conn.is_open() || !self.handle.is_read_paused())
+                    && unaccounted <= self.cfg.write_high_water
             }
             Phase::Done => false,
         }
@@ -270,7 +290,10 @@ impl Driver {
     /// When [`Driver::on_tick`] should next be called.
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.drain_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The application's handle on this connection.
@@ -298,6 +321,13 @@ impl Driver {
             self.phase = Phase::Done;
             self.log(LogLevel::Error, format!("connection {}: panic on an I/O thread", self.id));
             self.disconnect(close_code::INTERNAL_ERROR, String::new());
+        }
+        if self.handle.is_closed() && self.wants_write() {
+            if self.drain_deadline.is_none() {
+                self.drain_deadline = Some(self.now + self.cfg.protocol.close_timeout);
+            }
+        } else {
+            self.drain_deadline = None;
         }
     }
 
@@ -618,10 +648,20 @@ impl Driver {
         else {
             return;
         };
+        // RFC 7692 §5: accept the first permessage-deflate offer we can honour, if enabled.
+        let deflate = if self.cfg.protocol.per_message_deflate {
+            crate::deflate::negotiate(&upgrade.extensions)
+        } else {
+            None
+        };
+        let extensions = deflate.as_ref().map(crate::deflate::DeflateParams::to_header);
         let mut head = Vec::with_capacity(256);
-        handshake::write_accept(&mut head, &upgrade, subprotocol, None, headers);
+        handshake::write_accept(&mut head, &upgrade, subprotocol, extensions.as_deref(), headers);
         self.out.push_bytes(Bytes::from(head), 0);
-        let conn = Connection::new(self.cfg.protocol.clone());
+        let conn = match deflate {
+            Some(params) => Connection::with_deflate(self.cfg.protocol.clone(), params),
+            None => Connection::new(self.cfg.protocol.clone()),
+        };
         self.phase = Phase::Open(Box::new(conn));
         if eof {
             // The client left before the accept: nothing will be read.
@@ -636,6 +676,19 @@ impl Driver {
     }
 
     fn tick(&mut self, now: Instant) {
+        if self.drain_deadline.is_some_and(|at| now >= at) {
+            // The peer stopped taking our output: give up on it.
+            self.log(LogLevel::Debug, format!("connection {}: peer stopped reading", self.id));
+            let mut released = self.out.clear();
+            if let Phase::Open(conn) = &mut self.phase {
+                released += conn.out_queue().clear();
+            }
+            self.handle.release(released);
+            self.phase = Phase::Done;
+            self.deadline = None;
+            self.drain_deadline = None;
+            return;
+        }
         match &mut self.phase {
             Phase::Request { deadline, buf } => {
                 if now >= *deadline && buf.is_empty() && !self.announced {
@@ -1113,5 +1166,45 @@ mod tests {
         h.message_taken();
         d.on_commands(now); // the backend's wake-up after message_taken
         assert_eq!(body_of(&sink.take()), (b"b".to_vec(), false));
+    }
+
+    #[test]
+    fn peer_that_stops_reading_is_dropped_after_close_timeout() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        let _ = h.send(false, Bytes::from(vec![0; 100_000]));
+        d.on_commands(now);
+        read(&mut d, &client_frame(8, &[0x03, 0xe8]), now); // client closes, never reads again
+        assert!(d.wants_write() && !d.is_finished());
+        let at = d.deadline().expect("a drain deadline");
+        assert_eq!(at, now + Duration::from_secs(10));
+        d.on_tick(at);
+        assert!(d.is_finished());
+        assert_eq!(h.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn ping_flood_without_reading_pauses_reads() {
+        let (mut d, sink, _, now) = setup(ServerConfig {
+            write_high_water: 1000,
+            ..ServerConfig::default()
+        });
+        let h = connect(&mut d, &sink, now);
+        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        let ping = client_frame(9, &[7; 100]);
+        let mut n = 0;
+        while d.wants_read() {
+            read(&mut d, &ping, now);
+            n += 1;
+            assert!(n < 100, "reading never paused");
+        }
+        assert!(d.out_queue().len() > 1000);
+        output(&mut d);
+        assert!(d.wants_read(), "resumes once the pongs are written");
     }
 }

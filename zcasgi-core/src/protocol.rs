@@ -234,6 +234,12 @@ impl Connection {
         &mut self.out
     }
 
+    /// Number of bytes waiting to be written.
+    #[must_use]
+    pub fn out_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Whether bytes are waiting to be written.
     #[must_use]
     pub fn has_output(&self) -> bool {

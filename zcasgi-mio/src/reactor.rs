@@ -166,8 +166,6 @@ struct Conn {
     deferred: bool,
     /// Half-closed by us after the driver finished; close at this instant at the latest.
     linger: Option<Instant>,
-    /// Writes stalled with nothing else left to do; give up at this instant.
-    stall: Option<Instant>,
     /// The deadline that has a live entry in the timer heap.
     armed: Option<Instant>,
 }
@@ -186,10 +184,7 @@ impl Conn {
         if self.linger.is_some() {
             return self.linger;
         }
-        match (self.driver.deadline(), self.stall) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.driver.deadline()
     }
 }
 
@@ -348,22 +343,10 @@ impl Reactor {
             read_once(conn, &mut self.buf, now);
         }
         let more_to_read = budget == 0 && conn.readable && conn.driver.wants_read();
-        let progress = flush(conn);
+        flush(conn);
         if conn.driver.is_finished() {
             self.finish(slot, now);
             return;
-        }
-        // Output stuck with no protocol timer and nothing to read: the connection can only end
-        // by writing, so the peer gets `close_timeout` from our last progress to take it.
-        let stalled = !conn.writable
-            && conn.driver.wants_write()
-            && !conn.driver.wants_read()
-            && conn.driver.deadline().is_none();
-        if progress || !stalled {
-            conn.stall = None;
-        }
-        if stalled && conn.stall.is_none() {
-            conn.stall = Some(now + self.state.cfg.protocol.close_timeout);
         }
         if more_to_read {
             self.defer(slot);
@@ -381,7 +364,6 @@ impl Reactor {
             return;
         }
         conn.linger = Some(now + LINGER);
-        conn.stall = None;
         self.service(slot, now);
     }
 
@@ -476,10 +458,6 @@ impl Reactor {
                 self.close(e.slot);
                 continue;
             }
-            if conn.stall.is_some_and(|at| now >= at) {
-                conn.stall = None;
-                conn.fail(&io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
-            }
             conn.driver.on_tick(now);
             self.service(e.slot, now);
         }
@@ -537,7 +515,6 @@ impl Reactor {
             read_closed: false,
             deferred: false,
             linger: None,
-            stall: None,
             armed: None,
         });
         self.arm(slot);

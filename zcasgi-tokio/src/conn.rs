@@ -90,12 +90,9 @@ pub(crate) async fn run(
 ) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let server = stream.local_addr().ok();
-    let max_unaccounted = cfg.write_high_water;
-    let drain_timeout = cfg.protocol.close_timeout;
     let notify = Box::new(Wake(wake.clone()));
     let driver = Driver::new(id, cfg, sink, notify, Some(client), server, Instant::now());
-    let mut conn =
-        Conn { driver, stream, read_closed: false, failed: false, max_unaccounted, drain_timeout };
+    let mut conn = Conn { driver, stream, read_closed: false, failed: false };
     conn.serve(&wake, &mut shutdown).await;
     conn.close(&mut shutdown).await;
 }
@@ -108,12 +105,6 @@ struct Conn {
     read_closed: bool,
     /// The socket failed: nothing more can be done with it.
     failed: bool,
-    /// Output not counted against the application's sends (control frames, HTTP heads) above
-    /// which reading pauses, so that a peer that sends pings but never reads cannot make the
-    /// pong queue grow without bound.
-    max_unaccounted: usize,
-    /// How long the peer gets to take the output left once the driver closed the connection.
-    drain_timeout: Duration,
 }
 
 impl Conn {
@@ -128,21 +119,12 @@ impl Conn {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
-        let mut drain_deadline: Option<Instant> = None;
         loop {
             self.flush();
             if self.driver.is_finished() {
                 return;
             }
-            if drain_deadline.is_none() && self.driver.handle().is_closed() {
-                // The application has been told the connection is gone; what is left is output
-                // the peer has not taken (or a late answer to a handshake whose client left).
-                drain_deadline = Some(Instant::now() + self.drain_timeout);
-            }
-            let deadline = match (self.driver.deadline(), drain_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = self.driver.deadline();
             if deadline != armed {
                 if let Some(at) = deadline {
                     sleep.as_mut().reset(at.into());
@@ -173,11 +155,7 @@ impl Conn {
                 Step::Tick => {
                     // Re-arm on the next turn even if the deadline did not move.
                     armed = None;
-                    if drain_deadline.is_some_and(|at| now >= at) {
-                        self.fail(&io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
-                    } else {
-                        self.driver.on_tick(now);
-                    }
+                    self.driver.on_tick(now);
                 }
                 Step::Readable(Ok(())) => self.read(now),
                 // Written at the top of the loop.
@@ -188,12 +166,8 @@ impl Conn {
     }
 
     /// Whether to wait for the socket to become readable.
-    fn wants_read(&mut self) -> bool {
-        if self.read_closed || !self.driver.wants_read() {
-            return false;
-        }
-        let queued = self.driver.handle().queued_bytes();
-        self.driver.out_queue().len().saturating_sub(queued) <= self.max_unaccounted
+    fn wants_read(&self) -> bool {
+        !self.read_closed && self.driver.wants_read()
     }
 
     /// Reads once and hands the bytes to the driver.

@@ -4,20 +4,29 @@ The compiled items carry their docstrings here (Google style). Sections follow t
 files that define them; append new sections at the end of the file.
 """
 
-from collections.abc import Iterable
-from typing import Literal, TypeAlias, TypedDict, final, type_check_only
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import Any, Literal, TypeAlias, TypedDict, final, type_check_only
 
 from typing_extensions import Self
 
 # The compiled module defines __all__ (PyO3 adds every name it registers): list new names here too.
 __all__ = [
+    "BACKENDS",
     "ClientDisconnected",
     "Connection",
+    "Core",
     "Frame",
     "FrameDecoder",
     "HandshakeError",
+    "HttpConn",
+    "HttpReceive",
+    "HttpSendWait",
     "ProtocolError",
+    "Ready",
+    "Receive",
+    "SendWait",
     "Utf8Validator",
+    "WsConn",
     "ZcasgiError",
     "__version__",
     "accept_key",
@@ -401,3 +410,166 @@ class Utf8Validator:
 
     def finish(self) -> bool:
         """Whether the whole text fed so far is valid UTF-8 (not ending inside a code point)."""
+
+# ---- server and bridge (zcasgi-python/src/server.rs, bridge.rs) ----
+
+BACKENDS: list[str]
+"""Names of the transport backends, in the order they are listed to users."""
+
+@final
+class Core:
+    """A transport backend serving on listening sockets and feeding one asyncio loop.
+
+    Used by `zcasgi.Server`; not meant to be used directly.
+    """
+
+    def __new__(
+        cls,
+        backend: str,
+        fds: list[int],
+        *,
+        on_connect: Callable[[WsConn | HttpConn, dict[str, Any]], object],
+        event_loop: Any,
+        logger: Any,
+        access_log: Any | None,
+        root_path: str,
+        state: dict[str, Any] | None,
+        io_threads: int,
+        max_connections: int,
+        ws_max_size: int,
+        ws_max_queue: int,
+        ws_ping_interval: float | None,
+        ws_ping_timeout: float | None,
+        close_timeout: float,
+        handshake_timeout: float,
+        write_high_water: int,
+        write_low_water: int,
+        max_headers: int,
+        max_head_bytes: int,
+        shutdown_close_code: int,
+        http_max_body: int,
+        timeout_keep_alive: float,
+        ws_per_message_deflate: bool = False,
+    ) -> Self:
+        """Start ``backend`` on the listening sockets ``fds`` (duplicated, not taken).
+
+        Raises:
+            ValueError: For an unknown backend or an out-of-range value.
+            OSError: If the backend cannot start.
+        """
+
+    def fileno(self) -> int:
+        """The eventfd to register with ``loop.add_reader(fd, core.drain)``."""
+
+    def drain(self) -> None:
+        """Dispatch every queued event: connections, messages, disconnects, wake-ups, logs."""
+
+    def shutdown(self) -> None:
+        """Stop accepting and close every connection (WebSockets get the shutdown code)."""
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every connection and I/O thread to finish."""
+
+    @property
+    def backend(self) -> str:
+        """The backend's name."""
+
+    @property
+    def connection_count(self) -> int:
+        """Connections the backend holds open."""
+
+    @property
+    def tracked(self) -> int:
+        """Connections the application side still tracks."""
+
+@final
+class WsConn:
+    """One WebSocket connection as the application sees it."""
+
+    def receive(self) -> Receive:
+        """ASGI ``receive()``."""
+
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """ASGI ``send(message)``.
+
+        Raises:
+            ClientDisconnected: If the client has gone.
+            RuntimeError: For a message the connection's state does not allow.
+            ValueError: For an unsendable close code or a malformed message.
+            TypeError: For payloads of the wrong type.
+        """
+
+    def abort(self) -> None:
+        """The application raised: close with 1011, or answer 500 before the accept."""
+
+    def finish(self) -> None:
+        """The application returned: close normally if it left the connection open."""
+
+    @property
+    def id(self) -> int:
+        """The connection id."""
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes sent and not yet written to the socket."""
+
+@final
+class Receive:
+    """The awaitable ``receive()`` returns: complete at once when a message is queued."""
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
+    def __next__(self) -> Any: ...
+
+@final
+class Ready:
+    """An awaitable that is already complete."""
+
+    def __await__(self) -> Generator[Any]: ...
+    def __next__(self) -> Any: ...
+
+@final
+class SendWait:
+    """The awaitable ``send()`` returns above the high-water mark."""
+
+    def __await__(self) -> Generator[Any]: ...
+    def __next__(self) -> Any: ...
+
+@final
+class HttpConn:
+    """One HTTP request as the application sees it."""
+
+    def receive(self) -> HttpReceive:
+        """ASGI ``receive()``: ``http.request`` pieces, then ``http.disconnect``."""
+
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """ASGI ``send(message)``: ``http.response.start``, then ``http.response.body``.
+
+        Raises:
+            RuntimeError: For a message out of order.
+            ValueError: For an invalid status or a malformed message.
+            TypeError: For a body that is not bytes.
+        """
+
+    def abort(self) -> None:
+        """The application raised: 500 if no response started, else close the connection."""
+
+    def finish(self) -> bool:
+        """The application returned; returns whether its response was incomplete."""
+
+    @property
+    def response_complete(self) -> bool:
+        """Whether the response has been completely sent."""
+
+@final
+class HttpReceive:
+    """The awaitable the http ``receive()`` returns."""
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
+    def __next__(self) -> Any: ...
+
+@final
+class HttpSendWait:
+    """The awaitable the http ``send()`` returns above the high-water mark."""
+
+    def __await__(self) -> Generator[Any]: ...
+    def __next__(self) -> Any: ...
