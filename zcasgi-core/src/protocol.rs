@@ -30,12 +30,21 @@
 //! the buffer's memory, so a single-frame message reaches the application with no copy made
 //! here. Only the unfinished tail of a read is kept by the connection, in a buffer sized for the
 //! frame it belongs to, into which the next reads can go directly ([`Connection::read_buffer`]).
+//!
+//! # permessage-deflate
+//!
+//! A connection made with [`Connection::with_deflate`] (RFC 7692) accepts RSV1 on the first
+//! frame of a data message, meaning the message is compressed (RFC 7692 §6). Such a message is
+//! reassembled, inflated within the size limit, and only then checked as UTF-8 if it is text
+//! (RFC 7692 §6.2); outgoing data messages are compressed, control frames never (RFC 7692 §6.1).
+//! A connection without deflate takes none of these paths: its payloads are never copied.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::deflate::{Deflate, DeflateParams};
 use crate::error::{InvalidState, ProtocolError};
 use crate::frame::{
     apply_mask, close_code, decode_header, is_valid_close_code, FrameHeader, HeaderBytes, OpCode,
@@ -54,6 +63,8 @@ pub struct ProtocolConfig {
     pub ping_timeout: Option<Duration>,
     /// How long to wait for the peer's close frame after sending ours.
     pub close_timeout: Duration,
+    /// Whether the server accepts permessage-deflate offers (RFC 7692); the driver negotiates.
+    pub per_message_deflate: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -63,6 +74,7 @@ impl Default for ProtocolConfig {
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Some(Duration::from_secs(20)),
             close_timeout: Duration::from_secs(10),
+            per_message_deflate: false,
         }
     }
 }
@@ -115,6 +127,9 @@ struct Pending {
 #[derive(Debug)]
 struct Incoming {
     text: bool,
+    /// RSV1 was set on the first frame: the message is compressed (RFC 7692 §6).
+    compressed: bool,
+    /// Payload bytes received so far (compressed bytes for a compressed message).
     size: usize,
     /// Fragments received so far (empty until a message spans several frames).
     fragments: BytesMut,
@@ -137,6 +152,8 @@ pub struct Connection {
     pong_deadline: Option<Instant>,
     pings_sent: u64,
     close_deadline: Option<Instant>,
+    /// permessage-deflate state, when negotiated (boxed: most connections have none).
+    deflate: Option<Box<Deflate>>,
 }
 
 impl Connection {
@@ -156,7 +173,22 @@ impl Connection {
             pong_deadline: None,
             pings_sent: 0,
             close_deadline: None,
+            deflate: None,
         }
+    }
+
+    /// A connection in the `Open` state with permessage-deflate negotiated (RFC 7692).
+    #[must_use]
+    pub fn with_deflate(config: ProtocolConfig, params: DeflateParams) -> Self {
+        let mut conn = Self::new(config);
+        conn.deflate = Some(Box::new(Deflate::new(params)));
+        conn
+    }
+
+    /// Whether permessage-deflate is in use on this connection (RFC 7692).
+    #[must_use]
+    pub fn is_deflate(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Feeds bytes received from the peer, taking them out of `input`.
@@ -260,6 +292,9 @@ impl Connection {
 
     /// Queues a data message. `accounted` bytes are reported back when it has been written.
     ///
+    /// With permessage-deflate the payload is compressed into a new buffer and sent in one
+    /// frame with RSV1 set (RFC 7692 §6.1); otherwise it is queued as is, without a copy.
+    ///
     /// # Errors
     /// [`InvalidState::Closed`] once the close handshake has started.
     pub fn send_message(
@@ -272,7 +307,13 @@ impl Connection {
             return Err(InvalidState::Closed);
         }
         let opcode = if text { OpCode::Text } else { OpCode::Binary };
-        self.push_frame(opcode, payload, accounted);
+        match self.deflate.as_mut() {
+            None => self.push_frame(opcode, payload, accounted),
+            Some(deflate) => {
+                let compressed = deflate.compress(&payload);
+                self.push_frame_rsv(opcode, RSV1, compressed, accounted);
+            }
+        }
         Ok(())
     }
 
@@ -358,13 +399,18 @@ impl Connection {
         self.inbuf = BytesMut::new();
         self.pending = None;
         self.incoming = None;
+        self.deflate = None;
         self.events.push_back(Event::Closed { code, reason });
     }
 
     fn push_frame(&mut self, opcode: OpCode, payload: Bytes, accounted: usize) {
+        self.push_frame_rsv(opcode, 0, payload, accounted);
+    }
+
+    fn push_frame_rsv(&mut self, opcode: OpCode, rsv: u8, payload: Bytes, accounted: usize) {
         let header = HeaderBytes::new(&FrameHeader {
             fin: true,
-            rsv: 0,
+            rsv,
             opcode,
             mask: None,
             payload_len: payload.len() as u64,
@@ -400,7 +446,8 @@ impl Connection {
                 let fresh = &mut buf[p.done..avail];
                 apply_mask(fresh, p.mask, p.done);
                 if !p.header.opcode.is_control() {
-                    if let Some(msg) = self.incoming.as_mut().filter(|m| m.text) {
+                    // RFC 7692 §6.2: compressed text is validated once inflated, not here.
+                    if let Some(msg) = self.incoming.as_mut().filter(|m| m.text && !m.compressed) {
                         msg.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
                     }
                 }
@@ -420,7 +467,12 @@ impl Connection {
 
     /// Checks a header against RFC 6455 and the limits; returns its mask and length.
     fn check_header(&mut self, h: &FrameHeader) -> Result<([u8; 4], usize), ProtocolError> {
-        if h.rsv != 0 {
+        // RFC 7692 §6: with permessage-deflate, RSV1 marks the first frame of a compressed data
+        // message; on a continuation or control frame it is still an error (RFC 7692 §6.1).
+        let compressed = h.rsv == RSV1
+            && self.deflate.is_some()
+            && matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv != 0 && !compressed {
             return Err(ProtocolError::ReservedBitsSet(h.rsv));
         }
         let mask = h.mask.ok_or(ProtocolError::UnmaskedFrame)?;
@@ -446,7 +498,14 @@ impl Connection {
         let max = self.config.max_message_size;
         let so_far = self.incoming.as_ref().map_or(0, |m| m.size);
         let size = (so_far as u64).saturating_add(h.payload_len);
-        if size > max as u64 {
+        let wire_max = if compressed || self.incoming.as_ref().is_some_and(|m| m.compressed) {
+            // Incompressible data grows a little when deflated: allow for stored-block headers
+            // (5 bytes per 64 KiB); the inflated size is checked against `max` itself.
+            (max as u64).saturating_add(max as u64 / 8192 + 64)
+        } else {
+            max as u64
+        };
+        if size > wire_max {
             return Err(ProtocolError::MessageTooBig { size, max: max as u64 });
         }
         match &mut self.incoming {
@@ -454,6 +513,7 @@ impl Connection {
             None => {
                 self.incoming = Some(Incoming {
                     text: h.opcode == OpCode::Text,
+                    compressed,
                     size: size as usize,
                     fragments: BytesMut::new(),
                     utf8: Utf8Validator::new(),
@@ -482,16 +542,24 @@ impl Connection {
                     return Ok(());
                 }
                 let msg = self.incoming.take().expect("checked in check_header");
-                if msg.text && msg.utf8.finish().is_err() {
+                if msg.text && !msg.compressed && msg.utf8.finish().is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
-                let data = if msg.fragments.is_empty() {
+                let mut data = if msg.fragments.is_empty() {
                     payload
                 } else {
                     let mut all = msg.fragments;
                     all.extend_from_slice(&payload);
                     all.freeze()
                 };
+                if msg.compressed {
+                    let deflate = self.deflate.as_mut().expect("RSV1 accepted only with deflate");
+                    data = deflate.decompress(&data, self.config.max_message_size)?;
+                    // RFC 7692 §6.2 / RFC 6455 §8.1: the inflated text must be UTF-8.
+                    if msg.text && std::str::from_utf8(&data).is_err() {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                }
                 let message = if msg.text { Message::Text(data) } else { Message::Binary(data) };
                 self.events.push_back(Event::Message(message));
             }
@@ -521,6 +589,10 @@ impl Connection {
         Ok(())
     }
 }
+
+/// The RSV1 bit of a frame header's `rsv` field (RFC 6455 §5.2; "Per-Message Compressed",
+/// RFC 7692 §6).
+const RSV1: u8 = 0b100;
 
 /// Parses a close frame payload (RFC 6455 §5.5.1): empty means 1005.
 fn parse_close(payload: &[u8]) -> Result<(u16, String), ProtocolError> {
@@ -556,6 +628,7 @@ pub fn check_close(code: u16, reason: &str) -> Result<(), InvalidState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deflate::{Deflate, DeflateParams};
     use crate::frame::apply_mask_bytes;
     use std::io::IoSlice;
 
@@ -771,9 +844,13 @@ mod tests {
     }
 
     fn assert_fails(input: &[u8], err: &ProtocolError) {
+        assert_fails_on(conn, input, err);
+    }
+
+    fn assert_fails_on(make: fn() -> Connection, input: &[u8], err: &ProtocolError) {
         // Whole and byte by byte.
         for step in [input.len().max(1), 1] {
-            let mut c = conn();
+            let mut c = make();
             let mut result = Ok(());
             for chunk in input.chunks(step) {
                 result = feed(&mut c, chunk);
@@ -875,5 +952,192 @@ mod tests {
         assert_eq!(&out[..4], [0x81, 2, b'h', b'i']);
         assert_eq!(&out[4..8], [0x82, 126, 0, 200]);
         assert_eq!(out.len(), 8 + 200);
+    }
+
+    fn deflate_conn() -> Connection {
+        Connection::with_deflate(
+            ProtocolConfig { ping_interval: None, ..ProtocolConfig::default() },
+            DeflateParams::default(),
+        )
+    }
+
+    /// "Hello" compressed (RFC 7692 §7.2.3.1).
+    const HELLO_DEFLATED: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    #[test]
+    fn deflate_receives_rfc7692_examples() {
+        let mut c = deflate_conn();
+        assert!(c.is_deflate());
+        // §7.2.3.1: a single compressed frame, then the same split over two fragments with RSV1
+        // on the first only; §7.2.3.2: the next message refers back to the previous one.
+        let mut input = frame(true, 0b100, 1, &HELLO_DEFLATED);
+        input.extend(frame(false, 0b100, 1, &HELLO_DEFLATED[..3]));
+        input.extend(frame(true, 0, 0, &HELLO_DEFLATED[3..]));
+        input.extend(frame(true, 0b100, 1, &[0xf2, 0x00, 0x11, 0x00, 0x00]));
+        // An uncompressed message on the same connection (RSV1 clear).
+        input.extend(frame(true, 0, 2, b"raw"));
+        // Control frames interleaved with compressed fragments are not compressed.
+        input.extend(frame(false, 0b100, 2, &HELLO_DEFLATED[..2]));
+        input.extend(frame(true, 0, 9, b"p"));
+        input.extend(frame(true, 0, 0, &HELLO_DEFLATED[2..]));
+        for step in [input.len(), 1, 5] {
+            let mut c = deflate_conn();
+            for chunk in input.chunks(step) {
+                feed(&mut c, chunk).unwrap();
+            }
+            assert_eq!(
+                events(&mut c),
+                [
+                    text("Hello"),
+                    text("Hello"),
+                    text("Hello"),
+                    Event::Message(Message::Binary(Bytes::from_static(b"raw"))),
+                    Event::Ping(Bytes::from_static(b"p")),
+                    Event::Message(Message::Binary(Bytes::from_static(b"Hello"))),
+                ],
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn deflate_sends_compressed_data_and_plain_control_frames() {
+        let mut c = deflate_conn();
+        c.send_message(true, Bytes::from_static(b"Hello"), 5).unwrap();
+        c.send_message(true, Bytes::from_static(b"Hello"), 5).unwrap();
+        c.send_message(false, Bytes::new(), 0).unwrap();
+        c.send_ping(Bytes::from_static(b"ab")).unwrap();
+        feed(&mut c, &frame(true, 0, 9, b"cd")).unwrap();
+        c.send_close(1000, "").unwrap();
+        let mut expected = vec![0xc1, 7];
+        expected.extend(HELLO_DEFLATED);
+        expected.extend([0xc1, 5, 0xf2, 0x00, 0x11, 0x00, 0x00]);
+        expected.extend([0xc2, 1, 0x00]);
+        expected.extend([0x89, 2, b'a', b'b', 0x8a, 2, b'c', b'd', 0x88, 2, 0x03, 0xe8]);
+        assert_eq!(written(&mut c), expected);
+    }
+
+    #[test]
+    fn deflate_large_message_round_trip() {
+        let body = "{\"msg\": \"κόσμε\", \"n\": 12345}\n".repeat(50_000);
+        let mut tx = Deflate::new(DeflateParams::default());
+        let z = tx.compress(body.as_bytes());
+        assert!(z.len() < body.len() / 50);
+        // Fragmented into 1000-byte frames.
+        let chunks: Vec<&[u8]> = z.chunks(1000).collect();
+        let mut input = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let (rsv, op) = if i == 0 { (0b100, 1) } else { (0, 0) };
+            input.extend(frame(i == chunks.len() - 1, rsv, op, chunk));
+        }
+        let mut c = deflate_conn();
+        feed(&mut c, &input).unwrap();
+        assert_eq!(events(&mut c), [text(&body)]);
+    }
+
+    #[test]
+    fn deflate_rsv1_rules() {
+        // RFC 7692 §6: RSV1 only on the first frame of a data message.
+        let mut cont = frame(false, 0b100, 1, &HELLO_DEFLATED[..3]);
+        cont.extend(frame(true, 0b100, 0, &HELLO_DEFLATED[3..]));
+        assert_fails_on(deflate_conn, &cont, &ProtocolError::ReservedBitsSet(0b100));
+        let mut cont = frame(false, 0, 1, b"He");
+        cont.extend(frame(true, 0b100, 0, b"llo"));
+        assert_fails_on(deflate_conn, &cont, &ProtocolError::ReservedBitsSet(0b100));
+        // RFC 7692 §6.1: never on control frames.
+        for op in [8, 9, 10] {
+            assert_fails_on(
+                deflate_conn,
+                &frame(true, 0b100, op, b""),
+                &ProtocolError::ReservedBitsSet(0b100),
+            );
+        }
+        // RSV2 and RSV3 stay reserved.
+        assert_fails_on(
+            deflate_conn,
+            &frame(true, 0b010, 1, b"x"),
+            &ProtocolError::ReservedBitsSet(0b010),
+        );
+        assert_fails_on(
+            deflate_conn,
+            &frame(true, 0b110, 1, &HELLO_DEFLATED),
+            &ProtocolError::ReservedBitsSet(0b110),
+        );
+        // Without deflate, RSV1 is a protocol error (1002).
+        assert_fails(
+            &frame(true, 0b100, 1, &HELLO_DEFLATED),
+            &ProtocolError::ReservedBitsSet(0b100),
+        );
+    }
+
+    #[test]
+    fn deflate_errors() {
+        // Data that does not inflate: 1007.
+        assert_fails_on(
+            deflate_conn,
+            &frame(true, 0b100, 2, &[0xff, 0xff, 0xff]),
+            &ProtocolError::InvalidCompressedData,
+        );
+        // Inflated text that is not UTF-8: 1007, found only once the message is inflated.
+        let mut tx = Deflate::new(DeflateParams::default());
+        let bad = tx.compress(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80hello");
+        assert_fails_on(deflate_conn, &frame(true, 0b100, 1, &bad), &ProtocolError::InvalidUtf8);
+        // The same bytes as binary are fine.
+        let mut tx = Deflate::new(DeflateParams::default());
+        let ok = tx.compress(b"\xce\xba\xff");
+        let mut c = deflate_conn();
+        feed(&mut c, &frame(true, 0b100, 2, &ok)).unwrap();
+        assert_eq!(
+            events(&mut c),
+            [Event::Message(Message::Binary(Bytes::from_static(b"\xce\xba\xff")))]
+        );
+        // A code point split across fragments of compressed text is fine: nothing is checked
+        // before the message is inflated.
+        let mut tx = Deflate::new(DeflateParams::default());
+        let z = tx.compress("€".as_bytes());
+        let mut input = frame(false, 0b100, 1, &z[..1]);
+        input.extend(frame(true, 0, 0, &z[1..]));
+        let mut c = deflate_conn();
+        feed(&mut c, &input).unwrap();
+        assert_eq!(events(&mut c), [text("€")]);
+    }
+
+    #[test]
+    fn deflate_bomb_is_1009() {
+        fn small() -> Connection {
+            Connection::with_deflate(
+                ProtocolConfig {
+                    max_message_size: 1000,
+                    ping_interval: None,
+                    ..ProtocolConfig::default()
+                },
+                DeflateParams::default(),
+            )
+        }
+        let mut tx = Deflate::new(DeflateParams::default());
+        let bomb = tx.compress(&vec![b'a'; 1 << 20]);
+        assert!(bomb.len() < 1000);
+        assert_fails_on(
+            small,
+            &frame(true, 0b100, 2, &bomb),
+            &ProtocolError::MessageTooBig { size: 1001, max: 1000 },
+        );
+        // Up to the limit is fine.
+        let mut tx = Deflate::new(DeflateParams::default());
+        let z = tx.compress(&[b'a'; 1000]);
+        let mut c = small();
+        feed(&mut c, &frame(true, 0b100, 2, &z)).unwrap();
+        assert_eq!(
+            events(&mut c),
+            [Event::Message(Message::Binary(Bytes::from(vec![b'a'; 1000])))]
+        );
+        // Incompressible data may be a little larger on the wire than the limit.
+        let mut tx = Deflate::new(DeflateParams::default());
+        let noise: Vec<u8> =
+            (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let z = tx.compress(&noise);
+        let mut c = small();
+        feed(&mut c, &frame(true, 0b100, 2, &z)).unwrap();
+        assert_eq!(events(&mut c).len(), 1);
     }
 }

@@ -68,7 +68,7 @@ impl Core {
     #[pyo3(signature = (
         backend, fds, *, on_connect, event_loop, logger, access_log, root_path, state,
         io_threads, max_connections, ws_max_size, ws_max_queue, ws_ping_interval,
-        ws_ping_timeout, close_timeout, handshake_timeout, write_high_water,
+        ws_ping_timeout, ws_per_message_deflate, close_timeout, handshake_timeout, write_high_water,
         write_low_water, max_headers, max_head_bytes, shutdown_close_code, http_max_body,
         timeout_keep_alive
     ))]
@@ -88,6 +88,7 @@ impl Core {
         ws_max_queue: usize,
         ws_ping_interval: Option<f64>,
         ws_ping_timeout: Option<f64>,
+        ws_per_message_deflate: bool,
         close_timeout: f64,
         handshake_timeout: f64,
         write_high_water: usize,
@@ -114,6 +115,7 @@ impl Core {
                     .map(|s| duration("ws_ping_timeout", s))
                     .transpose()?,
                 close_timeout: duration("close_timeout", close_timeout)?,
+                per_message_deflate: ws_per_message_deflate,
             },
             handshake: HandshakeConfig {
                 max_headers,

@@ -137,6 +137,7 @@ class Server:
             ws_max_queue=config.ws_max_queue,
             ws_ping_interval=config.ws_ping_interval,
             ws_ping_timeout=config.ws_ping_timeout,
+            ws_per_message_deflate=config.ws_per_message_deflate,
             close_timeout=config.close_timeout,
             handshake_timeout=config.handshake_timeout,
             write_high_water=config.ws_write_high_water,
