@@ -394,6 +394,8 @@ impl Connection {
             ping_interval: ping_interval.map(|s| seconds(s, "ping_interval", false)).transpose()?,
             ping_timeout: ping_timeout.map(|s| seconds(s, "ping_timeout", true)).transpose()?,
             close_timeout: seconds(close_timeout, "close_timeout", true)?,
+            // permessage-deflate is not negotiated here: there is no handshake.
+            ..ProtocolConfig::default()
         };
         Ok(Self { inner: protocol::Connection::new(config), clock: Clock::new() })
     }
