@@ -38,7 +38,6 @@ async def _app(scope: object, receive: object, send: object) -> None:
         ({"ssl_certfile": "cert.pem"}, "TLS is not supported yet"),
         ({"uds": "/tmp/x.sock"}, "uds (Unix domain sockets) is not supported yet"),
         ({"workers": 2}, "workers > 1 is not supported yet"),
-        ({"ws_per_message_deflate": True}, "not supported yet"),
         ({"max_header_bytes": 10}, "max_header_bytes must be >= 256"),
     ],
 )

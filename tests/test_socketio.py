@@ -20,9 +20,7 @@ def chat(backend: str):  # type: ignore[no-untyped-def]
     assert "Traceback" not in server.output(), server.output()
 
 
-async def _client(
-    url: str, name: str, transports: list[str] | None = None
-) -> socketio.AsyncClient:
+async def _client(url: str, name: str, transports: list[str] | None = None) -> socketio.AsyncClient:
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(
         url,
@@ -144,3 +142,35 @@ async def test_companion_app_health_and_static_file(backend: str) -> None:
         finally:
             await client.disconnect()
     assert "Traceback" not in server.output()
+
+
+async def test_rooms_across_processes_through_redis(redis_server: Any) -> None:
+    """Two server processes (one per backend) share rooms through a real redis-server."""
+    env = {"ZCASGI_CHAT_REDIS": redis_server.url}
+    args = ["--log-level", "warning"]
+    with (
+        ServerProcess("examples.chat:app", "mio", args, env=env) as one,
+        ServerProcess("examples.chat:app", "tokio", args, env=env) as two,
+    ):
+        alice = await _client(one.url("http", ""), "alice")
+        bob = await _client(two.url("http", ""), "bob")
+        got: list[Any] = []
+        bob.on("message", lambda data: got.append(data))
+        try:
+            await alice.call("join", "global", timeout=10)
+            await bob.call("join", "global", timeout=10)
+            await asyncio.sleep(0.3)  # let the Redis subscriptions settle
+            for i in range(5):
+                ack = await alice.call("message", {"room": "global", "text": f"m{i}"}, timeout=10)
+                assert ack == "ok"
+            for _ in range(100):
+                if len(got) == 5:
+                    break
+                await asyncio.sleep(0.05)
+            assert [m["text"] for m in got] == [f"m{i}" for i in range(5)]
+            assert all(m["from"] == "alice" for m in got)
+        finally:
+            await alice.disconnect()
+            await bob.disconnect()
+    for server in (one, two):
+        assert "Traceback" not in server.output(), server.output()

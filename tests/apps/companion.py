@@ -26,7 +26,11 @@ async def health(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     status, body = (200, b"ok") if scope["path"] == "/health" else (404, b"not found")
     await send(
-        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]}
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain")],
+        }
     )
     await send({"type": "http.response.body", "body": body})
 

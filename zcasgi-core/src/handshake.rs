@@ -298,7 +298,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one `name: value` header line; line breaks in the value become spaces (no response
+/// splitting).
+pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     // Header values may not contain line breaks (response splitting).

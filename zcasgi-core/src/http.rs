@@ -8,7 +8,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::handshake::{reason_phrase, Request};
+use crate::handshake::{push_header, reason_phrase, Request};
 use crate::outq::OutQueue;
 
 /// Why a request cannot be served (each maps to a status).
@@ -398,13 +398,6 @@ impl ResponseWriter {
     pub fn keep_alive(&self) -> bool {
         self.keep_alive
     }
-}
-
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend(value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -280,7 +280,7 @@ impl WsConn {
                     _ => String::new(),
                 };
                 zcasgi_core::protocol::check_close(code, &reason)
-                    .map_err(|e| crate::errors::invalid_state(e))?;
+                    .map_err(crate::errors::invalid_state)?;
                 if self.state == AppState::Connecting {
                     self.log_access(py, "403");
                 }
@@ -368,7 +368,7 @@ fn headers_of(message: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> 
 impl WsConn {
     /// ASGI `receive()`.
     fn receive(slf: Bound<'_, Self>) -> Receive {
-        Receive { conn: slf.unbind() }
+        Receive { conn: AppConn::Ws(slf.unbind()) }
     }
 
     /// ASGI `send(message)`.
@@ -376,7 +376,7 @@ impl WsConn {
         let py = slf.py();
         let must_wait = slf.borrow_mut().send_message(py, message)?;
         if must_wait {
-            Ok(SendWait { conn: slf.unbind(), parked: false }.into_py_any(py)?)
+            Ok(SendWait { conn: AppConn::Ws(slf.unbind()), parked: false }.into_py_any(py)?)
         } else {
             Ok(Ready.into_py_any(py)?)
         }
@@ -391,22 +391,25 @@ impl WsConn {
         self.handle.command(Command::Abort);
     }
 
-    /// The application returned: close normally if it left the socket open.
-    fn finish(&mut self, py: Python<'_>) {
-        match self.state {
-            AppState::Connecting => {
-                // RFC/ASGI: returning without accepting is a denial (uvicorn answers 500
-                // only for exceptions).
-                self.log_access(py, "403");
-                self.handle.command(Command::Close { code: 1000, reason: String::new() });
+    /// The application returned: close normally if it left the socket open. Returning without
+    /// accepting or closing is an error (500, as uvicorn); returns whether it was one.
+    fn finish(&mut self, py: Python<'_>) -> bool {
+        let error = match self.state {
+            AppState::Connecting | AppState::Responding => {
+                if self.state == AppState::Connecting {
+                    self.log_access(py, "500");
+                }
+                self.handle.command(Command::Abort);
+                true
             }
             AppState::Open => {
-                self.handle.command(Command::Close { code: 1000, reason: String::new() })
+                self.handle.command(Command::Close { code: 1000, reason: String::new() });
+                false
             }
-            AppState::Responding => self.handle.command(Command::Abort),
-            AppState::Closed => {}
-        }
+            AppState::Closed => false,
+        };
         self.state = AppState::Closed;
+        error
     }
 
     /// The connection id.
@@ -434,63 +437,6 @@ impl Ready {
 
     fn __next__(_slf: PyRef<'_, Self>) -> Option<Py<PyAny>> {
         None
-    }
-}
-
-/// The awaitable returned by `receive()`.
-#[pyclass(module = "zcasgi._zcasgi")]
-pub struct Receive {
-    conn: Py<WsConn>,
-}
-
-#[pymethods]
-impl Receive {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let conn = self.conn.bind(py);
-        let mut c = conn.borrow_mut();
-        if let Some(event) = c.next_receive(py)? {
-            return Err(PyStopIteration::new_err((event,)));
-        }
-        let fut = park(py, &c.event_loop)?;
-        c.recv_waiters.push(fut.clone_ref(py));
-        Ok(fut)
-    }
-}
-
-/// The awaitable returned by `send()` above the high-water mark.
-#[pyclass(module = "zcasgi._zcasgi")]
-pub struct SendWait {
-    conn: Py<WsConn>,
-    parked: bool,
-}
-
-#[pymethods]
-impl SendWait {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let conn = self.conn.bind(py);
-        let mut c = conn.borrow_mut();
-        if self.parked {
-            // Woken: by Writable (go on) or by the disconnect (fail).
-            if c.disconnect.is_some() {
-                return Err(ClientDisconnected::new_err("the client has disconnected"));
-            }
-            if c.send_waiter.is_none() || !c.handle.wait_writable() {
-                c.send_waiter = None;
-                return Ok(None);
-            }
-        }
-        self.parked = true;
-        let fut = park(py, &c.event_loop)?;
-        c.send_waiter = Some(fut.clone_ref(py));
-        Ok(Some(fut))
     }
 }
 
@@ -688,8 +634,8 @@ pub fn http_date(t: std::time::SystemTime) -> String {
 #[pymethods]
 impl HttpConn {
     /// ASGI `receive()`.
-    fn receive(slf: Bound<'_, Self>) -> HttpReceive {
-        HttpReceive { conn: slf.unbind() }
+    fn receive(slf: Bound<'_, Self>) -> Receive {
+        Receive { conn: AppConn::Http(slf.unbind()) }
     }
 
     /// ASGI `send(message)`.
@@ -697,7 +643,7 @@ impl HttpConn {
         let py = slf.py();
         let must_wait = slf.borrow_mut().send_message(py, message)?;
         if must_wait {
-            Ok(HttpSendWait { conn: slf.unbind(), parked: false }.into_py_any(py)?)
+            Ok(SendWait { conn: AppConn::Http(slf.unbind()), parked: false }.into_py_any(py)?)
         } else {
             Ok(Ready.into_py_any(py)?)
         }
@@ -734,62 +680,143 @@ impl HttpConn {
     }
 }
 
-/// The awaitable returned by the http `receive()`.
-#[pyclass(module = "zcasgi._zcasgi")]
-pub struct HttpReceive {
-    conn: Py<HttpConn>,
-}
-
-#[pymethods]
-impl HttpReceive {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let conn = self.conn.bind(py);
-        let mut c = conn.borrow_mut();
-        if let Some(event) = c.next_receive(py)? {
-            return Err(PyStopIteration::new_err((event,)));
-        }
-        let fut = park(py, &c.event_loop)?;
-        c.recv_waiters.push(fut.clone_ref(py));
-        Ok(fut)
-    }
-}
-
-/// The awaitable returned by the http `send()` above the high-water mark.
-#[pyclass(module = "zcasgi._zcasgi")]
-pub struct HttpSendWait {
-    conn: Py<HttpConn>,
-    parked: bool,
-}
-
-#[pymethods]
-impl HttpSendWait {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let conn = self.conn.bind(py);
-        let mut c = conn.borrow_mut();
-        if self.parked && (c.disconnected || c.send_waiter.is_none() || !c.handle.wait_writable()) {
-            c.send_waiter = None;
-            return Ok(None);
-        }
-        self.parked = true;
-        let fut = park(py, &c.event_loop)?;
-        c.send_waiter = Some(fut.clone_ref(py));
-        Ok(Some(fut))
-    }
-}
-
 /// A new future on `event_loop`, marked so that a task awaiting it through `yield` parks.
 fn park(py: Python<'_>, event_loop: &Py<PyAny>) -> PyResult<Py<PyAny>> {
     let fut = event_loop.call_method0(py, intern!(py, "create_future"))?;
     fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
     Ok(fut)
+}
+
+/// What `receive()`/`send()` awaitables need of a connection, WebSocket or HTTP.
+trait Endpoint {
+    /// The next ASGI receive event, if one is ready.
+    fn next_event(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>>;
+    /// Parks a receiver on `fut`.
+    fn park_receiver(&mut self, fut: Py<PyAny>);
+    /// The loop futures are created on.
+    fn event_loop(&self) -> &Py<PyAny>;
+    /// The shared handle.
+    fn handle(&self) -> &ConnHandle;
+    /// The parked sender's future, if any.
+    fn send_waiter(&mut self) -> &mut Option<Py<PyAny>>;
+    /// The error a waiting sender gets once the client is gone (`None`: just return).
+    fn gone(&self) -> Option<PyErr>;
+}
+
+impl Endpoint for WsConn {
+    fn next_event(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.next_receive(py)
+    }
+    fn park_receiver(&mut self, fut: Py<PyAny>) {
+        self.recv_waiters.push(fut);
+    }
+    fn event_loop(&self) -> &Py<PyAny> {
+        &self.event_loop
+    }
+    fn handle(&self) -> &ConnHandle {
+        &self.handle
+    }
+    fn send_waiter(&mut self) -> &mut Option<Py<PyAny>> {
+        &mut self.send_waiter
+    }
+    fn gone(&self) -> Option<PyErr> {
+        self.disconnect.as_ref().map(|_| ClientDisconnected::new_err("the client has disconnected"))
+    }
+}
+
+impl Endpoint for HttpConn {
+    fn next_event(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.next_receive(py)
+    }
+    fn park_receiver(&mut self, fut: Py<PyAny>) {
+        self.recv_waiters.push(fut);
+    }
+    fn event_loop(&self) -> &Py<PyAny> {
+        &self.event_loop
+    }
+    fn handle(&self) -> &ConnHandle {
+        &self.handle
+    }
+    fn send_waiter(&mut self) -> &mut Option<Py<PyAny>> {
+        &mut self.send_waiter
+    }
+    fn gone(&self) -> Option<PyErr> {
+        // ASGI http: sending to a client that left is a no-op, not an error.
+        None
+    }
+}
+
+/// The connection an awaitable belongs to.
+enum AppConn {
+    Ws(Py<WsConn>),
+    Http(Py<HttpConn>),
+}
+
+impl AppConn {
+    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut dyn Endpoint) -> R) -> R {
+        match self {
+            Self::Ws(c) => f(&mut *c.bind(py).borrow_mut()),
+            Self::Http(c) => f(&mut *c.bind(py).borrow_mut()),
+        }
+    }
+}
+
+/// The awaitable `receive()` returns: complete at once when an event is queued.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct Receive {
+    conn: AppConn,
+}
+
+#[pymethods]
+impl Receive {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.conn.with(py, |c| {
+            if let Some(event) = c.next_event(py)? {
+                return Err(PyStopIteration::new_err((event,)));
+            }
+            let fut = park(py, c.event_loop())?;
+            c.park_receiver(fut.clone_ref(py));
+            Ok(fut)
+        })
+    }
+}
+
+/// The awaitable `send()` returns above the high-water mark.
+#[pyclass(module = "zcasgi._zcasgi")]
+pub struct SendWait {
+    conn: AppConn,
+    parked: bool,
+}
+
+#[pymethods]
+impl SendWait {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let parked = self.parked;
+        self.parked = true;
+        self.conn.with(py, |c| {
+            if parked {
+                // Woken: by Writable (go on) or by the disconnect.
+                if let Some(err) = c.gone() {
+                    return Err(err);
+                }
+                if c.send_waiter().is_none() || !c.handle().wait_writable() {
+                    *c.send_waiter() = None;
+                    return Ok(None);
+                }
+            }
+            let fut = park(py, c.event_loop())?;
+            *c.send_waiter() = Some(fut.clone_ref(py));
+            Ok(Some(fut))
+        })
+    }
 }
 
 /// Wakes parked futures (skipping those already done, e.g. cancelled).

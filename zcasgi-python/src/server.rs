@@ -68,9 +68,9 @@ impl Core {
     #[pyo3(signature = (
         backend, fds, *, on_connect, event_loop, logger, access_log, root_path, state,
         io_threads, max_connections, ws_max_size, ws_max_queue, ws_ping_interval,
-        ws_ping_timeout, ws_per_message_deflate, close_timeout, handshake_timeout, write_high_water,
+        ws_ping_timeout, close_timeout, handshake_timeout, write_high_water,
         write_low_water, max_headers, max_head_bytes, shutdown_close_code, http_max_body,
-        timeout_keep_alive
+        timeout_keep_alive, ws_per_message_deflate = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -88,7 +88,6 @@ impl Core {
         ws_max_queue: usize,
         ws_ping_interval: Option<f64>,
         ws_ping_timeout: Option<f64>,
-        ws_per_message_deflate: bool,
         close_timeout: f64,
         handshake_timeout: f64,
         write_high_water: usize,
@@ -98,6 +97,7 @@ impl Core {
         shutdown_close_code: u16,
         http_max_body: u64,
         timeout_keep_alive: f64,
+        ws_per_message_deflate: bool,
     ) -> PyResult<Self> {
         let be = backend_by_name(backend)?;
         if io_threads == 0 || max_connections == 0 || ws_max_queue == 0 || max_headers == 0 {

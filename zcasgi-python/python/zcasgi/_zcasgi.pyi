@@ -19,8 +19,6 @@ __all__ = [
     "FrameDecoder",
     "HandshakeError",
     "HttpConn",
-    "HttpReceive",
-    "HttpSendWait",
     "ProtocolError",
     "Ready",
     "Receive",
@@ -502,8 +500,12 @@ class WsConn:
     def abort(self) -> None:
         """The application raised: close with 1011, or answer 500 before the accept."""
 
-    def finish(self) -> None:
-        """The application returned: close normally if it left the connection open."""
+    def finish(self) -> bool:
+        """The application returned: close normally if it left the connection open.
+
+        Returns:
+            Whether returning was an error (no accept or close: answered with 500).
+        """
 
     @property
     def id(self) -> int:
@@ -515,7 +517,8 @@ class WsConn:
 
 @final
 class Receive:
-    """The awaitable ``receive()`` returns: complete at once when a message is queued."""
+    """The awaitable ``receive()`` returns (WebSocket or HTTP): complete at once when an event is
+    queued."""
 
     def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
     def __next__(self) -> Any: ...
@@ -538,7 +541,7 @@ class SendWait:
 class HttpConn:
     """One HTTP request as the application sees it."""
 
-    def receive(self) -> HttpReceive:
+    def receive(self) -> Receive:
         """ASGI ``receive()``: ``http.request`` pieces, then ``http.disconnect``."""
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
@@ -559,17 +562,3 @@ class HttpConn:
     @property
     def response_complete(self) -> bool:
         """Whether the response has been completely sent."""
-
-@final
-class HttpReceive:
-    """The awaitable the http ``receive()`` returns."""
-
-    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
-    def __next__(self) -> Any: ...
-
-@final
-class HttpSendWait:
-    """The awaitable the http ``send()`` returns above the high-water mark."""
-
-    def __await__(self) -> Generator[Any]: ...
-    def __next__(self) -> Any: ...

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ws-per-message-deflate",
         type=lambda v: v.lower() in ("1", "true", "yes", "on"),
-        help="permessage-deflate (not supported yet)",
+        help="accept permessage-deflate, true or false (default false)",
     )
     p.add_argument("--ws-write-high-water", type=int, help="send buffer bytes before send waits")
     p.add_argument("--ws-write-low-water", type=int, help="send buffer bytes when send resumes")

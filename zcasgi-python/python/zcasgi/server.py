@@ -199,11 +199,7 @@ class Server:
     def _on_connect(self, conn: Any, scope: dict[str, Any]) -> None:
         if self.config.proxy_headers:
             self._apply_proxy_headers(scope)
-        if scope["type"] == "http":
-            coro = self._run_http(conn, scope)
-        else:
-            coro = self._run_websocket(conn, scope)
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(self._run(conn, scope))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -224,19 +220,8 @@ class Server:
             if host:
                 scope["client"] = (host, 0)
 
-    async def _run_websocket(self, conn: Any, scope: dict[str, Any]) -> None:
-        try:
-            await self._app(scope, conn.receive, conn.send)
-        except asyncio.CancelledError:
-            conn.abort()
-            raise
-        except Exception as exc:
-            logger.error("Exception in ASGI application", exc_info=exc)
-            conn.abort()
-        else:
-            conn.finish()
-
-    async def _run_http(self, conn: Any, scope: dict[str, Any]) -> None:
+    async def _run(self, conn: Any, scope: dict[str, Any]) -> None:
+        """Runs the application for one WebSocket or HTTP request; its failure stays local."""
         try:
             await self._app(scope, conn.receive, conn.send)
         except asyncio.CancelledError:
