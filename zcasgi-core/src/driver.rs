@@ -405,7 +405,7 @@ impl Driver {
         let _ = buf.split_to(head_len);
         let rest = std::mem::take(buf);
         if !request.is_websocket_upgrade() {
-            self.start_http(request, rest, now);
+            self.start_http(request, rest);
             return;
         }
         let upgrade = match handshake::validate_upgrade(&request) {
@@ -431,7 +431,7 @@ impl Driver {
         self.sink.push(Event::Connect(Box::new(info)));
     }
 
-    fn start_http(&mut self, request: handshake::Request, rest: BytesMut, now: Instant) {
+    fn start_http(&mut self, request: handshake::Request, rest: BytesMut) {
         let framing = http::request_framing(&request, self.cfg.http_max_body);
         let expect = http::expects_continue(&request);
         let (framing, expect) = match (framing, expect) {
@@ -467,7 +467,6 @@ impl Driver {
         };
         self.sink.push(Event::HttpRequest(Box::new(info)));
         self.http_read();
-        let _ = now;
     }
 
     /// Decodes what the current request's body has in the buffer and delivers it.
@@ -1206,5 +1205,46 @@ mod tests {
         assert!(d.out_queue().len() > 1000);
         output(&mut d);
         assert!(d.wants_read(), "resumes once the pongs are written");
+    }
+
+    /// A sink that panics on the first message, as a bug on the I/O side would.
+    #[derive(Default)]
+    struct PanickySink(Sink);
+
+    impl EventSink for PanickySink {
+        fn push(&self, event: Event) {
+            assert!(!matches!(event, Event::Message { .. }), "bug on the I/O side");
+            self.0.push(event);
+        }
+    }
+
+    #[test]
+    fn a_panic_closes_only_that_connection_with_1011() {
+        let sink = Arc::new(PanickySink::default());
+        let now = Instant::now();
+        let mut d = Driver::new(
+            9,
+            Arc::new(ServerConfig::default()),
+            sink.clone(),
+            Box::new(CountNotify::default()),
+            None,
+            None,
+            now,
+        );
+        read(&mut d, REQUEST, now);
+        let events = sink.0.take();
+        let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
+        info.handle.command(Command::Accept { subprotocol: None, headers: vec![] });
+        d.on_commands(now);
+        output(&mut d);
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {})); // keep the test output quiet
+        read(&mut d, &client_frame(1, b"boom"), now);
+        std::panic::set_hook(prev);
+        assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf3], "close 1011, no details");
+        assert!(d.is_finished());
+        let events = sink.0.take();
+        assert!(events.iter().any(|e| matches!(e, Event::Log { level: LogLevel::Error, .. })));
+        assert!(events.iter().any(|e| matches!(e, Event::Disconnect { code: 1011, .. })));
     }
 }
