@@ -353,7 +353,7 @@ impl Driver {
                         input.clear();
                     }
                 }
-                self.parse_request(now);
+                self.parse_request();
             }
             Phase::AwaitingApp { early, .. } => {
                 if let Some(input) = input {
@@ -390,7 +390,7 @@ impl Driver {
         }
     }
 
-    fn parse_request(&mut self, now: Instant) {
+    fn parse_request(&mut self) {
         let Phase::Request { buf, .. } = &mut self.phase else { return };
         let parsed = match handshake::parse_request(buf, &self.cfg.handshake) {
             Ok(None) => return,
@@ -509,7 +509,7 @@ impl Driver {
             let buf = std::mem::take(&mut x.buf);
             self.phase = Phase::Request { buf, deadline: now + self.cfg.keep_alive_timeout };
             self.deadline = Some(now + self.cfg.keep_alive_timeout);
-            self.parse_request(now);
+            self.parse_request();
         } else {
             self.phase = Phase::Done;
             self.deadline = None;
@@ -1187,10 +1187,8 @@ mod tests {
 
     #[test]
     fn ping_flood_without_reading_pauses_reads() {
-        let (mut d, sink, _, now) = setup(ServerConfig {
-            write_high_water: 1000,
-            ..ServerConfig::default()
-        });
+        let (mut d, sink, _, now) =
+            setup(ServerConfig { write_high_water: 1000, ..ServerConfig::default() });
         let h = connect(&mut d, &sink, now);
         h.command(Command::Accept { subprotocol: None, headers: vec![] });
         d.on_commands(now);
