@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python test bench clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,10 @@ lint-python: venv ## ruff check, ruff format --check, mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: dev system-deps lint ## Every test: lints, Rust tests and doctests, pytest (incl. hypothesis)
+stubtest: dev ## The stubs of the compiled module match it (mypy.stubtest)
+	$(PYTHON) -m mypy.stubtest zcasgi._zcasgi
+
+test: dev system-deps lint stubtest ## Every test: lints, stubs, Rust tests and doctests, pytest
 	$(CARGO) nextest run --workspace --exclude zcasgi-python --cargo-profile ci
 	$(CARGO) test --doc --workspace --exclude zcasgi-python --profile ci
 	$(PYTHON) -m pytest -q
