@@ -205,6 +205,9 @@ impl WsConn {
 
     /// Takes the next ASGI receive event, if one is ready.
     fn next_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if self.connect_delivered && self.inbox.is_empty() && self.disconnect.is_none() {
+            return Ok(None);
+        }
         let d = PyDict::new(py);
         if !self.connect_delivered {
             self.connect_delivered = true;
@@ -456,7 +459,6 @@ pub struct HttpConn {
     request_line: String,
     client: String,
     inbox: VecDeque<(Bytes, bool)>,
-    body_complete: bool,
     disconnected: bool,
     response: ResponseState,
     status: u16,
@@ -480,7 +482,6 @@ impl HttpConn {
             request_line: format!("{} {target} HTTP/1.{}", req.method, req.http_minor),
             client: info.client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
             inbox: VecDeque::new(),
-            body_complete: false,
             disconnected: false,
             response: ResponseState::NotStarted,
             status: 0,
@@ -511,10 +512,13 @@ impl HttpConn {
     }
 
     fn next_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let done = self.disconnected || self.response == ResponseState::Complete;
+        if self.inbox.is_empty() && !done {
+            return Ok(None);
+        }
         let d = PyDict::new(py);
         if let Some((body, more)) = self.inbox.pop_front() {
             self.handle.message_taken();
-            self.body_complete = !more;
             d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
             d.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
             d.set_item(intern!(py, "more_body"), more)?;
