@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench fuzz clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,9 @@ test: dev system-deps lint stubtest ## Every test: lints, stubs, Rust tests and 
 
 bench: ## Criterion benchmarks of the zcasgi-core codec
 	$(CARGO) bench -p zcasgi-core --bench codec
+
+fuzz: ## Fuzz the frame decoder and Connection for 60 s (cargo-fuzz + nightly; not in `make test`)
+	cd zcasgi-core && $(CARGO) +nightly fuzz run decode -- -max_total_time=60
 
 clean: ## Remove build outputs and tool caches (keeps .venv)
 	$(CARGO) clean

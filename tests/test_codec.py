@@ -6,6 +6,8 @@ close codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 import zcasgi
@@ -366,7 +368,12 @@ def test_eof_is_1006() -> None:
 def test_send_after_close_raises_client_disconnected() -> None:
     conn = Connection()
     conn.receive_data(close_frame(1000))
-    for send in (lambda: conn.send_text("x"), lambda: conn.send_binary(b"x"), conn.send_ping):
+    sends: list[Callable[[], None]] = [
+        lambda: conn.send_text("x"),
+        lambda: conn.send_binary(b"x"),
+        conn.send_ping,
+    ]
+    for send in sends:
         with pytest.raises(zcasgi.ClientDisconnected) as info:
             send()
         assert isinstance(info.value, OSError)

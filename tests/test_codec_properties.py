@@ -12,7 +12,8 @@ Every property runs 2000 examples. What each one checks:
    and the last event is ``("closed", code, "")``.
 4. Oracles: ``FrameDecoder`` agrees with ``websockets.frames.Frame.parse`` frame by frame,
    ``encode_frame`` with ``Frame.serialize``, and ``Connection`` with websockets' sans-I/O
-   ``Protocol`` (events, error close code, pongs and close frames sent).
+   ``Protocol`` on whole client frames (events, error close code, pongs and close frames sent,
+   under four message size limits; see ``ws_expected`` for the two documented differences).
 5. Masking: ``apply_mask`` (any offset, any split) matches a pure-Python reference.
 6. UTF-8: ``Utf8Validator``/``validate_utf8_stream`` and text messages through ``Connection``
    agree with ``bytes.decode("utf-8")``, for random text with invalid bytes mixed in, split into
@@ -492,10 +493,10 @@ def test_connection_arbitrary_bytes(stream: bytes, max_message_size: int) -> Non
         assert conn.is_closed
     else:
         assert conn.is_open
-    for kind, *values in events:
-        if kind == "binary" or kind == "text":
-            size = len(values[0]) if kind == "binary" else len(values[0].encode())
-            assert size <= max_message_size
+    for ev in events:
+        if ev[0] == "binary" or ev[0] == "text":
+            data = ev[1].encode() if isinstance(ev[1], str) else ev[1]
+            assert len(data) <= max_message_size
 
 
 # --- 4. oracles -------------------------------------------------------------------------------
@@ -571,14 +572,15 @@ def test_encode_agrees_with_websockets_serialize(spec: Spec) -> None:
     assert codec.encode_frame(spec.opcode, spec.payload, fin=spec.fin) == reference
 
 
-def ws_expected(stream: bytes) -> tuple[list[tuple[Any, ...]], int | None]:
+def ws_expected(stream: bytes, max_size: int) -> tuple[list[tuple[Any, ...]], int | None]:
     """Events and error close code for ``stream``, by websockets' sans-I/O ``Protocol``.
 
     websockets does not validate text (its I/O layers do), so text messages are checked here
     with CPython's decoder, failing at the first frame whose bytes are no longer a UTF-8 prefix.
     RFC 6455 allows a close frame in the middle of a fragmented message (control frames may be
     interleaved); websockets rejects it, zcasgi accepts the close: that one difference is
-    translated.
+    translated. websockets counts control frames against ``max_size`` too, so the message size
+    limit is applied here as well: data frames only, checked at each frame's header.
     """
     proto = Protocol(Side.SERVER, state=State.OPEN, max_size=None)
     proto.receive_data(stream)
@@ -587,10 +589,14 @@ def ws_expected(stream: bytes) -> tuple[list[tuple[Any, ...]], int | None]:
     kind = None
     message = b""
     for frame in proto.events_received():
+        assert isinstance(frame, WsFrame)
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             if frame.opcode is not Opcode.CONT:
                 kind = "text" if frame.opcode is Opcode.TEXT else "binary"
                 message = b""
+            if len(message) + len(frame.data) > max_size:
+                error = 1009
+                break
             message += frame.data
             if kind == "text" and not is_utf8_prefix(message):
                 error = 1007
@@ -628,14 +634,14 @@ def ws_expected(stream: bytes) -> tuple[list[tuple[Any, ...]], int | None]:
 
 
 @PROPERTY
-@given(frames=client_frames())
-def test_connection_agrees_with_websockets(frames: list[Spec]) -> None:
+@given(frames=client_frames(), max_size=st.sampled_from([16 * 1024 * 1024, 64, 16, 0]))
+def test_connection_agrees_with_websockets(frames: list[Spec], max_size: int) -> None:
     # Whole frames only: on a partial header websockets may fail after two bytes (say, on the
     # mask bit) where zcasgi waits for the rest of the header (at most 14 bytes) first.
     stream = stream_of(frames)
-    events, error = ws_expected(stream)
+    events, error = ws_expected(stream, max_size)
     event(f"error {error}")
-    ours = run([stream])
+    ours = run([stream], max_message_size=max_size)
     assert (ours.events, ours.error) == (events, error)
     # What we sent: a pong per ping, then a close frame echoing the code (empty for 1005).
     expected_sent = [(0xA, e[1]) for e in events if e[0] == "ping"]

@@ -2,7 +2,7 @@
 //!
 //! # Theory of operation
 //!
-//! Negotiation ([`negotiate`]) reads the client's offers in order (RFC 7692 §5.1) and accepts
+//! Negotiation ([`negotiate`]) reads the client's offers in order (RFC 7692 §5) and accepts
 //! the first valid one that this implementation can honour; an offer with an unknown, repeated
 //! or malformed parameter is declined and the next one is tried (RFC 7692 §7). The agreed
 //! [`DeflateParams`] give the response header value ([`DeflateParams::to_header`]) and configure
@@ -211,7 +211,7 @@ fn window_bits(value: String) -> Option<u8> {
 }
 
 /// Picks the first acceptable permessage-deflate offer among `Sec-WebSocket-Extensions`
-/// elements (RFC 7692 §5.1: the server accepts at most one offer, preferring the client's order).
+/// elements (RFC 7692 §5: the server accepts at most one offer, preferring the client's order).
 ///
 /// Elements naming other extensions are skipped; invalid offers are declined (RFC 7692 §7).
 ///
@@ -278,7 +278,8 @@ impl Deflate {
         let mut pos = 0;
         loop {
             if out.len() == out.capacity() {
-                out.reserve(out.capacity());
+                // Incompressible data: the rest of the input, plus block headers, will do.
+                out.reserve(data.len() - pos + 64);
             }
             let before = c.total_in();
             c.compress_vec(&data[pos..], &mut out, FlushCompress::Sync)
@@ -297,7 +298,7 @@ impl Deflate {
             // RFC 7692 §7.1.1.1: the next message starts with an empty window.
             c.reset();
         }
-        Bytes::from(out)
+        into_bytes(out)
     }
 
     /// Decompresses one message's payload (RFC 7692 §7.2.2): `00 00 ff ff` appended, then
@@ -316,7 +317,8 @@ impl Deflate {
             let mut pos = 0;
             loop {
                 if out.len() == out.capacity() {
-                    let room = out.capacity().clamp(4096, 1 << 20).min(limit - out.len());
+                    // Doubling, but never past the limit: a bomb allocates at most `max + 1`.
+                    let room = out.capacity().max(4096).min(limit - out.len());
                     out.reserve_exact(room);
                 }
                 let (in_before, out_before) = (d.total_in(), out.len());
@@ -350,8 +352,17 @@ impl Deflate {
             // RFC 7692 §7.1.1.2: the client starts each message with an empty window.
             d.reset(false);
         }
-        Ok(Bytes::from(out))
+        Ok(into_bytes(out))
     }
+}
+
+/// Freezes a buffer, giving back its unused capacity if that is a large part of it (the
+/// result may stay queued for a while).
+fn into_bytes(mut buf: Vec<u8>) -> Bytes {
+    if buf.capacity() - buf.len() > buf.len() / 4 + 1024 {
+        buf.shrink_to_fit();
+    }
+    Bytes::from(buf)
 }
 
 #[cfg(test)]
@@ -376,7 +387,7 @@ mod tests {
 
     #[test]
     fn negotiation_rfc7692_examples() {
-        // RFC 7692 §5.2, §7.1: the response to each offer (the first acceptable one wins).
+        // RFC 7692 §5 and §7.1: the response to each offer (the first acceptable one wins).
         assert_eq!(header(&["permessage-deflate"]).unwrap(), "permessage-deflate");
         assert_eq!(
             header(&["permessage-deflate; client_max_window_bits"]).unwrap(),

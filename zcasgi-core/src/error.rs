@@ -142,6 +142,9 @@ pub enum InvalidState {
     /// A close reason longer than 123 bytes of UTF-8 (RFC 6455 §5.5).
     #[error("close reason longer than 123 bytes")]
     CloseReasonTooLong,
+    /// A ping payload longer than 125 bytes (RFC 6455 §5.5).
+    #[error("ping payload of {0} bytes exceeds 125")]
+    PingTooLong(usize),
 }
 
 #[cfg(test)]

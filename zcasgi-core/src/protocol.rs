@@ -36,7 +36,7 @@
 //! A connection made with [`Connection::with_deflate`] (RFC 7692) accepts RSV1 on the first
 //! frame of a data message, meaning the message is compressed (RFC 7692 §6). Such a message is
 //! reassembled, inflated within the size limit, and only then checked as UTF-8 if it is text
-//! (RFC 7692 §6.2); outgoing data messages are compressed, control frames never (RFC 7692 §6.1).
+//! (RFC 7692 §6.2); outgoing data messages are compressed, control frames never (RFC 7692 §6).
 //! A connection without deflate takes none of these paths: its payloads are never copied.
 
 use std::collections::VecDeque;
@@ -52,10 +52,14 @@ use crate::frame::{
 use crate::outq::OutQueue;
 use crate::utf8::Utf8Validator;
 
+/// Most bytes reserved ahead of data for an unfinished frame; the buffer grows as data comes.
+const MAX_RESERVE: usize = 256 * 1024;
+
 /// Limits and timers of a WebSocket connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolConfig {
-    /// Largest message accepted, in bytes (a larger one fails the connection with 1009).
+    /// Largest message accepted, in bytes (a larger one fails the connection with 1009); for a
+    /// compressed message, the inflated size.
     pub max_message_size: usize,
     /// Interval between keepalive pings; `None` disables them.
     pub ping_interval: Option<Duration>,
@@ -207,7 +211,12 @@ impl Connection {
         let result = if self.inbuf.is_empty() {
             let r = self.process(input);
             if !input.is_empty() && self.state != State::Closed {
-                let reserve = self.pending.map_or(0, |p| p.len.saturating_sub(input.len()));
+                // Room for the rest of the frame, but never more than a bounded amount up front:
+                // a header alone must not make the server reserve 16 MiB.
+                let reserve = self
+                    .pending
+                    .map_or(0, |p| p.len.saturating_sub(input.len()))
+                    .min(MAX_RESERVE);
                 self.inbuf.reserve(input.len() + reserve);
                 self.inbuf.extend_from_slice(input);
             }
@@ -320,8 +329,12 @@ impl Connection {
     /// Queues a ping.
     ///
     /// # Errors
-    /// [`InvalidState::Closed`] once the close handshake has started.
+    /// [`InvalidState::PingTooLong`] over 125 bytes (RFC 6455 §5.5), [`InvalidState::Closed`]
+    /// once the close handshake has started.
     pub fn send_ping(&mut self, payload: Bytes) -> Result<(), InvalidState> {
+        if payload.len() > 125 {
+            return Err(InvalidState::PingTooLong(payload.len()));
+        }
         if self.state != State::Open {
             return Err(InvalidState::Closed);
         }
@@ -468,7 +481,7 @@ impl Connection {
     /// Checks a header against RFC 6455 and the limits; returns its mask and length.
     fn check_header(&mut self, h: &FrameHeader) -> Result<([u8; 4], usize), ProtocolError> {
         // RFC 7692 §6: with permessage-deflate, RSV1 marks the first frame of a compressed data
-        // message; on a continuation or control frame it is still an error (RFC 7692 §6.1).
+        // message; on a continuation or control frame it is still an error (RFC 7692 §6).
         let compressed = h.rsv == RSV1
             && self.deflate.is_some()
             && matches!(h.opcode, OpCode::Text | OpCode::Binary);
@@ -966,8 +979,8 @@ mod tests {
 
     #[test]
     fn deflate_receives_rfc7692_examples() {
-        let mut c = deflate_conn();
-        assert!(c.is_deflate());
+        assert!(deflate_conn().is_deflate());
+        assert!(!conn().is_deflate());
         // §7.2.3.1: a single compressed frame, then the same split over two fragments with RSV1
         // on the first only; §7.2.3.2: the next message refers back to the previous one.
         let mut input = frame(true, 0b100, 1, &HELLO_DEFLATED);
@@ -1044,7 +1057,7 @@ mod tests {
         let mut cont = frame(false, 0, 1, b"He");
         cont.extend(frame(true, 0b100, 0, b"llo"));
         assert_fails_on(deflate_conn, &cont, &ProtocolError::ReservedBitsSet(0b100));
-        // RFC 7692 §6.1: never on control frames.
+        // RFC 7692 §6: never on control frames.
         for op in [8, 9, 10] {
             assert_fails_on(
                 deflate_conn,

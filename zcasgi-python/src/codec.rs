@@ -445,14 +445,6 @@ impl Connection {
 
     #[pyo3(signature = (data = b"".as_slice()), text_signature = "($self, data=b'')")]
     fn send_ping(&mut self, data: &[u8]) -> PyResult<()> {
-        // TODO(core): zcasgi_core::protocol::Connection::send_ping does not check RFC 6455 §5.5
-        // (control payloads <= 125 bytes); this guard goes once the core returns an InvalidState.
-        if data.len() > 125 {
-            return Err(PyValueError::new_err(format!(
-                "ping payload of {} bytes exceeds 125",
-                data.len()
-            )));
-        }
         self.inner.send_ping(bytes::Bytes::copy_from_slice(data)).map_err(invalid_state)
     }
 
@@ -481,6 +473,9 @@ impl Connection {
                     }
                     copied
                 };
+                if copied == 0 {
+                    return Err(PySystemError::new_err("out queue yielded no bytes"));
+                }
                 q.advance(copied);
                 filled += copied;
             }

@@ -1,33 +1,41 @@
 //! The Python exceptions of zcasgi and the single mapping from Rust errors to them.
 
-use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use zcasgi_core::{HandshakeError, InvalidState, ProtocolError};
 
-pyo3::create_exception!(
-    _zcasgi,
-    ZcasgiError,
-    PyException,
-    "Base class of the errors zcasgi raises."
-);
-pyo3::create_exception!(
-    _zcasgi,
-    ProtocolViolation,
-    ZcasgiError,
-    "The peer broke RFC 6455; `close_code` is the code the connection is failed with."
-);
-pyo3::create_exception!(
-    _zcasgi,
-    HandshakeFailed,
-    ZcasgiError,
-    "A malformed or unsupported opening handshake; `status` is the HTTP status to answer."
-);
-pyo3::create_exception!(
-    _zcasgi,
-    ClientDisconnected,
-    PyOSError,
-    "The client has gone: the message could not be sent."
-);
+/// The exception classes, named as Python users see them (`zcasgi.ProtocolError`, ...).
+mod classes {
+    use pyo3::exceptions::{PyException, PyOSError};
+
+    pyo3::create_exception!(
+        zcasgi,
+        ZcasgiError,
+        PyException,
+        "Base class of the errors zcasgi raises."
+    );
+    pyo3::create_exception!(
+        zcasgi,
+        ProtocolError,
+        ZcasgiError,
+        "The peer broke RFC 6455; `close_code` is the code the connection is failed with."
+    );
+    pyo3::create_exception!(
+        zcasgi,
+        HandshakeError,
+        ZcasgiError,
+        "A malformed or unsupported opening handshake; `status` is the HTTP status to answer."
+    );
+    pyo3::create_exception!(
+        zcasgi,
+        ClientDisconnected,
+        PyOSError,
+        "The client has gone: the message could not be sent."
+    );
+}
+
+pub use classes::{ClientDisconnected, ZcasgiError};
+use classes::{HandshakeError as HandshakeFailed, ProtocolError as ProtocolViolation};
 
 /// Converts a protocol error into `zcasgi.ProtocolError` with its `close_code`.
 pub fn protocol_error(py: Python<'_>, err: &ProtocolError) -> PyErr {
@@ -47,9 +55,9 @@ pub fn handshake_error(py: Python<'_>, err: &HandshakeError) -> PyErr {
 pub fn invalid_state(err: InvalidState) -> PyErr {
     match err {
         InvalidState::Closed => ClientDisconnected::new_err(err.to_string()),
-        InvalidState::UnsendableCloseCode(_) | InvalidState::CloseReasonTooLong => {
-            PyValueError::new_err(err.to_string())
-        }
+        InvalidState::UnsendableCloseCode(_)
+        | InvalidState::CloseReasonTooLong
+        | InvalidState::PingTooLong(_) => PyValueError::new_err(err.to_string()),
     }
 }
 

@@ -92,9 +92,8 @@ fn check_headers_and_masks(data: &[u8]) {
         let len = encoded.as_slice().len();
         assert_eq!(len, header.encoded_len());
         assert_eq!(decode_header(encoded.as_slice()), Ok(Some((header, len))));
-        let Some(payload) = usize::try_from(header.payload_len)
-            .ok()
-            .and_then(|l| data.get(pos + n..)?.get(..l))
+        let Some(payload) =
+            usize::try_from(header.payload_len).ok().and_then(|l| data.get(pos + n..)?.get(..l))
         else {
             break;
         };
