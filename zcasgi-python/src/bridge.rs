@@ -22,6 +22,7 @@ use crossbeam_queue::SegQueue;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
 use pyo3::{intern, IntoPyObjectExt};
 use zcasgi_core::backend::{Command, ConnHandle, ConnectInfo, Event, EventSink, SendState};
 use zcasgi_core::protocol::Message;
@@ -369,9 +370,17 @@ fn headers_of(message: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> 
 
 #[pymethods]
 impl WsConn {
-    /// ASGI `receive()`.
-    fn receive(slf: Bound<'_, Self>) -> Receive {
-        Receive { conn: AppConn::Ws(slf.unbind()) }
+    /// ASGI `receive()`: the connection is its own awaitable, so nothing is allocated.
+    fn receive(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        receive_step(self, py)
     }
 
     /// ASGI `send(message)`.
@@ -381,7 +390,7 @@ impl WsConn {
         if must_wait {
             Ok(SendWait { conn: AppConn::Ws(slf.unbind()), parked: false }.into_py_any(py)?)
         } else {
-            Ok(Ready.into_py_any(py)?)
+            ready(py)
         }
     }
 
@@ -426,6 +435,14 @@ impl WsConn {
     fn queued_bytes(&self) -> usize {
         self.handle.queued_bytes()
     }
+}
+
+/// The one `Ready` object every non-blocking `send()` returns.
+static READY: PyOnceLock<Py<Ready>> = PyOnceLock::new();
+
+fn ready(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let r = READY.get_or_try_init(py, || Py::new(py, Ready))?;
+    Ok(r.clone_ref(py).into_any())
 }
 
 /// An awaitable that is already complete (`send` below the high-water mark).
@@ -637,9 +654,17 @@ pub fn http_date(t: std::time::SystemTime) -> String {
 
 #[pymethods]
 impl HttpConn {
-    /// ASGI `receive()`.
-    fn receive(slf: Bound<'_, Self>) -> Receive {
-        Receive { conn: AppConn::Http(slf.unbind()) }
+    /// ASGI `receive()`: the request is its own awaitable, so nothing is allocated.
+    fn receive(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        receive_step(self, py)
     }
 
     /// ASGI `send(message)`.
@@ -649,7 +674,7 @@ impl HttpConn {
         if must_wait {
             Ok(SendWait { conn: AppConn::Http(slf.unbind()), parked: false }.into_py_any(py)?)
         } else {
-            Ok(Ready.into_py_any(py)?)
+            ready(py)
         }
     }
 
@@ -765,28 +790,15 @@ impl AppConn {
     }
 }
 
-/// The awaitable `receive()` returns: complete at once when an event is queued.
-#[pyclass(module = "zcasgi._zcasgi")]
-pub struct Receive {
-    conn: AppConn,
-}
-
-#[pymethods]
-impl Receive {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
+/// One step of awaiting `receive()`: the event if one is queued (as `StopIteration`'s value,
+/// without a loop round trip), else a future to park on.
+fn receive_step(c: &mut dyn Endpoint, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    if let Some(event) = c.next_event(py)? {
+        return Err(PyStopIteration::new_err((event,)));
     }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.conn.with(py, |c| {
-            if let Some(event) = c.next_event(py)? {
-                return Err(PyStopIteration::new_err((event,)));
-            }
-            let fut = park(py, c.event_loop())?;
-            c.park_receiver(fut.clone_ref(py));
-            Ok(fut)
-        })
-    }
+    let fut = park(py, c.event_loop())?;
+    c.park_receiver(fut.clone_ref(py));
+    Ok(fut)
 }
 
 /// The awaitable `send()` returns above the high-water mark.
@@ -826,10 +838,9 @@ impl SendWait {
 /// Wakes parked futures (skipping those already done, e.g. cancelled).
 pub fn wake(py: Python<'_>, futures: Vec<Py<PyAny>>) {
     for fut in futures {
-        let fut = fut.bind(py);
-        if matches!(fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()), Ok(false)) {
-            let _ = fut.call_method1(intern!(py, "set_result"), (py.None(),));
-        }
+        // A future is only ever done here if its task was cancelled: set_result then raises
+        // InvalidStateError, which is expected and dropped (cheaper than asking done() first).
+        let _ = fut.call_method1(py, intern!(py, "set_result"), (py.None(),));
     }
 }
 

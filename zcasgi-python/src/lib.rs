@@ -14,7 +14,7 @@ mod _zcasgi {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::bridge::{HttpConn, Ready, Receive, SendWait, WsConn};
+    use crate::bridge::{HttpConn, Ready, SendWait, WsConn};
     #[pymodule_export]
     use crate::server::Core;
 

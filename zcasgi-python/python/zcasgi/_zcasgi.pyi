@@ -21,7 +21,6 @@ __all__ = [
     "HttpConn",
     "ProtocolError",
     "Ready",
-    "Receive",
     "SendWait",
     "Utf8Validator",
     "WsConn",
@@ -484,8 +483,11 @@ class Core:
 class WsConn:
     """One WebSocket connection as the application sees it."""
 
-    def receive(self) -> Receive:
-        """ASGI ``receive()``."""
+    def receive(self) -> Self:
+        """ASGI ``receive()``: the connection is its own awaitable (nothing is allocated)."""
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
+    def __next__(self) -> Any: ...
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         """ASGI ``send(message)``.
@@ -516,14 +518,6 @@ class WsConn:
         """Bytes sent and not yet written to the socket."""
 
 @final
-class Receive:
-    """The awaitable ``receive()`` returns (WebSocket or HTTP): complete at once when an event is
-    queued."""
-
-    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
-    def __next__(self) -> Any: ...
-
-@final
 class Ready:
     """An awaitable that is already complete."""
 
@@ -541,8 +535,12 @@ class SendWait:
 class HttpConn:
     """One HTTP request as the application sees it."""
 
-    def receive(self) -> Receive:
-        """ASGI ``receive()``: ``http.request`` pieces, then ``http.disconnect``."""
+    def receive(self) -> Self:
+        """ASGI ``receive()``: ``http.request`` pieces, then ``http.disconnect``; the request is
+        its own awaitable."""
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
+    def __next__(self) -> Any: ...
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         """ASGI ``send(message)``: ``http.response.start``, then ``http.response.body``.
