@@ -213,10 +213,8 @@ impl Connection {
             if !input.is_empty() && self.state != State::Closed {
                 // Room for the rest of the frame, but never more than a bounded amount up front:
                 // a header alone must not make the server reserve 16 MiB.
-                let reserve = self
-                    .pending
-                    .map_or(0, |p| p.len.saturating_sub(input.len()))
-                    .min(MAX_RESERVE);
+                let reserve =
+                    self.pending.map_or(0, |p| p.len.saturating_sub(input.len())).min(MAX_RESERVE);
                 self.inbuf.reserve(input.len() + reserve);
                 self.inbuf.extend_from_slice(input);
             }
