@@ -18,7 +18,7 @@
 //! "decompression bomb" never costs more memory than the limit.
 //!
 //! The compressor and decompressor are allocated on first use (a zlib compressor with a 32 KiB
-//! window holds about 300 KiB), so a connection that only receives, or only sends, pays for one.
+//! window holds about 370 KiB), so a connection that only receives, or only sends, pays for one.
 //! Our side always inflates with a 32 KiB window, which can decode anything the client sends
 //! whatever its window, so the response never limits `client_max_window_bits`.
 

@@ -150,6 +150,8 @@ pub struct WsConn {
     disconnect: Option<(u16, String)>,
     recv_waiters: Vec<Py<PyAny>>,
     send_waiter: Option<Py<PyAny>>,
+    /// The parked send was released by a `Writable` event (its bytes went out).
+    send_released: bool,
     event_loop: Py<PyAny>,
     access_log: Option<Py<PyAny>>,
 }
@@ -173,6 +175,7 @@ impl WsConn {
             disconnect: None,
             recv_waiters: Vec::new(),
             send_waiter: None,
+            send_released: false,
             event_loop,
             access_log,
         }
@@ -194,7 +197,9 @@ impl WsConn {
 
     /// The send side may resume; returns the future to wake.
     pub fn writable(&mut self) -> Option<Py<PyAny>> {
-        self.send_waiter.take()
+        let waiter = self.send_waiter.take();
+        self.send_released = waiter.is_some();
+        waiter
     }
 
     fn log_access(&self, py: Python<'_>, what: &str) {
@@ -481,6 +486,8 @@ pub struct HttpConn {
     status: u16,
     recv_waiters: Vec<Py<PyAny>>,
     send_waiter: Option<Py<PyAny>>,
+    /// The parked send was released by a `Writable` event (its bytes went out).
+    send_released: bool,
     event_loop: Py<PyAny>,
     access_log: Option<Py<PyAny>>,
 }
@@ -504,6 +511,7 @@ impl HttpConn {
             status: 0,
             recv_waiters: Vec::new(),
             send_waiter: None,
+            send_released: false,
             event_loop,
             access_log,
         }
@@ -525,7 +533,9 @@ impl HttpConn {
 
     /// The send side may resume; returns the future to wake.
     pub fn writable(&mut self) -> Option<Py<PyAny>> {
-        self.send_waiter.take()
+        let waiter = self.send_waiter.take();
+        self.send_released = waiter.is_some();
+        waiter
     }
 
     fn next_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
@@ -728,11 +738,16 @@ trait Endpoint {
     fn handle(&self) -> &ConnHandle;
     /// The parked sender's future, if any.
     fn send_waiter(&mut self) -> &mut Option<Py<PyAny>>;
+    /// Whether a `Writable` event released the parked sender (and clears it).
+    fn take_released(&mut self) -> bool;
     /// The error a waiting sender gets once the client is gone (`None`: just return).
     fn gone(&self) -> Option<PyErr>;
 }
 
 impl Endpoint for WsConn {
+    fn take_released(&mut self) -> bool {
+        std::mem::take(&mut self.send_released)
+    }
     fn next_event(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.next_receive(py)
     }
@@ -754,6 +769,9 @@ impl Endpoint for WsConn {
 }
 
 impl Endpoint for HttpConn {
+    fn take_released(&mut self) -> bool {
+        std::mem::take(&mut self.send_released)
+    }
     fn next_event(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.next_receive(py)
     }
@@ -819,7 +837,11 @@ impl SendWait {
         self.parked = true;
         self.conn.with(py, |c| {
             if parked {
-                // Woken: by Writable (go on) or by the disconnect.
+                // Woken by Writable: the bytes went out, go on (even if the client has left
+                // since). Woken by the disconnect alone: they may never arrive.
+                if c.take_released() {
+                    return Ok(None);
+                }
                 if let Some(err) = c.gone() {
                     return Err(err);
                 }
@@ -829,6 +851,7 @@ impl SendWait {
                 }
             }
             let fut = park(py, c.event_loop())?;
+            c.take_released();
             *c.send_waiter() = Some(fut.clone_ref(py));
             Ok(Some(fut))
         })

@@ -488,7 +488,6 @@ class WsConn:
 
     def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
     def __next__(self) -> Any: ...
-
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         """ASGI ``send(message)``.
 
@@ -541,7 +540,6 @@ class HttpConn:
 
     def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
     def __next__(self) -> Any: ...
-
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         """ASGI ``send(message)``: ``http.response.start``, then ``http.response.body``.
 

@@ -151,7 +151,7 @@ class Config:
         ws_ping_timeout: Seconds to wait for a pong before closing with 1011 (``None``: forever).
         ws_per_message_deflate: Accept permessage-deflate (RFC 7692) offers. ``False`` by
             default; uvicorn defaults to ``True``, which saves bandwidth on compressible messages
-            but costs CPU and about 300 KiB of compressor memory per connection that sends.
+            but costs CPU and about 370 KiB of compressor memory per connection that sends.
         ws_write_high_water: Unwritten bytes per connection at which ``send`` starts to wait.
         ws_write_low_water: Unwritten bytes per connection at which a waiting ``send`` resumes.
         handshake_timeout: Seconds allowed to receive a request head (WebSocket or HTTP).
