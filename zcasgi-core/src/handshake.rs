@@ -237,11 +237,7 @@ pub fn write_response_head(
     headers: &[(Vec<u8>, Vec<u8>)],
     content_length: Option<usize>,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status_line(out, status);
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"content-length")
         {
@@ -296,6 +292,15 @@ pub fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "",
     }
+}
+
+/// Writes the status line `HTTP/1.1 <status> <reason>`.
+pub(crate) fn push_status_line(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes one `name: value` header line; line breaks in the value become spaces (no response

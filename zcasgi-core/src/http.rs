@@ -8,7 +8,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::handshake::{push_header, reason_phrase, Request};
+use crate::handshake::{push_header, push_status_line, Request};
 use crate::outq::OutQueue;
 
 /// Why a request cannot be served (each maps to a status).
@@ -293,11 +293,7 @@ impl ResponseWriter {
         let mut length = None;
         let mut app_close = false;
         let mut buf = Vec::with_capacity(128 + headers.len() * 32);
-        buf.extend_from_slice(b"HTTP/1.1 ");
-        buf.extend_from_slice(status.to_string().as_bytes());
-        buf.push(b' ');
-        buf.extend_from_slice(reason_phrase(status).as_bytes());
-        buf.extend_from_slice(b"\r\n");
+        push_status_line(&mut buf, status);
         for (name, value) in headers {
             if name.eq_ignore_ascii_case(b"content-length") {
                 length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
