@@ -5,11 +5,16 @@
 //! `inflight > 1`). Several sizes and in-flight depths run as consecutive phases over the same
 //! connections; each phase has a warm-up, a measured window, and a drain in which connections
 //! stop sending and wait for their outstanding replies, so phases never overlap.
+//!
+//! The warm-up lasts `--warmup` seconds and, beyond that, until every connection has had its
+//! first `inflight` replies (at most [`WARMUP_LIMIT`]): with 10,000 connections x 8 messages
+//! in flight a slow server needs seconds just to answer the first burst, and a window that
+//! starts earlier would measure that burst rather than the steady state.
 
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -70,7 +75,10 @@ struct Ctx {
 }
 
 /// How long connections get to receive their outstanding replies at the end of a phase.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest warm-up spent waiting for every connection's first round of replies.
+const WARMUP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs the scenario and returns its report.
 ///
@@ -128,15 +136,22 @@ pub fn run(args: &EchoArgs) -> Result<Value, String> {
     for (p, phase) in ctx.phases.iter().enumerate() {
         let dead_before = shared.dead.load(Ordering::Acquire);
         shared.drained.store(0, Ordering::Release);
+        shared.warm.store(0, Ordering::Release);
+        let phase_start = Instant::now();
         shared.set_state(workers::running(p));
+        let alive = open - dead_before;
         std::thread::sleep(Duration::from_secs_f64(args.warmup));
+        let warmed = workers::wait_until(WARMUP_LIMIT, || {
+            shared.warm.load(Ordering::Acquire) + shared.dead.load(Ordering::Acquire) - dead_before
+                >= alive
+        });
+        let warmup_s = phase_start.elapsed().as_secs_f64();
         let (msgs0, bytes0) = shared.totals();
         let start = Sample::take(pids);
         std::thread::sleep(Duration::from_secs_f64(args.duration));
         let (msgs1, bytes1) = shared.totals();
         let end = Sample::take(pids);
         shared.set_state(workers::stopping(p));
-        let alive = open - dead_before;
         let drained = workers::wait_until(DRAIN_TIMEOUT, || {
             shared.drained.load(Ordering::Acquire) + shared.dead.load(Ordering::Acquire)
                 - dead_before
@@ -155,6 +170,8 @@ pub fn run(args: &EchoArgs) -> Result<Value, String> {
         entry["bytes_per_s"] = (bytes as f64 / window.wall).into();
         entry["errors"] = (shared.dead.load(Ordering::Acquire) - dead_before).into();
         entry["drained"] = drained.into();
+        entry["warmed"] = warmed.into();
+        entry["warmup_s"] = warmup_s.into();
         phase_reports.push(entry);
     }
     shared.set_state(workers::DONE);
@@ -218,6 +235,7 @@ async fn connection(
         let phase = &ctx.phases[workers::phase_of(state)];
         stream.write_all(&phase.frames).await?;
         let mut outstanding = phase.inflight;
+        let mut first_round = phase.inflight;
         while outstanding > 0 {
             let mut done = 0usize;
             let mut closed = false;
@@ -231,6 +249,12 @@ async fn connection(
                 return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "server sent close"));
             }
             if done > 0 {
+                if first_round > 0 {
+                    first_round = first_round.saturating_sub(done);
+                    if first_round == 0 {
+                        shared.warm.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
                 counters.msgs.fetch_add(done as u64, Ordering::Relaxed);
                 counters.bytes.fetch_add((done * phase.size) as u64, Ordering::Relaxed);
                 let done = done.min(outstanding);

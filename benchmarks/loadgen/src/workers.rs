@@ -75,6 +75,8 @@ pub struct Shared {
     pub dead: AtomicUsize,
     /// Connections that finished the current phase (no reply outstanding).
     pub drained: AtomicUsize,
+    /// Connections that received all their first-round replies in the current phase.
+    pub warm: AtomicUsize,
     state: AtomicU32,
     state_tx: watch::Sender<State>,
     /// One set of counters per worker thread.
@@ -91,6 +93,7 @@ impl Shared {
             failed: AtomicUsize::new(0),
             dead: AtomicUsize::new(0),
             drained: AtomicUsize::new(0),
+            warm: AtomicUsize::new(0),
             state: AtomicU32::new(IDLE),
             state_tx,
             counters: (0..threads.max(1)).map(|_| Counters::default()).collect(),

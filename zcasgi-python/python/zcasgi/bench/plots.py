@@ -1,0 +1,314 @@
+"""PNG plots of the results (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .report import Results
+from .scenarios import RAW_TCP
+from .servers import SERVERS
+
+#: One colour and marker per server, the same in every plot.
+_PALETTE = [
+    "#d62728",  # zcasgi-mio
+    "#ff7f0e",  # zcasgi-tokio
+    "#1f77b4",  # uvicorn
+    "#17becf",  # uvicorn-wsproto
+    "#7f7f7f",  # uvicorn-websockets
+    "#9467bd",  # hypercorn
+    "#2ca02c",  # granian
+    "#8c564b",  # gunicorn
+    "#e377c2",  # socketify
+]
+_MARKERS = ["o", "s", "^", "v", "<", "D", "P", "X", "*"]
+
+
+def _style(server: str) -> dict[str, Any]:
+    names = list(SERVERS)
+    i = names.index(server) if server in names else len(names) - 1
+    zcasgi = server.startswith("zcasgi")
+    return {
+        "color": _PALETTE[i % len(_PALETTE)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "linewidth": 2.4 if zcasgi else 1.4,
+        "markersize": 6 if zcasgi else 5,
+        "label": server,
+    }
+
+
+def _short(value: float) -> str:
+    """1234 -> 1.2k, 56000 -> 56k, 0.5 -> 0.5."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            scaled = value / limit
+            return (
+                f"{scaled:.0f}{suffix}"
+                if scaled >= 10
+                else f"{scaled:.1f}{suffix}".replace(".0" + suffix, suffix)
+            )
+    return f"{value:.3g}"
+
+
+def _plain_log_axis(axis: Any) -> None:
+    """Log axis labelled 1, 2, 5, 10, 20, 50, ... in plain numbers (1k, 20k) instead of
+    powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def write_all(results: Results, out_dir: Path) -> list[str]:
+    """Write every plot the results allow into ``out_dir``; return the file names."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        return []
+    written = []
+    for name, draw in [
+        ("echo_throughput.png", _echo_throughput),
+        ("echo_cpu.png", _echo_cpu),
+        ("latency_cdf.png", _latency_cdf),
+        ("memory.png", _memory),
+        ("handshakes_fanout.png", _handshakes_fanout),
+    ]:
+        if draw(results, out_dir / name):
+            written.append(name)
+    return written
+
+
+def _echo_grid(results: Results, path: Path, metric: str, ylabel: str, title: str) -> bool:
+    import matplotlib.pyplot as plt
+
+    points = results.points("echo")
+    combos = sorted({(p["size"], p["inflight"]) for p in points})
+    if not combos:
+        return False
+    cols = 2 if len(combos) > 1 else 1
+    rows = (len(combos) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.2 * rows), squeeze=False)
+    for ax, (size, inflight) in zip(axes.flat, combos):
+        for server in results.servers("echo"):
+            xs, ys, lo, hi = [], [], [], []
+            for conns in sorted({p["conns"] for p in points}):
+                cell = results.cell("echo", server, conns=conns, size=size, inflight=inflight)
+                s = cell.stat(metric) if cell else None
+                if s is None:
+                    continue
+                xs.append(conns)
+                ys.append(s["median"])
+                lo.append(s["median"] - s["min"])
+                hi.append(s["max"] - s["median"])
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, **_style(server))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log_axis(ax.xaxis)
+        _plain_log_axis(ax.yaxis)
+        ax.set_xlabel("connections")
+        ax.set_ylabel(ylabel)
+        depth = "1 in flight" if inflight == 1 else f"{inflight} in flight"
+        ax.set_title(f"{size} B messages, {depth}")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(combos) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
+    fig.suptitle(title, fontsize=13)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _echo_throughput(results: Results, path: Path) -> bool:
+    return _echo_grid(
+        results,
+        path,
+        "msgs_per_s",
+        "messages echoed per second",
+        "Echo throughput vs connections (median, bars: min\u2013max) — higher is better",
+    )
+
+
+def _echo_cpu(results: Results, path: Path) -> bool:
+    return _echo_grid(
+        results,
+        path,
+        "cpu_us_per_msg",
+        "server CPU µs per echoed message",
+        "Server CPU per echoed message vs connections — lower is better",
+    )
+
+
+def _latency_cdf(results: Results, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    points = results.points("latency")
+    if not points:
+        return False
+    p = points[0]
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    drawn = False
+    for server in results.servers("latency"):
+        cell = results.cell("latency", server, **p)
+        if cell is None:
+            continue
+        recs = [r for r in cell.records if r.get("cdf")]
+        if not recs:
+            continue
+        # The repetition whose p99 is the median one.
+        p99s = sorted(recs, key=lambda r: float(r["metrics"]["p99_us"]))
+        rec = p99s[len(p99s) // 2]
+        xs = [1.0 / max(1.0 - float(q["q"]), 1e-5) for q in rec["cdf"]]
+        ys = [float(q["us"]) for q in rec["cdf"]]
+        style = _style(server)
+        style.pop("marker")
+        ax.plot(xs, ys, **style)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ticks = [1, 2, 10, 100, 1000, 10000, 100000]
+    labels = {1: "0", 2: "50", 10: "90", 100: "99", 1000: "99.9", 10000: "99.99", 100000: "max"}
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: labels.get(round(v), "")))
+    ax.xaxis.set_minor_locator(FixedLocator([]))
+    ax.set_xlim(1, 100000)
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("round-trip latency, µs")
+    ax.set_title(
+        f"Latency by percentile at {p['rate']:,.0f} msg/s over {p['conns']} connections "
+        f"({p['size']} B) — lower is better"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _bars(
+    ax: Any,
+    groups: list[str],
+    series: dict[str, list[float | None]],
+) -> None:
+    """Grouped bars, one colour per server, each labelled with its value; a log scale when
+    the values span more than 20x (bars then start at a third of the smallest value)."""
+    values_all = [v for vs in series.values() for v in vs if v is not None and v > 0]
+    if values_all and max(values_all) / min(values_all) > 20:
+        ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis)
+        ax.set_ylim(bottom=min(values_all) / 3, top=max(values_all) * 3)
+    elif values_all:
+        ax.set_ylim(bottom=0, top=max(values_all) * 1.15)
+    n = max(len(series), 1)
+    width = 0.8 / n
+    for i, (server, values) in enumerate(series.items()):
+        style = _style(server)
+        xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(xs, heights, width=width, color=style["color"], label=server)
+        for bar, value in zip(bars, values):
+            if value is None:
+                continue
+            text = f"{value:.1f}" if value < 100 else _short(value)
+            ax.annotate(
+                text,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups)
+
+
+def _memory(results: Results, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    groups: list[tuple[str, str, dict[str, Any]]] = []
+    for p in sorted(results.points("memory"), key=lambda p: p["conns"]):
+        groups.append((f"{p['conns']:,} conns\n1 process", "memory", p))
+    for p in results.points("memory-50k"):
+        groups.append((f"{p['conns']:,} conns\n{p['workers']} workers", "memory-50k", p))
+    if not groups:
+        return False
+    servers = [s for s in results.servers() if s != RAW_TCP]
+    series: dict[str, list[float | None]] = {}
+    for server in servers:
+        values: list[float | None] = []
+        for _, scenario, p in groups:
+            cell = results.cell(scenario, server, **p)
+            values.append(cell.median("kib_per_conn") if cell else None)
+        if any(v is not None for v in values):
+            series[server] = values
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    _bars(ax, [g[0] for g in groups], series)
+    ax.set_ylabel("KiB of server RSS per idle connection")
+    ax.set_title("Memory per idle WebSocket connection — lower is better")
+    ax.axhline(4.0, color="black", linestyle="--", linewidth=1)
+    ax.annotate(
+        "zcasgi target: 4 KiB",
+        (ax.get_xlim()[0], 4.0),
+        xytext=(4, 4),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(loc="upper left", ncol=3, frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _handshakes_fanout(results: Results, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    hs_points = results.points("handshakes")
+    fan_points = sorted(results.points("fanout"), key=lambda p: p["members"])
+    if not hs_points and not fan_points:
+        return False
+    servers = [s for s in results.servers() if s != RAW_TCP]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    if hs_points:
+        series: dict[str, list[float | None]] = {}
+        for server in servers:
+            cell = results.cell("handshakes", server, **hs_points[0])
+            if cell is not None:
+                series[server] = [cell.median("cpu_us_per_handshake")]
+        _bars(left, ["server CPU per handshake"], series)
+        left.set_ylabel("server CPU µs per handshake")
+        left.axhline(40.0, color="black", linestyle="--", linewidth=1)
+        left.set_title("Handshake cost — lower is better")
+        left.grid(True, axis="y", which="both", alpha=0.3)
+        left.legend(loc="upper left", ncol=2, frameon=False, fontsize=8)
+    if fan_points:
+        series = {}
+        for server in servers:
+            values: list[float | None] = []
+            for p in fan_points:
+                cell = results.cell("fanout", server, **p)
+                values.append(cell.median("p50_ms") if cell else None)
+            if any(v is not None for v in values):
+                series[server] = values
+        _bars(right, [f"{p['members']:,} members" for p in fan_points], series)
+        right.set_ylabel("ms until the last member has it")
+        right.set_title("Socket.IO room broadcast — lower is better")
+        right.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,687 @@
+"""Turning records into results: medians with min-max, ratios, targets, markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .scenarios import RAW_TCP, Record
+from .servers import BASELINE, SERVERS
+
+Stat = dict[str, float]
+
+#: issue 5's targets for zcasgi (either backend).
+TARGET_CPU_US_PER_MSG = 5.0
+TARGET_RATIO_TO_BASELINE = 4.0
+TARGET_KIB_PER_CONN = 4.0
+TARGET_CPU_US_PER_HANDSHAKE = 40.0
+ZCASGI = ("zcasgi-mio", "zcasgi-tokio")
+
+
+def _point_key(point: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(point.items()))
+
+
+def stat(values: Iterable[float | None]) -> Stat | None:
+    """Median, min, max and count of the values that are not None."""
+    clean = [float(v) for v in values if v is not None]
+    if not clean:
+        return None
+    return {
+        "median": statistics.median(clean),
+        "min": min(clean),
+        "max": max(clean),
+        "n": float(len(clean)),
+    }
+
+
+@dataclass
+class Cell:
+    """All repetitions of one (scenario, point, server)."""
+
+    records: list[Record] = field(default_factory=list)
+
+    def stat(self, metric: str) -> Stat | None:
+        """Statistics of ``metric`` over the repetitions that measured it."""
+        return stat(r["metrics"].get(metric) for r in self.records if not r.get("failed"))
+
+    def median(self, metric: str) -> float | None:
+        """The median of ``metric``, or None."""
+        s = self.stat(metric)
+        return s["median"] if s else None
+
+    @property
+    def flags(self) -> list[str]:
+        """Flags raised in any repetition."""
+        return sorted({f for r in self.records for f in r["flags"]})
+
+    @property
+    def errors(self) -> list[str]:
+        """Distinct error messages."""
+        return sorted({str(r["error"]) for r in self.records if r.get("error")})
+
+
+class Results:
+    """Records grouped by scenario, point and server."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        """Group ``records``."""
+        self.records = list(records)
+        self.cells: dict[tuple[str, tuple[tuple[str, Any], ...], str], Cell] = {}
+        for rec in self.records:
+            key = (rec["scenario"], _point_key(rec["point"]), rec["server"])
+            self.cells.setdefault(key, Cell()).records.append(rec)
+
+    def cell(self, scenario: str, server: str, **point: Any) -> Cell | None:
+        """The cell of ``server`` at ``point`` of ``scenario``."""
+        return self.cells.get((scenario, _point_key(point), server))
+
+    def points(self, scenario: str) -> list[dict[str, Any]]:
+        """The distinct points of ``scenario``, in first-seen order."""
+        seen: list[dict[str, Any]] = []
+        for (s, key, _), _cell in self.cells.items():
+            point = dict(key)
+            if s == scenario and point and point not in seen:
+                seen.append(point)
+        return seen
+
+    def servers(self, scenario: str | None = None) -> list[str]:
+        """Servers with records (in catalogue order), optionally for one scenario."""
+        present = {s for (sc, _, s) in self.cells if scenario is None or sc == scenario}
+        order = [*SERVERS, RAW_TCP]
+        return [s for s in order if s in present]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One entry per cell: point, server, statistics of every metric, flags, errors."""
+        out = []
+        for (scenario, key, server), cell in self.cells.items():
+            metrics = sorted({m for r in cell.records for m in r["metrics"]})
+            out.append(
+                {
+                    "scenario": scenario,
+                    "server": server,
+                    "point": dict(key),
+                    "repetitions": len(cell.records),
+                    "metrics": {m: cell.stat(m) for m in metrics},
+                    "flags": cell.flags,
+                    "errors": cell.errors,
+                }
+            )
+        return out
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a table: thousands separators, about ``digits`` significant digits."""
+    if value is None:
+        return "\u2013"
+    magnitude = abs(value)
+    if magnitude >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    if magnitude == 0:
+        return "0"
+    decimals = max(0, digits - 1 - int(f"{magnitude:e}".split("e")[1]))
+    return f"{value:,.{decimals}f}"
+
+
+def fmt_stat(s: Stat | None, digits: int = 3) -> str:
+    """``median (min-max)``, or just the median for one repetition."""
+    if s is None:
+        return "\u2013"
+    if s["n"] <= 1 or s["min"] == s["max"]:
+        return fmt(s["median"], digits)
+    return f"{fmt(s['median'], digits)} ({fmt(s['min'], digits)}\u2013{fmt(s['max'], digits)})"
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    """``value / base``, or None."""
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def fmt_ratio(r: float | None) -> str:
+    """A ratio such as ``4.2x`` (with the multiplication sign)."""
+    return "\u2013" if r is None else f"{r:.2f}\u00d7" if r < 10 else f"{r:.1f}\u00d7"
+
+
+def _marks(cell: Cell | None) -> str:
+    if cell is None:
+        return ""
+    marks = ""
+    if "loadgen-limit" in cell.flags:
+        marks += " [L]"
+    if "errors" in cell.flags or cell.errors:
+        marks += " [E]"
+    if "noisy" in cell.flags:
+        marks += " [N]"
+    if "unsteady" in cell.flags:
+        marks += " [W]"
+    return marks
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+def _inflight(k: int) -> str:
+    return "1 in flight" if k == 1 else f"{k} in flight (pipelined)"
+
+
+@dataclass
+class Target:
+    """One of issue 5's targets, evaluated for one backend."""
+
+    name: str
+    server: str
+    value: float | None
+    limit: str
+    met: bool | None
+    where: str
+
+
+def targets(results: Results) -> list[Target]:
+    """Evaluate issue 5's targets for both backends at the points the run measured."""
+    echo_points = [p for p in results.points("echo") if p["size"] == 64 and p["inflight"] == 1]
+    conns = [p["conns"] for p in echo_points]
+    at = 1000 if 1000 in conns else max(conns, default=0)
+    mem_points = [p["conns"] for p in results.points("memory")]
+    mem_at = 10000 if 10000 in mem_points else max(mem_points, default=0)
+    out = []
+    base_cell = results.cell("echo", BASELINE, conns=at, size=64, inflight=1)
+    base = base_cell.median("msgs_per_s") if base_cell else None
+    for server in ZCASGI:
+        cell = results.cell("echo", server, conns=at, size=64, inflight=1)
+        cpu = cell.median("cpu_us_per_msg") if cell else None
+        rate = cell.median("msgs_per_s") if cell else None
+        where = f"64 B echo, {at:,} connections, 1 in flight"
+        out.append(
+            Target(
+                "server CPU per echoed message",
+                server,
+                cpu,
+                f"≤ {TARGET_CPU_US_PER_MSG:g} µs",
+                None if cpu is None else cpu <= TARGET_CPU_US_PER_MSG,
+                where,
+            )
+        )
+        r = ratio(rate, base)
+        out.append(
+            Target(
+                f"msgs/s vs {BASELINE}",
+                server,
+                r,
+                f"≥ {TARGET_RATIO_TO_BASELINE:g}\u00d7",
+                None if r is None else r >= TARGET_RATIO_TO_BASELINE,
+                where,
+            )
+        )
+        mem = results.cell("memory", server, conns=mem_at, workers=1)
+        kib = mem.median("kib_per_conn") if mem else None
+        out.append(
+            Target(
+                "memory per idle connection",
+                server,
+                kib,
+                f"≤ {TARGET_KIB_PER_CONN:g} KiB",
+                None if kib is None else kib <= TARGET_KIB_PER_CONN,
+                f"{mem_at:,} connections, one process",
+            )
+        )
+        hs = results.cell("handshakes", server, concurrency=_only(results, "handshakes"))
+        cpu_hs = hs.median("cpu_us_per_handshake") if hs else None
+        out.append(
+            Target(
+                "server CPU per handshake",
+                server,
+                cpu_hs,
+                f"≤ {TARGET_CPU_US_PER_HANDSHAKE:g} µs",
+                None if cpu_hs is None else cpu_hs <= TARGET_CPU_US_PER_HANDSHAKE,
+                "connect, upgrade, close",
+            )
+        )
+    return out
+
+
+def _only(results: Results, scenario: str) -> Any:
+    points = results.points(scenario)
+    return points[0].get("concurrency") if points else None
+
+
+def _target_value(t: Target) -> str:
+    if t.value is None:
+        return "not measured"
+    if t.name.startswith("msgs/s"):
+        return fmt_ratio(t.value)
+    unit = " KiB" if "memory" in t.name else " µs"
+    return fmt(t.value) + unit
+
+
+def markdown(results: Results, meta: dict[str, Any], plots: Sequence[str]) -> str:
+    """The results page (docs/benchmarks/results.md)."""
+    lines: list[str] = []
+    add = lines.extend
+    mode = meta["mode"]
+    add(
+        [
+            "# zcasgi benchmark results",
+            "",
+            f"Generated by `python -m zcasgi.bench` ({mode} run) on {meta['date']}, "
+            f"in {meta['duration_h']}. How to read and reproduce: [README.md](README.md).",
+            "",
+            "Cells are the **median over repetitions (min\u2013max)**. `\u00d7uvicorn` is the "
+            f"ratio to `{BASELINE}` ({SERVERS[BASELINE].description}) at the same point. "
+            "**CPU µs** is the server's CPU time (user + system, all its processes) per "
+            "operation over the measured window: the cost figure that survives a noisy machine. "
+            "Marks: **[L]** the load generator used ≥ 90 % of its core (it, not the server, "
+            "may have been the limit); **[E]** errors (see *Errors, flags and skipped "
+            "servers*); **[N]** other processes on the machine used ≥ 0.3 of a core meanwhile "
+            "(a noisy measurement); **[W]** an echo phase did not settle: some connections had not "
+            "had their first replies after 20 s of warm-up, or still had replies outstanding "
+            "after a 30 s drain.",
+            "",
+        ]
+    )
+    add(_targets_section(results))
+    add(_headline(results))
+    add(_echo_section(results))
+    add(_latency_section(results))
+    add(_rtt_section(results))
+    add(_handshake_section(results))
+    add(_memory_section(results))
+    add(_fanout_section(results))
+    add(_large_section(results))
+    if plots:
+        add(["## Plots", ""])
+        for name in plots:
+            add([f"![{name}]({name})", ""])
+    add(_flags_section(results, meta))
+    add(_environment_section(meta))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _targets_section(results: Results) -> list[str]:
+    ts = targets(results)
+    rows = []
+    for t in ts:
+        verdict = "not measured" if t.met is None else "**met**" if t.met else "**not met**"
+        rows.append([t.name, t.server, _target_value(t), t.limit, verdict, t.where])
+    met = sum(1 for t in ts if t.met)
+    measured = sum(1 for t in ts if t.met is not None)
+    out = [
+        "## Targets met / not met",
+        "",
+        f"issue 5's targets for zcasgi, on either backend: {met} of {measured} measured "
+        "targets met.",
+        "",
+    ]
+    out += _table(["target", "server", "measured", "target", "verdict", "where"], rows)
+    return [*out, ""]
+
+
+def _headline(results: Results) -> list[str]:
+    servers = results.servers()
+    if not servers:
+        return []
+
+    def echo(server: str, conns: int, metric: str) -> Cell | None:
+        return results.cell("echo", server, conns=conns, size=64, inflight=1)
+
+    conns_seen = sorted({p["conns"] for p in results.points("echo")})
+    cols = [c for c in (100, 1000) if c in conns_seen] or conns_seen[-1:]
+    header = ["server"]
+    for c in cols:
+        header += [f"64 B echo msgs/s, {c:,} conns", "\u00d7uvicorn"]
+    header += [
+        f"CPU µs/msg ({cols[-1]:,} conns)" if cols else "CPU µs/msg",
+        "KiB/idle conn",
+        "CPU µs/handshake",
+        "round trips/s (1 conn)",
+    ]
+    mem_points = [p["conns"] for p in results.points("memory")]
+    mem_at = 10000 if 10000 in mem_points else max(mem_points, default=0)
+    hs_conc = _only(results, "handshakes")
+    rows = []
+    for server in [s for s in servers if s != RAW_TCP]:
+        row = [f"`{server}`"]
+        for c in cols:
+            cell = echo(server, c, "msgs_per_s")
+            base = echo(BASELINE, c, "msgs_per_s")
+            value = cell.median("msgs_per_s") if cell else None
+            row += [
+                fmt(value) + _marks(cell),
+                fmt_ratio(ratio(value, base.median("msgs_per_s") if base else None)),
+            ]
+        cpu_cell = echo(server, cols[-1], "cpu") if cols else None
+        mem = results.cell("memory", server, conns=mem_at, workers=1)
+        hs = results.cell("handshakes", server, concurrency=hs_conc)
+        rt = results.cell("rtt", server, conns=1, size=64)
+        row += [
+            fmt(cpu_cell.median("cpu_us_per_msg") if cpu_cell else None),
+            fmt(mem.median("kib_per_conn") if mem else None) + _marks(mem),
+            fmt(hs.median("cpu_us_per_handshake") if hs else None) + _marks(hs),
+            fmt(rt.median("round_trips_per_s") if rt else None) + _marks(rt),
+        ]
+        rows.append(row)
+    title = f"## Headline (memory at {mem_at:,} connections)" if mem_at else "## Headline"
+    return [title, "", *_table(header, rows), ""]
+
+
+def _echo_section(results: Results) -> list[str]:
+    points = results.points("echo")
+    if not points:
+        return []
+    out = [
+        "## 1. Echo throughput",
+        "",
+        "Closed loop: every connection keeps 1 (or 8, pipelined) binary messages in flight and "
+        "sends a new one per echo received. Each cell: messages echoed per second, and the "
+        "server's CPU µs per echoed message.",
+        "",
+    ]
+    combos = sorted({(p["size"], p["inflight"]) for p in points})
+    conns = sorted({p["conns"] for p in points})
+    servers = results.servers("echo")
+    for size, inflight in combos:
+        out += [f"### {_size(size)}, {_inflight(inflight)}", ""]
+        header = ["server", *[f"{c:,} conns msgs/s" for c in conns], "CPU µs/msg by conns"]
+        rows = []
+        for server in servers:
+            row = [f"`{server}`"]
+            cpus = []
+            for c in conns:
+                cell = results.cell("echo", server, conns=c, size=size, inflight=inflight)
+                base = results.cell("echo", BASELINE, conns=c, size=size, inflight=inflight)
+                value = cell.stat("msgs_per_s") if cell else None
+                r = ratio(
+                    value["median"] if value else None,
+                    base.median("msgs_per_s") if base else None,
+                )
+                text = fmt_stat(value) + _marks(cell)
+                if server != BASELINE and r is not None:
+                    text += f" · {fmt_ratio(r)}"
+                row.append(text)
+                cpus.append(fmt(cell.median("cpu_us_per_msg") if cell else None))
+            row.append(" / ".join(cpus))
+            rows.append(row)
+        out += [*_table(header, rows), ""]
+    return out
+
+
+def _latency_section(results: Results) -> list[str]:
+    points = results.points("latency")
+    if not points:
+        return []
+    p = points[0]
+    out = [
+        "## 2. Round-trip latency at a fixed rate",
+        "",
+        f"Open loop: {fmt(p['rate'])} messages/s in aggregate over {p['conns']} connections, "
+        f"{p['size']} B each, sent on schedule whether or not replies came back. Latency from "
+        "the write of each message to the read of its echo, µs. *sched p99* measures from the "
+        "scheduled send time instead (it adds send lag and up to ~1 ms of timer granularity; "
+        "it exposes a server that stalls the sender).",
+        "",
+    ]
+    header = [
+        "server",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "sched p99",
+        "achieved rate",
+        "CPU µs/msg",
+    ]
+    rows = []
+    for server in results.servers("latency"):
+        cell = results.cell("latency", server, **p)
+        if cell is None:
+            continue
+        rows.append(
+            [
+                f"`{server}`" + _marks(cell),
+                fmt_stat(cell.stat("p50_us")),
+                fmt_stat(cell.stat("p90_us")),
+                fmt_stat(cell.stat("p99_us")),
+                fmt_stat(cell.stat("p999_us")),
+                fmt(cell.median("max_us")),
+                fmt(cell.median("sched_p99_us")),
+                fmt(cell.median("achieved_rate")),
+                fmt(cell.median("cpu_us_per_msg")),
+            ]
+        )
+    return [*out, *_table(header, rows), ""]
+
+
+def _simple_section(
+    results: Results,
+    scenario: str,
+    title: str,
+    intro: str,
+    columns: Sequence[tuple[str, str, bool]],
+) -> list[str]:
+    """A table of one point per server: (header, metric, with ratio to baseline)."""
+    points = results.points(scenario)
+    if not points:
+        return []
+    p = points[0]
+    header = ["server"]
+    for name, _, with_ratio in columns:
+        header += [name, "\u00d7uvicorn"] if with_ratio else [name]
+    rows = []
+    base = results.cell(scenario, BASELINE, **p)
+    for server in results.servers(scenario):
+        cell = results.cell(scenario, server, **p)
+        if cell is None:
+            continue
+        row = [f"`{server}`" + _marks(cell)]
+        for _, metric, with_ratio in columns:
+            row.append(fmt_stat(cell.stat(metric)))
+            if with_ratio:
+                r = ratio(cell.median(metric), base.median(metric) if base else None)
+                row.append(fmt_ratio(r))
+        rows.append(row)
+    return [f"## {title}", "", intro, "", *_table(header, rows), ""]
+
+
+def _rtt_section(results: Results) -> list[str]:
+    return _simple_section(
+        results,
+        "rtt",
+        "3. Single-connection round trips",
+        "One connection, one 64 B message at a time (send, wait for the echo, repeat): the "
+        "figure that exposes fixed per-message overhead, since nothing is batched.",
+        [
+            ("round trips/s", "round_trips_per_s", True),
+            ("p50 µs", "p50_us", False),
+            ("p99 µs", "p99_us", False),
+            ("CPU µs/round trip", "cpu_us_per_msg", False),
+        ],
+    )
+
+
+def _handshake_section(results: Results) -> list[str]:
+    conc = _only(results, "handshakes")
+    return _simple_section(
+        results,
+        "handshakes",
+        "4. Handshakes",
+        f"{conc} concurrent clients, each in a loop: TCP connect, upgrade request, `101`, close "
+        "frame, wait for the server's close (or EOF), drop the socket.",
+        [
+            ("handshakes/s", "handshakes_per_s", True),
+            ("CPU µs/handshake", "cpu_us_per_handshake", False),
+            ("p50 upgrade µs", "p50_us", False),
+        ],
+    )
+
+
+def _memory_section(results: Results) -> list[str]:
+    single = sorted(p["conns"] for p in results.points("memory"))
+    multi = results.points("memory-50k")
+    if not single and not multi:
+        return []
+    header = ["server", *[f"KiB/conn at {c:,}" for c in single]]
+    if multi:
+        m = multi[0]
+        header.append(f"KiB/conn at {m['conns']:,} ({m['workers']} workers)")
+    header += ["baseline RSS MiB", "RSS MiB at most conns", "open time s"]
+    rows = []
+    servers = [
+        s
+        for s in results.servers()
+        if results.cell("memory", s, conns=single[-1] if single else 0, workers=1)
+        or (multi and results.cell("memory-50k", s, **multi[0]))
+    ]
+    for server in servers:
+        row = [f"`{server}`"]
+        last: Cell | None = None
+        for c in single:
+            cell = results.cell("memory", server, conns=c, workers=1)
+            row.append(fmt_stat(cell.stat("kib_per_conn") if cell else None) + _marks(cell))
+            last = cell or last
+        if multi:
+            cell = results.cell("memory-50k", server, **multi[0])
+            row.append(fmt_stat(cell.stat("kib_per_conn")) + _marks(cell) if cell else "not run")
+        row += [
+            fmt(last.median("baseline_mib") if last else None),
+            fmt(last.median("rss_mib") if last else None),
+            fmt(last.median("open_s") if last else None),
+        ]
+        rows.append(row)
+    intro = (
+        "Idle WebSocket connections held open (the server answers nothing but pings). Memory "
+        "per connection = (server RSS with N open \u2212 RSS before) / N, over every process "
+        "of the server; kernel socket buffers are not in RSS. One process for the single-process "
+        "points (the open-file cap is 20,000 per process); the multi-worker point runs several "
+        "processes on `SO_REUSEPORT` sockets passed with `--fd` (servers without `--fd` "
+        "support are not run there)."
+    )
+    return ["## 5. Memory per idle connection", "", intro, "", *_table(header, rows), ""]
+
+
+def _fanout_section(results: Results) -> list[str]:
+    points = sorted(p["members"] for p in results.points("fanout"))
+    if not points:
+        return []
+    header = [
+        "server",
+        *[f"{m:,} members: ms to last" for m in points],
+        *[f"CPU ms/broadcast ({m:,})" for m in points],
+    ]
+    rows = []
+    for server in results.servers("fanout"):
+        row = [f"`{server}`"]
+        cpus = []
+        for m in points:
+            cell = results.cell("fanout", server, members=m)
+            row.append(fmt_stat(cell.stat("p50_ms") if cell else None) + _marks(cell))
+            cpus.append(fmt(cell.median("cpu_ms_per_broadcast") if cell else None))
+        rows.append(row + cpus)
+    intro = (
+        "python-socketio chat app (examples/chat.py), N Engine.IO v4 websocket clients in one "
+        "room; one member emits `message`, the app broadcasts it to the room. Time from the "
+        "emit to the moment the last member has read it (median of the rounds of each "
+        "repetition, then median over repetitions)."
+    )
+    return ["## 6. Broadcast fan-out", "", intro, "", *_table(header, rows), ""]
+
+
+def _large_section(results: Results) -> list[str]:
+    points = results.points("large")
+    if not points:
+        return []
+    p = points[0]
+    tcp = results.cell("large", RAW_TCP, **p)
+    tcp_rate = tcp.median("mb_per_s") if tcp else None
+    rows = []
+    for server in results.servers("large"):
+        cell = results.cell("large", server, **p)
+        if cell is None:
+            continue
+        r = ratio(cell.median("mb_per_s"), tcp_rate)
+        rows.append(
+            [
+                f"`{server}`" + _marks(cell),
+                fmt_stat(cell.stat("mb_per_s")),
+                "\u2013" if r is None else f"{r:.0%}",
+                fmt(cell.median("cpu_us_per_msg")),
+            ]
+        )
+    intro = (
+        f"One connection echoing {_size(p['size'])} messages one at a time; MB/s of payload "
+        "echoed (one direction). *of raw TCP*: the same bytes through a plain TCP echo server "
+        "(`zcasgi-loadgen tcp-echo-server`, same core, same client)."
+    )
+    header = ["server", "MB/s", "of raw TCP", "CPU µs/message"]
+    return ["## 7. Large messages", "", intro, "", *_table(header, rows), ""]
+
+
+def _flags_section(results: Results, meta: dict[str, Any]) -> list[str]:
+    out = ["## Errors, flags and skipped servers", ""]
+    for name, note in sorted(meta.get("skipped", {}).items()):
+        out.append(f"- `{name}` skipped: {note}")
+    for note in meta.get("notes", []):
+        out.append(f"- {note}")
+    limited = []
+    noisy = []
+    for (scenario, key, server), cell in results.cells.items():
+        label = f"{scenario} {', '.join(f'{k}={v}' for k, v in key)} `{server}`"
+        if "loadgen-limit" in cell.flags:
+            limited.append(label)
+        if "noisy" in cell.flags:
+            noisy.append(label)
+        for error in cell.errors:
+            out.append(f"- error in {label}: {error[:300]}")
+    if limited:
+        out.append(
+            "- The load generator used ≥ 90 % of its core (figures are a lower bound for the "
+            "server): " + "; ".join(limited)
+        )
+    else:
+        out.append("- The load generator never used ≥ 90 % of its core.")
+    if noisy:
+        out.append(
+            f"- Other processes used ≥ 0.3 of a core during {len(noisy)} of "
+            f"{len(results.cells)} cells (marked [N])."
+        )
+    return [*out, ""]
+
+
+def _environment_section(meta: dict[str, Any]) -> list[str]:
+    m = meta["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items()))
+    servers = [f"- `{s}`: {SERVERS[s].description}" for s in meta["servers"] if s in SERVERS]
+    return [
+        "## Environment and command",
+        "",
+        f"- Command: `{meta['command']}`",
+        f"- Mode: {meta['mode']}; repetitions: {meta['repeat']} "
+        f"({meta['repeat_note']}); total duration {meta['duration_h']}.",
+        f"- Machine: {m['cpu']}, {m['cores']} cores ({m['hypervisor']}), {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}, Python {m['python']}, open-file limit {m['open_files']}, "
+        f"load average at start {m['loadavg_at_start']}.",
+        f"- Pinning: {meta['pinning']}.",
+        f"- zcasgi: {meta['zcasgi']}; commit {meta['commit']}.",
+        f"- Versions: {versions}.",
+        "- Servers:",
+        *servers,
+        "",
+    ]
+
+
+def write_json(path: Path, results: Results, meta: dict[str, Any]) -> None:
+    """Write docs/benchmarks/results.json: metadata, per-cell summary and every record."""
+    data = {"meta": meta, "summary": results.summary(), "records": results.records}
+    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,549 @@
+"""The scenarios: one function per scenario, run for one server and one repetition.
+
+Each function starts the server it needs (a fresh process per scenario and repetition, and per
+point where earlier points would leave state behind: memory and fan-out), runs the load
+generator once per point, stops the server by PID, and returns one record per measured point.
+A point that fails becomes a record with ``error`` set; the run goes on.
+
+The server's CPU time is read by the load generator itself at the edges of each measured
+window (``--server-pids``), so connection set-up, warm-up and drain are not counted. Around
+every load generator run the suite also reads the machine's total busy CPU time, so a record
+can say how much CPU *other* processes used meanwhile (``other_cores``): on a shared machine
+that is what makes a figure noisy.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import procfs
+from .env import PrintFn
+from .loadgen import SOURCES, Hold, Loadgen, LoadgenError, Report
+from .profiles import Profile
+from .servers import (
+    CHAT_APP,
+    ECHO_APP,
+    Launch,
+    RunningServer,
+    ServerSpec,
+    free_port,
+    pinned,
+    reuseport_sockets,
+)
+
+Record = dict[str, Any]
+
+#: A run whose load generator used this share of its core or more was limited by it.
+LOADGEN_LIMIT = 0.9
+#: Other processes using this many cores on average during a run make it "noisy".
+NOISY_CORES = 0.3
+#: Most connections one load generator process holds (the open-file cap is 20,000 here).
+CONNS_PER_LOADGEN = 18_000
+
+
+@dataclass
+class Context:
+    """Everything a scenario needs."""
+
+    repo: Path
+    profile: Profile
+    loadgen: Loadgen
+    server_cpu: int | None
+    #: Interpreter per server group ("zcasgi", "uvicorn", ...).
+    pythons: dict[str, str]
+    env: dict[str, str]
+    log: PrintFn
+
+
+def start(ctx: Context, spec: ServerSpec, app: str, workers: int = 1) -> RunningServer:
+    """Start ``spec`` serving ``app`` pinned to the server CPU; with ``workers`` > 1, one
+    process per ``SO_REUSEPORT`` listening socket (``--fd``)."""
+    python = ctx.pythons[spec.group]
+    port = free_port()
+    if workers == 1:
+        commands = [pinned(spec.argv(Launch(python, app, port)), ctx.server_cpu)]
+        server = RunningServer(spec, commands, port=port, cwd=ctx.repo, env=ctx.env)
+        server.start()
+        return server
+    socks = reuseport_sockets(port, workers)
+    try:
+        commands = [
+            pinned(spec.argv(Launch(python, app, port, fd=s.fileno())), ctx.server_cpu)
+            for s in socks
+        ]
+        server = RunningServer(
+            spec,
+            commands,
+            port=port,
+            cwd=ctx.repo,
+            env=ctx.env,
+            pass_fds=[(s.fileno(),) for s in socks],
+        )
+        server.start()
+        return server
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _record(
+    scenario: str,
+    server: str,
+    rep: int,
+    point: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    *,
+    flags: list[str] | None = None,
+    error: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Record:
+    return {
+        "scenario": scenario,
+        "server": server,
+        "rep": rep,
+        "point": point,
+        "metrics": metrics or {},
+        "flags": flags or [],
+        "error": error,
+        **(extra or {}),
+    }
+
+
+def _flags(report: Report, other_cores: float, *, errors: int = 0) -> list[str]:
+    flags = []
+    if float(report.get("loadgen_cpu_util") or 0.0) >= LOADGEN_LIMIT:
+        flags.append("loadgen-limit")
+    if other_cores >= NOISY_CORES:
+        flags.append("noisy")
+    if errors:
+        flags.append("errors")
+    return flags
+
+
+def _measure(
+    ctx: Context, server: RunningServer, sub: str, args: list[str], timeout: float
+) -> tuple[Report, float]:
+    """Run the load generator against ``server``; return its report and the CPU cores other
+    processes used meanwhile."""
+    pids = ",".join(str(p) for p in server.refresh_pids())
+    busy0, srv0, t0 = procfs.busy_cpu_seconds(), server.cpu_seconds(), time.monotonic()
+    report = ctx.loadgen.run(sub, [*args, "--server-pids", pids], timeout)
+    busy1, srv1, t1 = procfs.busy_cpu_seconds(), server.cpu_seconds(), time.monotonic()
+    loadgen_cpu = float(report.get("loadgen_cpu_total_s") or 0.0)
+    other = max(0.0, (busy1 - busy0) - (srv1 - srv0) - loadgen_cpu) / max(t1 - t0, 1e-9)
+    return report, other
+
+
+def _common(url: str) -> list[str]:
+    return ["--url", url, "--sources", SOURCES]
+
+
+def _ws_url(server: RunningServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/"
+
+
+def _ensure(ctx: Context, spec: ServerSpec, app: str, server: RunningServer) -> RunningServer:
+    """``server``, or a fresh one if it died."""
+    if server.alive():
+        return server
+    ctx.log(f"  {spec.name} died; restarting it: {server.output_tail(5)}")
+    server.stop()
+    return start(ctx, spec, app)
+
+
+def echo(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Echo throughput: for each connection count, every size x in-flight depth as phases."""
+    p = ctx.profile
+    records: list[Record] = []
+    server = start(ctx, spec, ECHO_APP)
+    try:
+        for conns in p.echo_conns:
+            server = _ensure(ctx, spec, ECHO_APP, server)
+            server.wait_quiet()
+            phases = len(p.echo_sizes) * len(p.echo_inflight)
+            args = [
+                *_common(_ws_url(server)),
+                "--conns",
+                str(conns),
+                "--size",
+                ",".join(map(str, p.echo_sizes)),
+                "--inflight",
+                ",".join(map(str, p.echo_inflight)),
+                "--warmup",
+                str(p.echo_warmup),
+                "--duration",
+                str(p.echo_duration),
+                "--open-timeout",
+                "120",
+            ]
+            # Warm-up may extend by up to 20 s and the drain take up to 30 s per phase.
+            timeout = 180 + phases * (p.echo_warmup + p.echo_duration + 50)
+            try:
+                report, other = _measure(ctx, server, "echo", args, timeout)
+            except LoadgenError as exc:
+                records.append(_record("echo", spec.name, rep, {"conns": conns}, error=str(exc)))
+                continue
+            short = conns - int(report.get("open") or 0)
+            for phase in report["phases"]:
+                errors = int(phase.get("errors") or 0) + short
+                metrics = {
+                    "msgs_per_s": phase["msgs_per_s"],
+                    "bytes_per_s": phase["bytes_per_s"],
+                    "cpu_us_per_msg": phase.get("server_cpu_us_per_msg"),
+                    "server_util": phase.get("server_cpu_util"),
+                    "loadgen_util": phase["loadgen_cpu_util"],
+                    "other_cores": other,
+                    "open": report.get("open"),
+                    "connect_s": report.get("connect_s"),
+                    "errors": errors,
+                }
+                point = {"conns": conns, "size": phase["size"], "inflight": phase["inflight"]}
+                flags = _flags(phase, other, errors=errors)
+                if not (phase.get("warmed", True) and phase.get("drained", True)):
+                    flags.append("unsteady")
+                error = report.get("first_error") if errors else None
+                records.append(
+                    _record("echo", spec.name, rep, point, metrics, flags=flags, error=error)
+                )
+    finally:
+        server.stop()
+    return records
+
+
+def latency(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Round-trip latency percentiles at a fixed aggregate rate."""
+    p = ctx.profile
+    point = {"rate": p.latency_rate, "conns": p.latency_conns, "size": 64}
+    with start(ctx, spec, ECHO_APP) as server:
+        args = [
+            *_common(_ws_url(server)),
+            "--rate",
+            str(p.latency_rate),
+            "--conns",
+            str(p.latency_conns),
+            "--size",
+            "64",
+            "--warmup",
+            "1",
+            "--duration",
+            str(p.latency_duration),
+        ]
+        try:
+            report, other = _measure(ctx, server, "latency", args, 120 + p.latency_duration)
+        except LoadgenError as exc:
+            return [_record("latency", spec.name, rep, point, error=str(exc))]
+    lat = report["latency"]
+    errors = int(report.get("errors") or 0)
+    metrics = {
+        "p50_us": lat["p50_us"],
+        "p90_us": lat["p90_us"],
+        "p99_us": lat["p99_us"],
+        "p999_us": lat["p999_us"],
+        "max_us": lat["max_us"],
+        "samples": lat["samples"],
+        "sched_p99_us": report["latency_from_schedule"]["p99_us"],
+        "achieved_rate": report["achieved_rate"],
+        "max_send_lag_us": report["max_send_lag_us"],
+        "cpu_us_per_msg": report.get("server_cpu_us_per_msg"),
+        "server_util": report.get("server_cpu_util"),
+        "loadgen_util": report["loadgen_cpu_util"],
+        "other_cores": other,
+        "errors": errors,
+    }
+    return [
+        _record(
+            "latency",
+            spec.name,
+            rep,
+            point,
+            metrics,
+            flags=_flags(report, other, errors=errors),
+            extra={"cdf": lat["cdf"]},
+        )
+    ]
+
+
+def rtt(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Single-connection round trips per second."""
+    p = ctx.profile
+    point = {"conns": 1, "size": 64}
+    with start(ctx, spec, ECHO_APP) as server:
+        args = [
+            *_common(_ws_url(server)),
+            "--size",
+            "64",
+            "--warmup",
+            "0.5",
+            "--duration",
+            str(p.rtt_duration),
+        ]
+        try:
+            report, other = _measure(ctx, server, "rtt", args, 60 + p.rtt_duration)
+        except LoadgenError as exc:
+            return [_record("rtt", spec.name, rep, point, error=str(exc))]
+    metrics = {
+        "round_trips_per_s": report["round_trips_per_s"],
+        "p50_us": report["latency"]["p50_us"],
+        "p99_us": report["latency"]["p99_us"],
+        "cpu_us_per_msg": report.get("server_cpu_us_per_msg"),
+        "server_util": report.get("server_cpu_util"),
+        "loadgen_util": report["loadgen_cpu_util"],
+        "other_cores": other,
+    }
+    return [_record("rtt", spec.name, rep, point, metrics, flags=_flags(report, other))]
+
+
+def handshakes(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Handshakes per second (connect, upgrade, close) and server CPU per handshake."""
+    p = ctx.profile
+    point = {"concurrency": p.handshake_concurrency}
+    with start(ctx, spec, ECHO_APP) as server:
+        args = [
+            *_common(_ws_url(server)),
+            "--concurrency",
+            str(p.handshake_concurrency),
+            "--duration",
+            str(p.handshake_duration),
+        ]
+        try:
+            report, other = _measure(ctx, server, "handshakes", args, 90 + p.handshake_duration)
+        except LoadgenError as exc:
+            return [_record("handshakes", spec.name, rep, point, error=str(exc))]
+    errors = int(report.get("errors") or 0)
+    metrics = {
+        "handshakes_per_s": report["handshakes_per_s"],
+        "cpu_us_per_handshake": report.get("server_cpu_us_per_handshake"),
+        "p50_us": report["upgrade_latency"]["p50_us"],
+        "server_util": report.get("server_cpu_util"),
+        "loadgen_util": report["loadgen_cpu_util"],
+        "other_cores": other,
+        "errors": errors,
+    }
+    flags = _flags(report, other, errors=errors)
+    error = report.get("first_error") if errors else None
+    return [_record("handshakes", spec.name, rep, point, metrics, flags=flags, error=error)]
+
+
+def _hold_point(
+    ctx: Context, spec: ServerSpec, rep: int, scenario: str, conns: int, workers: int
+) -> Record:
+    """Open ``conns`` idle connections to a fresh server; memory per connection from RSS."""
+    point = {"conns": conns, "workers": workers}
+    procs = max(1, math.ceil(conns / CONNS_PER_LOADGEN))
+    with start(ctx, spec, ECHO_APP, workers=workers) as server, ExitStack() as stack:
+        url = _ws_url(server)
+        # One short exchange first, so lazily imported code and first-use buffers are in the
+        # baseline rather than charged to the connections.
+        try:
+            ctx.loadgen.run("rtt", [*_common(url), "--warmup", "0", "--duration", "0.3"], 60)
+        except LoadgenError as exc:
+            return _record(scenario, spec.name, rep, point, error=f"warm-up: {exc}")
+        server.wait_quiet()
+        baseline = server.rss_kib()
+        holds: list[Hold] = []
+        started = time.monotonic()
+        for i in range(procs):
+            share = conns // procs + (1 if i < conns % procs else 0)
+            hold = ctx.loadgen.hold(
+                [
+                    *_common(url),
+                    "--conns",
+                    str(share),
+                    "--duration",
+                    "600",
+                    "--open-timeout",
+                    "240",
+                    "--connect-concurrency",
+                    "64",
+                ]
+            )
+            stack.callback(hold.kill)
+            holds.append(hold)
+        try:
+            opened = [hold.wait_open(300) for hold in holds]
+        except LoadgenError as exc:
+            return _record(scenario, spec.name, rep, point, error=str(exc))
+        open_s = time.monotonic() - started
+        time.sleep(1.0)
+        server.wait_quiet(max_seconds=5.0)
+        rss = server.rss_kib()
+        alive = server.alive()
+        finals = [hold.release() for hold in holds]
+    n_open = sum(int(o.get("open") or 0) for o in opened)
+    closed = sum(int(f.get("closed_by_server") or 0) for f in finals)
+    errors = (conns - n_open) + closed
+    first_error = next((o.get("first_error") for o in opened if o.get("first_error")), None)
+    metrics = {
+        "kib_per_conn": (rss - baseline) / n_open if n_open else None,
+        "baseline_mib": baseline / 1024,
+        "rss_mib": rss / 1024,
+        "open": n_open,
+        "open_s": open_s,
+        "errors": errors,
+    }
+    flags = ["errors"] if errors or not alive else []
+    error = None
+    if errors or not alive:
+        error = f"{n_open}/{conns} open, {closed} closed by the server" + (
+            "" if alive else ", server died"
+        )
+        if first_error:
+            error += f"; first error: {first_error}"
+    return _record(scenario, spec.name, rep, point, metrics, flags=flags, error=error)
+
+
+def memory(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Memory per idle connection, one server process."""
+    return [_hold_point(ctx, spec, rep, "memory", n, 1) for n in ctx.profile.memory_conns]
+
+
+def memory_multi(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Memory per idle connection over several worker processes."""
+    p = ctx.profile
+    if not spec.serves_fd:
+        return []
+    return [_hold_point(ctx, spec, rep, "memory-50k", p.memory_multi_conns, p.memory_multi_workers)]
+
+
+def fanout(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """python-socketio room broadcast: time until the last member has the message."""
+    p = ctx.profile
+    records = []
+    for members in p.fanout_members:
+        point = {"members": members}
+        with start(ctx, spec, CHAT_APP) as server:
+            args = [
+                "--url",
+                f"http://127.0.0.1:{server.port}/",
+                "--sources",
+                SOURCES,
+                "--members",
+                str(members),
+                "--rounds",
+                str(p.fanout_rounds),
+                "--connect-concurrency",
+                "64",
+                "--open-timeout",
+                "240",
+            ]
+            try:
+                report, other = _measure(ctx, server, "fanout", args, 300 + 40 * p.fanout_rounds)
+            except LoadgenError as exc:
+                records.append(_record("fanout", spec.name, rep, point, error=str(exc)))
+                continue
+        rounds = [r for r in report["rounds"] if r.get("complete")]
+        # Per-round CPU is a few clock ticks (10 ms): average over all rounds instead.
+        cpu_ms = [r["server_cpu_s"] * 1e3 for r in rounds if "server_cpu_s" in r]
+        errors = int(report.get("errors") or 0) + (p.fanout_rounds - len(rounds))
+        metrics = {
+            "p50_ms": report.get("p50_ms"),
+            "min_ms": report.get("min_ms"),
+            "max_ms": report.get("max_ms"),
+            "joined": report.get("joined"),
+            "connect_s": report.get("connect_s"),
+            "cpu_ms_per_broadcast": statistics.fmean(cpu_ms) if cpu_ms else None,
+            "other_cores": other,
+            "errors": errors,
+        }
+        error = report.get("first_error") if errors else None
+        flags = _flags({}, other, errors=errors)
+        records.append(_record("fanout", spec.name, rep, point, metrics, flags=flags, error=error))
+    return records
+
+
+def large(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """1 MiB messages echoed over one connection."""
+    p = ctx.profile
+    point = {"size": p.large_size}
+    with start(ctx, spec, ECHO_APP) as server:
+        sub = "large-tcp" if spec.name == RAW_TCP else "large"
+        url = f"tcp://127.0.0.1:{server.port}" if sub == "large-tcp" else _ws_url(server)
+        args = [
+            *_common(url),
+            "--size",
+            str(p.large_size),
+            "--warmup",
+            "0.5",
+            "--duration",
+            str(p.large_duration),
+        ]
+        try:
+            report, other = _measure(ctx, server, sub, args, 60 + p.large_duration)
+        except LoadgenError as exc:
+            return [_record("large", spec.name, rep, point, error=str(exc))]
+    metrics = {
+        "mb_per_s": report["mb_per_s"],
+        "msgs_per_s": report["msgs_per_s"],
+        "cpu_us_per_msg": report.get("server_cpu_us_per_msg"),
+        "server_util": report.get("server_cpu_util"),
+        "loadgen_util": report["loadgen_cpu_util"],
+        "other_cores": other,
+    }
+    return [_record("large", spec.name, rep, point, metrics, flags=_flags(report, other))]
+
+
+#: Name of the raw TCP echo baseline in the large-message scenario.
+RAW_TCP = "raw-tcp"
+
+
+def raw_tcp_spec(binary: Path) -> ServerSpec:
+    """The load generator's raw TCP echo server, as a server of the large-message scenario."""
+
+    def argv(launch: Launch) -> list[str]:
+        return [str(binary), "tcp-echo-server", "--port", str(launch.port)]
+
+    return ServerSpec(RAW_TCP, "zcasgi", "raw TCP echo (zcasgi-loadgen tcp-echo-server)", argv)
+
+
+#: Scenario name -> function.
+RUNNERS: dict[str, Callable[[Context, ServerSpec, int], list[Record]]] = {
+    "echo": echo,
+    "latency": latency,
+    "rtt": rtt,
+    "handshakes": handshakes,
+    "memory": memory,
+    "memory-50k": memory_multi,
+    "fanout": fanout,
+    "large": large,
+}
+
+
+def estimate(profile: Profile, scenario: str, server: str) -> float:
+    """Rough seconds one step takes, for the progress line's ETA (calibrated on 2 cores)."""
+    p = profile
+    fast = server.startswith("zcasgi") or server == RAW_TCP
+    boot = 1.0 if fast else 2.0
+    opens_per_s = 5000.0 if fast else 1000.0
+    joins_per_s = 900.0 if fast else 400.0
+    if scenario == "echo":
+        phases = len(p.echo_sizes) * len(p.echo_inflight)
+        per = phases * (p.echo_warmup + p.echo_duration + 0.15)
+        return boot + sum(per + 0.5 + n / opens_per_s for n in p.echo_conns)
+    if scenario == "latency":
+        return boot + 2 + p.latency_duration
+    if scenario == "rtt":
+        return boot + 1 + p.rtt_duration
+    if scenario == "handshakes":
+        return boot + 0.5 + p.handshake_duration
+    if scenario == "memory":
+        return sum(boot + 3 + n / opens_per_s for n in p.memory_conns)
+    if scenario == "memory-50k":
+        # Several workers share one core while connections open.
+        return boot + 5 + 2 * p.memory_multi_conns / opens_per_s if p.memory_multi_conns else 0
+    if scenario == "fanout":
+        return sum(boot + 2 + n / joins_per_s + p.fanout_rounds * 1.5 for n in p.fanout_members)
+    if scenario == "large":
+        return boot + 1 + p.large_duration
+    return 5.0
+
+
+def failed_step(scenario: str, server: str, rep: int, exc: Exception) -> Record:
+    """A record for a step whose server could not be started."""
+    return _record(scenario, server, rep, {}, error=str(exc).splitlines()[0][:300])
