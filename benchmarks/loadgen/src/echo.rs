@@ -9,7 +9,10 @@
 //! The warm-up lasts `--warmup` seconds and, beyond that, until every connection has had its
 //! first `inflight` replies (at most [`WARMUP_LIMIT`]): with 10,000 connections x 8 messages
 //! in flight a slow server needs seconds just to answer the first burst, and a window that
-//! starts earlier would measure that burst rather than the steady state.
+//! starts earlier would measure that burst rather than the steady state. Likewise the measured
+//! window lasts `--duration` seconds and, beyond that, until it has seen `--min-rounds` full
+//! rounds (`conns x inflight` replies each), at most `--max-window` seconds: a window shorter
+//! than one round would count at most one reply per connection.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -50,6 +53,12 @@ pub struct EchoArgs {
     /// Unmeasured seconds at the start of each phase.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// Full rounds (every connection's in-flight messages answered) each window must contain.
+    #[arg(long, default_value_t = 2.0)]
+    pub min_rounds: f64,
+    /// Longest measured window in seconds, whatever the rounds.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_window: f64,
     #[command(flatten)]
     pub common: Common,
 }
@@ -149,6 +158,10 @@ pub fn run(args: &EchoArgs) -> Result<Value, String> {
         let (msgs0, bytes0) = shared.totals();
         let start = Sample::take(pids);
         std::thread::sleep(Duration::from_secs_f64(args.duration));
+        let round = (alive * phase.inflight) as f64;
+        let max_window = Duration::from_secs_f64(args.max_window.max(args.duration));
+        let left = max_window.saturating_sub(start.at.elapsed());
+        workers::wait_until(left, || (shared.totals().0 - msgs0) as f64 >= args.min_rounds * round);
         let (msgs1, bytes1) = shared.totals();
         let end = Sample::take(pids);
         shared.set_state(workers::stopping(p));
@@ -172,6 +185,7 @@ pub fn run(args: &EchoArgs) -> Result<Value, String> {
         entry["drained"] = drained.into();
         entry["warmed"] = warmed.into();
         entry["warmup_s"] = warmup_s.into();
+        entry["rounds"] = (msgs as f64 / round.max(1.0)).into();
         phase_reports.push(entry);
     }
     shared.set_state(workers::DONE);

@@ -28,6 +28,8 @@ class Profile:
     echo_inflight: tuple[int, ...]
     echo_warmup: float
     echo_duration: float
+    #: The window extends until it holds 2 full rounds of replies, up to this many seconds.
+    echo_max_window: float
     #: latency: fixed aggregate rate (messages/s) over this many connections.
     latency_rate: float
     latency_conns: int
@@ -57,6 +59,7 @@ FULL = Profile(
     echo_inflight=(1, 8),
     echo_warmup=0.25,
     echo_duration=0.8,
+    echo_max_window=8.0,
     latency_rate=4000.0,
     latency_conns=100,
     latency_duration=5.0,
@@ -82,6 +85,7 @@ QUICK = Profile(
     echo_inflight=(1, 8),
     echo_warmup=0.2,
     echo_duration=0.5,
+    echo_max_window=2.0,
     latency_rate=2000.0,
     latency_conns=50,
     latency_duration=2.0,

@@ -287,7 +287,8 @@ def markdown(results: Results, meta: dict[str, Any], plots: Sequence[str]) -> st
             "servers*); **[N]** other processes on the machine used ≥ 0.3 of a core meanwhile "
             "(a noisy measurement); **[W]** an echo phase did not settle: some connections had not "
             "had their first replies after 20 s of warm-up, or still had replies outstanding "
-            "after a 30 s drain.",
+            "after a 30 s drain, or the window (at most 8 s) held fewer replies than messages in "
+            "flight.",
             "",
         ]
     )

@@ -180,11 +180,13 @@ def echo(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
                 str(p.echo_warmup),
                 "--duration",
                 str(p.echo_duration),
+                "--max-window",
+                str(p.echo_max_window),
                 "--open-timeout",
                 "120",
             ]
             # Warm-up may extend by up to 20 s and the drain take up to 30 s per phase.
-            timeout = 180 + phases * (p.echo_warmup + p.echo_duration + 50)
+            timeout = 180 + phases * (p.echo_warmup + p.echo_max_window + 50)
             try:
                 report, other = _measure(ctx, server, "echo", args, timeout)
             except LoadgenError as exc:
@@ -202,11 +204,14 @@ def echo(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
                     "other_cores": other,
                     "open": report.get("open"),
                     "connect_s": report.get("connect_s"),
+                    "window_s": phase.get("window_s"),
+                    "rounds": phase.get("rounds"),
                     "errors": errors,
                 }
                 point = {"conns": conns, "size": phase["size"], "inflight": phase["inflight"]}
                 flags = _flags(phase, other, errors=errors)
-                if not (phase.get("warmed", True) and phase.get("drained", True)):
+                steady = phase.get("warmed", True) and phase.get("drained", True)
+                if not steady or float(phase.get("rounds", 2.0)) < 1.0:
                     flags.append("unsteady")
                 error = report.get("first_error") if errors else None
                 records.append(
@@ -525,7 +530,9 @@ def estimate(profile: Profile, scenario: str, server: str) -> float:
     if scenario == "echo":
         phases = len(p.echo_sizes) * len(p.echo_inflight)
         per = phases * (p.echo_warmup + p.echo_duration + 0.15)
-        return boot + sum(per + 0.5 + n / opens_per_s for n in p.echo_conns)
+        # Slow servers at 10,000 connections stretch warm-up and window to whole rounds.
+        slow = 0.0 if fast else phases * 4.0 * sum(1 for n in p.echo_conns if n >= 10000)
+        return boot + slow + sum(per + 0.5 + n / opens_per_s for n in p.echo_conns)
     if scenario == "latency":
         return boot + 2 + p.latency_duration
     if scenario == "rtt":
