@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench fuzz clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite fuzz clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,13 @@ test: dev system-deps lint stubtest ## Every test: lints, stubs, Rust tests and 
 	$(CARGO) nextest run --workspace --exclude zcasgi-python --cargo-profile ci
 	$(CARGO) test --doc --workspace --exclude zcasgi-python --profile ci
 	$(PYTHON) -m pytest -q
+	$(MAKE) bench-quick
+
+bench-quick: dev ## Benchmark smoke run: 3 servers, figures printed, nothing asserted (~1-3 min)
+	$(PYTHON) -m zcasgi.bench --quick
+
+bench-suite: dev ## The full backend comparison benchmark into docs/benchmarks (~33 min)
+	$(PYTHON) -m zcasgi.bench --repeat 3
 
 bench: ## Criterion benchmarks of the zcasgi-core codec
 	$(CARGO) bench -p zcasgi-core --bench codec
