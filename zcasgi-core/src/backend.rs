@@ -2,9 +2,13 @@
 //!
 //! A [`Backend`] owns sockets, readiness, timers and threads. Events flow from the I/O threads
 //! to the application through an [`EventSink`]; the application talks back through a
-//! [`ConnHandle`], which queues [`Command`]s and wakes the connection's I/O side through the
-//! backend's [`Notify`]. Everything a backend does with bytes goes through
-//! [`crate::driver::Driver`], so the backends share all protocol logic.
+//! [`ConnHandle`], whose typed operations ([`ConnHandle::accept`], [`ConnHandle::send`],
+//! [`ConnHandle::close`], [`ConnHandle::respond`], [`ConnHandle::respond_body`],
+//! [`ConnHandle::abort`]) queue commands for the connection's I/O side and wake it through the
+//! backend's [`Notify`]. The commands themselves are private to the core: the handle does the
+//! back-pressure accounting of every byte it queues, and the driver releases exactly those bytes,
+//! so no caller can unbalance [`ConnHandle::queued_bytes`]. Everything a backend does with bytes
+//! goes through [`crate::driver::Driver`], so the backends share all protocol logic.
 //!
 //! # Examples
 //!
@@ -176,46 +180,24 @@ pub trait Notify: Send + Sync {
     fn notify(&self);
 }
 
-/// What the application asks of a connection.
+/// What the application asks of a connection; built only by [`ConnHandle`]'s operations.
+///
+/// Invariant: the payload of every [`Command::Send`] and [`Command::HttpResponseBody`] has been
+/// added to [`ConnHandle::queued_bytes`] by the operation that queued it, and the driver
+/// releases exactly its length (once written, or at once if it is never written).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Accept the WebSocket (ASGI `websocket.accept`).
-    Accept {
-        /// The chosen subprotocol.
-        subprotocol: Option<String>,
-        /// Extra response headers.
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
-    },
-    /// Send a message (ASGI `websocket.send`). The payload is never copied.
-    Send {
-        /// Text (`true`, valid UTF-8) or binary.
-        text: bool,
-        /// The payload.
-        payload: Bytes,
-    },
+    Accept { subprotocol: Option<String>, headers: Vec<(Vec<u8>, Vec<u8>)> },
+    /// Send a message (ASGI `websocket.send`); `payload` is accounted.
+    Send { text: bool, payload: Bytes },
     /// Close (ASGI `websocket.close`); before accept this rejects the handshake with 403.
-    Close {
-        /// The close code.
-        code: u16,
-        /// The close reason.
-        reason: String,
-    },
+    Close { code: u16, reason: String },
     /// Start an HTTP response (ASGI `http.response.start`, or before a WebSocket accept
     /// `websocket.http.response.start`: a denial).
-    HttpResponseStart {
-        /// HTTP status.
-        status: u16,
-        /// Response headers.
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
-    },
-    /// A piece of the response body (ASGI `http.response.body`,
-    /// `websocket.http.response.body`). The body is never copied.
-    HttpResponseBody {
-        /// The chunk.
-        body: Bytes,
-        /// Whether more chunks follow.
-        more: bool,
-    },
+    HttpResponseStart { status: u16, headers: Vec<(Vec<u8>, Vec<u8>)> },
+    /// A piece of the response body; `body` is accounted.
+    HttpResponseBody { body: Bytes, more: bool },
     /// The application failed: close with 1011 (or 500 before accept).
     Abort,
 }
@@ -273,7 +255,7 @@ impl std::fmt::Debug for ConnHandle {
 impl ConnHandle {
     /// A handle for connection `id`, waking its I/O side through `notify`.
     #[must_use]
-    pub fn new(id: ConnId, cfg: &ServerConfig, notify: Box<dyn Notify>) -> Self {
+    pub(crate) fn new(id: ConnId, cfg: &ServerConfig, notify: Box<dyn Notify>) -> Self {
         Self(Arc::new(Shared {
             id,
             commands: Mutex::new(Commands::default()),
@@ -295,45 +277,55 @@ impl ConnHandle {
         self.0.id
     }
 
-    /// Queues a command and wakes the I/O side if the queue was empty.
-    pub fn command(&self, cmd: Command) {
-        let was_empty = {
-            let mut c = self.0.commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let was_empty = c.queue.is_empty();
-            c.queue.push(cmd);
-            was_empty
-        };
-        if was_empty {
-            self.0.notify.notify();
-        }
+    /// Accepts the WebSocket (ASGI `websocket.accept`) with an optional `subprotocol` and
+    /// extra response `headers`.
+    ///
+    /// Ignored if the connection already left the handshake (closed, denied or accepted).
+    pub fn accept(&self, subprotocol: Option<String>, headers: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.command(Command::Accept { subprotocol, headers });
     }
 
-    /// Queues a message and says whether the sender may go on at once.
+    /// Sends a WebSocket message (ASGI `websocket.send`): text (`true`, valid UTF-8) or
+    /// binary. The payload is never copied; its bytes count against the high-water mark until
+    /// written.
+    ///
+    /// Returns [`SendState::Full`] when the sender should wait ([`ConnHandle::wait_writable`]),
+    /// [`SendState::Closed`] (and queues nothing) when the connection is gone.
     pub fn send(&self, text: bool, payload: Bytes) -> SendState {
-        if self.is_closed() {
-            return SendState::Closed;
-        }
-        let queued = self.0.queued_bytes.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
-        self.command(Command::Send { text, payload });
-        if queued > self.0.high_water {
-            SendState::Full
-        } else {
-            SendState::Ready
-        }
+        self.queue_accounted(payload.len(), Command::Send { text, payload })
     }
 
-    /// Queues a piece of an HTTP response body, counted like a message for back-pressure.
-    pub fn send_body(&self, body: Bytes, more: bool) -> SendState {
-        if self.is_closed() {
-            return SendState::Closed;
-        }
-        let queued = self.0.queued_bytes.fetch_add(body.len(), Ordering::AcqRel) + body.len();
-        self.command(Command::HttpResponseBody { body, more });
-        if queued > self.0.high_water {
-            SendState::Full
-        } else {
-            SendState::Ready
-        }
+    /// Closes the WebSocket with `code` and `reason` (ASGI `websocket.close`); before the
+    /// accept, rejects the handshake with 403.
+    ///
+    /// An invalid code or reason closes with 1011 instead; a second close is ignored.
+    pub fn close(&self, code: u16, reason: String) {
+        self.command(Command::Close { code, reason });
+    }
+
+    /// Starts an HTTP response with `status` and `headers`: the answer to a plain HTTP request
+    /// (ASGI `http.response.start`), or before a WebSocket accept a denial
+    /// (`websocket.http.response.start`). The body follows with [`ConnHandle::respond_body`].
+    ///
+    /// The core adds the framing headers (`content-length` or `transfer-encoding`,
+    /// `connection`) the application left out.
+    pub fn respond(&self, status: u16, headers: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.command(Command::HttpResponseStart { status, headers });
+    }
+
+    /// Sends a piece of the response body started by [`ConnHandle::respond`]; `more` is false
+    /// for the last one (ASGI `http.response.body`, `websocket.http.response.body`).
+    ///
+    /// Accounted like [`ConnHandle::send`]: the body is never copied, counts against the
+    /// high-water mark until written, and the same [`SendState`] says whether to wait.
+    pub fn respond_body(&self, body: Bytes, more: bool) -> SendState {
+        self.queue_accounted(body.len(), Command::HttpResponseBody { body, more })
+    }
+
+    /// The application failed: closes the WebSocket with 1011, answers 500 if no response
+    /// started, or else drops the connection (a response cannot be taken back half way).
+    pub fn abort(&self) {
+        self.command(Command::Abort);
     }
 
     /// Registers interest in [`Event::Writable`]. Returns `false` if the queue already drained
@@ -366,6 +358,34 @@ impl ConnHandle {
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.0.closed.load(Ordering::Acquire)
+    }
+
+    /// Queues a command and wakes the I/O side if the queue was empty.
+    fn command(&self, cmd: Command) {
+        let was_empty = {
+            let mut c = self.0.commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was_empty = c.queue.is_empty();
+            c.queue.push(cmd);
+            was_empty
+        };
+        if was_empty {
+            self.0.notify.notify();
+        }
+    }
+
+    /// Counts `len` bytes against the send buffer and queues `cmd`, which carries them: the
+    /// driver releases them (see [`Command`]).
+    fn queue_accounted(&self, len: usize, cmd: Command) -> SendState {
+        if self.is_closed() {
+            return SendState::Closed;
+        }
+        let queued = self.0.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        self.command(cmd);
+        if queued > self.0.high_water {
+            SendState::Full
+        } else {
+            SendState::Ready
+        }
     }
 
     // ---- I/O side ----

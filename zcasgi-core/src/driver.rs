@@ -174,11 +174,12 @@ impl Driver {
         self.guard(|d| {
             d.log(LogLevel::Debug, format!("connection {}: {err}", d.id));
             d.eof();
-            d.out.clear();
+            // Nothing queued will be written: release what the application's bytes held.
+            let mut released = d.out.clear();
             if let Phase::Open(conn) = &mut d.phase {
-                let released = conn.out_queue().clear();
-                d.handle.release(released);
+                released += conn.out_queue().clear();
             }
+            d.handle.release(released);
             d.phase = Phase::Done;
         });
     }
@@ -856,7 +857,7 @@ mod tests {
         // A frame sent before the accept waits for it.
         read(&mut d, &client_frame(1, b"early"), now);
         assert!(sink.take().is_empty());
-        h.command(Command::Accept { subprotocol: Some("chat".into()), headers: vec![] });
+        h.accept(Some("chat".into()), vec![]);
         assert_eq!(notified.load(Ordering::SeqCst), 1);
         d.on_commands(now);
         let head = String::from_utf8(output(&mut d)).unwrap();
@@ -883,7 +884,7 @@ mod tests {
     fn close_before_accept_is_403() {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
-        h.command(Command::Close { code: 1000, reason: String::new() });
+        h.close(1000, String::new());
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{out}");
@@ -895,9 +896,9 @@ mod tests {
     fn denial_response_streams_chunked_or_with_length() {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
-        h.command(Command::HttpResponseStart { status: 401, headers: vec![] });
-        h.send_body(Bytes::from_static(b"no"), true);
-        h.send_body(Bytes::from_static(b"pe"), false);
+        h.respond(401, vec![]);
+        let _ = h.respond_body(Bytes::from_static(b"no"), true);
+        let _ = h.respond_body(Bytes::from_static(b"pe"), false);
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
@@ -906,15 +907,46 @@ mod tests {
 
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
-        h.command(Command::HttpResponseStart {
-            status: 418,
-            headers: vec![(b"content-length".to_vec(), b"3".to_vec())],
-        });
-        h.send_body(Bytes::from_static(b"tea"), false);
+        h.respond(418, vec![(b"content-length".to_vec(), b"3".to_vec())]);
+        let _ = h.respond_body(Bytes::from_static(b"tea"), false);
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert!(out.contains("content-length: 3\r\n") && out.ends_with("\r\n\r\ntea"), "{out}");
         assert_eq!(h.queued_bytes(), 0);
+    }
+
+    /// Every byte of a denial body is counted when the application sends it and released when
+    /// written (or dropped), so `queued_bytes` returns to 0. The bridge used to queue denial
+    /// bodies without counting them, and their release wrapped the counter around.
+    #[test]
+    fn denial_body_is_accounted_and_released() {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.respond(401, vec![(b"content-length".to_vec(), b"11".to_vec())]);
+        assert_eq!(h.respond_body(Bytes::from_static(b"go "), true), SendState::Ready);
+        assert_eq!(h.respond_body(Bytes::from_static(b"away\r\n\r\n"), false), SendState::Ready);
+        assert_eq!(h.queued_bytes(), 11);
+        d.on_commands(now);
+        assert_eq!(h.queued_bytes(), 11, "held until written");
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.ends_with("\r\n\r\ngo away\r\n\r\n"), "{out:?}");
+        assert_eq!(h.queued_bytes(), 0);
+        assert!(d.is_finished());
+        let events = sink.take();
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Log { level: LogLevel::Error, .. })),
+            "{events:?}"
+        );
+
+        // A socket error drops the unwritten body: its bytes are released too.
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let h = connect(&mut d, &sink, now);
+        h.respond(401, vec![]);
+        let _ = h.respond_body(Bytes::from(vec![b'x'; 100]), false);
+        d.on_commands(now);
+        d.on_io_error(&std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(h.queued_bytes(), 0);
+        assert!(d.is_finished());
     }
 
     #[test]
@@ -957,7 +989,7 @@ mod tests {
             ..ServerConfig::default()
         });
         let h = connect(&mut d, &sink, now);
-        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        h.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         // Inbound: the second undelivered message pauses reading; taking one resumes it.
@@ -984,7 +1016,7 @@ mod tests {
     fn shutdown_sends_1012_and_waits_for_the_peer() {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
-        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        h.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         d.on_shutdown(now);
@@ -1002,7 +1034,7 @@ mod tests {
         d.on_eof();
         assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1006, .. }]));
         assert!(!d.wants_read());
-        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        h.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         assert!(d.is_finished());
@@ -1013,7 +1045,7 @@ mod tests {
     fn protocol_error_closes_with_its_code() {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
-        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        h.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         read(&mut d, &[0x81, 0x00], now); // unmasked
@@ -1051,8 +1083,8 @@ mod tests {
     }
 
     fn respond(d: &mut Driver, h: &ConnHandle, body: &'static [u8], now: Instant) -> String {
-        h.command(Command::HttpResponseStart { status: 200, headers: vec![] });
-        h.send_body(Bytes::from_static(body), false);
+        h.respond(200, vec![]);
+        let _ = h.respond_body(Bytes::from_static(body), false);
         d.on_commands(now);
         String::from_utf8(output(d)).unwrap()
     }
@@ -1107,11 +1139,8 @@ mod tests {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let (h, _) = http_request(&mut d, &sink, b"HEAD / HTTP/1.0\r\n\r\n", now);
         h.message_taken();
-        h.command(Command::HttpResponseStart {
-            status: 200,
-            headers: vec![(b"content-length".to_vec(), b"5".to_vec())],
-        });
-        h.send_body(Bytes::from_static(b"hello"), false);
+        h.respond(200, vec![(b"content-length".to_vec(), b"5".to_vec())]);
+        let _ = h.respond_body(Bytes::from_static(b"hello"), false);
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n");
@@ -1134,7 +1163,7 @@ mod tests {
     fn http_app_failure() {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
-        h.command(Command::Abort);
+        h.abort();
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
@@ -1142,9 +1171,9 @@ mod tests {
         // After the response started, a failure can only close the connection.
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
-        h.command(Command::HttpResponseStart { status: 200, headers: vec![] });
-        h.send_body(Bytes::from_static(b"part"), true);
-        h.command(Command::Abort);
+        h.respond(200, vec![]);
+        let _ = h.respond_body(Bytes::from_static(b"part"), true);
+        h.abort();
         d.on_commands(now);
         let out = String::from_utf8(output(&mut d)).unwrap();
         assert!(out.ends_with("4\r\npart\r\n"), "{out}");
@@ -1171,7 +1200,7 @@ mod tests {
     fn peer_that_stops_reading_is_dropped_after_close_timeout() {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         let h = connect(&mut d, &sink, now);
-        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        h.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         let _ = h.send(false, Bytes::from(vec![0; 100_000]));
@@ -1190,7 +1219,7 @@ mod tests {
         let (mut d, sink, _, now) =
             setup(ServerConfig { write_high_water: 1000, ..ServerConfig::default() });
         let h = connect(&mut d, &sink, now);
-        h.command(Command::Accept { subprotocol: None, headers: vec![] });
+        h.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         let ping = client_frame(9, &[7; 100]);
@@ -1232,7 +1261,7 @@ mod tests {
         read(&mut d, REQUEST, now);
         let events = sink.0.take();
         let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
-        info.handle.command(Command::Accept { subprotocol: None, headers: vec![] });
+        info.handle.accept(None, vec![]);
         d.on_commands(now);
         output(&mut d);
         let prev = std::panic::take_hook();

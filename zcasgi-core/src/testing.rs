@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::backend::{Command, ConnHandle, ConnId, Event, EventSink};
+use crate::backend::{ConnHandle, ConnId, Event, EventSink};
 use crate::protocol::Message;
 
 /// What [`EchoApp`] observed.
@@ -92,11 +92,11 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 let path = info.request.path();
                 seen.lock().unwrap().push(Seen::Connected(info.id, path.clone()));
                 if path == "/deny" {
-                    info.handle.command(Command::Close { code: 1000, reason: String::new() });
+                    info.handle.close(1000, String::new());
                 } else {
                     let subprotocol =
                         info.upgrade.as_ref().and_then(|u| u.subprotocols.first().cloned());
-                    info.handle.command(Command::Accept { subprotocol, headers: Vec::new() });
+                    info.handle.accept(subprotocol, Vec::new());
                 }
                 conns.insert(info.id, info.handle);
             }
@@ -112,7 +112,7 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                     let rest = String::from_utf8_lossy(rest);
                     let (code, reason) = rest.split_once(':').unwrap_or((&rest, ""));
                     let code = code.parse().unwrap_or(1000);
-                    h.command(Command::Close { code, reason: reason.to_owned() });
+                    h.close(code, reason.to_owned());
                 } else {
                     let _ = h.send(text, payload);
                 }
@@ -124,10 +124,8 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
             Event::HttpRequest(info) => {
                 // Plain HTTP: answer 200 with the path, so backend tests can check routing.
                 let body = bytes::Bytes::from(info.request.path());
-                info.handle
-                    .command(Command::HttpResponseStart { status: 200, headers: Vec::new() });
-                // `send_body` counts the bytes that the driver releases once written.
-                let _ = info.handle.send_body(body, false);
+                info.handle.respond(200, Vec::new());
+                let _ = info.handle.respond_body(body, false);
             }
             Event::HttpBody { id, .. } => {
                 if let Some(h) = conns.get(&id) {

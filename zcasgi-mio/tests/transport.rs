@@ -14,7 +14,7 @@ use common::{
 };
 use socket2::{Domain, SockRef, Socket, Type};
 use tungstenite::Message;
-use zcasgi_core::backend::{Backend, Command, ConnHandle, Event, EventSink, ServerConfig};
+use zcasgi_core::backend::{Backend, ConnHandle, Event, EventSink, ServerConfig};
 use zcasgi_core::protocol::Message as CoreMessage;
 use zcasgi_core::testing::Seen;
 use zcasgi_mio::MioBackend;
@@ -233,7 +233,7 @@ impl EventSink for HoldApp {
     fn push(&self, event: Event) {
         match event {
             Event::Connect(info) => {
-                info.handle.command(Command::Accept { subprotocol: None, headers: Vec::new() });
+                info.handle.accept(None, Vec::new());
                 self.handles.lock().unwrap().push(info.handle);
             }
             Event::Message { message: CoreMessage::Text(b) | CoreMessage::Binary(b), .. } => {

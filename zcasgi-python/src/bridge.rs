@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
-use zcasgi_core::backend::{Command, ConnHandle, ConnectInfo, Event, EventSink, SendState};
+use zcasgi_core::backend::{ConnHandle, ConnectInfo, Event, EventSink, SendState};
 use zcasgi_core::protocol::Message;
 
 use crate::errors::ClientDisconnected;
@@ -274,7 +274,7 @@ impl WsConn {
                 let headers = headers_of(message)?;
                 self.state = AppState::Open;
                 if self.disconnect.is_none() {
-                    self.handle.command(Command::Accept { subprotocol, headers });
+                    self.handle.accept(subprotocol, headers);
                     self.log_access(py, "[accepted]");
                 }
                 Ok(false)
@@ -294,7 +294,7 @@ impl WsConn {
                     self.log_access(py, "403");
                 }
                 self.state = AppState::Closed;
-                self.handle.command(Command::Close { code, reason });
+                self.handle.close(code, reason);
                 Ok(false)
             }
             (AppState::Closed, "websocket.close") => Ok(false),
@@ -309,7 +309,7 @@ impl WsConn {
                 let headers = headers_of(message)?;
                 self.state = AppState::Responding;
                 self.log_access(py, &status.to_string());
-                self.handle.command(Command::HttpResponseStart { status, headers });
+                self.handle.respond(status, headers);
                 Ok(false)
             }
             (AppState::Responding, "websocket.http.response.body") => {
@@ -327,8 +327,10 @@ impl WsConn {
                 if !more {
                     self.state = AppState::Closed;
                 }
-                self.handle.command(Command::HttpResponseBody { body, more });
-                Ok(false)
+                match self.handle.respond_body(body, more) {
+                    SendState::Ready | SendState::Closed => Ok(false),
+                    SendState::Full => Ok(self.handle.wait_writable()),
+                }
             }
             (AppState::Closed, "websocket.send") => {
                 Err(ClientDisconnected::new_err("the websocket is closed"))
@@ -405,7 +407,7 @@ impl WsConn {
             self.log_access(py, "500");
         }
         self.state = AppState::Closed;
-        self.handle.command(Command::Abort);
+        self.handle.abort();
     }
 
     /// The application returned: close normally if it left the socket open. Returning without
@@ -416,11 +418,11 @@ impl WsConn {
                 if self.state == AppState::Connecting {
                     self.log_access(py, "500");
                 }
-                self.handle.command(Command::Abort);
+                self.handle.abort();
                 true
             }
             AppState::Open => {
-                self.handle.command(Command::Close { code: 1000, reason: String::new() });
+                self.handle.close(1000, String::new());
                 false
             }
             AppState::Closed => false,
@@ -579,7 +581,7 @@ impl HttpConn {
                 self.response = ResponseState::Started;
                 self.status = status;
                 if !self.disconnected {
-                    self.handle.command(Command::HttpResponseStart { status, headers });
+                    self.handle.respond(status, headers);
                 }
                 Ok(false)
             }
@@ -610,7 +612,7 @@ impl HttpConn {
                     // ASGI: sending to a client that left is a no-op for http.
                     return Ok(false);
                 }
-                match self.handle.send_body(body, more) {
+                match self.handle.respond_body(body, more) {
                     SendState::Ready | SendState::Closed => Ok(false),
                     SendState::Full => Ok(self.handle.wait_writable()),
                 }
@@ -697,7 +699,7 @@ impl HttpConn {
             }
         }
         if self.response != ResponseState::Complete {
-            self.handle.command(Command::Abort);
+            self.handle.abort();
         }
         self.response = ResponseState::Complete;
     }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zcasgi_core::backend::{Backend, Command, ConnHandle, Event, EventSink, ServerConfig};
+use zcasgi_core::backend::{Backend, ConnHandle, Event, EventSink, ServerConfig};
 use zcasgi_tokio::TokioBackend;
 
 /// Accepts every WebSocket and keeps the messages until the test takes them.
@@ -21,7 +21,7 @@ impl EventSink for HoldingApp {
     fn push(&self, event: Event) {
         match event {
             Event::Connect(info) => {
-                info.handle.command(Command::Accept { subprotocol: None, headers: Vec::new() });
+                info.handle.accept(None, Vec::new());
                 *self.handle.lock().unwrap() = Some(info.handle);
             }
             Event::Message { .. } => *self.held.lock().unwrap() += 1,
