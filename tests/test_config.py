@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, ServerProcess, subprocess_env
 
 import zcasgi
-from zcasgi.config import Config
+from zcasgi.config import LIMITS, Config, defaults, option_names
 
 
 async def _app(scope: object, receive: object, send: object) -> None:
@@ -56,6 +57,81 @@ def test_wrong_types_raise_type_error(options: dict[str, object]) -> None:
         Config(_app, **options)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        # Durations past what an Instant can hold crashed an I/O thread after start-up.
+        ("handshake_timeout", 1e19),
+        ("close_timeout", 1.5e19),
+        ("ws_ping_interval", 1e19),
+        ("ws_ping_timeout", 1e19),
+        ("timeout_keep_alive", 1e19),
+        ("timeout_graceful_shutdown", 1e300),
+        ("handshake_timeout", 86_400.5),
+        # Integers too large for the core failed with OverflowError after start-up.
+        *((name, 2**64) for name in sorted(LIMITS)),
+        ("ws_max_size", 2**40 + 1),
+        ("max_headers", 10_001),
+    ],
+)
+def test_values_beyond_the_documented_bounds_raise_value_error(option: str, value: float) -> None:
+    options: dict[str, object] = {option: value}
+    if option == "ws_write_low_water":
+        options["ws_write_high_water"] = 2**40
+    with pytest.raises(ValueError, match=rf"^{option} must be <= ") as info:
+        Config(_app, **options)
+    assert str(value) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        # A ping every nanosecond killed every connection.
+        ("ws_ping_interval", 1e-9),
+        ("ws_ping_timeout", 1e-9),
+        ("ws_ping_timeout", 0),
+        ("max_header_bytes", 255),
+        ("ws_max_size", -(2**64)),
+    ],
+)
+def test_values_below_the_documented_bounds_raise_value_error(option: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"^{option} must be >= ") as info:
+        Config(_app, **{option: value})
+    assert str(value) in str(info.value)
+
+
+def test_documented_bounds_are_accepted() -> None:
+    lowest = {name: low for name, (low, _) in LIMITS.items() if name != "shutdown_close_code"}
+    highest = {name: high for name, (_, high) in LIMITS.items() if name != "shutdown_close_code"}
+    for options in (lowest, highest):
+        options = {**options, "ws_write_low_water": 0}
+        config = Config(_app, **options)
+        assert {name: getattr(config, name) for name in options} == options
+    assert Config(_app, ws_ping_interval=0).ws_ping_interval is None
+    assert Config(_app, ws_ping_interval=None, ws_ping_timeout=None).ws_ping_timeout is None
+
+
+def test_root_path_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"^root_path must be a str, not int$"):
+        Config(_app, root_path=5)
+
+
+@pytest.mark.parametrize("raw", ["maybe", "on", "off", "", "2"])
+def test_environment_booleans_are_strict(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("ZCASGI_WS_PER_MESSAGE_DEFLATE", raw)
+    with pytest.raises(ValueError, match=r"^ZCASGI_WS_PER_MESSAGE_DEFLATE: expected true/false"):
+        Config(_app)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("true", True), ("YES", True), ("1", True), ("False", False), ("no", False), ("0", False)],
+)
+def test_environment_booleans(monkeypatch: pytest.MonkeyPatch, raw: str, value: bool) -> None:
+    monkeypatch.setenv("ZCASGI_WS_PER_MESSAGE_DEFLATE", raw)
+    assert Config(_app).ws_per_message_deflate is value
+
+
 def test_unknown_option_is_rejected() -> None:
     with pytest.raises(TypeError, match="unknown option"):
         Config(_app, max_size=5)
@@ -94,11 +170,11 @@ def test_factory() -> None:
     assert Config(factory, factory=True).load_app() is _app
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "zcasgi", *args],
         cwd=REPO_ROOT,
-        env=subprocess_env(),
+        env=subprocess_env(env),
         capture_output=True,
         text=True,
         timeout=30,
@@ -120,6 +196,37 @@ def test_cli_rejects_bad_values_before_starting() -> None:
     assert result.stdout.strip() == f"zcasgi {zcasgi.__version__}"
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--handshake-timeout", "1e19", "handshake_timeout must be <= 86400 seconds"),
+        ("--close-timeout", "1.5e19", "close_timeout must be <= 86400 seconds"),
+        ("--ws-ping-interval", "1e19", "ws_ping_interval must be <= 86400 seconds"),
+        ("--ws-ping-interval", "1e-9", "ws_ping_interval must be >= 0.1 seconds"),
+        (
+            "--timeout-graceful-shutdown",
+            "1e300",
+            "timeout_graceful_shutdown must be <= 86400 seconds",
+        ),
+        ("--io-threads", str(2**64), "io_threads must be <= 1024"),
+        ("--backlog", str(2**64), "backlog must be <= 2147483647"),
+        ("--max-connections", str(2**64), "max_connections must be <= 10000000"),
+        ("--ws-max-queue", str(2**64), "ws_max_queue must be <= 1048576"),
+        ("--ws-per-message-deflate", "maybe", "argument --ws-per-message-deflate: expected"),
+    ],
+)
+def test_cli_rejects_values_out_of_bounds(flag: str, value: str, message: str) -> None:
+    result = _cli("apps.echo:app", "--port", "0", flag, value)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_cli_rejects_a_bad_boolean_in_the_environment() -> None:
+    result = _cli("apps.echo:app", "--port", "0", env={"ZCASGI_WS_PER_MESSAGE_DEFLATE": "maybe"})
+    assert result.returncode == 2
+    assert "ZCASGI_WS_PER_MESSAGE_DEFLATE: expected true/false" in result.stderr
+
+
 def test_lifespan_startup_failure_stops_the_server(tmp_path: object, backend: str) -> None:
     result = _cli("apps.lifespan_fail:app", "--backend", backend, "--port", "0")
     assert result.returncode == 3
@@ -137,3 +244,42 @@ def test_port_in_use_is_a_clear_error(backend: str) -> None:
         result = _cli("apps.echo:app", "--backend", backend, "--port", str(server.port))
     assert result.returncode == 1
     assert f"could not bind 127.0.0.1:{server.port}" in result.stderr
+
+
+def _docs_table() -> dict[str, tuple[str, str]]:
+    """The options table of docs/configuration.md: option -> (default cell, range cell)."""
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    rows: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        for name in re.findall(r"`([a-z_]+)`", cells[0]):
+            rows[name] = (cells[1], cells[2])
+    return rows
+
+
+def _docs_value(cell: str) -> object:
+    if cell == "—":
+        return None
+    text = cell.strip("`")
+    if text == '""':
+        return ""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def test_docs_list_every_option_with_its_default_and_range() -> None:
+    table = _docs_table()
+    assert sorted(table) == sorted(option_names())
+    documented = {name: _docs_value(default) for name, (default, _) in table.items()}
+    assert documented == defaults()
+    for name, (low, high) in LIMITS.items():
+        numbers = [float(n) for n in re.findall(r"`([0-9.]+)`", table[name][1])]
+        assert (numbers[0], numbers[-1]) == (low, high), name

@@ -14,16 +14,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._zcasgi import BACKENDS, __version__
-from .config import LIFESPAN_MODES, LOG_LEVELS, LOOPS, Config
+from .config import LIFESPAN_MODES, LOG_LEVELS, LOOPS, Config, parse_bool
 from .server import Server
 
 __all__ = ["main"]
 
 
-def _seconds_or_none(raw: str) -> float | None:
+def seconds(raw: str) -> float | None:
+    """A number of seconds, or ``none``/``off``."""
     if raw.lower() in ("none", "off"):
         return None
     return float(raw)
+
+
+def boolean(raw: str) -> bool:
+    """true/false, 1/0 or yes/no, any case."""
+    try:
+        return parse_bool(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ws-max-size", type=int, help="largest WebSocket message in bytes")
     p.add_argument("--ws-max-queue", type=int, help="received messages buffered per connection")
-    p.add_argument("--ws-ping-interval", type=_seconds_or_none, help="seconds between pings")
-    p.add_argument("--ws-ping-timeout", type=_seconds_or_none, help="seconds to wait for a pong")
+    p.add_argument("--ws-ping-interval", type=seconds, help="seconds between pings")
+    p.add_argument("--ws-ping-timeout", type=seconds, help="seconds to wait for a pong")
     p.add_argument(
         "--ws-per-message-deflate",
-        type=lambda v: v.lower() in ("1", "true", "yes", "on"),
+        type=boolean,
         help="accept permessage-deflate, true or false (default false)",
     )
     p.add_argument("--ws-write-high-water", type=int, help="send buffer bytes before send waits")

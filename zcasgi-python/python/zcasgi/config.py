@@ -18,7 +18,16 @@ from typing import Any
 
 from ._zcasgi import BACKENDS
 
-__all__ = ["LIFESPAN_MODES", "LOG_LEVELS", "LOOPS", "Config", "import_from_string"]
+__all__ = [
+    "BOOLEANS",
+    "LIFESPAN_MODES",
+    "LIMITS",
+    "LOG_LEVELS",
+    "LOOPS",
+    "Config",
+    "import_from_string",
+    "parse_bool",
+]
 
 LIFESPAN_MODES = ("auto", "on", "off")
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -50,46 +59,114 @@ def import_from_string(target: str) -> Any:
     return obj
 
 
-def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
+#: Longest duration any option accepts: one day.
+MAX_SECONDS = 86_400.0
+#: Largest byte size any option accepts: 1 TiB.
+MAX_BYTES = 2**40
+
+#: The documented range of each numeric option, ``(minimum, maximum)``: ints are counts (bytes,
+#: messages, threads, ...), floats are seconds. Every value is checked against it at start-up, so
+#: nothing the server computes from a valid value can overflow.
+LIMITS: dict[str, tuple[int, int] | tuple[float, float]] = {
+    "port": (0, 65535),
+    "fd": (0, 2**31 - 1),
+    "io_threads": (1, 1024),
+    "backlog": (1, 2**31 - 1),
+    "max_connections": (1, 10_000_000),
+    "ws_max_size": (1, MAX_BYTES),
+    "ws_max_queue": (1, 1_048_576),
+    "ws_ping_interval": (0.1, MAX_SECONDS),
+    "ws_ping_timeout": (0.1, MAX_SECONDS),
+    "ws_write_high_water": (1, MAX_BYTES),
+    "ws_write_low_water": (0, MAX_BYTES),
+    "handshake_timeout": (0.0, MAX_SECONDS),
+    "timeout_keep_alive": (0.0, MAX_SECONDS),
+    "http_max_body_size": (0, MAX_BYTES),
+    "close_timeout": (0.0, MAX_SECONDS),
+    "timeout_graceful_shutdown": (0.0, MAX_SECONDS),
+    "shutdown_close_code": (1000, 4999),
+    "max_headers": (1, 10_000),
+    "max_header_bytes": (256, 1_048_576),
+}
+
+#: The spellings of a boolean accepted from the command line and the environment.
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_bool(raw: str) -> bool:
+    """Reads a boolean flag or environment value: true/false, 1/0 or yes/no, any case.
+
+    Raises:
+        ValueError: for any other spelling.
+    """
+    try:
+        return BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(f"expected true/false, 1/0 or yes/no, got {raw!r}") from None
+
+
+def _show(limit: float) -> str:
+    return f"{limit:g} seconds" if isinstance(limit, float) else str(limit)
+
+
+def _check_range(name: str, value: float) -> None:
+    low, high = LIMITS[name]
+    if value < low:
+        raise ValueError(f"{name} must be >= {_show(low)}, got {value}")
+    if value > high:
+        raise ValueError(f"{name} must be <= {_show(high)}, got {value}")
+
+
+def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    _check_range(name, value)
     return value
 
 
-def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
+def _seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    _check_range(name, value)
     return float(value)
 
 
+def _optional_seconds(name: str, value: object, *, zero_is_none: bool = False) -> float | None:
+    if value is None or (zero_is_none and not isinstance(value, bool) and value == 0):
+        return None
+    return _seconds(name, value)
+
+
+def _string(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
 def _env_default(name: str, default: Any) -> Any:
-    raw = os.environ.get(f"ZCASGI_{name.upper()}")
+    variable = f"ZCASGI_{name.upper()}"
+    raw = os.environ.get(variable)
     if raw is None:
         return default
     if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"ZCASGI_{name.upper()} must be a boolean, got {raw!r}")
+        try:
+            return parse_bool(raw)
+        except ValueError as exc:
+            raise ValueError(f"{variable}: {exc}") from None
     if isinstance(default, int):
         try:
             return int(raw)
         except ValueError:
-            raise ValueError(f"ZCASGI_{name.upper()} must be an integer, got {raw!r}") from None
+            raise ValueError(f"{variable} must be an integer, got {raw!r}") from None
     if isinstance(default, float):
         if raw.lower() == "none":
             return None
         try:
             return float(raw)
         except ValueError:
-            raise ValueError(f"ZCASGI_{name.upper()} must be a number, got {raw!r}") from None
+            raise ValueError(f"{variable} must be a number, got {raw!r}") from None
     return raw
 
 
@@ -173,9 +250,12 @@ class Config:
         loop: ``"auto"`` (uvloop if installed), ``"asyncio"`` or ``"uvloop"``.
         factory: Treat ``app`` as a factory to call with no arguments.
 
+    Numeric options must lie in their documented range (`LIMITS`, docs/configuration.md).
+
     Raises:
-        ValueError: for a value out of range or a combination that cannot work.
-        TypeError: for a value of the wrong type.
+        ValueError: for a value out of range or a combination that cannot work, naming the
+            option.
+        TypeError: for a value of the wrong type, naming the option.
     """
 
     def __init__(self, app: ASGIApp | str, **options: Any) -> None:
@@ -187,78 +267,61 @@ class Config:
         }
         self.app = app
         self.host: str = str(values["host"])
-        self.port = _positive_int("port", values["port"], minimum=0)
-        if self.port > 65535:
-            raise ValueError(f"port must be <= 65535, got {self.port}")
+        self.port = _count("port", values["port"])
         self.uds: str | None = values["uds"]
         if self.uds is not None:
             raise ValueError("uds (Unix domain sockets) is not supported yet; use host/port or fd")
-        self.fd: int | None = values["fd"]
-        if self.fd is not None:
-            self.fd = _positive_int("fd", self.fd, minimum=0)
+        self.fd: int | None = None if values["fd"] is None else _count("fd", values["fd"])
         self.backend: str = values["backend"]
         if self.backend not in BACKENDS:
             raise ValueError(
                 f"unknown backend {self.backend!r}; valid backends: {', '.join(BACKENDS)}"
             )
-        self.io_threads = _positive_int("io_threads", values["io_threads"])
-        self.workers = _positive_int("workers", values["workers"])
-        if self.workers != 1:
+        self.io_threads = _count("io_threads", values["io_threads"])
+        workers = values["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"workers must be an int, not {type(workers).__name__}")
+        if workers != 1:
             raise ValueError("workers > 1 is not supported yet; run one process per core")
-        self.backlog = _positive_int("backlog", values["backlog"])
-        self.max_connections = _positive_int("max_connections", values["max_connections"])
-        self.ws_max_size = _positive_int("ws_max_size", values["ws_max_size"])
-        self.ws_max_queue = _positive_int("ws_max_queue", values["ws_max_queue"])
-        self.ws_ping_interval = _seconds(
-            "ws_ping_interval", values["ws_ping_interval"], allow_none=True
+        self.workers: int = workers
+        self.backlog = _count("backlog", values["backlog"])
+        self.max_connections = _count("max_connections", values["max_connections"])
+        self.ws_max_size = _count("ws_max_size", values["ws_max_size"])
+        self.ws_max_queue = _count("ws_max_queue", values["ws_max_queue"])
+        self.ws_ping_interval = _optional_seconds(
+            "ws_ping_interval", values["ws_ping_interval"], zero_is_none=True
         )
-        if self.ws_ping_interval == 0:
-            self.ws_ping_interval = None
-        self.ws_ping_timeout = _seconds(
-            "ws_ping_timeout", values["ws_ping_timeout"], allow_none=True
-        )
+        self.ws_ping_timeout = _optional_seconds("ws_ping_timeout", values["ws_ping_timeout"])
         if not isinstance(values["ws_per_message_deflate"], bool):
             raise TypeError("ws_per_message_deflate must be a bool")
         self.ws_per_message_deflate = values["ws_per_message_deflate"]
-        self.ws_write_high_water = _positive_int(
-            "ws_write_high_water", values["ws_write_high_water"]
-        )
-        self.ws_write_low_water = _positive_int(
-            "ws_write_low_water", values["ws_write_low_water"], minimum=0
-        )
+        self.ws_write_high_water = _count("ws_write_high_water", values["ws_write_high_water"])
+        self.ws_write_low_water = _count("ws_write_low_water", values["ws_write_low_water"])
         if self.ws_write_low_water > self.ws_write_high_water:
             raise ValueError("ws_write_low_water must not exceed ws_write_high_water")
-        self.handshake_timeout = _seconds("handshake_timeout", values["handshake_timeout"]) or 0.0
-        self.close_timeout = _seconds("close_timeout", values["close_timeout"]) or 0.0
-        self.timeout_keep_alive = (
-            _seconds("timeout_keep_alive", values["timeout_keep_alive"]) or 0.0
+        self.handshake_timeout = _seconds("handshake_timeout", values["handshake_timeout"])
+        self.close_timeout = _seconds("close_timeout", values["close_timeout"])
+        self.timeout_keep_alive = _seconds("timeout_keep_alive", values["timeout_keep_alive"])
+        self.http_max_body_size = _count("http_max_body_size", values["http_max_body_size"])
+        self.timeout_graceful_shutdown = _seconds(
+            "timeout_graceful_shutdown", values["timeout_graceful_shutdown"]
         )
-        self.http_max_body_size = _positive_int(
-            "http_max_body_size", values["http_max_body_size"], minimum=0
-        )
-        self.timeout_graceful_shutdown = (
-            _seconds("timeout_graceful_shutdown", values["timeout_graceful_shutdown"]) or 0.0
-        )
-        self.shutdown_close_code = _positive_int(
-            "shutdown_close_code", values["shutdown_close_code"]
-        )
+        self.shutdown_close_code = _count("shutdown_close_code", values["shutdown_close_code"])
         code = self.shutdown_close_code
         if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
             raise ValueError(f"shutdown_close_code {code} may not be sent")
-        self.max_headers = _positive_int("max_headers", values["max_headers"])
-        self.max_header_bytes = _positive_int(
-            "max_header_bytes", values["max_header_bytes"], minimum=256
-        )
-        self.root_path: str = values["root_path"]
+        self.max_headers = _count("max_headers", values["max_headers"])
+        self.max_header_bytes = _count("max_header_bytes", values["max_header_bytes"])
+        self.root_path = _string("root_path", values["root_path"])
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError("root_path must start with '/' and not end with '/' (or be empty)")
         self.proxy_headers = bool(values["proxy_headers"])
         allow = values["forwarded_allow_ips"]
-        self.forwarded_allow_ips: list[str] = (
-            [a.strip() for a in allow.split(",") if a.strip()]
-            if isinstance(allow, str)
-            else list(allow)
-        )
+        if isinstance(allow, str):
+            allow = [a.strip() for a in allow.split(",") if a.strip()]
+        elif not isinstance(allow, (list, tuple)) or not all(isinstance(a, str) for a in allow):
+            raise TypeError("forwarded_allow_ips must be a str or a list of str")
+        self.forwarded_allow_ips: list[str] = list(allow)
         for ip in self.forwarded_allow_ips:
             if ip != "*":
                 try:
@@ -335,3 +398,8 @@ class Config:
 def option_names() -> Sequence[str]:
     """All option names, in documentation order."""
     return list(_DEFAULTS)
+
+
+def defaults() -> dict[str, Any]:
+    """The default of every option (before ``ZCASGI_*`` environment variables apply)."""
+    return dict(_DEFAULTS)
