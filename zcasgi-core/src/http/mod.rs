@@ -4,7 +4,12 @@
 //! scopes); this module decides how the body is framed ([`RequestFraming`]), decodes it
 //! ([`BodyDecoder`]: `Content-Length` or chunked), and frames the response
 //! ([`ResponseWriter`]: `Content-Length`, chunked, or delimited by closing the connection), with
-//! keep-alive decided by [`keep_alive`].
+//! keep-alive decided by [`keep_alive`]. An [`Exchange`] puts these together into one request and
+//! its response, and decides whether the connection serves another one.
+
+mod exchange;
+
+pub use exchange::Exchange;
 
 use bytes::{Buf, Bytes, BytesMut};
 

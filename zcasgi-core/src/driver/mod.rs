@@ -1,0 +1,695 @@
+//! Per-connection glue that both backends call: bytes in, events out, bytes out.
+//!
+//! A backend's loop for one connection is: read into [`Driver::read_buffer`] (or any buffer
+//! passed to [`Driver::on_read`]), call the driver, write [`Driver::out_queue`] with vectored
+//! writes and report them with [`Driver::on_written`], apply the application's commands with
+//! [`Driver::on_commands`] when woken, call [`Driver::on_tick`] at [`Driver::deadline`], and
+//! close the socket once [`Driver::is_finished`]. Each call is wrapped in
+//! [`std::panic::catch_unwind`]: a panic closes that connection only.
+//!
+//! # Phases
+//!
+//! The driver is a router. Each phase of a connection is a state machine of its own, and the
+//! driver feeds it bytes, commands and time, turns what it reports into [`Event`]s, and moves
+//! the connection on to the next phase:
+//!
+//! - `Head` (module `head`): reading a request head, within a deadline;
+//! - `Upgrade` (module `upgrade`): a WebSocket upgrade waits for the application to accept or
+//!   deny it;
+//! - `Http` ([`crate::http::Exchange`]): one plain HTTP request and its response, which decides
+//!   whether the connection serves another;
+//! - `Open` ([`crate::protocol::Connection`]): the WebSocket;
+//! - `Done`: what is queued is written, then the socket closes.
+//!
+//! ```text
+//! Head ──valid upgrade──► Upgrade ──accept──► Open ───────────────────────► Done
+//!  ▲  │                      └── close/abort (403/500), denial ──────────────►│
+//!  │  │── plain request ──► Http ── response complete, keep-alive ──┐         │
+//!  │  │                      └── not keep-alive / error / EOF ──────┼────────►│
+//!  │  └── bad request / timeout / EOF (4xx response or none) ───────┼────────►│
+//!  └──────────────────────── next request (pipelined) ──────────────┘
+//! ```
+//!
+//! # Accounting
+//!
+//! The bytes of every message and response body the application sends count against its send
+//! buffer ([`ConnHandle::queued_bytes`]) from the moment it queues them. The driver releases
+//! each such byte exactly once: when it is written, or at once if it never will be (the phase
+//! had no use for it, the socket failed, or the peer stopped reading).
+
+mod head;
+mod upgrade;
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use self::head::{Expired, RequestHead};
+use self::upgrade::{Accepted, PendingUpgrade};
+use crate::backend::{
+    Command, ConnHandle, ConnId, ConnectInfo, Event, EventSink, LogLevel, Notify, ServerConfig,
+};
+use crate::frame::close_code;
+use crate::handshake::{self, Request};
+use crate::http::Exchange;
+use crate::outq::OutQueue;
+use crate::protocol::{self, Connection};
+
+/// Most slices handed to one vectored write.
+pub const MAX_IOVECS: usize = 64;
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading a request head.
+    Head(RequestHead),
+    /// A WebSocket upgrade waits for the application's answer, or is being denied.
+    Upgrade(Box<PendingUpgrade>),
+    /// Serving a plain HTTP request.
+    Http(Box<Exchange>),
+    /// The WebSocket is open (or closing).
+    Open(Box<Connection>),
+    /// Nothing more to do but write what is queued and close.
+    Done,
+}
+
+/// One connection's protocol state, from the first byte to the close.
+pub struct Driver {
+    id: ConnId,
+    cfg: Arc<ServerConfig>,
+    sink: Arc<dyn EventSink>,
+    handle: ConnHandle,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    phase: Phase,
+    /// Output before the WebSocket opens (HTTP responses).
+    out: OutQueue,
+    /// The application has been told about this connection and awaits a disconnect.
+    announced: bool,
+    deadline: Option<Instant>,
+    /// Once the application is done with the connection, the peer gets `close_timeout` from
+    /// the last write progress to take what is left; then it is dropped.
+    drain_deadline: Option<Instant>,
+    /// The latest time passed in by the backend.
+    now: Instant,
+    commands: Vec<Command>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.id)
+            .field("phase", &self.phase)
+            .field("out", &self.out.len())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Moves the bytes of `input` to the end of `buf` (without a copy when `buf` is empty).
+fn absorb(buf: &mut BytesMut, input: &mut BytesMut) {
+    if buf.is_empty() {
+        std::mem::swap(buf, input);
+    } else {
+        buf.extend_from_slice(input);
+        input.clear();
+    }
+}
+
+impl Driver {
+    /// A driver for a freshly accepted connection.
+    pub fn new(
+        id: ConnId,
+        cfg: Arc<ServerConfig>,
+        sink: Arc<dyn EventSink>,
+        notify: Box<dyn Notify>,
+        client: Option<SocketAddr>,
+        server: Option<SocketAddr>,
+        now: Instant,
+    ) -> Self {
+        let deadline = now + cfg.handshake_timeout;
+        let handle = ConnHandle::new(id, &cfg, notify);
+        Self {
+            id,
+            cfg,
+            sink,
+            handle,
+            client,
+            server,
+            phase: Phase::Head(RequestHead::new(BytesMut::new(), deadline)),
+            out: OutQueue::new(),
+            announced: false,
+            deadline: Some(deadline),
+            drain_deadline: None,
+            now,
+            commands: Vec::new(),
+        }
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// A buffer of the connection's own to read into, when it is mid-frame or mid-request.
+    /// `None`: read into any buffer and pass it to [`Driver::on_read`].
+    pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
+        let buf = match &mut self.phase {
+            Phase::Open(conn) => return conn.read_buffer(),
+            Phase::Head(h) => h.buffer_mut(),
+            Phase::Http(x) => x.buffer_mut(),
+            _ => return None,
+        };
+        (!buf.is_empty()).then_some(buf)
+    }
+
+    /// Processes bytes read into `input` (which is emptied).
+    pub fn on_read(&mut self, input: &mut BytesMut, now: Instant) {
+        self.now = now;
+        self.guard(|d| d.read(Some(input), now));
+    }
+
+    /// Processes bytes read into [`Driver::read_buffer`].
+    pub fn on_read_buffered(&mut self, now: Instant) {
+        self.now = now;
+        self.guard(|d| d.read(None, now));
+    }
+
+    /// The peer closed its side of the stream.
+    pub fn on_eof(&mut self) {
+        self.guard(Self::eof);
+    }
+
+    /// The socket failed (reset, broken pipe): nothing more can be written.
+    pub fn on_io_error(&mut self, err: &std::io::Error) {
+        self.guard(|d| {
+            d.log(LogLevel::Debug, format!("connection {}: {err}", d.id));
+            d.eof();
+            d.discard_output();
+            d.phase = Phase::Done;
+        });
+    }
+
+    /// Applies the commands the application queued through the [`ConnHandle`].
+    pub fn on_commands(&mut self, now: Instant) {
+        self.now = now;
+        self.guard(|d| {
+            let mut cmds = std::mem::take(&mut d.commands);
+            d.handle.take_commands(&mut cmds);
+            for cmd in cmds.drain(..) {
+                d.apply(cmd, now);
+            }
+            d.commands = cmds;
+            // A wake-up may also mean the application caught up: deliver buffered body.
+            d.http_read();
+        });
+    }
+
+    /// Advances timers to `now`.
+    pub fn on_tick(&mut self, now: Instant) {
+        self.now = now;
+        self.guard(|d| d.tick(now));
+    }
+
+    /// Starts closing because the server shuts down.
+    pub fn on_shutdown(&mut self, now: Instant) {
+        self.now = now;
+        self.guard(|d| match &mut d.phase {
+            Phase::Open(conn) => {
+                let _ = conn.send_close(d.cfg.shutdown_close_code, "");
+                d.after_protocol(now);
+            }
+            Phase::Head(_) => d.phase = Phase::Done,
+            Phase::Upgrade(u) if u.is_awaiting() => d.reject(503, "server shutting down"),
+            // Let the request finish; the connection closes after its response.
+            Phase::Http(x) => x.close_after_response(),
+            Phase::Upgrade(_) | Phase::Done => {}
+        });
+    }
+
+    /// The bytes to write next.
+    pub fn out_queue(&mut self) -> &mut OutQueue {
+        match &mut self.phase {
+            Phase::Open(conn) if self.out.is_empty() => conn.out_queue(),
+            _ => &mut self.out,
+        }
+    }
+
+    /// Fills `dst` with what to write next; returns how many slices it filled.
+    pub fn io_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out_queue().io_slices(dst)
+    }
+
+    /// Whether anything is waiting to be written.
+    #[must_use]
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty() || matches!(&self.phase, Phase::Open(c) if c.has_output())
+    }
+
+    /// Reports `n` bytes written from [`Driver::io_slices`].
+    pub fn on_written(&mut self, n: usize) {
+        self.guard(|d| {
+            let released = d.out_queue().advance(n);
+            if n > 0 && d.drain_deadline.is_some() {
+                d.drain_deadline = Some(d.now + d.cfg.protocol.close_timeout);
+            }
+            if d.handle.release(released) {
+                d.sink.push(Event::Writable { id: d.id });
+            }
+            d.settle();
+        });
+    }
+
+    /// Whether the backend should read from the socket now.
+    #[must_use]
+    pub fn wants_read(&self) -> bool {
+        match &self.phase {
+            Phase::Head(_) => true,
+            Phase::Upgrade(u) => u.wants_read(),
+            Phase::Http(x) => x.wants_read(self.handle.is_read_paused()),
+            // Once our close frame is out, the peer's reply must be read even if the
+            // application stopped taking messages (data frames are discarded then).
+            Phase::Open(conn) => {
+                // Output the application did not send (pongs, close frames) must not grow
+                // without bound because a peer sends pings and never reads.
+                let unaccounted = conn.out_len().saturating_sub(self.handle.queued_bytes());
+                !conn.is_closed()
+                    && (!conn.is_open() || !self.handle.is_read_paused())
+                    && unaccounted <= self.cfg.write_high_water
+            }
+            Phase::Done => false,
+        }
+    }
+
+    /// Whether the connection is finished: everything is written and the socket can be closed.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done) && !self.wants_write()
+    }
+
+    /// When [`Driver::on_tick`] should next be called.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.deadline, self.drain_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The application's handle on this connection.
+    #[must_use]
+    pub fn handle(&self) -> &ConnHandle {
+        &self.handle
+    }
+
+    // ---- internals ----
+
+    fn guard(&mut self, f: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            // The state may be inconsistent: drop it and close with 1011 (or 500).
+            let can_answer = match &self.phase {
+                Phase::Head(_) => true,
+                Phase::Upgrade(u) => u.is_awaiting(),
+                Phase::Http(x) => !x.is_response_started(),
+                Phase::Open(_) | Phase::Done => false,
+            };
+            let was_open = matches!(self.phase, Phase::Open(_));
+            self.out.clear();
+            if was_open {
+                self.out.push_bytes(Bytes::from_static(&[0x88, 0x02, 0x03, 0xf3]), 0);
+            } else if can_answer {
+                let mut out = Vec::new();
+                handshake::write_reject(&mut out, 500, "internal server error");
+                self.out.push_bytes(Bytes::from(out), 0);
+            }
+            self.phase = Phase::Done;
+            self.log(LogLevel::Error, format!("connection {}: panic on an I/O thread", self.id));
+            self.disconnect(close_code::INTERNAL_ERROR, String::new());
+        }
+        if self.handle.is_closed() && self.wants_write() {
+            if self.drain_deadline.is_none() {
+                self.drain_deadline = Some(self.now + self.cfg.protocol.close_timeout);
+            }
+        } else {
+            self.drain_deadline = None;
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: String) {
+        self.sink.push(Event::Log { level, message });
+    }
+
+    fn disconnect(&mut self, code: u16, reason: String) {
+        self.handle.mark_closed();
+        if std::mem::take(&mut self.announced) {
+            self.sink.push(Event::Disconnect { id: self.id, code, reason });
+        }
+    }
+
+    /// Ends the connection without a response: what is queued is still written.
+    fn close_abnormally(&mut self) {
+        self.phase = Phase::Done;
+        self.disconnect(close_code::ABNORMAL, String::new());
+    }
+
+    /// Drops everything queued (it will never be written) and releases what the application's
+    /// bytes held.
+    fn discard_output(&mut self) {
+        let mut released = self.out.clear();
+        if let Phase::Open(conn) = &mut self.phase {
+            released += conn.out_queue().clear();
+        }
+        self.handle.release(released);
+    }
+
+    fn read(&mut self, input: Option<&mut BytesMut>, now: Instant) {
+        match &mut self.phase {
+            Phase::Head(h) => {
+                if let Some(input) = input {
+                    absorb(h.buffer_mut(), input);
+                }
+                self.parse_request();
+            }
+            Phase::Upgrade(u) => {
+                if let Some(input) = input {
+                    u.receive(input);
+                }
+            }
+            Phase::Http(x) => {
+                if let Some(input) = input {
+                    absorb(x.buffer_mut(), input);
+                }
+                self.http_read();
+            }
+            Phase::Done => {
+                if let Some(input) = input {
+                    input.clear();
+                }
+            }
+            Phase::Open(conn) => {
+                let result = match input {
+                    Some(input) => conn.receive_data(input),
+                    None => conn.receive_buffered(),
+                };
+                if let Err(e) = result {
+                    self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                }
+                self.after_protocol(now);
+            }
+        }
+    }
+
+    fn parse_request(&mut self) {
+        let Phase::Head(h) = &mut self.phase else { return };
+        match h.parse(&self.cfg.handshake) {
+            Ok(None) => {}
+            Ok(Some((request, rest))) if request.is_websocket_upgrade() => {
+                match handshake::validate_upgrade(&request) {
+                    Ok(upgrade) => {
+                        let pending = PendingUpgrade::new(upgrade.clone(), rest);
+                        self.phase = Phase::Upgrade(Box::new(pending));
+                        self.announce(request, Some(upgrade));
+                    }
+                    Err(e) => self.refuse(e.status(), &e),
+                }
+            }
+            Ok(Some((request, rest))) => {
+                match Exchange::start(&request, rest, self.cfg.http_max_body, &mut self.out) {
+                    Ok(exchange) => {
+                        self.phase = Phase::Http(Box::new(exchange));
+                        self.announce(request, None);
+                        self.http_read();
+                    }
+                    Err(e) => self.refuse(e.status(), &e),
+                }
+            }
+            Err(e) => self.refuse(e.status(), &e),
+        }
+    }
+
+    /// Tells the application about a request: a WebSocket `upgrade`, or plain HTTP.
+    fn announce(&mut self, request: Request, upgrade: Option<handshake::Upgrade>) {
+        self.deadline = None;
+        self.announced = true;
+        let websocket = upgrade.is_some();
+        let info = Box::new(ConnectInfo {
+            id: self.id,
+            handle: self.handle.clone(),
+            request,
+            upgrade,
+            client: self.client,
+            server: self.server,
+        });
+        self.sink.push(if websocket { Event::Connect(info) } else { Event::HttpRequest(info) });
+    }
+
+    /// Decodes what the current request's body has in the buffer and delivers it.
+    fn http_read(&mut self) {
+        loop {
+            let Phase::Http(x) = &mut self.phase else { return };
+            if self.handle.is_read_paused() {
+                return;
+            }
+            match x.next_body() {
+                Ok(Some((body, more))) => {
+                    self.handle.message_delivered();
+                    self.sink.push(Event::HttpBody { id: self.id, body, more });
+                }
+                Ok(None) => return,
+                Err(e) if x.is_response_started() => {
+                    self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                    self.close_abnormally();
+                    return;
+                }
+                Err(e) => {
+                    self.refuse(e.status(), &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The response is complete: serve the next request on this connection, or close.
+    fn finish_exchange(&mut self, now: Instant) {
+        let Phase::Http(x) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
+        self.announced = false;
+        self.deadline = None;
+        match x.into_next() {
+            Some(buf) => {
+                let deadline = now + self.cfg.keep_alive_timeout;
+                self.phase = Phase::Head(RequestHead::new(buf, deadline));
+                self.deadline = Some(deadline);
+                self.parse_request();
+            }
+            None => self.handle.mark_closed(),
+        }
+    }
+
+    /// Answers a request that cannot be served with `status`, logging why.
+    fn refuse(&mut self, status: u16, why: &dyn std::fmt::Display) {
+        self.log(LogLevel::Debug, format!("connection {}: {why}", self.id));
+        self.reject(status, &why.to_string());
+    }
+
+    fn reject(&mut self, status: u16, message: &str) {
+        let mut out = Vec::new();
+        handshake::write_reject(&mut out, status, message);
+        self.out.push_bytes(Bytes::from(out), 0);
+        self.deadline = None;
+        self.close_abnormally();
+    }
+
+    fn eof(&mut self) {
+        match &mut self.phase {
+            Phase::Open(conn) => {
+                conn.receive_eof();
+                self.drain_events();
+                self.settle();
+            }
+            Phase::Upgrade(u) if u.is_awaiting() => {
+                // The application still decides; it learns of the disconnect now.
+                u.on_eof();
+                self.disconnect(close_code::ABNORMAL, String::new());
+            }
+            Phase::Head(h) if h.is_idle() => {
+                // An idle keep-alive connection closed by the client: nothing to report.
+                self.phase = Phase::Done;
+                self.handle.mark_closed();
+            }
+            _ => self.close_abnormally(),
+        }
+    }
+
+    /// Routes one command of the application to the phase it concerns.
+    fn apply(&mut self, cmd: Command, now: Instant) {
+        match (&mut self.phase, cmd) {
+            // The open WebSocket.
+            (Phase::Open(conn), Command::Send { text, payload }) => {
+                let len = payload.len();
+                if conn.send_message(text, payload, len).is_err() {
+                    self.handle.release(len);
+                }
+            }
+            (Phase::Open(conn), Command::Close { code, reason }) => {
+                let (code, reason) = if protocol::check_close(code, &reason).is_ok() {
+                    (code, reason)
+                } else {
+                    (close_code::INTERNAL_ERROR, String::new())
+                };
+                let _ = conn.send_close(code, &reason);
+                self.after_protocol(now);
+            }
+            (Phase::Open(conn), Command::Abort) => {
+                let _ = conn.send_close(close_code::INTERNAL_ERROR, "");
+                self.after_protocol(now);
+            }
+            // The answer to a WebSocket upgrade.
+            (Phase::Upgrade(u), Command::Accept { subprotocol, headers }) if u.is_awaiting() => {
+                self.accept(subprotocol.as_deref(), &headers, now);
+            }
+            (Phase::Upgrade(u), Command::Close { .. }) if u.is_awaiting() => {
+                self.reject(403, "forbidden");
+            }
+            (Phase::Upgrade(u), Command::Abort) if u.is_awaiting() => {
+                self.reject(500, "internal server error");
+            }
+            (Phase::Upgrade(u), Command::HttpResponseStart { status, headers }) => {
+                u.deny(&mut self.out, status, &headers);
+            }
+            (Phase::Upgrade(u), Command::HttpResponseBody { body, more }) => {
+                let unqueued = u.deny_body(&mut self.out, body, more);
+                let denied = u.is_denied();
+                self.handle.release(unqueued);
+                if denied {
+                    self.close_abnormally();
+                }
+            }
+            // A plain HTTP request.
+            (Phase::Http(x), Command::HttpResponseStart { status, headers }) => {
+                x.respond(&mut self.out, status, &headers);
+            }
+            (Phase::Http(x), Command::HttpResponseBody { body, more }) => {
+                let unqueued = x.respond_body(&mut self.out, body, more);
+                let complete = x.is_response_complete();
+                self.handle.release(unqueued);
+                if complete {
+                    self.finish_exchange(now);
+                }
+            }
+            (Phase::Http(x), Command::Abort) if !x.is_response_started() => {
+                self.reject(500, "internal server error");
+            }
+            // A response (or denial) broken half way: all we can do is close.
+            (Phase::Http(_) | Phase::Upgrade(_), Command::Abort) => self.close_abnormally(),
+            // Accounted bytes that no phase will write.
+            (
+                _,
+                Command::Send { payload: bytes, .. }
+                | Command::HttpResponseBody { body: bytes, .. },
+            ) => {
+                self.handle.release(bytes.len());
+            }
+            // Anything else is a command that the state makes meaningless (a second close, an
+            // accept after close): the bridge has already rejected the misuse in Python.
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, subprotocol: Option<&str>, headers: &[(Vec<u8>, Vec<u8>)], now: Instant) {
+        let Phase::Upgrade(u) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
+        let Accepted { conn, mut early, eof } =
+            u.accept(&self.cfg.protocol, subprotocol, headers, &mut self.out);
+        self.phase = Phase::Open(Box::new(conn));
+        if eof {
+            // The client left before the accept: nothing will be read.
+            self.eof();
+            return;
+        }
+        if !early.is_empty() {
+            self.read(Some(&mut early), now);
+        }
+        self.tick(now);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.drain_deadline.is_some_and(|at| now >= at) {
+            // The peer stopped taking our output: give up on it.
+            self.log(LogLevel::Debug, format!("connection {}: peer stopped reading", self.id));
+            self.discard_output();
+            self.phase = Phase::Done;
+            self.deadline = None;
+            self.drain_deadline = None;
+            return;
+        }
+        match &mut self.phase {
+            Phase::Head(h) => match h.expired(now) {
+                Err(deadline) => self.deadline = Some(deadline),
+                Ok(Expired::Idle) => {
+                    // An idle keep-alive connection: close without a response.
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    self.handle.mark_closed();
+                }
+                Ok(Expired::Incomplete) => {
+                    self.log(LogLevel::Debug, format!("connection {}: handshake timeout", self.id));
+                    self.reject(408, "request timeout");
+                }
+            },
+            Phase::Open(conn) => {
+                self.deadline = conn.on_tick(now);
+                self.drain_events();
+                self.settle();
+            }
+            _ => self.deadline = None,
+        }
+    }
+
+    /// After the protocol state machine ran: deliver its events, re-arm its timers.
+    fn after_protocol(&mut self, now: Instant) {
+        self.drain_events();
+        if let Phase::Open(conn) = &mut self.phase {
+            self.deadline = conn.on_tick(now);
+        }
+        self.drain_events();
+        self.settle();
+    }
+
+    fn drain_events(&mut self) {
+        let Phase::Open(conn) = &mut self.phase else { return };
+        while let Some(ev) = conn.next_event() {
+            match ev {
+                protocol::Event::Message(message) => {
+                    self.handle.message_delivered();
+                    self.sink.push(Event::Message { id: self.id, message });
+                }
+                protocol::Event::Closed { code, reason } => {
+                    self.handle.mark_closed();
+                    if std::mem::take(&mut self.announced) {
+                        self.sink.push(Event::Disconnect { id: self.id, code, reason });
+                    }
+                }
+                protocol::Event::Ping(_) | protocol::Event::Pong(_) => {}
+            }
+        }
+    }
+
+    /// Moves an open connection whose protocol has closed to `Done`, keeping its output.
+    fn settle(&mut self) {
+        if let Phase::Open(conn) = &mut self.phase {
+            if conn.is_closed() {
+                // Keep the bytes it still has to write (the close frame).
+                let mut q = std::mem::take(conn.out_queue());
+                self.out.append(&mut q);
+                self.phase = Phase::Done;
+                self.deadline = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

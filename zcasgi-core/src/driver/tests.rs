@@ -1,0 +1,514 @@
+//! The driver as the backends see it: bytes, commands and ticks in; events and bytes out.
+
+use super::*;
+use crate::backend::SendState;
+use crate::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
+use crate::protocol::Message;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Sink(Mutex<Vec<Event>>);
+
+impl EventSink for Sink {
+    fn push(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Sink {
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+#[derive(Default)]
+struct CountNotify(Arc<AtomicUsize>);
+
+impl Notify for CountNotify {
+    fn notify(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+const REQUEST: &[u8] = b"GET /chat?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1, 2, 3, 4];
+    let h = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode: OpCode::from(opcode),
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    };
+    let mut out = HeaderBytes::new(&h).as_slice().to_vec();
+    let mut p = payload.to_vec();
+    apply_mask_bytes(&mut p, key, 0);
+    out.extend(p);
+    out
+}
+
+fn setup(cfg: ServerConfig) -> (Driver, Arc<Sink>, Arc<AtomicUsize>, Instant) {
+    let sink = Arc::new(Sink::default());
+    let count = Arc::new(AtomicUsize::new(0));
+    let now = Instant::now();
+    let d = Driver::new(
+        7,
+        Arc::new(cfg),
+        sink.clone(),
+        Box::new(CountNotify(count.clone())),
+        None,
+        None,
+        now,
+    );
+    (d, sink, count, now)
+}
+
+fn read(d: &mut Driver, bytes: &[u8], now: Instant) {
+    d.on_read(&mut BytesMut::from(bytes), now);
+}
+
+fn output(d: &mut Driver) -> Vec<u8> {
+    let mut all = Vec::new();
+    while d.wants_write() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = d.io_slices(&mut slices);
+        let chunk: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        d.on_written(chunk.len());
+        all.extend(chunk);
+    }
+    all
+}
+
+fn connect(d: &mut Driver, sink: &Sink, now: Instant) -> ConnHandle {
+    for chunk in REQUEST.chunks(10) {
+        read(d, chunk, now);
+    }
+    let events = sink.take();
+    let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!(info.request.path(), "/chat");
+    assert_eq!(info.upgrade.as_ref().unwrap().subprotocols, ["chat"]);
+    info.handle.clone()
+}
+
+#[test]
+fn accept_echo_and_client_close() {
+    let (mut d, sink, notified, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    // A frame sent before the accept waits for it.
+    read(&mut d, &client_frame(1, b"early"), now);
+    assert!(sink.take().is_empty());
+    h.accept(Some("chat".into()), vec![]);
+    assert_eq!(notified.load(Ordering::SeqCst), 1);
+    d.on_commands(now);
+    let head = String::from_utf8(output(&mut d)).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("Sec-WebSocket-Protocol: chat\r\n"));
+    let events = sink.take();
+    assert!(
+        matches!(&events[..], [Event::Message { id: 7, message: Message::Text(t) }] if t == "early")
+    );
+    h.message_taken();
+    assert_eq!(h.send(false, Bytes::from_static(b"pong")), SendState::Ready);
+    d.on_commands(now);
+    assert_eq!(output(&mut d), [0x82, 4, b'p', b'o', b'n', b'g']);
+    assert_eq!(h.queued_bytes(), 0);
+    read(&mut d, &client_frame(8, &[0x03, 0xe9]), now);
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xe9]);
+    let events = sink.take();
+    assert!(matches!(&events[..], [Event::Disconnect { id: 7, code: 1001, .. }]), "{events:?}");
+    assert!(d.is_finished());
+    assert_eq!(h.send(true, Bytes::new()), SendState::Closed);
+}
+
+#[test]
+fn close_before_accept_is_403() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.close(1000, String::new());
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{out}");
+    assert!(d.is_finished());
+    assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1006, .. }]));
+}
+
+#[test]
+fn denial_response_streams_chunked_or_with_length() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.respond(401, vec![]);
+    let _ = h.respond_body(Bytes::from_static(b"no"), true);
+    let _ = h.respond_body(Bytes::from_static(b"pe"), false);
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\n2\r\nno\r\n2\r\npe\r\n0\r\n\r\n"), "{out}");
+    assert!(d.is_finished());
+
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.respond(418, vec![(b"content-length".to_vec(), b"3".to_vec())]);
+    let _ = h.respond_body(Bytes::from_static(b"tea"), false);
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.contains("content-length: 3\r\n") && out.ends_with("\r\n\r\ntea"), "{out}");
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+/// Every byte of a denial body is counted when the application sends it and released when
+/// written (or dropped), so `queued_bytes` returns to 0. The bridge used to queue denial
+/// bodies without counting them, and their release wrapped the counter around.
+#[test]
+fn denial_body_is_accounted_and_released() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.respond(401, vec![(b"content-length".to_vec(), b"11".to_vec())]);
+    assert_eq!(h.respond_body(Bytes::from_static(b"go "), true), SendState::Ready);
+    assert_eq!(h.respond_body(Bytes::from_static(b"away\r\n\r\n"), false), SendState::Ready);
+    assert_eq!(h.queued_bytes(), 11);
+    d.on_commands(now);
+    assert_eq!(h.queued_bytes(), 11, "held until written");
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.ends_with("\r\n\r\ngo away\r\n\r\n"), "{out:?}");
+    assert_eq!(h.queued_bytes(), 0);
+    assert!(d.is_finished());
+    let events = sink.take();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Log { level: LogLevel::Error, .. })),
+        "{events:?}"
+    );
+
+    // A socket error drops the unwritten body: its bytes are released too.
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.respond(401, vec![]);
+    let _ = h.respond_body(Bytes::from(vec![b'x'; 100]), false);
+    d.on_commands(now);
+    d.on_io_error(&std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(h.queued_bytes(), 0);
+    assert!(d.is_finished());
+}
+
+#[test]
+fn bad_requests_get_statuses() {
+    for (req, status) in [
+        (&b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"[..], "426"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "413"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+        (b"BAD\x01 / HTTP/1.1\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+    ] {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        read(&mut d, req, now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+        assert!(d.is_finished());
+        assert!(sink.take().iter().all(|e| matches!(e, Event::Log { .. })));
+    }
+}
+
+#[test]
+fn handshake_timeout() {
+    let (mut d, _sink, _, now) = setup(ServerConfig {
+        handshake_timeout: Duration::from_millis(100),
+        ..ServerConfig::default()
+    });
+    read(&mut d, b"GET / HTTP/1.1\r\n", now);
+    assert_eq!(d.deadline(), Some(now + Duration::from_millis(100)));
+    d.on_tick(now + Duration::from_millis(100));
+    assert!(String::from_utf8(output(&mut d)).unwrap().starts_with("HTTP/1.1 408 "));
+    assert!(d.is_finished());
+}
+
+#[test]
+fn back_pressure_both_ways() {
+    let (mut d, sink, notified, now) = setup(ServerConfig {
+        max_queue: 2,
+        write_high_water: 10,
+        write_low_water: 4,
+        ..ServerConfig::default()
+    });
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    // Inbound: the second undelivered message pauses reading; taking one resumes it.
+    let mut two = client_frame(2, b"a");
+    two.extend(client_frame(2, b"b"));
+    read(&mut d, &two, now);
+    assert!(!d.wants_read());
+    let before = notified.load(Ordering::SeqCst);
+    h.message_taken();
+    assert_eq!(notified.load(Ordering::SeqCst), before + 1);
+    assert!(d.wants_read());
+    // Outbound: above the high-water mark the sender must wait for Writable.
+    assert_eq!(h.send(false, Bytes::from_static(b"12345678")), SendState::Ready);
+    assert_eq!(h.send(false, Bytes::from_static(b"12345678")), SendState::Full);
+    assert!(h.wait_writable());
+    d.on_commands(now);
+    sink.take();
+    output(&mut d);
+    assert!(matches!(&sink.take()[..], [Event::Writable { id: 7 }]));
+    assert!(!h.wait_writable(), "drained: nothing to wait for");
+}
+
+#[test]
+fn shutdown_sends_1012_and_waits_for_the_peer() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    d.on_shutdown(now);
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf4]);
+    assert!(!d.is_finished(), "waits for the client's close frame");
+    read(&mut d, &client_frame(8, &[0x03, 0xf4]), now);
+    assert!(d.is_finished());
+    assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1012, .. }]));
+}
+
+#[test]
+fn eof_before_accept_then_accept() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    d.on_eof();
+    assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1006, .. }]));
+    assert!(!d.wants_read());
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    assert!(d.is_finished());
+    assert!(sink.take().is_empty(), "one disconnect only");
+}
+
+#[test]
+fn protocol_error_closes_with_its_code() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    read(&mut d, &[0x81, 0x00], now); // unmasked
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xea]);
+    assert!(d.is_finished());
+    let events = sink.take();
+    assert!(events.iter().any(|e| matches!(e, Event::Disconnect { code: 1002, .. })), "{events:?}");
+}
+
+fn http_request(
+    d: &mut Driver,
+    sink: &Sink,
+    bytes: &[u8],
+    now: Instant,
+) -> (ConnHandle, Vec<Event>) {
+    read(d, bytes, now);
+    let mut events = sink.take();
+    let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
+    (info.handle.clone(), events)
+}
+
+fn body_of(events: &[Event]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    let mut done = false;
+    for e in events {
+        if let Event::HttpBody { body: b, more, .. } = e {
+            body.extend_from_slice(b);
+            done = !more;
+        }
+    }
+    (body, done)
+}
+
+fn respond(d: &mut Driver, h: &ConnHandle, body: &'static [u8], now: Instant) -> String {
+    h.respond(200, vec![]);
+    let _ = h.respond_body(Bytes::from_static(body), false);
+    d.on_commands(now);
+    String::from_utf8(output(d)).unwrap()
+}
+
+#[test]
+fn http_keep_alive_and_pipelining() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz";
+    let (h, events) = http_request(&mut d, &sink, two, now);
+    assert_eq!(body_of(&events), (vec![], true));
+    h.message_taken();
+    // The second request waits until the first response is complete.
+    let out = respond(&mut d, &h, b"first", now);
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("5\r\nfirst\r\n0\r\n\r\n"),
+        "{out}"
+    );
+    let mut events = sink.take();
+    let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
+    assert_eq!(info.request.path(), "/b");
+    assert_eq!(body_of(&events), (b"xyz".to_vec(), true));
+    h.message_taken();
+    respond(&mut d, &h, b"second", now);
+    assert!(!d.is_finished(), "kept alive");
+    // Idle past the keep-alive timeout: closed without a response.
+    d.on_tick(now + Duration::from_secs(5));
+    assert!(d.is_finished());
+    assert!(output(&mut d).is_empty());
+}
+
+#[test]
+fn http_chunked_upload_with_100_continue() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let head = b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (h, events) = http_request(&mut d, &sink, head, now);
+    assert!(events.is_empty());
+    assert_eq!(output(&mut d), b"HTTP/1.1 100 Continue\r\n\r\n");
+    read(&mut d, b"3\r\nabc\r\n0\r\n\r\n", now);
+    let events = sink.take();
+    assert_eq!(body_of(&events), (b"abc".to_vec(), true));
+    for _ in &events {
+        h.message_taken();
+    }
+    let out = respond(&mut d, &h, b"", now);
+    assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n0\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn http_head_and_http10() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let (h, _) = http_request(&mut d, &sink, b"HEAD / HTTP/1.0\r\n\r\n", now);
+    h.message_taken();
+    h.respond(200, vec![(b"content-length".to_vec(), b"5".to_vec())]);
+    let _ = h.respond_body(Bytes::from_static(b"hello"), false);
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n");
+    assert!(d.is_finished());
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn http_client_leaves_mid_body() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let (_h, _) =
+        http_request(&mut d, &sink, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", now);
+    d.on_eof();
+    let events = sink.take();
+    assert!(matches!(events.last(), Some(Event::Disconnect { code: 1006, .. })), "{events:?}");
+    assert!(d.is_finished());
+}
+
+#[test]
+fn http_app_failure() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    h.abort();
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
+    assert!(d.is_finished());
+    // After the response started, a failure can only close the connection.
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    h.respond(200, vec![]);
+    let _ = h.respond_body(Bytes::from_static(b"part"), true);
+    h.abort();
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.ends_with("4\r\npart\r\n"), "{out}");
+    assert!(d.is_finished());
+}
+
+#[test]
+fn http_body_back_pressure() {
+    let (mut d, sink, _, now) = setup(ServerConfig { max_queue: 1, ..ServerConfig::default() });
+    let (h, events) = http_request(
+        &mut d,
+        &sink,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n",
+        now,
+    );
+    assert_eq!(body_of(&events), (b"a".to_vec(), false), "one piece, then reading pauses");
+    assert!(!d.wants_read());
+    h.message_taken();
+    d.on_commands(now); // the backend's wake-up after message_taken
+    assert_eq!(body_of(&sink.take()), (b"b".to_vec(), false));
+}
+
+#[test]
+fn peer_that_stops_reading_is_dropped_after_close_timeout() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    let _ = h.send(false, Bytes::from(vec![0; 100_000]));
+    d.on_commands(now);
+    read(&mut d, &client_frame(8, &[0x03, 0xe8]), now); // client closes, never reads again
+    assert!(d.wants_write() && !d.is_finished());
+    let at = d.deadline().expect("a drain deadline");
+    assert_eq!(at, now + Duration::from_secs(10));
+    d.on_tick(at);
+    assert!(d.is_finished());
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn ping_flood_without_reading_pauses_reads() {
+    let (mut d, sink, _, now) =
+        setup(ServerConfig { write_high_water: 1000, ..ServerConfig::default() });
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    let ping = client_frame(9, &[7; 100]);
+    let mut n = 0;
+    while d.wants_read() {
+        read(&mut d, &ping, now);
+        n += 1;
+        assert!(n < 100, "reading never paused");
+    }
+    assert!(d.out_queue().len() > 1000);
+    output(&mut d);
+    assert!(d.wants_read(), "resumes once the pongs are written");
+}
+
+/// A sink that panics on the first message, as a bug on the I/O side would.
+#[derive(Default)]
+struct PanickySink(Sink);
+
+impl EventSink for PanickySink {
+    fn push(&self, event: Event) {
+        assert!(!matches!(event, Event::Message { .. }), "bug on the I/O side");
+        self.0.push(event);
+    }
+}
+
+#[test]
+fn a_panic_closes_only_that_connection_with_1011() {
+    let sink = Arc::new(PanickySink::default());
+    let now = Instant::now();
+    let mut d = Driver::new(
+        9,
+        Arc::new(ServerConfig::default()),
+        sink.clone(),
+        Box::new(CountNotify::default()),
+        None,
+        None,
+        now,
+    );
+    read(&mut d, REQUEST, now);
+    let events = sink.0.take();
+    let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
+    info.handle.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // keep the test output quiet
+    read(&mut d, &client_frame(1, b"boom"), now);
+    std::panic::set_hook(prev);
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf3], "close 1011, no details");
+    assert!(d.is_finished());
+    let events = sink.0.take();
+    assert!(events.iter().any(|e| matches!(e, Event::Log { level: LogLevel::Error, .. })));
+    assert!(events.iter().any(|e| matches!(e, Event::Disconnect { code: 1011, .. })));
+}
