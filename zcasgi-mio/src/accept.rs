@@ -13,22 +13,20 @@
 //! At `max_connections` a reactor deregisters its listeners and raises the server's
 //! `accept_paused` flag; the kernel keeps new connections in the backlog. The reactor that
 //! closes a connection while the flag is up wakes every reactor, and each registers again
-//! (registering reports a pending backlog at once). Accept errors that name a resource
-//! (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, or anything unexpected) deregister the reactor's
-//! listeners for [`BACKOFF`] and are logged at most once a second for the whole server; errors
-//! that concern a single aborted connection are skipped.
+//! (registering reports a pending backlog at once). An accept error that pauses accepting
+//! ([`AcceptError::Backoff`], the shared policy of `zcasgi_transport::accept`) deregisters the
+//! reactor's listeners for [`BACKOFF`].
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
+use socket2::SockRef;
+use zcasgi_transport::accept::{AcceptError, BACKOFF};
 
 use crate::ServerState;
-
-/// Pause after a resource error from `accept`.
-pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Most connections one reactor accepts per turn of its loop.
 pub(crate) const ACCEPT_BUDGET: usize = 32;
@@ -140,19 +138,16 @@ impl Listeners {
                 }
                 match l.socket.accept() {
                     Ok((stream, peer)) => {
-                        state.connection_opened();
-                        // Best effort: a socket that refuses it still works.
-                        let _ = stream.set_nodelay(true);
+                        state.ctx.connection_opened();
+                        zcasgi_transport::io::configure(SockRef::from(&stream));
                         let local = l.local.or_else(|| stream.local_addr().ok());
                         return Step::Conn(Accepted { stream, peer, local });
                     }
-                    Err(e) => match e.kind() {
-                        io::ErrorKind::WouldBlock => l.pending = false,
-                        io::ErrorKind::Interrupted => {}
-                        _ if is_connection_error(&e) => {}
-                        _ => {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.pending = false,
+                    Err(e) => match state.ctx.accept_error(&e, now) {
+                        AcceptError::Skip => {}
+                        AcceptError::Backoff => {
                             self.backoff = Some(now + BACKOFF);
-                            state.log_accept_error(&e, now);
                             return Step::Paused;
                         }
                     },
@@ -183,7 +178,7 @@ impl Listeners {
                 registry.deregister(&mut l.socket)
             };
             if let Err(e) = result {
-                state.log(
+                state.ctx.log(
                     zcasgi_core::backend::LogLevel::Error,
                     format!("cannot (de)register a listener: {e}"),
                 );
@@ -191,28 +186,4 @@ impl Listeners {
         }
         self.registered = on;
     }
-}
-
-/// Errors `accept` reports for one connection that was aborted before it was taken
-/// (`accept(2)`: "Linux `accept()` passes already-pending network errors on the new socket as an
-/// error code"): skip it and accept the next.
-fn is_connection_error(err: &io::Error) -> bool {
-    if err.kind() == io::ErrorKind::ConnectionAborted {
-        return true;
-    }
-    matches!(
-        err.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENETUNREACH
-                | libc::EHOSTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENOPROTOOPT
-                | libc::EOPNOTSUPP
-                | libc::ETIMEDOUT
-        )
-    )
 }

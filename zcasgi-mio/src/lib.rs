@@ -28,6 +28,8 @@
 //!   one wake-up per batch, however many connections it names.
 //!
 //! The backend has no protocol logic: every byte goes through [`zcasgi_core::driver::Driver`].
+//! Nor does it have transport policy of its own: accept errors, connection ids, the read and
+//! flush steps, the linger and the tracking of its threads are `zcasgi_transport`'s.
 //!
 //! # Shutdown
 //!
@@ -41,21 +43,18 @@
 #![deny(missing_docs)]
 
 mod accept;
-mod io;
 mod reactor;
 mod timer;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::Poll;
-use zcasgi_core::backend::{
-    Backend, ConnId, Event, EventSink, LogLevel, RunningServer, ServerConfig,
-};
+use zcasgi_core::backend::{Backend, EventSink, LogLevel, RunningServer, ServerConfig};
+use zcasgi_transport::Context;
 
-use crate::accept::BACKOFF;
 use crate::reactor::{Reactor, Remote};
 
 /// How long `join` waits for threads it forced to stop.
@@ -117,17 +116,11 @@ impl Backend for MioBackend {
         per_thread.push(listeners);
         let state = Arc::new(ServerState {
             max_connections: cfg.max_connections.max(1),
-            cfg,
-            sink,
-            next_id: AtomicU64::new(1),
-            active: AtomicUsize::new(0),
+            ctx: Context::new(cfg, sink),
             accept_paused: AtomicBool::new(false),
-            accept_log: Mutex::new(AcceptLog::default()),
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             reactors,
-            running: Mutex::new(0),
-            exited: Condvar::new(),
         });
         let server = MioServer { state: state.clone(), threads: Mutex::new(Vec::new()) };
 
@@ -136,14 +129,15 @@ impl Backend for MioBackend {
             let listeners = listeners.into_iter().map(mio::net::TcpListener::from_std).collect();
             let remote = state.reactors[index].clone();
             let reactor = Reactor::new(index, state.clone(), remote, registry, listeners);
-            let guard = ThreadGuard::new(state.clone());
+            let guard = state.ctx.tracker().guard();
+            let state = state.clone();
             let handle =
                 std::thread::Builder::new().name(format!("zcasgi-mio-{index}")).spawn(move || {
-                    let guard = guard;
+                    let _guard = guard;
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run(poll)))
                         .is_err()
                     {
-                        guard.0.log(LogLevel::Error, format!("zcasgi-mio-{index} panicked"));
+                        state.ctx.log(LogLevel::Error, format!("zcasgi-mio-{index} panicked"));
                     }
                 });
             server.spawned(handle)?;
@@ -154,35 +148,19 @@ impl Backend for MioBackend {
 
 /// What every thread of one server shares.
 pub(crate) struct ServerState {
-    pub(crate) cfg: Arc<ServerConfig>,
-    pub(crate) sink: Arc<dyn EventSink>,
-    next_id: AtomicU64,
-    /// Connections accepted and not yet closed.
-    active: AtomicUsize,
+    /// What every backend's server shares: configuration, sink, ids, counts, tracker.
+    pub(crate) ctx: Context,
     max_connections: usize,
     /// A reactor stopped accepting at `max_connections` and waits to be woken.
     accept_paused: AtomicBool,
-    /// Rate limit of accept error logs, shared by the reactors.
-    accept_log: Mutex<AcceptLog>,
     /// `shutdown` was called.
     stopping: AtomicBool,
     /// `join` timed out: drop everything now.
     forced: AtomicBool,
     reactors: Vec<Arc<Remote>>,
-    /// Threads still running.
-    running: Mutex<usize>,
-    exited: Condvar,
 }
 
 impl ServerState {
-    pub(crate) fn next_id(&self) -> ConnId {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn log(&self, level: LogLevel, message: String) {
-        self.sink.push(Event::Log { level, message });
-    }
-
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -192,7 +170,7 @@ impl ServerState {
     }
 
     pub(crate) fn at_limit(&self) -> bool {
-        self.active.load(Ordering::SeqCst) >= self.max_connections
+        self.ctx.connection_count() >= self.max_connections
     }
 
     /// Asks the next connection to close to wake every reactor.
@@ -200,13 +178,9 @@ impl ServerState {
         self.accept_paused.store(true, Ordering::SeqCst);
     }
 
-    pub(crate) fn connection_opened(&self) {
-        self.active.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// Counts a closed connection; wakes every reactor if one stopped accepting at the limit.
     pub(crate) fn connection_closed(&self) {
-        self.active.fetch_sub(1, Ordering::SeqCst);
+        self.ctx.connection_closed();
         // SeqCst pairs with `Listeners::update`, which raises the flag, then reads the count.
         if self.accept_paused.load(Ordering::SeqCst)
             && self.accept_paused.swap(false, Ordering::SeqCst)
@@ -215,28 +189,6 @@ impl ServerState {
                 reactor.wake();
             }
         }
-    }
-
-    /// Logs an accept error, at most once a second for the whole server.
-    pub(crate) fn log_accept_error(&self, err: &std::io::Error, now: Instant) {
-        let suppressed = {
-            let mut log = self.accept_log.lock().unwrap_or_else(PoisonError::into_inner);
-            if log.last.is_some_and(|at| now.saturating_duration_since(at) < ACCEPT_LOG_INTERVAL) {
-                log.suppressed += 1;
-                return;
-            }
-            log.last = Some(now);
-            std::mem::take(&mut log.suppressed)
-        };
-        let more = if suppressed > 0 {
-            format!(" ({suppressed} more since the last report)")
-        } else {
-            String::new()
-        };
-        self.log(
-            LogLevel::Warning,
-            format!("accept failed: {err}{more}; pausing accepts for {}ms", BACKOFF.as_millis()),
-        );
     }
 
     /// Stops accepting and starts closing; `force` drops every connection at once.
@@ -248,55 +200,6 @@ impl ServerState {
         for reactor in &self.reactors {
             reactor.wake();
         }
-    }
-
-    fn running(&self) -> MutexGuard<'_, usize> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Waits up to `timeout` for every thread to exit; returns whether they did.
-    fn wait_threads(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut running = self.running();
-        while *running > 0 {
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
-            if wait.is_zero() {
-                return false;
-            }
-            running =
-                self.exited.wait_timeout(running, wait).unwrap_or_else(PoisonError::into_inner).0;
-        }
-        true
-    }
-}
-
-/// Shortest interval between two logged accept errors.
-const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// When an accept error was last logged, and how many were not since.
-#[derive(Debug, Default)]
-struct AcceptLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-/// Counts a thread as running until it ends (normally or by a panic).
-struct ThreadGuard(Arc<ServerState>);
-
-impl ThreadGuard {
-    fn new(state: Arc<ServerState>) -> Self {
-        *state.running() += 1;
-        Self(state)
-    }
-}
-
-impl Drop for ThreadGuard {
-    fn drop(&mut self) {
-        *self.0.running() -= 1;
-        self.0.exited.notify_all();
     }
 }
 
@@ -332,10 +235,11 @@ impl RunningServer for MioServer {
     }
 
     fn join(&self, timeout: Duration) -> bool {
-        let finished = self.state.wait_threads(timeout);
+        let tracker = self.state.ctx.tracker();
+        let finished = tracker.wait(timeout);
         if !finished {
             self.state.stop(true);
-            self.state.wait_threads(FORCE_GRACE);
+            let _ = tracker.wait(FORCE_GRACE);
         }
         // Reap the threads that ended; any other is left detached.
         let mut threads = self.lock_threads();
@@ -350,14 +254,14 @@ impl RunningServer for MioServer {
     }
 
     fn connection_count(&self) -> usize {
-        self.state.active.load(Ordering::Relaxed)
+        self.state.ctx.connection_count()
     }
 }
 
 impl Drop for MioServer {
     fn drop(&mut self) {
         // Dropped while serving: nobody can stop the threads after this, so stop them now.
-        if *self.state.running() > 0 {
+        if self.state.ctx.tracker().live() > 0 {
             self.state.stop(true);
         }
     }

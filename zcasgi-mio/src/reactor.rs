@@ -28,13 +28,12 @@
 //!
 //! # Buffers
 //!
-//! All connections of a thread read into one shared buffer. After each read the bytes read are
-//! split off it (no copy) and handed to [`Driver::on_read`], which keeps the payloads it needs
-//! as views of that memory and copies only an unfinished tail; the shared buffer reads on into
-//! the rest of its allocation and gets a new one when less than [`MIN_READ`] is left. A driver
-//! in the middle of a large frame has a buffer of its own sized for it
-//! ([`Driver::read_buffer`]): that is read into directly, saving the copy. An idle connection
-//! holds no read buffer at all.
+//! All connections of a thread read into one shared buffer, through the read step of
+//! [`zcasgi_transport::io::read`]: the bytes read are split off it (no copy) and handed to
+//! [`Driver::on_read`], which keeps the payloads it needs as views of that memory and copies
+//! only an unfinished tail. A driver in the middle of a large frame has a buffer of its own
+//! sized for it ([`Driver::read_buffer`]): that is read into directly, saving the copy. An idle
+//! connection holds no read buffer at all.
 //!
 //! # Wake-ups
 //!
@@ -45,8 +44,7 @@
 //! and skipped (timer entries likewise). A reactor also accepts connections itself, from its
 //! own duplicates of the listeners (see `accept.rs`).
 
-use std::io::{self, IoSlice};
-use std::net::Shutdown;
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,11 +52,13 @@ use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
+use socket2::SockRef;
 use zcasgi_core::backend::{ConnId, LogLevel, Notify};
-use zcasgi_core::driver::{Driver, MAX_IOVECS};
+use zcasgi_core::driver::Driver;
+use zcasgi_transport::io::{abandon, discard, read, recv_into, send_vectored, Flush, Read};
+use zcasgi_transport::linger::half_close;
 
 use crate::accept::{Accepted, Listeners, Step, ACCEPT_BUDGET};
-use crate::io::{recv_into, send_vectored};
 use crate::timer::{Entry, Timers};
 use crate::ServerState;
 
@@ -66,20 +66,8 @@ use crate::ServerState;
 /// from just below this.
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
-/// Size of each allocation of the shared read buffer.
-const READ_BUF_SIZE: usize = 64 * 1024;
-
-/// Below this much free space, the shared read buffer gets a new allocation.
-const MIN_READ: usize = 4 * 1024;
-
-/// Smallest growth of a driver's own read buffer when it is full.
-const DIRECT_GROW: usize = 4 * 1024;
-
 /// Most reads on one connection per turn of the loop.
 const READ_BUDGET: usize = 16;
-
-/// How long a finished connection waits for the peer's end of stream after our half-close.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Events taken per `poll`.
 const EVENTS: usize = 1024;
@@ -171,12 +159,23 @@ struct Conn {
 }
 
 impl Conn {
-    /// The socket failed: the driver drops what it cannot write, nothing is read again.
-    fn fail(&mut self, err: &io::Error) {
-        self.driver.on_io_error(err);
+    /// The socket failed (the driver knows): nothing is read or written again.
+    fn failed(&mut self) {
         self.read_closed = true;
         self.readable = false;
         self.writable = false;
+    }
+
+    /// Keeps the `readable` flag in line with a read (or discard) that returned data or
+    /// `WouldBlock`.
+    fn note_read(&mut self, read: Read) {
+        match read {
+            Read::Data { short } if short && SHORT_READ_DRAINS && !self.hup => {
+                self.readable = false;
+            }
+            Read::WouldBlock => self.readable = false,
+            _ => {}
+        }
     }
 
     /// The next instant this connection needs attention.
@@ -226,7 +225,7 @@ impl Reactor {
             listeners: Listeners::new(listeners, WAKER.0 - 1),
             conns: Slab::new(),
             timers: Timers::default(),
-            buf: BytesMut::with_capacity(READ_BUF_SIZE),
+            buf: BytesMut::with_capacity(zcasgi_transport::io::READ_BUF_SIZE),
             deferred: Vec::new(),
             inbox: Vec::new(),
             due: Vec::new(),
@@ -263,7 +262,7 @@ impl Reactor {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                self.state.log(
+                self.state.ctx.log(
                     LogLevel::Error,
                     format!(
                         "zcasgi-mio-{}: poll failed, dropping its connections: {e}",
@@ -340,7 +339,17 @@ impl Reactor {
                 break;
             }
             budget -= 1;
-            read_once(conn, &mut self.buf, now);
+            let stream = &conn.stream;
+            let result =
+                read(&mut conn.driver, &mut self.buf, now, |b| recv_into(SockRef::from(stream), b));
+            match result {
+                Read::Eof => {
+                    conn.readable = false;
+                    conn.read_closed = true;
+                }
+                Read::Failed => conn.failed(),
+                _ => conn.note_read(result),
+            }
         }
         let more_to_read = budget == 0 && conn.readable && conn.driver.wants_read();
         flush(conn);
@@ -355,16 +364,16 @@ impl Reactor {
     }
 
     /// The driver is done: close now if the peer is gone, else half-close and linger until its
-    /// end of stream, so that unread input cannot turn our close into a reset that destroys
-    /// the last bytes we sent (the close frame, the HTTP response).
+    /// end of stream (`zcasgi_transport::linger`).
     fn finish(&mut self, slot: usize, now: Instant) {
         let conn = &mut self.conns[slot];
-        if conn.read_closed || conn.stream.shutdown(Shutdown::Write).is_err() {
-            self.close(slot);
-            return;
+        match half_close(SockRef::from(&conn.stream), conn.read_closed, now) {
+            None => self.close(slot),
+            Some(until) => {
+                conn.linger = Some(until);
+                self.service(slot, now);
+            }
         }
-        conn.linger = Some(now + LINGER);
-        self.service(slot, now);
     }
 
     /// Reads and drops input of a lingering connection; returns whether it can be closed.
@@ -374,21 +383,10 @@ impl Reactor {
             if !conn.readable {
                 return false;
             }
-            if self.buf.capacity() - self.buf.len() < MIN_READ {
-                self.buf.reserve(READ_BUF_SIZE);
-            }
-            let room = self.buf.capacity() - self.buf.len();
-            match recv_into(&conn.stream, &mut self.buf) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    self.buf.clear();
-                    if n < room && SHORT_READ_DRAINS && !conn.hup {
-                        conn.readable = false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
+            let stream = &conn.stream;
+            match discard(&mut self.buf, |b| recv_into(SockRef::from(stream), b)) {
+                Read::Eof | Read::Failed => return true,
+                result => conn.note_read(result),
             }
         }
         self.defer(slot);
@@ -488,22 +486,14 @@ impl Reactor {
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.state.log(LogLevel::Warning, format!("cannot register a connection: {e}"));
+            self.state.ctx.log(LogLevel::Warning, format!("cannot register a connection: {e}"));
             drop(stream);
             self.released();
             return;
         }
-        let id = self.state.next_id();
+        let id = self.state.ctx.next_id();
         let notify = Box::new(ConnNotify { remote: self.remote.clone(), key: Key { slot, id } });
-        let driver = Driver::new(
-            id,
-            self.state.cfg.clone(),
-            self.state.sink.clone(),
-            notify,
-            Some(peer),
-            local,
-            now,
-        );
+        let driver = self.state.ctx.driver(id, notify, Some(peer), local, now);
         // Not readable or writable until told: registration reports the current state at once.
         entry.insert(Conn {
             id,
@@ -548,81 +538,24 @@ impl Reactor {
 
     /// Drops every connection at once (join timed out, or the poll failed).
     fn abort_all(&mut self) {
-        let stopped = io::Error::other("server stopped");
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
-            let conn = &mut self.conns[slot];
-            if !conn.driver.is_finished() {
-                // Tells the application of every connection it knows (1006).
-                conn.driver.on_io_error(&stopped);
-            }
+            abandon(&mut self.conns[slot].driver);
             self.close(slot);
         }
     }
 }
 
-/// One read from the socket into the driver's own buffer or the shared one, then the driver.
-fn read_once(conn: &mut Conn, shared: &mut BytesMut, now: Instant) {
-    let result = if let Some(own) = conn.driver.read_buffer() {
-        if own.capacity() == own.len() {
-            // Grow into a buffer of its own: `reserve` on a view of the shared buffer would
-            // allocate a whole `READ_BUF_SIZE` (its original capacity) for a few bytes.
-            let mut grown = BytesMut::with_capacity(own.len() + own.len().max(DIRECT_GROW));
-            grown.extend_from_slice(own);
-            *own = grown;
-        }
-        let room = own.capacity() - own.len();
-        recv_into(&conn.stream, own).map(|n| (n, room, true))
-    } else {
-        if shared.capacity() - shared.len() < MIN_READ {
-            shared.reserve(READ_BUF_SIZE);
-        }
-        let room = shared.capacity() - shared.len();
-        recv_into(&conn.stream, shared).map(|n| (n, room, false))
-    };
-    match result {
-        Ok((0, ..)) => {
-            conn.readable = false;
-            conn.read_closed = true;
-            conn.driver.on_eof();
-        }
-        Ok((n, room, direct)) => {
-            if direct {
-                conn.driver.on_read_buffered(now);
-            } else {
-                // Only the bytes read go to the driver: the rest of the allocation stays
-                // shared, and whatever the driver keeps pins no more than its own bytes.
-                let mut input = shared.split();
-                conn.driver.on_read(&mut input, now);
-            }
-            if n < room && SHORT_READ_DRAINS && !conn.hup {
-                conn.readable = false;
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        Err(e) => conn.fail(&e),
+/// Writes the driver's out queue until it is empty or the socket is full.
+fn flush(conn: &mut Conn) {
+    if !conn.writable {
+        return;
     }
-}
-
-/// Writes the driver's out queue until it is empty or the socket is full; returns whether
-/// anything was written.
-fn flush(conn: &mut Conn) -> bool {
-    let mut progress = false;
-    while conn.writable && conn.driver.wants_write() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = conn.driver.io_slices(&mut slices);
-        let result = send_vectored(&conn.stream, &slices[..n]);
-        match result {
-            Ok(0) => conn.fail(&io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => {
-                conn.driver.on_written(n);
-                progress = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => conn.fail(&e),
-        }
+    let stream = &conn.stream;
+    match zcasgi_transport::io::flush(&mut conn.driver, |b| send_vectored(SockRef::from(stream), b))
+    {
+        Flush::Done => {}
+        Flush::Blocked => conn.writable = false,
+        Flush::Failed => conn.failed(),
     }
-    progress
 }

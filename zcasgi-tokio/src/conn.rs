@@ -13,7 +13,7 @@
 //! 5. the socket turning readable, while [`Driver::wants_read`] (re-evaluated on every turn, so
 //!    a wake-up after the application drained its queue resumes reading) and the queued output
 //!    that does not count against the application's sends — pongs, close frames, HTTP heads —
-//!    stays within [`ServerConfig::write_high_water`]: a peer that sends pings and never reads
+//!    stays within the configured `write_high_water`: a peer that sends pings and never reads
 //!    cannot grow the pong queue without bound.
 //!
 //! A peer that does not read therefore never stops commands, timers or shutdown from being
@@ -24,37 +24,35 @@
 //! not the transport). Once [`Driver::is_finished`], the socket is half-closed and lingers
 //! briefly (see [`Conn::close`]).
 //!
+//! Reading, writing and lingering are the shared steps of `zcasgi_transport` (`io::read`,
+//! `io::flush`, `linger`), whose socket calls run inside `TcpStream::try_io`, so that tokio
+//! learns of `WouldBlock` and clears the readiness it cached.
+//!
 //! # Buffers
 //!
 //! An idle connection owns no read buffer. Reads go into the driver's own buffer when it is in
 //! the middle of a frame or request ([`Driver::read_buffer`]), and otherwise into one buffer per
-//! worker thread, borrowed only for the duration of a `try_read` and the synchronous driver
-//! call that consumes it — the tokio counterpart of the mio backend's per-thread buffer.
-//! Payloads split off that buffer keep its memory alive only as long as the application holds
-//! them.
+//! worker thread, borrowed only for the duration of one read and the synchronous driver call
+//! that consumes it — the tokio counterpart of the mio backend's per-thread buffer. Payloads
+//! split off that buffer keep its memory alive only as long as the application holds them.
 
 use std::cell::Cell;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use zcasgi_core::backend::{ConnId, EventSink, ServerConfig};
-use zcasgi_core::driver::{Driver, MAX_IOVECS};
+use zcasgi_core::backend::ConnId;
+use zcasgi_core::driver::Driver;
+use zcasgi_transport::io::{abandon, discard, recv_into, send_vectored, Flush, Read};
+use zcasgi_transport::linger::half_close;
+use zcasgi_transport::Context;
 
 use crate::shutdown::Shutdown;
-
-/// Bytes reserved for a read when a buffer runs short of spare capacity.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Spare capacity below which a buffer is topped up by [`READ_CHUNK`] before a read.
-const MIN_SPARE: usize = 4 * 1024;
-
-/// How long a finished connection waits for the peer to close its side (see [`Conn::close`]).
-const LINGER: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// The worker thread's read buffer; taken out of the cell while in use.
@@ -79,22 +77,21 @@ enum Step {
     Readable(io::Result<()>),
 }
 
-/// Serves one accepted connection until it is finished.
+/// Serves connection `id`, just accepted from `client`, until it is finished.
 pub(crate) async fn run(
+    ctx: &Context,
     id: ConnId,
     stream: TcpStream,
     client: SocketAddr,
-    cfg: Arc<ServerConfig>,
-    sink: Arc<dyn EventSink>,
     mut shutdown: Shutdown,
 ) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let server = stream.local_addr().ok();
     let notify = Box::new(Wake(wake.clone()));
-    let driver = Driver::new(id, cfg, sink, notify, Some(client), server, Instant::now());
+    let driver = ctx.driver(id, notify, Some(client), server, Instant::now());
     let mut conn = Conn { driver, stream, read_closed: false, failed: false };
     conn.serve(&wake, &mut shutdown).await;
-    conn.close(&mut shutdown).await;
+    conn.close().await;
 }
 
 /// A connection's socket and protocol state.
@@ -172,60 +169,27 @@ impl Conn {
 
     /// Reads once and hands the bytes to the driver.
     fn read(&mut self, now: Instant) {
-        let result = if let Some(buf) = self.driver.read_buffer() {
-            reserve_spare(buf);
-            let r = self.stream.try_read_buf(buf);
-            if matches!(r, Ok(n) if n > 0) {
-                self.driver.on_read_buffered(now);
-            }
-            r
-        } else {
-            READ_BUF.with(|cell| {
-                let mut buf = cell.take();
-                reserve_spare(&mut buf);
-                let r = self.stream.try_read_buf(&mut buf);
-                if matches!(r, Ok(n) if n > 0) {
-                    self.driver.on_read(&mut buf, now);
-                }
-                cell.set(buf);
-                r
+        let Self { driver, stream, .. } = self;
+        let result = with_read_buf(|buf| {
+            zcasgi_transport::io::read(driver, buf, now, |b| {
+                stream.try_io(Interest::READABLE, || recv_into(SockRef::from(&*stream), b))
             })
-        };
+        });
         match result {
-            Ok(0) => {
-                self.read_closed = true;
-                self.driver.on_eof();
-            }
-            Ok(_) => {}
-            Err(e) if is_transient(&e) => {}
-            Err(e) => self.fail(&e),
+            Read::Eof => self.read_closed = true,
+            Read::Failed => self.failed = true,
+            Read::Data { .. } | Read::WouldBlock | Read::Interrupted => {}
         }
     }
 
     /// Writes what the driver has queued until it is all written or the socket would block.
     fn flush(&mut self) {
-        while self.driver.wants_write() {
-            let result = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = self.driver.io_slices(&mut slices);
-                if n == 0 {
-                    return;
-                }
-                self.stream.try_write_vectored(&slices[..n])
-            };
-            match result {
-                Ok(0) => {
-                    self.fail(&io::ErrorKind::WriteZero.into());
-                    return;
-                }
-                Ok(n) => self.driver.on_written(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    self.fail(&e);
-                    return;
-                }
-            }
+        let Self { driver, stream, .. } = self;
+        let flushed = zcasgi_transport::io::flush(driver, |bufs| {
+            stream.try_io(Interest::WRITABLE, || send_vectored(SockRef::from(&*stream), bufs))
+        });
+        if flushed == Flush::Failed {
+            self.failed = true;
         }
     }
 
@@ -234,46 +198,28 @@ impl Conn {
         self.driver.on_io_error(err);
     }
 
-    /// Closes the finished connection.
-    ///
-    /// RFC 6455 §7.1.1: the server closes the TCP connection first. It half-closes, then
-    /// discards whatever the peer still sends until the peer closes too (at most [`LINGER`], cut
-    /// short by server shutdown): closing a socket with unread input makes the kernel send a
-    /// RST, which can destroy the close frame or error response still in flight to the peer.
-    async fn close(&mut self, shutdown: &mut Shutdown) {
-        if self.failed || self.stream.shutdown().await.is_err() {
+    /// Closes the finished connection: half-closes it, then discards whatever the peer still
+    /// sends until it closes too, at most for the linger time (`zcasgi_transport::linger`).
+    async fn close(&mut self) {
+        let input_done = self.read_closed || self.failed;
+        let Some(until) = half_close(SockRef::from(&self.stream), input_done, Instant::now())
+        else {
             return;
-        }
-        if self.read_closed || shutdown.is_shutdown() {
-            return;
-        }
+        };
         let stream = &self.stream;
         let drain = async {
-            loop {
-                if stream.readable().await.is_err() {
-                    return;
-                }
-                let r = READ_BUF.with(|cell| {
-                    let mut buf = cell.take();
-                    reserve_spare(&mut buf);
-                    let r = stream.try_read_buf(&mut buf);
-                    buf.clear();
-                    cell.set(buf);
-                    r
+            while stream.readable().await.is_ok() {
+                let read = with_read_buf(|buf| {
+                    discard(buf, |b| {
+                        stream.try_io(Interest::READABLE, || recv_into(SockRef::from(stream), b))
+                    })
                 });
-                match r {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if is_transient(&e) => {}
-                    Err(_) => return,
+                if matches!(read, Read::Eof | Read::Failed) {
+                    return;
                 }
             }
         };
-        tokio::select! {
-            () = drain => {}
-            () = tokio::time::sleep(LINGER) => {}
-            () = shutdown.recv() => {}
-        }
+        let _ = tokio::time::timeout_at(until.into(), drain).await;
     }
 }
 
@@ -281,20 +227,16 @@ impl Drop for Conn {
     /// A connection dropped before it finished (its task was aborted when `join` timed out):
     /// the driver still owes the application a disconnect.
     fn drop(&mut self) {
-        if !self.driver.is_finished() {
-            let err = io::Error::new(io::ErrorKind::ConnectionAborted, "server stopped");
-            self.driver.on_io_error(&err);
-        }
+        abandon(&mut self.driver);
     }
 }
 
-/// Makes sure a read has room for more than a few bytes.
-fn reserve_spare(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < MIN_SPARE {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
-fn is_transient(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+/// Runs `f` with the worker thread's read buffer.
+fn with_read_buf<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    READ_BUF.with(|cell| {
+        let mut buf = cell.take();
+        let r = f(&mut buf);
+        cell.set(buf);
+        r
+    })
 }

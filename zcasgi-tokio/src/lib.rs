@@ -7,15 +7,16 @@
 //!
 //! - `server`: one accept loop per listener. A [`tokio::sync::Semaphore`] with
 //!   [`ServerConfig::max_connections`] permits is acquired *before* `accept`, so excess clients
-//!   wait in the listen backlog. Accept errors (`EMFILE`, …) are logged through the sink and
-//!   retried after a short back-off. Each connection gets `TCP_NODELAY` and its own task.
+//!   wait in the listen backlog. Accept errors are skipped or back off as the shared policy
+//!   (`zcasgi_transport::accept`) says. Each connection gets `TCP_NODELAY` and its own task.
 //! - `conn`: the connection task, a biased `select!` over the shutdown signal, the
 //!   connection's wake-up (a [`tokio::sync::Notify`] the application side pokes through
 //!   [`zcasgi_core::backend::ConnHandle`]), socket writability while output is pending, the
-//!   driver's deadline and socket readability. Writes are vectored, straight from the driver's
-//!   out queue.
-//! - `shutdown`: a `watch` channel every task listens on, and a task counter that
-//!   [`RunningServer::join`] waits on from any thread, tokio or not.
+//!   driver's deadline and socket readability. Reads, vectored writes and the linger are the
+//!   shared steps of `zcasgi_transport`.
+//! - `shutdown`: a `watch` channel every task listens on. Every task also holds a guard of the
+//!   server's `zcasgi_transport::Tracker`, which [`RunningServer::join`] waits on from any
+//!   thread, tokio or not.
 //!
 //! [`RunningServer::shutdown`] stops the accept loops (dropping the listeners) and tells every
 //! connection to close (open WebSockets get [`ServerConfig::shutdown_close_code`] and finish

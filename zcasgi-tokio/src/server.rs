@@ -1,56 +1,44 @@
 //! The runtime, the accept loops and the [`RunningServer`] handle.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use socket2::SockRef;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
-use zcasgi_core::backend::{ConnId, Event, EventSink, LogLevel, RunningServer, ServerConfig};
+use zcasgi_core::backend::{EventSink, RunningServer, ServerConfig};
+use zcasgi_transport::accept::{AcceptError, BACKOFF};
+use zcasgi_transport::{Context, Guard};
 
 use crate::conn;
-use crate::shutdown::{Shutdown, TaskGuard, Tracker};
-
-/// Pause after an accept error such as `EMFILE` before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+use crate::shutdown::Shutdown;
 
 /// How long `join` lets the runtime's threads wind down after its tasks are done or aborted.
 const RUNTIME_GRACE: Duration = Duration::from_secs(1);
 
-/// Connection ids, unique in the process.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 /// What every task of one server shares.
 struct Shared {
-    cfg: Arc<ServerConfig>,
-    sink: Arc<dyn EventSink>,
+    /// What every backend's server shares; its tracker counts accept loops and connection
+    /// tasks.
+    ctx: Context,
     /// One permit per connection served; acquired before `accept`, so excess clients wait in
     /// the listen backlog.
     limit: Arc<Semaphore>,
-    /// Accept loops and connection tasks still running.
-    tracker: Arc<Tracker>,
-    /// Connections currently open.
-    connections: AtomicUsize,
-}
-
-impl Shared {
-    fn log(&self, level: LogLevel, message: String) {
-        self.sink.push(Event::Log { level, message });
-    }
 }
 
 /// Counts a connection as open until dropped, holding its permit and its task's guard.
 struct ConnGuard {
     shared: Arc<Shared>,
     _permit: tokio::sync::OwnedSemaphorePermit,
-    _task: TaskGuard,
+    _task: Guard,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.ctx.connection_closed();
     }
 }
 
@@ -81,16 +69,11 @@ pub(crate) fn start(
             .collect::<io::Result<Vec<_>>>()?
     };
     let permits = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let shared = Arc::new(Shared {
-        cfg,
-        sink,
-        limit: Arc::new(Semaphore::new(permits)),
-        tracker: Arc::new(Tracker::default()),
-        connections: AtomicUsize::new(0),
-    });
+    let shared =
+        Arc::new(Shared { ctx: Context::new(cfg, sink), limit: Arc::new(Semaphore::new(permits)) });
     let (signal, rx) = watch::channel(false);
     for listener in listeners {
-        let guard = shared.tracker.guard();
+        let guard = shared.ctx.tracker().guard();
         runtime.spawn(accept_loop(listener, shared.clone(), Shutdown::new(rx.clone()), guard));
     }
     Ok(Box::new(Server {
@@ -106,7 +89,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
-    _guard: TaskGuard,
+    _guard: Guard,
 ) {
     loop {
         let permit = tokio::select! {
@@ -118,7 +101,6 @@ async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let mut failing = false;
         let (stream, client) = loop {
             let accepted = tokio::select! {
                 biased;
@@ -127,48 +109,32 @@ async fn accept_loop(
             };
             match accepted {
                 Ok(pair) => break pair,
-                // The client gave up before we accepted it.
-                Err(e) if is_per_connection(&e) => {}
-                Err(e) => {
-                    // Out of descriptors or memory: give other tasks time to free some. Only
-                    // the first error of a streak is logged.
-                    if !std::mem::replace(&mut failing, true) {
-                        shared.log(LogLevel::Warning, format!("accept failed, retrying: {e}"));
+                Err(e) => match shared.ctx.accept_error(&e, Instant::now()) {
+                    AcceptError::Skip => {}
+                    AcceptError::Backoff => {
+                        tokio::select! {
+                            biased;
+                            () = shutdown.recv() => return,
+                            () = tokio::time::sleep(BACKOFF) => {}
+                        }
                     }
-                    tokio::select! {
-                        biased;
-                        () = shutdown.recv() => return,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                    }
-                }
+                },
             }
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            shared.log(LogLevel::Debug, format!("cannot set TCP_NODELAY: {e}"));
-        }
-        shared.connections.fetch_add(1, Ordering::AcqRel);
-        let guard =
-            ConnGuard { shared: shared.clone(), _permit: permit, _task: shared.tracker.guard() };
-        let id: ConnId = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let cfg = shared.cfg.clone();
-        let sink = shared.sink.clone();
+        zcasgi_transport::io::configure(SockRef::from(&stream));
+        shared.ctx.connection_opened();
+        let guard = ConnGuard {
+            shared: shared.clone(),
+            _permit: permit,
+            _task: shared.ctx.tracker().guard(),
+        };
+        let id = shared.ctx.next_id();
         let conn_shutdown = shutdown.listener();
         tokio::spawn(async move {
-            conn::run(id, stream, client, cfg, sink, conn_shutdown).await;
+            conn::run(&guard.shared.ctx, id, stream, client, conn_shutdown).await;
             drop(guard);
         });
     }
-}
-
-/// Accept errors that concern one connection only, not the listener.
-fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 /// A started [`crate::TokioBackend`] server.
@@ -192,7 +158,7 @@ impl RunningServer for Server {
         if let Some(done) = *joined {
             return done;
         }
-        let done = self.shared.tracker.wait_idle(timeout);
+        let done = self.shared.ctx.tracker().wait(timeout);
         let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(runtime) = runtime {
             // Drops the tasks still running (their connections report a disconnect), then waits
@@ -204,7 +170,7 @@ impl RunningServer for Server {
     }
 
     fn connection_count(&self) -> usize {
-        self.shared.connections.load(Ordering::Acquire)
+        self.shared.ctx.connection_count()
     }
 }
 

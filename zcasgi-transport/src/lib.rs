@@ -1,0 +1,31 @@
+//! The transport policy of zcasgi, written once for every backend.
+//!
+//! A backend (`zcasgi-mio`, `zcasgi-tokio`) is an event model: it decides *when* a socket is
+//! read, written, accepted from or closed. *What* happens then is the same for every backend and
+//! lives here, so that a feature that touches the transport (another kind of listener, TLS,
+//! workers) is written once and a third backend needs only its event loop:
+//!
+//! - [`accept`]: which `accept` errors skip one connection and which pause accepting for
+//!   [`accept::BACKOFF`], and the rate-limited log of the latter;
+//! - [`Context`]: what one server's threads or tasks share — connection ids unique within the
+//!   server, the accept error log, the open connection count and the [`Tracker`] of its
+//!   threads or tasks, which `join` waits on from any thread;
+//! - [`io`]: the read step and the vectored flush loop between a socket and the
+//!   [`zcasgi_core::driver::Driver`], over socket calls that never raise `SIGPIPE`;
+//! - [`linger`]: the close sequence — half-close, drain the peer's input for at most
+//!   [`linger::LINGER`], close.
+//!
+//! It depends on no runtime: socket calls take a [`socket2::SockRef`], and the read and flush
+//! steps take the socket call as a closure, so a readiness loop calls them directly and tokio
+//! through `TcpStream::try_io`. Protocol decisions stay in the sans-I/O `zcasgi-core`.
+
+#![deny(missing_docs)]
+
+pub mod accept;
+mod context;
+pub mod io;
+pub mod linger;
+mod tracker;
+
+pub use context::Context;
+pub use tracker::{Guard, Tracker};
