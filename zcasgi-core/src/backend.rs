@@ -38,57 +38,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::handshake::{HandshakeConfig, Request, Upgrade};
-use crate::protocol::{Message, ProtocolConfig};
+pub use crate::config::ServerConfig;
+use crate::handshake::{Request, Upgrade};
+use crate::protocol::Message;
 
 /// Identifies a connection for the lifetime of a server.
 pub type ConnId = u64;
-
-/// Everything a backend needs to know to serve connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// WebSocket limits and timers.
-    pub protocol: ProtocolConfig,
-    /// Request head limits.
-    pub handshake: HandshakeConfig,
-    /// Time allowed from accepting the TCP connection to a complete request head.
-    pub handshake_timeout: Duration,
-    /// Number of I/O threads.
-    pub io_threads: usize,
-    /// Most connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Unwritten bytes per connection above which the application's `send` waits.
-    pub write_high_water: usize,
-    /// Unwritten bytes per connection below which a waiting `send` resumes.
-    pub write_low_water: usize,
-    /// Received messages per connection not yet taken by the application, above which the
-    /// connection stops reading from its socket.
-    pub max_queue: usize,
-    /// Close code sent to every open WebSocket when the server shuts down.
-    pub shutdown_close_code: u16,
-    /// Largest HTTP request body accepted, in bytes (a larger one gets 413).
-    pub http_max_body: u64,
-    /// How long an idle keep-alive HTTP connection is kept between requests.
-    pub keep_alive_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            protocol: ProtocolConfig::default(),
-            handshake: HandshakeConfig::default(),
-            handshake_timeout: Duration::from_secs(10),
-            io_threads: 1,
-            max_connections: 100_000,
-            write_high_water: 64 * 1024,
-            write_low_water: 16 * 1024,
-            max_queue: 32,
-            shutdown_close_code: crate::frame::close_code::SERVICE_RESTART,
-            http_max_body: 16 * 1024 * 1024,
-            keep_alive_timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// Severity of a log record produced on an I/O thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -265,9 +220,9 @@ impl ConnHandle {
             inbound: AtomicUsize::new(0),
             read_paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            high_water: cfg.write_high_water,
-            low_water: cfg.write_low_water.min(cfg.write_high_water),
-            max_queue: cfg.max_queue.max(1),
+            high_water: cfg.ws_write_high_water,
+            low_water: cfg.ws_write_low_water.min(cfg.ws_write_high_water),
+            max_queue: cfg.ws_max_queue.max(1),
         }))
     }
 

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod config;
 pub mod deflate;
 pub mod driver;
 pub mod error;

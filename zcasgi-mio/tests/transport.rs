@@ -199,10 +199,7 @@ fn flood_of_small_frames_stays_in_order() {
 #[test]
 fn peer_that_never_reads_is_dropped_after_close_timeout() {
     let t = TestServer::start(ServerConfig {
-        protocol: zcasgi_core::protocol::ProtocolConfig {
-            close_timeout: Duration::from_millis(200),
-            ..zcasgi_core::protocol::ProtocolConfig::default()
-        },
+        close_timeout: Duration::from_millis(200),
         ..ServerConfig::default()
     });
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -249,7 +246,7 @@ fn reading_pauses_at_max_queue_and_resumes_when_taken() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(HoldApp::default());
-    let cfg = ServerConfig { max_queue: 4, ..ServerConfig::default() };
+    let cfg = ServerConfig { ws_max_queue: 4, ..ServerConfig::default() };
     let server = MioBackend.start(Arc::new(cfg), vec![listener], app.clone()).unwrap();
     let count = || app.messages.lock().unwrap().len();
     let wait_count = |n: usize| {

@@ -13,7 +13,6 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 use zcasgi_core::backend::ServerConfig;
-use zcasgi_core::protocol::ProtocolConfig;
 use zcasgi_core::testing::Seen;
 
 const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1 << 20];
@@ -145,10 +144,7 @@ fn unmasked_frame_is_1002_and_the_server_goes_on() {
 
 #[test]
 fn message_over_max_size_is_1009() {
-    let t = TestServer::start(ServerConfig {
-        protocol: ProtocolConfig { max_message_size: 1000, ..ProtocolConfig::default() },
-        ..ServerConfig::default()
-    });
+    let t = TestServer::start(ServerConfig { ws_max_size: 1000, ..ServerConfig::default() });
     let mut ws = t.ws("/");
     ws.send(Message::binary(vec![7u8; 1000])).unwrap();
     assert_eq!(ws.read().unwrap(), Message::binary(vec![7u8; 1000]));
@@ -242,11 +238,8 @@ fn handshake_timeout() {
 #[test]
 fn keepalive_timeout_is_1011() {
     let t = TestServer::start(ServerConfig {
-        protocol: ProtocolConfig {
-            ping_interval: Some(Duration::from_millis(100)),
-            ping_timeout: Some(Duration::from_millis(100)),
-            ..ProtocolConfig::default()
-        },
+        ws_ping_interval: Some(Duration::from_millis(100)),
+        ws_ping_timeout: Some(Duration::from_millis(100)),
         ..ServerConfig::default()
     });
     let started = Instant::now();

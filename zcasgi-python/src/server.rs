@@ -10,8 +10,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, RunningServer, ServerConfig};
-use zcasgi_core::handshake::HandshakeConfig;
-use zcasgi_core::protocol::ProtocolConfig;
 
 use crate::bridge::{scope, wake, EventQueue, HttpConn, WsConn};
 
@@ -106,31 +104,24 @@ impl Core {
             ));
         }
         let cfg = ServerConfig {
-            protocol: ProtocolConfig {
-                max_message_size: ws_max_size,
-                ping_interval: ws_ping_interval
-                    .map(|s| duration("ws_ping_interval", s))
-                    .transpose()?,
-                ping_timeout: ws_ping_timeout
-                    .map(|s| duration("ws_ping_timeout", s))
-                    .transpose()?,
-                close_timeout: duration("close_timeout", close_timeout)?,
-                per_message_deflate: ws_per_message_deflate,
-            },
-            handshake: HandshakeConfig {
-                max_headers,
-                max_head_bytes,
-                max_request_line: max_head_bytes.min(8192),
-            },
-            handshake_timeout: duration("handshake_timeout", handshake_timeout)?,
             io_threads,
             max_connections,
-            write_high_water,
-            write_low_water,
-            max_queue: ws_max_queue,
+            ws_max_size,
+            ws_max_queue,
+            ws_ping_interval: ws_ping_interval
+                .map(|s| duration("ws_ping_interval", s))
+                .transpose()?,
+            ws_ping_timeout: ws_ping_timeout.map(|s| duration("ws_ping_timeout", s)).transpose()?,
+            ws_per_message_deflate,
+            ws_write_high_water: write_high_water,
+            ws_write_low_water: write_low_water,
+            handshake_timeout: duration("handshake_timeout", handshake_timeout)?,
+            timeout_keep_alive: duration("timeout_keep_alive", timeout_keep_alive)?,
+            http_max_body_size: http_max_body,
+            close_timeout: duration("close_timeout", close_timeout)?,
             shutdown_close_code,
-            http_max_body,
-            keep_alive_timeout: duration("timeout_keep_alive", timeout_keep_alive)?,
+            max_headers,
+            max_header_bytes: max_head_bytes,
         };
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {

@@ -13,7 +13,7 @@
 //! 5. the socket turning readable, while [`Driver::wants_read`] (re-evaluated on every turn, so
 //!    a wake-up after the application drained its queue resumes reading) and the queued output
 //!    that does not count against the application's sends — pongs, close frames, HTTP heads —
-//!    stays within the configured `write_high_water`: a peer that sends pings and never reads
+//!    stays within the configured `ws_write_high_water`: a peer that sends pings and never reads
 //!    cannot grow the pong queue without bound.
 //!
 //! A peer that does not read therefore never stops commands, timers or shutdown from being

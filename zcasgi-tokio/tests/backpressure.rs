@@ -70,7 +70,7 @@ fn reading_pauses_at_max_queue_and_resumes_when_messages_are_taken() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let app = Arc::new(HoldingApp::default());
-    let cfg = ServerConfig { max_queue: 2, ..ServerConfig::default() };
+    let cfg = ServerConfig { ws_max_queue: 2, ..ServerConfig::default() };
     let server = TokioBackend.start(Arc::new(cfg), vec![listener], app.clone()).unwrap();
 
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -298,7 +298,7 @@ fn unmasked_frame_gets_1002_and_server_keeps_serving() {
 #[test]
 fn oversize_message_gets_1009() {
     let mut cfg = config();
-    cfg.protocol.max_message_size = 1000;
+    cfg.ws_max_size = 1000;
     let server = TestServer::start(cfg);
     let mut ws = server.connect("/");
     echo(&mut ws, Message::binary(vec![1; 1000]));
@@ -444,8 +444,8 @@ fn silent_client_is_closed_after_the_handshake_timeout() {
 #[test]
 fn unanswered_keepalive_ping_closes_with_1011() {
     let mut cfg = config();
-    cfg.protocol.ping_interval = Some(Duration::from_millis(100));
-    cfg.protocol.ping_timeout = Some(Duration::from_millis(100));
+    cfg.ws_ping_interval = Some(Duration::from_millis(100));
+    cfg.ws_ping_timeout = Some(Duration::from_millis(100));
     let server = TestServer::start(cfg);
     let start = Instant::now();
     let mut stream = raw_upgrade(&server);
@@ -462,8 +462,8 @@ fn unanswered_keepalive_ping_closes_with_1011() {
 #[test]
 fn answered_keepalive_pings_keep_the_connection_open() {
     let mut cfg = config();
-    cfg.protocol.ping_interval = Some(Duration::from_millis(50));
-    cfg.protocol.ping_timeout = Some(Duration::from_millis(100));
+    cfg.ws_ping_interval = Some(Duration::from_millis(50));
+    cfg.ws_ping_timeout = Some(Duration::from_millis(100));
     let server = TestServer::start(cfg);
     let mut ws = server.connect("/");
     let start = Instant::now();
@@ -489,9 +489,9 @@ fn answered_keepalive_pings_keep_the_connection_open() {
 #[test]
 fn peer_that_stops_reading_is_dropped_after_the_timeouts() {
     let mut cfg = config();
-    cfg.protocol.ping_interval = Some(Duration::from_millis(100));
-    cfg.protocol.ping_timeout = Some(Duration::from_millis(100));
-    cfg.protocol.close_timeout = Duration::from_millis(200);
+    cfg.ws_ping_interval = Some(Duration::from_millis(100));
+    cfg.ws_ping_timeout = Some(Duration::from_millis(100));
+    cfg.close_timeout = Duration::from_millis(200);
     let server = TestServer::start(cfg);
     let mut ws = server.connect("/");
     // The echo is more than the socket buffers hold, and the client never reads it (nor the

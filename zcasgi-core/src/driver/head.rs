@@ -8,7 +8,7 @@
 //! waiting for its end.
 //!
 //! The head must be complete by a deadline: `handshake_timeout` after the accept, or
-//! `keep_alive_timeout` after the previous response. At the deadline, or when the client closes,
+//! `timeout_keep_alive` after the previous response. At the deadline, or when the client closes,
 //! a connection on which no byte of a new request arrived is closed silently (an idle keep-alive
 //! connection, or a client that never spoke: there is no request to answer), while a partial
 //! head is answered `408 Request Timeout`.

@@ -255,7 +255,7 @@ impl Driver {
         self.guard(|d| {
             let released = d.out_queue().advance(n);
             if n > 0 && d.drain_deadline.is_some() {
-                d.drain_deadline = Some(d.now + d.cfg.protocol.close_timeout);
+                d.drain_deadline = Some(d.now + d.cfg.close_timeout);
             }
             if d.handle.release(released) {
                 d.sink.push(Event::Writable { id: d.id });
@@ -279,7 +279,7 @@ impl Driver {
                 let unaccounted = conn.out_len().saturating_sub(self.handle.queued_bytes());
                 !conn.is_closed()
                     && (!conn.is_open() || !self.handle.is_read_paused())
-                    && unaccounted <= self.cfg.write_high_water
+                    && unaccounted <= self.cfg.ws_write_high_water
             }
             Phase::Done => false,
         }
@@ -332,7 +332,7 @@ impl Driver {
         }
         if self.handle.is_closed() && self.wants_write() {
             if self.drain_deadline.is_none() {
-                self.drain_deadline = Some(self.now + self.cfg.protocol.close_timeout);
+                self.drain_deadline = Some(self.now + self.cfg.close_timeout);
             }
         } else {
             self.drain_deadline = None;
@@ -405,7 +405,7 @@ impl Driver {
 
     fn parse_request(&mut self) {
         let Phase::Head(h) = &mut self.phase else { return };
-        match h.parse(&self.cfg.handshake) {
+        match h.parse(&self.cfg.handshake()) {
             Ok(None) => {}
             Ok(Some((request, rest))) if request.is_websocket_upgrade() => {
                 match handshake::validate_upgrade(&request) {
@@ -418,7 +418,7 @@ impl Driver {
                 }
             }
             Ok(Some((request, rest))) => {
-                match Exchange::start(&request, rest, self.cfg.http_max_body, &mut self.out) {
+                match Exchange::start(&request, rest, self.cfg.http_max_body_size, &mut self.out) {
                     Ok(exchange) => {
                         self.phase = Phase::Http(Box::new(exchange));
                         self.announce(request, None);
@@ -480,7 +480,7 @@ impl Driver {
         self.deadline = None;
         match x.into_next() {
             Some(buf) => {
-                let deadline = now + self.cfg.keep_alive_timeout;
+                let deadline = now + self.cfg.timeout_keep_alive;
                 self.phase = Phase::Head(RequestHead::new(buf, deadline));
                 self.deadline = Some(deadline);
                 self.parse_request();
@@ -602,7 +602,7 @@ impl Driver {
     fn accept(&mut self, subprotocol: Option<&str>, headers: &[(Vec<u8>, Vec<u8>)], now: Instant) {
         let Phase::Upgrade(u) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
         let Accepted { conn, mut early, eof } =
-            u.accept(&self.cfg.protocol, subprotocol, headers, &mut self.out);
+            u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out);
         self.phase = Phase::Open(Box::new(conn));
         if eof {
             // The client left before the accept: nothing will be read.

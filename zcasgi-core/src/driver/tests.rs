@@ -226,9 +226,9 @@ fn handshake_timeout() {
 #[test]
 fn back_pressure_both_ways() {
     let (mut d, sink, notified, now) = setup(ServerConfig {
-        max_queue: 2,
-        write_high_water: 10,
-        write_low_water: 4,
+        ws_max_queue: 2,
+        ws_write_high_water: 10,
+        ws_write_low_water: 4,
         ..ServerConfig::default()
     });
     let h = connect(&mut d, &sink, now);
@@ -420,7 +420,7 @@ fn http_app_failure() {
 
 #[test]
 fn http_body_back_pressure() {
-    let (mut d, sink, _, now) = setup(ServerConfig { max_queue: 1, ..ServerConfig::default() });
+    let (mut d, sink, _, now) = setup(ServerConfig { ws_max_queue: 1, ..ServerConfig::default() });
     let (h, events) = http_request(
         &mut d,
         &sink,
@@ -455,7 +455,7 @@ fn peer_that_stops_reading_is_dropped_after_close_timeout() {
 #[test]
 fn ping_flood_without_reading_pauses_reads() {
     let (mut d, sink, _, now) =
-        setup(ServerConfig { write_high_water: 1000, ..ServerConfig::default() });
+        setup(ServerConfig { ws_write_high_water: 1000, ..ServerConfig::default() });
     let h = connect(&mut d, &sink, now);
     h.accept(None, vec![]);
     d.on_commands(now);
