@@ -1,14 +1,18 @@
 //! The opening handshake (RFC 6455 §4.2): parse the HTTP/1.1 upgrade request, validate it,
-//! and write the `101 Switching Protocols` response or a rejection.
+//! and write the `101 Switching Protocols` response.
 //!
 //! [`parse_request`] turns the request head into a [`Request`] (everything the ASGI scope
-//! needs); [`validate_upgrade`] applies the WebSocket rules to it. Responses are written into
-//! a caller-supplied `Vec<u8>`.
+//! needs; plain HTTP requests are parsed by it too); [`validate_upgrade`] applies the WebSocket
+//! rules to it; [`write_accept`] writes the 101 into a caller-supplied `Vec<u8>`. A rejection
+//! (`HandshakeError::status`) is written by [`crate::http::response::write_reject`].
+
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use crate::error::HandshakeError;
+use crate::http::response::{push_default_headers, push_header, push_status_line};
 
 /// The GUID appended to the client's key (RFC 6455 §1.3).
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -191,22 +195,24 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// Writes the `101 Switching Protocols` response.
+/// Writes the `101 Switching Protocols` response, dated `date`.
 ///
 /// `extra_headers` come from the application (ASGI `websocket.accept` `headers`); headers that
-/// the handshake itself controls are skipped if the application repeats them.
+/// the handshake itself controls are skipped if the application repeats them, and the default
+/// `date` and `server` headers are added unless it gave them.
 pub fn write_accept(
     out: &mut Vec<u8>,
     upgrade: &Upgrade,
     subprotocol: Option<&str>,
     extensions: Option<&str>,
     extra_headers: &[(Vec<u8>, Vec<u8>)],
+    date: SystemTime,
 ) {
-    out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-    );
+    push_status_line(out, 101);
+    out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     out.extend_from_slice(upgrade.accept_key.as_bytes());
     out.extend_from_slice(b"\r\n");
+    push_default_headers(out, extra_headers, date);
     if let Some(p) = subprotocol {
         push_header(out, b"Sec-WebSocket-Protocol", p.as_bytes());
     }
@@ -226,90 +232,6 @@ pub fn write_accept(
         }
         push_header(out, name, value);
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes a complete HTTP/1.1 response head: status line, headers, `Content-Length` if
-/// `content_length` is given, and the blank line. Ends with `Connection: close`.
-pub fn write_response_head(
-    out: &mut Vec<u8>,
-    status: u16,
-    headers: &[(Vec<u8>, Vec<u8>)],
-    content_length: Option<usize>,
-) {
-    push_status_line(out, status);
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"content-length")
-        {
-            continue;
-        }
-        push_header(out, name, value);
-    }
-    if let Some(n) = content_length {
-        push_header(out, b"Content-Length", n.to_string().as_bytes());
-    }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-}
-
-/// Writes a whole rejection response with a plain-text body.
-pub fn write_reject(out: &mut Vec<u8>, status: u16, message: &str) {
-    let mut headers = vec![(b"Content-Type".to_vec(), b"text/plain; charset=utf-8".to_vec())];
-    if status == 426 {
-        headers.push((b"Upgrade".to_vec(), b"websocket".to_vec()));
-        headers.push((b"Sec-WebSocket-Version".to_vec(), b"13".to_vec()));
-    }
-    let body = format!("{message}\n");
-    write_response_head(out, status, &headers, Some(body.len()));
-    out.extend_from_slice(body.as_bytes());
-}
-
-/// The standard reason phrase for `status` (empty for unknown codes).
-#[must_use]
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    }
-}
-
-/// Writes the status line `HTTP/1.1 <status> <reason>`.
-pub(crate) fn push_status_line(out: &mut Vec<u8>, status: u16) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes one `name: value` header line; line breaks in the value become spaces (no response
-/// splitting).
-pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    // Header values may not contain line breaks (response splitting).
-    out.extend(value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
     out.extend_from_slice(b"\r\n");
 }
 
@@ -361,12 +283,20 @@ mod tests {
         assert_eq!(up.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(up.subprotocols, ["chat", "superchat"]);
         let mut out = Vec::new();
-        write_accept(&mut out, &up, Some("chat"), None, &[(b"x-a".to_vec(), b"1".to_vec())]);
+        write_accept(
+            &mut out,
+            &up,
+            Some("chat"),
+            None,
+            &[(b"x-a".to_vec(), b"1".to_vec())],
+            std::time::UNIX_EPOCH,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
         assert!(text.contains("x-a: 1\r\n"));
+        assert!(text.contains("date: Thu, 01 Jan 1970 00:00:00 GMT\r\nserver: zcasgi\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
     }
 
@@ -435,22 +365,6 @@ mod tests {
             Err(HandshakeError::Malformed(_))
         ));
         assert!(matches!(parse(b"\x01\x02 / HTTP/1.1\r\n\r\n"), Err(HandshakeError::Malformed(_))));
-    }
-
-    #[test]
-    fn rejections() {
-        let mut out = Vec::new();
-        write_reject(&mut out, 426, "upgrade required");
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
-        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
-        assert!(text.contains("Content-Length: 17\r\n"));
-        assert!(text.ends_with("\r\n\r\nupgrade required\n"));
-        let mut out = Vec::new();
-        write_response_head(&mut out, 403, &[(b"x-evil".to_vec(), b"a\r\nb".to_vec())], Some(0));
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
-        assert!(text.contains("x-evil: a  b\r\n"));
     }
 
     #[test]

@@ -576,8 +576,7 @@ impl HttpConn {
                 if !(100..=599).contains(&status) {
                     return Err(PyValueError::new_err(format!("invalid HTTP status {status}")));
                 }
-                let mut headers = headers_of(message)?;
-                add_default_headers(&mut headers);
+                let headers = headers_of(message)?;
                 self.response = ResponseState::Started;
                 self.status = status;
                 if !self.disconnected {
@@ -622,46 +621,6 @@ impl HttpConn {
             ))),
         }
     }
-}
-
-/// Adds `server` and `date` unless the application set them.
-fn add_default_headers(headers: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"server")) {
-        headers.push((b"server".to_vec(), b"zcasgi".to_vec()));
-    }
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"date")) {
-        headers.push((b"date".to_vec(), http_date(std::time::SystemTime::now()).into_bytes()));
-    }
-}
-
-/// Formats `t` as an IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub fn http_date(t: std::time::SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm), days since 1970-01-01.
-    let z = i64::try_from(days).unwrap_or(0) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[usize::try_from(days % 7).unwrap_or(0)],
-        day,
-        MONTHS[usize::try_from(month - 1).unwrap_or(0)],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[pymethods]

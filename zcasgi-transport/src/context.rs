@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use zcasgi_core::backend::{ConnId, Event, EventSink, LogLevel, Notify, ServerConfig};
 use zcasgi_core::driver::Driver;
@@ -75,7 +75,9 @@ impl Context {
         server: Option<SocketAddr>,
         now: Instant,
     ) -> Driver {
-        Driver::new(id, self.cfg.clone(), self.sink.clone(), notify, client, server, now)
+        // The core reads no clock: the wall-clock time of the accept dates its responses.
+        let wall = SystemTime::now();
+        Driver::new(id, self.cfg.clone(), self.sink.clone(), notify, client, server, now, wall)
     }
 
     /// Classifies an `accept` error seen at `now`, and logs it (rate-limited) if accepting has

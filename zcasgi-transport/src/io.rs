@@ -239,7 +239,16 @@ mod tests {
 
     fn driver(sink: &Arc<Sink>) -> Driver {
         let cfg = Arc::new(ServerConfig::default());
-        Driver::new(1, cfg, sink.clone(), Box::new(NoWake), None, None, Instant::now())
+        Driver::new(
+            1,
+            cfg,
+            sink.clone(),
+            Box::new(NoWake),
+            None,
+            None,
+            Instant::now(),
+            std::time::SystemTime::now(),
+        )
     }
 
     /// A driver that has a 400 response to write, and nothing else to do; and those bytes.

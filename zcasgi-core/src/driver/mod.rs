@@ -44,7 +44,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
@@ -55,7 +55,8 @@ use crate::backend::{
 };
 use crate::frame::close_code;
 use crate::handshake::{self, Request};
-use crate::http::Exchange;
+use crate::http::response::write_reject;
+use crate::http::{Exchange, WallClock};
 use crate::outq::OutQueue;
 use crate::protocol::{self, Connection};
 
@@ -95,6 +96,8 @@ pub struct Driver {
     drain_deadline: Option<Instant>,
     /// The latest time passed in by the backend.
     now: Instant,
+    /// The wall-clock time of the accept, for `date` headers.
+    clock: WallClock,
     commands: Vec<Command>,
 }
 
@@ -120,7 +123,10 @@ fn absorb(buf: &mut BytesMut, input: &mut BytesMut) {
 }
 
 impl Driver {
-    /// A driver for a freshly accepted connection.
+    /// A driver for a connection accepted at `now` on the monotonic clock, which the wall clock
+    /// read as `wall` (for `date` headers; the driver reads no clock, see
+    /// [`WallClock`]).
+    #[allow(clippy::too_many_arguments)] // each is an independent fact about the accept
     pub fn new(
         id: ConnId,
         cfg: Arc<ServerConfig>,
@@ -129,6 +135,7 @@ impl Driver {
         client: Option<SocketAddr>,
         server: Option<SocketAddr>,
         now: Instant,
+        wall: SystemTime,
     ) -> Self {
         let deadline = now + cfg.handshake_timeout;
         let handle = ConnHandle::new(id, &cfg, notify);
@@ -145,6 +152,7 @@ impl Driver {
             deadline: Some(deadline),
             drain_deadline: None,
             now,
+            clock: WallClock::new(now, wall),
             commands: Vec::new(),
         }
     }
@@ -323,7 +331,7 @@ impl Driver {
                 self.out.push_bytes(Bytes::from_static(&[0x88, 0x02, 0x03, 0xf3]), 0);
             } else if can_answer {
                 let mut out = Vec::new();
-                handshake::write_reject(&mut out, 500, "internal server error");
+                write_reject(&mut out, 500, "internal server error", self.date());
                 self.out.push_bytes(Bytes::from(out), 0);
             }
             self.phase = Phase::Done;
@@ -337,6 +345,11 @@ impl Driver {
         } else {
             self.drain_deadline = None;
         }
+    }
+
+    /// The wall-clock time now, for a response's `date`.
+    fn date(&self) -> SystemTime {
+        self.clock.at(self.now)
     }
 
     fn log(&self, level: LogLevel, message: String) {
@@ -497,7 +510,7 @@ impl Driver {
 
     fn reject(&mut self, status: u16, message: &str) {
         let mut out = Vec::new();
-        handshake::write_reject(&mut out, status, message);
+        write_reject(&mut out, status, message, self.date());
         self.out.push_bytes(Bytes::from(out), 0);
         self.deadline = None;
         self.close_abnormally();
@@ -558,7 +571,7 @@ impl Driver {
                 self.reject(500, "internal server error");
             }
             (Phase::Upgrade(u), Command::HttpResponseStart { status, headers }) => {
-                u.deny(&mut self.out, status, &headers);
+                u.deny(&mut self.out, status, &headers, self.clock.at(now));
             }
             (Phase::Upgrade(u), Command::HttpResponseBody { body, more }) => {
                 let unqueued = u.deny_body(&mut self.out, body, more);
@@ -570,7 +583,7 @@ impl Driver {
             }
             // A plain HTTP request.
             (Phase::Http(x), Command::HttpResponseStart { status, headers }) => {
-                x.respond(&mut self.out, status, &headers);
+                x.respond(&mut self.out, status, &headers, self.clock.at(now));
             }
             (Phase::Http(x), Command::HttpResponseBody { body, more }) => {
                 let unqueued = x.respond_body(&mut self.out, body, more);
@@ -601,8 +614,9 @@ impl Driver {
 
     fn accept(&mut self, subprotocol: Option<&str>, headers: &[(Vec<u8>, Vec<u8>)], now: Instant) {
         let Phase::Upgrade(u) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
+        let date = self.date();
         let Accepted { conn, mut early, eof } =
-            u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out);
+            u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out, date);
         self.phase = Phase::Open(Box::new(conn));
         if eof {
             // The client left before the accept: nothing will be read.

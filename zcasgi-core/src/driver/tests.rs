@@ -6,7 +6,15 @@ use crate::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use crate::protocol::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The wall-clock time of the accept: 1994-11-06T08:49:37Z.
+fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(784_111_777)
+}
+
+/// The default headers of a response written at `wall()`.
+const DEFAULTS: &str = "date: Sun, 06 Nov 1994 08:49:37 GMT\r\nserver: zcasgi\r\n";
 
 #[derive(Default)]
 struct Sink(Mutex<Vec<Event>>);
@@ -62,6 +70,7 @@ fn setup(cfg: ServerConfig) -> (Driver, Arc<Sink>, Arc<AtomicUsize>, Instant) {
         None,
         None,
         now,
+        wall(),
     );
     (d, sink, count, now)
 }
@@ -190,6 +199,64 @@ fn denial_body_is_accounted_and_released() {
     d.on_io_error(&std::io::Error::from(std::io::ErrorKind::ConnectionReset));
     assert_eq!(h.queued_bytes(), 0);
     assert!(d.is_finished());
+}
+
+/// The core writes `date` and `server` into every response: denials, its own rejections and
+/// the 101 included; the application's own `server` wins, and is not doubled.
+#[test]
+fn every_response_carries_date_and_server() {
+    // A denial, a second after the accept.
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.respond(401, vec![]);
+    let _ = h.respond_body(Bytes::from_static(b"no"), false);
+    d.on_commands(now + Duration::from_secs(1));
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(
+        out.starts_with(
+            "HTTP/1.1 401 Unauthorized\r\ndate: Sun, 06 Nov 1994 08:49:38 GMT\r\nserver: zcasgi\r\n"
+        ),
+        "{out}"
+    );
+    // A rejection of the core's own.
+    let (mut d, _, _, now) = setup(ServerConfig::default());
+    read(&mut d, b"BAD\x01 / HTTP/1.1\r\n\r\n", now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with(&format!("HTTP/1.1 400 Bad Request\r\n{DEFAULTS}")), "{out}");
+    // The 101, with the application's server header.
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![(b"Server".to_vec(), b"app/1".to_vec())]);
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{out}");
+    assert!(out.contains("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), "{out}");
+    assert!(out.contains("Server: app/1\r\n"), "{out}");
+    assert_eq!(out.to_ascii_lowercase().matches("server:").count(), 1, "{out}");
+    // An HTTP response with the application's own server header.
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    h.respond(200, vec![(b"server".to_vec(), b"app/1".to_vec())]);
+    let _ = h.respond_body(Bytes::new(), false);
+    d.on_commands(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.contains("server: app/1\r\n") && out.contains("date: "), "{out}");
+    assert_eq!(out.matches("server:").count(), 1, "{out}");
+}
+
+/// Every status the core answers with on its own has its reason phrase.
+#[test]
+fn core_rejections_have_reason_phrases() {
+    for (req, line) in [
+        (&b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"[..], "501 Not Implemented"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "413 Payload Too Large"),
+        (b"POST / HTTP/1.1\r\nExpect: x\r\n\r\n", "417 Expectation Failed"),
+    ] {
+        let (mut d, _, _, now) = setup(ServerConfig::default());
+        read(&mut d, req, now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.starts_with(&format!("HTTP/1.1 {line}\r\n")), "{out}");
+    }
 }
 
 #[test]
@@ -381,7 +448,10 @@ fn http_head_and_http10() {
     let _ = h.respond_body(Bytes::from_static(b"hello"), false);
     d.on_commands(now);
     let out = String::from_utf8(output(&mut d)).unwrap();
-    assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n");
+    assert_eq!(
+        out,
+        format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 5\r\nconnection: close\r\n\r\n")
+    );
     assert!(d.is_finished());
     assert_eq!(h.queued_bytes(), 0);
 }
@@ -495,6 +565,7 @@ fn a_panic_closes_only_that_connection_with_1011() {
         None,
         None,
         now,
+        wall(),
     );
     read(&mut d, REQUEST, now);
     let events = sink.0.take();

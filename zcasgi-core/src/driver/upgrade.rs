@@ -16,6 +16,8 @@
 //! written by a [`ResponseWriter`]; what the client sends during it is discarded, and the
 //! connection closes after it.
 
+use std::time::SystemTime;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::deflate::{self, DeflateParams};
@@ -85,14 +87,16 @@ impl PendingUpgrade {
         self.eof = true;
     }
 
-    /// Accepts: writes the `101 Switching Protocols` with the application's `subprotocol` and
-    /// `headers` into `out`, negotiating permessage-deflate (RFC 7692) if `cfg` enables it.
+    /// Accepts: writes the `101 Switching Protocols`, dated `date`, with the application's
+    /// `subprotocol` and `headers` into `out`, negotiating permessage-deflate (RFC 7692) if `cfg`
+    /// enables it.
     pub(super) fn accept(
         self,
         cfg: &ProtocolConfig,
         subprotocol: Option<&str>,
         headers: &[(Vec<u8>, Vec<u8>)],
         out: &mut OutQueue,
+        date: SystemTime,
     ) -> Accepted {
         // RFC 7692 §5: accept the first permessage-deflate offer we can honour, if enabled.
         let deflate = if cfg.per_message_deflate {
@@ -108,6 +112,7 @@ impl PendingUpgrade {
             subprotocol,
             extensions.as_deref(),
             headers,
+            date,
         );
         out.push_bytes(Bytes::from(head), 0);
         let conn = match deflate {
@@ -117,11 +122,17 @@ impl PendingUpgrade {
         Accepted { conn, early: self.early, eof: self.eof }
     }
 
-    /// Starts the denial response (ASGI `websocket.http.response.start`); ignored once one has
-    /// started. The connection closes after it, whatever its headers say.
-    pub(super) fn deny(&mut self, out: &mut OutQueue, status: u16, headers: &[(Vec<u8>, Vec<u8>)]) {
+    /// Starts the denial response (ASGI `websocket.http.response.start`), dated `date`; ignored
+    /// once one has started. The connection closes after it, whatever its headers say.
+    pub(super) fn deny(
+        &mut self,
+        out: &mut OutQueue,
+        status: u16,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        date: SystemTime,
+    ) {
         if self.denial.is_none() {
-            self.denial = Some(ResponseWriter::start(out, status, headers, false, false, 1));
+            self.denial = Some(ResponseWriter::start(out, status, headers, false, false, 1, date));
         }
     }
 
@@ -159,7 +170,7 @@ mod tests {
         assert!(!p.wants_read());
         let mut out = OutQueue::new();
         let cfg = ProtocolConfig { per_message_deflate: true, ..ProtocolConfig::default() };
-        let a = p.accept(&cfg, None, &[], &mut out);
+        let a = p.accept(&cfg, None, &[], &mut out, SystemTime::UNIX_EPOCH);
         assert_eq!(&a.early[..], b"early frames");
         assert!(a.eof && a.conn.is_deflate());
         assert!(!out.is_empty());
@@ -170,7 +181,7 @@ mod tests {
         let mut p = pending();
         let mut out = OutQueue::new();
         assert_eq!(p.deny_body(&mut out, Bytes::from_static(b"x"), false), 1, "not started");
-        p.deny(&mut out, 401, &[]);
+        p.deny(&mut out, 401, &[], SystemTime::UNIX_EPOCH);
         assert!(!p.is_awaiting() && p.wants_read());
         let mut input = BytesMut::from(&b"ignored"[..]);
         p.receive(&mut input);

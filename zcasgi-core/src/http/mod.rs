@@ -5,16 +5,19 @@
 //! ([`BodyDecoder`]: `Content-Length` or chunked), and frames the response
 //! ([`ResponseWriter`]: `Content-Length`, chunked, or delimited by closing the connection), with
 //! keep-alive decided by [`keep_alive`]. An [`Exchange`] puts these together into one request and
-//! its response, and decides whether the connection serves another one.
+//! its response, and decides whether the connection serves another one. Every response head the
+//! core writes, WebSocket ones included, is written by the helpers of [`response`], which add the
+//! default `date` and `server` headers.
 
 mod exchange;
+pub mod response;
 
 pub use exchange::Exchange;
+pub use response::{ResponseWriter, WallClock};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::handshake::{push_header, push_status_line, Request};
-use crate::outq::OutQueue;
+use crate::handshake::Request;
 
 /// Why a request cannot be served (each maps to a status).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,18 +203,22 @@ impl BodyDecoder {
             match self.chunk {
                 ChunkState::Done => return Ok(None),
                 ChunkState::Size => {
-                    let Some(line) = take_line(buf)? else { return Ok(None) };
-                    let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
-                    if digits.is_empty() || digits.len() > 15 {
+                    // RFC 9112 §7.1: chunk-size = 1*HEXDIG (httparse would read none as 0).
+                    if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
                         return Err(HttpError::MalformedChunk);
                     }
-                    let size = std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s, 16).ok())
-                        .ok_or(HttpError::MalformedChunk)?;
-                    if self.received + size > self.max_body {
+                    let (line_len, size) = match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete(parsed)) => parsed,
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                            return Err(HttpError::MalformedChunk)
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(httparse::InvalidChunkSize) => return Err(HttpError::MalformedChunk),
+                    };
+                    if self.received.saturating_add(size) > self.max_body {
                         return Err(HttpError::BodyTooLarge(self.max_body));
                     }
+                    buf.advance(line_len);
                     self.chunk =
                         if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
                 }
@@ -261,162 +268,13 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFraming {
-    Length(u64),
-    Chunked,
-    /// Delimited by closing the connection (HTTP/1.0 without a length).
-    Close,
-}
-
-/// Frames one response: head, then body pieces, written into an [`OutQueue`].
-#[derive(Debug)]
-pub struct ResponseWriter {
-    framing: BodyFraming,
-    /// No body on the wire (HEAD, 1xx, 204, 304).
-    bodyless: bool,
-    written: u64,
-    finished: bool,
-    keep_alive: bool,
-}
-
-impl ResponseWriter {
-    /// Writes the head of a response with `status` and the application's `headers`.
-    ///
-    /// Adds `Content-Length`/`Transfer-Encoding` framing when the application gave none, and
-    /// `Connection: close` when the connection will not be kept alive. `keep_alive` is what the
-    /// request allows; `head` is true for a HEAD request; `http_minor` is the request's version.
-    pub fn start(
-        out: &mut OutQueue,
-        status: u16,
-        headers: &[(Vec<u8>, Vec<u8>)],
-        keep_alive: bool,
-        head: bool,
-        http_minor: u8,
-    ) -> Self {
-        let bodyless = head || status < 200 || status == 204 || status == 304;
-        let mut length = None;
-        let mut app_close = false;
-        let mut buf = Vec::with_capacity(128 + headers.len() * 32);
-        push_status_line(&mut buf, status);
-        for (name, value) in headers {
-            if name.eq_ignore_ascii_case(b"content-length") {
-                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
-                if length.is_none() {
-                    continue; // an invalid length is dropped; the body is framed below
-                }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                continue; // framing is ours to decide
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                app_close |= value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-                continue;
-            }
-            push_header(&mut buf, name, value);
-        }
-        let framing = match length {
-            Some(n) => BodyFraming::Length(n),
-            None if bodyless => BodyFraming::Length(0),
-            None if http_minor >= 1 => BodyFraming::Chunked,
-            None => BodyFraming::Close,
-        };
-        let keep_alive = keep_alive && !app_close && framing != BodyFraming::Close;
-        if framing == BodyFraming::Chunked {
-            buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        if !keep_alive {
-            buf.extend_from_slice(b"connection: close\r\n");
-        } else if http_minor == 0 {
-            buf.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
-        out.push_bytes(Bytes::from(buf), 0);
-        Self { framing, bodyless, written: 0, finished: false, keep_alive }
-    }
-
-    /// Writes a piece of the body; `more` is false for the last one. `accounted` is reported
-    /// back by the queue when written (application back-pressure). Returns the accounted bytes
-    /// that were not queued (a body after the end, or for HEAD), to release at once.
-    #[must_use]
-    pub fn body(&mut self, out: &mut OutQueue, body: Bytes, more: bool, accounted: usize) -> usize {
-        if self.finished {
-            return accounted;
-        }
-        let len = body.len();
-        let mut unqueued = 0;
-        if self.bodyless || len == 0 {
-            unqueued = accounted;
-            if !self.bodyless && !more && self.framing == BodyFraming::Chunked {
-                out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
-            }
-        } else {
-            match self.framing {
-                BodyFraming::Length(n) => {
-                    // Never write past the declared length (it would corrupt the next response).
-                    let allowed = n.saturating_sub(self.written).min(len as u64) as usize;
-                    if allowed < len {
-                        self.keep_alive = false;
-                    }
-                    if allowed == 0 {
-                        unqueued = accounted;
-                    } else {
-                        out.push_bytes(body.slice(..allowed), accounted);
-                    }
-                }
-                BodyFraming::Chunked => {
-                    out.push_bytes(Bytes::from(format!("{len:x}\r\n")), 0);
-                    out.push_bytes(body, accounted);
-                    out.push_bytes(Bytes::from_static(b"\r\n"), 0);
-                    if !more {
-                        out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
-                    }
-                }
-                BodyFraming::Close => out.push_bytes(body, accounted),
-            }
-        }
-        self.written += len as u64;
-        if !more {
-            self.finished = true;
-            if let BodyFraming::Length(n) = self.framing {
-                if !self.bodyless && self.written < n {
-                    // Short body: the client would wait for the rest; close instead.
-                    self.keep_alive = false;
-                }
-            }
-        }
-        unqueued
-    }
-
-    /// Whether the last body piece has been written.
-    #[must_use]
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
-    /// Whether the connection may serve another request after this response.
-    #[must_use]
-    pub fn keep_alive(&self) -> bool {
-        self.keep_alive
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::handshake::{parse_request, HandshakeConfig};
-    use std::io::IoSlice;
 
     fn req(text: &str) -> Request {
         parse_request(text.as_bytes(), &HandshakeConfig::default()).unwrap().unwrap().0
-    }
-
-    fn written(out: &mut OutQueue) -> String {
-        let mut s = [IoSlice::new(&[]); 64];
-        let n = out.io_slices(&mut s);
-        let v: Vec<u8> = s[..n].iter().flat_map(|s| s.iter().copied()).collect();
-        out.advance(v.len());
-        String::from_utf8(v).unwrap()
     }
 
     #[test]
@@ -478,8 +336,21 @@ mod tests {
 
     #[test]
     fn chunked_errors_and_limit() {
+        for bad in [&b"zz\r\n"[..], b"\r\n", b" 1\r\n", b"1x\r\n", b"1\r\r"] {
+            let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+            assert_eq!(
+                d.decode(&mut BytesMut::from(bad)),
+                Err(HttpError::MalformedChunk),
+                "{bad:?}"
+            );
+        }
         let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
-        assert_eq!(d.decode(&mut BytesMut::from(&b"zz\r\n"[..])), Err(HttpError::MalformedChunk));
+        let huge = &b"ffffffffffffffff\r\n"[..];
+        assert_eq!(d.decode(&mut BytesMut::from(huge)), Err(HttpError::BodyTooLarge(100)));
+        let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+        let mut long_ext = BytesMut::from(&b"1;"[..]);
+        long_ext.extend_from_slice(&[b'x'; MAX_LINE]);
+        assert_eq!(d.decode(&mut long_ext), Err(HttpError::MalformedChunk));
         let mut d = BodyDecoder::new(RequestFraming::Chunked, 3);
         assert_eq!(d.decode(&mut BytesMut::from(&b"4\r\n"[..])), Err(HttpError::BodyTooLarge(3)));
         let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
@@ -495,34 +366,5 @@ mod tests {
         assert!(d.is_done());
         assert_eq!(d.decode(&mut buf).unwrap(), None);
         assert_eq!(&buf[..], b"GET");
-    }
-
-    #[test]
-    fn responses() {
-        let mut out = OutQueue::new();
-        let mut w =
-            ResponseWriter::start(&mut out, 200, &[(b"x".to_vec(), b"1".to_vec())], true, false, 1);
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), true, 2), 0);
-        assert_eq!(w.body(&mut out, Bytes::from_static(b""), false, 0), 0);
-        assert_eq!(
-            written(&mut out),
-            "HTTP/1.1 200 OK\r\nx: 1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
-        );
-        assert!(w.is_finished() && w.keep_alive());
-
-        let h = [(b"content-length".to_vec(), b"2".to_vec())];
-        let mut w = ResponseWriter::start(&mut out, 200, &h, true, true, 1);
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), false, 2), 2);
-        assert_eq!(written(&mut out), "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", "HEAD");
-
-        let mut w = ResponseWriter::start(&mut out, 200, &[], false, false, 0);
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"old"), false, 3), 0);
-        assert_eq!(written(&mut out), "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nold");
-        assert!(!w.keep_alive());
-
-        let mut w = ResponseWriter::start(&mut out, 200, &h, true, false, 1);
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"abc"), false, 3), 0);
-        assert_eq!(written(&mut out), "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nab");
-        assert!(!w.keep_alive(), "overlong body: the connection is not reused");
     }
 }

@@ -1,0 +1,388 @@
+//! Writing HTTP/1.1 responses (RFC 9112 §4, §6).
+//!
+//! Every response head the core writes — an application's response or WebSocket denial
+//! ([`ResponseWriter`]), the core's own rejections ([`write_reject`]) and the `101 Switching
+//! Protocols` ([`crate::handshake::write_accept`]) — starts with [`push_status_line`] and
+//! [`push_default_headers`], so each carries a reason phrase, `date` and `server` unless the
+//! application supplied them.
+//!
+//! # Time
+//!
+//! The core reads no clock: the `date` of a response is a [`SystemTime`] passed in. The driver
+//! derives it with a [`WallClock`], anchored when the connection is accepted (the backend passes
+//! the monotonic and the wall-clock time of the accept) and advanced by the monotonic time every
+//! driver call receives anyway. A step of the system clock during a connection's life (an NTP
+//! correction) therefore shows in its dates only on the next connection, which for a header of
+//! one-second resolution is the cheaper trade than a second clock argument on every call.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::outq::OutQueue;
+
+/// The `server` header value the core sends unless the application sets its own.
+pub const SERVER: &str = "zcasgi";
+
+/// Latest time an IMF-fixdate can show (9999-12-31T23:59:59Z).
+const LAST_DATE: Duration = Duration::from_secs(253_402_300_799);
+
+/// The wall-clock time of one connection, derived from the monotonic time passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    at: Instant,
+    wall: SystemTime,
+}
+
+impl WallClock {
+    /// A clock that read `wall` at the monotonic instant `at`.
+    #[must_use]
+    pub fn new(at: Instant, wall: SystemTime) -> Self {
+        Self { at, wall }
+    }
+
+    /// The wall-clock time at the monotonic instant `now` (never before the anchor).
+    #[must_use]
+    pub fn at(&self, now: Instant) -> SystemTime {
+        self.wall + now.saturating_duration_since(self.at)
+    }
+}
+
+/// Writes the status line `HTTP/1.1 <status> <reason>`, with the standard reason phrase (none
+/// for an unregistered status, which RFC 9112 §4 allows).
+pub fn push_status_line(out: &mut Vec<u8>, status: u16) {
+    let reason =
+        http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+}
+
+/// Writes the headers every response carries unless the application's `headers` have them:
+/// `date: <date>` (RFC 9110 §6.6.1) and `server: zcasgi` (RFC 9110 §10.2.4).
+pub fn push_default_headers(out: &mut Vec<u8>, headers: &[(Vec<u8>, Vec<u8>)], date: SystemTime) {
+    let given = |name: &[u8]| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !given(b"date") {
+        // HttpDate panics outside 1970..=9999; a clock that far off still gets a valid header.
+        let date = date.clamp(UNIX_EPOCH, UNIX_EPOCH + LAST_DATE);
+        let _ = write!(out, "date: {}\r\n", httpdate::HttpDate::from(date));
+    }
+    if !given(b"server") {
+        push_header(out, b"server", SERVER.as_bytes());
+    }
+}
+
+/// Writes one `name: value` header line; line breaks in the value become spaces (no response
+/// splitting).
+pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    // Header values may not contain line breaks (response splitting).
+    out.extend(value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a complete HTTP/1.1 response head: status line, default headers, `headers`,
+/// `Content-Length` if `content_length` is given, and the blank line. Ends with
+/// `Connection: close`.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    content_length: Option<usize>,
+    date: SystemTime,
+) {
+    push_status_line(out, status);
+    push_default_headers(out, headers, date);
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"content-length")
+        {
+            continue;
+        }
+        push_header(out, name, value);
+    }
+    if let Some(n) = content_length {
+        push_header(out, b"Content-Length", n.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+}
+
+/// Writes a whole rejection response of the core's own (400, 403, 408, 413, 426, 500, …) with
+/// a plain-text body, after which the connection closes.
+pub fn write_reject(out: &mut Vec<u8>, status: u16, message: &str, date: SystemTime) {
+    let mut headers = vec![(b"Content-Type".to_vec(), b"text/plain; charset=utf-8".to_vec())];
+    if status == 426 {
+        headers.push((b"Upgrade".to_vec(), b"websocket".to_vec()));
+        headers.push((b"Sec-WebSocket-Version".to_vec(), b"13".to_vec()));
+    }
+    let body = format!("{message}\n");
+    write_response_head(out, status, &headers, Some(body.len()), date);
+    out.extend_from_slice(body.as_bytes());
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    Length(u64),
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 without a length).
+    Close,
+}
+
+/// Frames one response: head, then body pieces, written into an [`OutQueue`].
+#[derive(Debug)]
+pub struct ResponseWriter {
+    framing: BodyFraming,
+    /// No body on the wire (HEAD, 1xx, 204, 304).
+    bodyless: bool,
+    written: u64,
+    finished: bool,
+    keep_alive: bool,
+}
+
+impl ResponseWriter {
+    /// Writes the head of a response with `status` and the application's `headers`.
+    ///
+    /// Adds `Content-Length`/`Transfer-Encoding` framing when the application gave none,
+    /// `Connection: close` when the connection will not be kept alive, and the
+    /// [default headers](push_default_headers) the application left out. `keep_alive` is what
+    /// the request allows; `head` is true for a HEAD request; `http_minor` is the request's
+    /// version; `date` is the wall-clock time of the response.
+    pub fn start(
+        out: &mut OutQueue,
+        status: u16,
+        headers: &[(Vec<u8>, Vec<u8>)],
+        keep_alive: bool,
+        head: bool,
+        http_minor: u8,
+        date: SystemTime,
+    ) -> Self {
+        let bodyless = head || status < 200 || status == 204 || status == 304;
+        let mut length = None;
+        let mut app_close = false;
+        let mut buf = Vec::with_capacity(128 + headers.len() * 32);
+        push_status_line(&mut buf, status);
+        push_default_headers(&mut buf, headers, date);
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                if length.is_none() {
+                    continue; // an invalid length is dropped; the body is framed below
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                continue; // framing is ours to decide
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                app_close |= value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                continue;
+            }
+            push_header(&mut buf, name, value);
+        }
+        let framing = match length {
+            Some(n) => BodyFraming::Length(n),
+            None if bodyless => BodyFraming::Length(0),
+            None if http_minor >= 1 => BodyFraming::Chunked,
+            None => BodyFraming::Close,
+        };
+        let keep_alive = keep_alive && !app_close && framing != BodyFraming::Close;
+        if framing == BodyFraming::Chunked {
+            buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !keep_alive {
+            buf.extend_from_slice(b"connection: close\r\n");
+        } else if http_minor == 0 {
+            buf.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        out.push_bytes(Bytes::from(buf), 0);
+        Self { framing, bodyless, written: 0, finished: false, keep_alive }
+    }
+
+    /// Writes a piece of the body; `more` is false for the last one. `accounted` is reported
+    /// back by the queue when written (application back-pressure). Returns the accounted bytes
+    /// that were not queued (a body after the end, or for HEAD), to release at once.
+    #[must_use]
+    pub fn body(&mut self, out: &mut OutQueue, body: Bytes, more: bool, accounted: usize) -> usize {
+        if self.finished {
+            return accounted;
+        }
+        let len = body.len();
+        let mut unqueued = 0;
+        if self.bodyless || len == 0 {
+            unqueued = accounted;
+            if !self.bodyless && !more && self.framing == BodyFraming::Chunked {
+                out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
+            }
+        } else {
+            match self.framing {
+                BodyFraming::Length(n) => {
+                    // Never write past the declared length (it would corrupt the next response).
+                    let allowed = n.saturating_sub(self.written).min(len as u64) as usize;
+                    if allowed < len {
+                        self.keep_alive = false;
+                    }
+                    if allowed == 0 {
+                        unqueued = accounted;
+                    } else {
+                        out.push_bytes(body.slice(..allowed), accounted);
+                    }
+                }
+                BodyFraming::Chunked => {
+                    out.push_bytes(Bytes::from(format!("{len:x}\r\n")), 0);
+                    out.push_bytes(body, accounted);
+                    out.push_bytes(Bytes::from_static(b"\r\n"), 0);
+                    if !more {
+                        out.push_bytes(Bytes::from_static(b"0\r\n\r\n"), 0);
+                    }
+                }
+                BodyFraming::Close => out.push_bytes(body, accounted),
+            }
+        }
+        self.written += len as u64;
+        if !more {
+            self.finished = true;
+            if let BodyFraming::Length(n) = self.framing {
+                if !self.bodyless && self.written < n {
+                    // Short body: the client would wait for the rest; close instead.
+                    self.keep_alive = false;
+                }
+            }
+        }
+        unqueued
+    }
+
+    /// Whether the last body piece has been written.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the connection may serve another request after this response.
+    #[must_use]
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+
+    /// 1994-11-06T08:49:37Z, RFC 9110's example date.
+    fn date() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(784_111_777)
+    }
+
+    const DEFAULTS: &str = "date: Sun, 06 Nov 1994 08:49:37 GMT\r\nserver: zcasgi\r\n";
+
+    fn written(out: &mut OutQueue) -> String {
+        let mut s = [IoSlice::new(&[]); 64];
+        let n = out.io_slices(&mut s);
+        let v: Vec<u8> = s[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        out.advance(v.len());
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn status_lines_have_reasons() {
+        for (status, line) in [
+            (101, "HTTP/1.1 101 Switching Protocols\r\n"),
+            (413, "HTTP/1.1 413 Payload Too Large\r\n"),
+            (431, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            (501, "HTTP/1.1 501 Not Implemented\r\n"),
+            (599, "HTTP/1.1 599 \r\n"),
+        ] {
+            let mut out = Vec::new();
+            push_status_line(&mut out, status);
+            assert_eq!(String::from_utf8(out).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn default_headers_unless_given() {
+        let mut out = Vec::new();
+        push_default_headers(&mut out, &[], date());
+        assert_eq!(String::from_utf8(out).unwrap(), DEFAULTS);
+        let mut out = Vec::new();
+        push_default_headers(&mut out, &[(b"Server".to_vec(), b"mine".to_vec())], date());
+        assert_eq!(String::from_utf8(out).unwrap(), "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+        let mut out = Vec::new();
+        push_default_headers(&mut out, &[(b"date".to_vec(), b"x".to_vec())], UNIX_EPOCH);
+        assert_eq!(String::from_utf8(out).unwrap(), "server: zcasgi\r\n");
+        let mut out = Vec::new();
+        let far = UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 100);
+        push_default_headers(&mut out, &[], far);
+        assert!(String::from_utf8(out).unwrap().starts_with("date: Fri, 31 Dec 9999 23:59:59 GMT"));
+    }
+
+    #[test]
+    fn wall_clock_follows_the_monotonic_time() {
+        let at = Instant::now();
+        let clock = WallClock::new(at, date());
+        assert_eq!(clock.at(at + Duration::from_secs(3)), date() + Duration::from_secs(3));
+        assert_eq!(clock.at(at), date());
+    }
+
+    #[test]
+    fn rejections() {
+        let mut out = Vec::new();
+        write_reject(&mut out, 426, "upgrade required", date());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(&format!("HTTP/1.1 426 Upgrade Required\r\n{DEFAULTS}")));
+        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
+        assert!(text.contains("Content-Length: 17\r\n"));
+        assert!(text.ends_with("\r\n\r\nupgrade required\n"));
+        let mut out = Vec::new();
+        let evil = [(b"x-evil".to_vec(), b"a\r\nb".to_vec())];
+        write_response_head(&mut out, 403, &evil, Some(0), date());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(text.contains("x-evil: a  b\r\n"));
+    }
+
+    #[test]
+    fn responses() {
+        let mut out = OutQueue::new();
+        let mut w = ResponseWriter::start(
+            &mut out,
+            200,
+            &[(b"x".to_vec(), b"1".to_vec())],
+            true,
+            false,
+            1,
+            date(),
+        );
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), true, 2), 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b""), false, 0), 0);
+        assert_eq!(
+            written(&mut out),
+            format!("HTTP/1.1 200 OK\r\n{DEFAULTS}x: 1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n")
+        );
+        assert!(w.is_finished() && w.keep_alive());
+
+        let h = [(b"content-length".to_vec(), b"2".to_vec())];
+        let mut w = ResponseWriter::start(&mut out, 200, &h, true, true, 1, date());
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), false, 2), 2);
+        assert_eq!(
+            written(&mut out),
+            format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 2\r\n\r\n"),
+            "HEAD"
+        );
+
+        let mut w = ResponseWriter::start(&mut out, 200, &[], false, false, 0, date());
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"old"), false, 3), 0);
+        assert_eq!(
+            written(&mut out),
+            format!("HTTP/1.1 200 OK\r\n{DEFAULTS}connection: close\r\n\r\nold")
+        );
+        assert!(!w.keep_alive());
+
+        let mut w = ResponseWriter::start(&mut out, 200, &h, true, false, 1, date());
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"abc"), false, 3), 0);
+        assert_eq!(
+            written(&mut out),
+            format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 2\r\n\r\nab")
+        );
+        assert!(!w.keep_alive(), "overlong body: the connection is not reused");
+    }
+}
