@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import logging
 import re
 import subprocess
 import sys
@@ -10,6 +13,7 @@ import pytest
 from conftest import REPO_ROOT, ServerProcess, subprocess_env
 
 import zcasgi
+from zcasgi import _zcasgi
 from zcasgi.config import LIMITS, Config, defaults, option_names
 
 
@@ -109,6 +113,56 @@ def test_documented_bounds_are_accepted() -> None:
         assert {name: getattr(config, name) for name in options} == options
     assert Config(_app, ws_ping_interval=0).ws_ping_interval is None
     assert Config(_app, ws_ping_interval=None, ws_ping_timeout=None).ws_ping_timeout is None
+
+
+def test_defaults_and_ranges_of_the_core_options_come_from_the_core() -> None:
+    core_defaults = _zcasgi.server_defaults()
+    assert {k: v for k, v in defaults().items() if k in core_defaults} == core_defaults
+    assert {k: v for k, v in LIMITS.items() if k in core_defaults} == _zcasgi.server_limits()
+    config = Config(_app)
+    assert {name: getattr(config, name) for name in core_defaults} == core_defaults
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error", "message"),
+    [
+        ("handshake_timeout", 1e19, ValueError, "handshake_timeout must be <= 86400 seconds"),
+        ("ws_ping_interval", 1e-9, ValueError, "ws_ping_interval must be >= 0.1 seconds"),
+        ("io_threads", 2**64, ValueError, "io_threads is out of range, got 18446744073709551616"),
+        ("max_connections", 0, ValueError, "max_connections must be >= 1, got 0"),
+        ("shutdown_close_code", 1015, ValueError, "shutdown_close_code 1015 may not be sent"),
+        ("ws_write_low_water", 10**6, ValueError, "ws_write_low_water must not exceed"),
+        ("close_timeout", float("nan"), ValueError, "close_timeout must be a finite number"),
+        ("ws_per_message_deflate", 1, TypeError, "ws_per_message_deflate must be a bool, not int"),
+        ("max_headers", True, TypeError, "max_headers must be an int, not bool"),
+        ("ws_ping_timeout", "5", TypeError, "ws_ping_timeout must be a number of seconds, not str"),
+    ],
+)
+def test_the_core_checks_its_options_again(
+    option: str, value: object, error: type[Exception], message: str
+) -> None:
+    # A config changed after its checks (or built by other code) is checked by the core too:
+    # by validate_config and again when the server starts, before anything is bound.
+    config = copy.copy(Config(_app))
+    setattr(config, option, value)
+    with pytest.raises(error) as info:
+        _zcasgi.validate_config(config)
+    assert str(info.value).startswith(message)
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(error) as info:
+            _zcasgi.Core(
+                config,
+                [],
+                on_connect=print,
+                event_loop=loop,
+                logger=logging.getLogger("test"),
+                access_log=None,
+                state=None,
+            )
+    finally:
+        loop.close()
+    assert str(info.value).startswith(message)
 
 
 def test_root_path_of_the_wrong_type_is_a_type_error() -> None:

@@ -6,11 +6,34 @@
 //! here. Its [`Default`] holds the documented defaults; the WebSocket and request-head limits
 //! that [`crate::protocol`] and [`crate::handshake`] take are derived from it
 //! ([`ServerConfig::protocol`], [`ServerConfig::handshake`]).
+//!
+//! Every numeric option has a documented range ([`ServerConfig::limits`]), checked by
+//! [`ServerConfig::validate`]. The ranges keep everything the server computes from a valid
+//! value in bounds: durations are at most [`MAX_DURATION`], so adding one to an `Instant`
+//! cannot overflow; sizes are at most [`MAX_BYTES`].
+//!
+//! A new option the core takes is: a field here with its default (and, if numeric, its range in
+//! [`ServerConfig::limits`]); its name in the binding's field list
+//! (`zcasgi-python/src/config.rs`, the compiler asks for it); one line in `zcasgi.Config` that
+//! checks its type; and its row in `docs/configuration.md` (a test compares the table with
+//! `zcasgi.Config`). Python takes the default and the range from here.
 
+use std::fmt;
 use std::time::Duration;
 
+use crate::error::ConfigError;
+use crate::frame::is_valid_close_code;
 use crate::handshake::HandshakeConfig;
 use crate::protocol::ProtocolConfig;
+
+/// Longest duration any option accepts: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Shortest keepalive ping interval and pong timeout accepted: a tenth of a second.
+pub const MIN_PING: Duration = Duration::from_millis(100);
+
+/// Largest byte size any option accepts: 1 TiB.
+pub const MAX_BYTES: u64 = 1 << 40;
 
 /// Longest request line accepted, in bytes (a longer one gets 414), capped by
 /// [`ServerConfig::max_header_bytes`].
@@ -79,6 +102,49 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Every numeric option with its documented range and its value (`None`: disabled), in
+    /// the order of the fields.
+    #[must_use]
+    pub fn limits(&self) -> Vec<(Limit, Option<Amount>)> {
+        let timeout = |option, value| seconds(option, Some(value), Duration::ZERO);
+        vec![
+            count("io_threads", self.io_threads, 1, 1024),
+            count("max_connections", self.max_connections, 1, 10_000_000),
+            count("ws_max_size", self.ws_max_size, 1, MAX_BYTES),
+            count("ws_max_queue", self.ws_max_queue, 1, 1 << 20),
+            seconds("ws_ping_interval", self.ws_ping_interval, MIN_PING),
+            seconds("ws_ping_timeout", self.ws_ping_timeout, MIN_PING),
+            count("ws_write_high_water", self.ws_write_high_water, 1, MAX_BYTES),
+            count("ws_write_low_water", self.ws_write_low_water, 0, MAX_BYTES),
+            timeout("handshake_timeout", self.handshake_timeout),
+            timeout("timeout_keep_alive", self.timeout_keep_alive),
+            count("http_max_body_size", self.http_max_body_size, 0, MAX_BYTES),
+            timeout("close_timeout", self.close_timeout),
+            count("shutdown_close_code", self.shutdown_close_code, 1000, 4999),
+            count("max_headers", self.max_headers, 1, 10_000),
+            count("max_header_bytes", self.max_header_bytes, 256, 1 << 20),
+        ]
+    }
+
+    /// Checks every option against its documented range, and the rules between options.
+    ///
+    /// # Errors
+    /// The first option found out of range or unusable, named in the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (limit, value) in self.limits() {
+            if let Some(value) = value {
+                limit.check(value)?;
+            }
+        }
+        if self.ws_write_low_water > self.ws_write_high_water {
+            return Err(ConfigError::LowWaterAboveHighWater);
+        }
+        if !is_valid_close_code(self.shutdown_close_code) {
+            return Err(ConfigError::UnsendableCloseCode(self.shutdown_close_code));
+        }
+        Ok(())
+    }
+
     /// The limits and timers of each WebSocket connection.
     #[must_use]
     pub fn protocol(&self) -> ProtocolConfig {
@@ -99,5 +165,201 @@ impl ServerConfig {
             max_head_bytes: self.max_header_bytes,
             max_request_line: self.max_header_bytes.min(MAX_REQUEST_LINE),
         }
+    }
+}
+
+/// A value of a numeric option: a count (of bytes, messages, threads ...) or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Amount {
+    /// A count.
+    Count(u64),
+    /// A duration.
+    Seconds(Duration),
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Seconds(d) => write!(f, "{} seconds", d.as_secs_f64()),
+        }
+    }
+}
+
+/// The documented range of a numeric option, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// The option's name.
+    pub option: &'static str,
+    /// The smallest value accepted.
+    pub min: Amount,
+    /// The largest value accepted.
+    pub max: Amount,
+}
+
+impl Limit {
+    /// Checks `value` against the range.
+    ///
+    /// # Errors
+    /// [`ConfigError::TooSmall`] or [`ConfigError::TooLarge`], naming the option.
+    pub fn check(&self, value: Amount) -> Result<(), ConfigError> {
+        let option = self.option;
+        if value < self.min {
+            return Err(ConfigError::TooSmall { option, min: self.min, value });
+        }
+        if value > self.max {
+            return Err(ConfigError::TooLarge { option, max: self.max, value });
+        }
+        Ok(())
+    }
+}
+
+/// A count option's range and value; values past `u64` saturate, and fail the check.
+fn count(
+    option: &'static str,
+    value: impl TryInto<u64>,
+    min: u64,
+    max: u64,
+) -> (Limit, Option<Amount>) {
+    let value = value.try_into().unwrap_or(u64::MAX);
+    (Limit { option, min: Amount::Count(min), max: Amount::Count(max) }, Some(Amount::Count(value)))
+}
+
+/// A duration option's range (`min..=MAX_DURATION`) and value.
+fn seconds(
+    option: &'static str,
+    value: Option<Duration>,
+    min: Duration,
+) -> (Limit, Option<Amount>) {
+    let limit = Limit { option, min: Amount::Seconds(min), max: Amount::Seconds(MAX_DURATION) };
+    (limit, value.map(Amount::Seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(cfg: &ServerConfig) -> String {
+        cfg.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(ServerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_limit_is_accepted_at_both_ends() {
+        for (limit, _) in ServerConfig::default().limits() {
+            for end in [limit.min, limit.max] {
+                assert_eq!(limit.check(end), Ok(()), "{}", limit.option);
+            }
+        }
+    }
+
+    #[test]
+    fn durations_past_a_day_are_rejected() {
+        let day = MAX_DURATION;
+        let over = day + Duration::from_nanos(1);
+        assert_eq!(
+            ServerConfig { handshake_timeout: day, ..ServerConfig::default() }.validate(),
+            Ok(())
+        );
+        for cfg in [
+            ServerConfig { handshake_timeout: over, ..ServerConfig::default() },
+            ServerConfig { close_timeout: Duration::MAX, ..ServerConfig::default() },
+            ServerConfig { timeout_keep_alive: over, ..ServerConfig::default() },
+            ServerConfig { ws_ping_interval: Some(over), ..ServerConfig::default() },
+            ServerConfig { ws_ping_timeout: Some(Duration::MAX), ..ServerConfig::default() },
+        ] {
+            let err = cfg.validate().unwrap_err();
+            assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+            assert!(err.to_string().contains("must be <= 86400 seconds, got"), "{err}");
+        }
+        let err = ServerConfig { close_timeout: over, ..ServerConfig::default() }.validate();
+        assert_eq!(
+            err,
+            Err(ConfigError::TooLarge {
+                option: "close_timeout",
+                max: Amount::Seconds(day),
+                value: Amount::Seconds(over),
+            })
+        );
+        assert_eq!(err.unwrap_err().option(), "close_timeout");
+    }
+
+    #[test]
+    fn the_largest_valid_durations_do_not_overflow_an_instant() {
+        let now = std::time::Instant::now();
+        for (limit, _) in ServerConfig::default().limits() {
+            if let Amount::Seconds(max) = limit.max {
+                assert!(now.checked_add(max).is_some(), "{}", limit.option);
+            }
+        }
+    }
+
+    #[test]
+    fn pings_faster_than_the_minimum_are_rejected() {
+        let cfg = ServerConfig {
+            ws_ping_interval: Some(Duration::from_nanos(1)),
+            ..ServerConfig::default()
+        };
+        assert_eq!(error(&cfg), "ws_ping_interval must be >= 0.1 seconds, got 0.000000001 seconds");
+        let cfg = ServerConfig { ws_ping_timeout: Some(Duration::ZERO), ..ServerConfig::default() };
+        assert_eq!(error(&cfg), "ws_ping_timeout must be >= 0.1 seconds, got 0 seconds");
+        let cfg = ServerConfig {
+            ws_ping_interval: None,
+            ws_ping_timeout: None,
+            ..ServerConfig::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn counts_out_of_range_are_rejected() {
+        let cfg = ServerConfig { io_threads: 0, ..ServerConfig::default() };
+        assert_eq!(error(&cfg), "io_threads must be >= 1, got 0");
+        let cfg = ServerConfig { max_connections: usize::MAX, ..ServerConfig::default() };
+        assert_eq!(error(&cfg), format!("max_connections must be <= 10000000, got {}", usize::MAX));
+        let cfg = ServerConfig { http_max_body_size: u64::MAX, ..ServerConfig::default() };
+        assert_eq!(cfg.validate().unwrap_err().option(), "http_max_body_size");
+        let cfg = ServerConfig { ws_max_size: (1 << 40) + 1, ..ServerConfig::default() };
+        assert_eq!(cfg.validate().unwrap_err().option(), "ws_max_size");
+        let cfg = ServerConfig { max_header_bytes: 255, ..ServerConfig::default() };
+        assert_eq!(error(&cfg), "max_header_bytes must be >= 256, got 255");
+    }
+
+    #[test]
+    fn rules_between_options() {
+        let cfg = ServerConfig {
+            ws_write_low_water: 10,
+            ws_write_high_water: 5,
+            ..ServerConfig::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::LowWaterAboveHighWater));
+        assert_eq!(cfg.validate().unwrap_err().option(), "ws_write_low_water");
+        for code in [1004, 1005, 1006, 1015, 2999] {
+            let cfg = ServerConfig { shutdown_close_code: code, ..ServerConfig::default() };
+            assert_eq!(cfg.validate(), Err(ConfigError::UnsendableCloseCode(code)));
+            assert_eq!(error(&cfg), format!("shutdown_close_code {code} may not be sent"));
+        }
+        let cfg = ServerConfig { shutdown_close_code: 999, ..ServerConfig::default() };
+        assert_eq!(error(&cfg), "shutdown_close_code must be >= 1000, got 999");
+    }
+
+    #[test]
+    fn sub_configs_follow_the_options() {
+        let cfg = ServerConfig {
+            ws_max_size: 10,
+            ws_per_message_deflate: true,
+            max_header_bytes: 4096,
+            ..ServerConfig::default()
+        };
+        assert_eq!(cfg.protocol().max_message_size, 10);
+        assert!(cfg.protocol().per_message_deflate);
+        assert_eq!(cfg.handshake().max_request_line, 4096);
+        assert_eq!(ServerConfig::default().handshake().max_request_line, 8 * 1024);
+        assert_eq!(ServerConfig::default().protocol(), ProtocolConfig::default());
+        assert_eq!(ServerConfig::default().handshake(), HandshakeConfig::default());
     }
 }

@@ -3,7 +3,10 @@
 //! Peer misbehaviour ([`ProtocolError`], [`HandshakeError`]) is kept apart from local API misuse
 //! ([`InvalidState`]). Each peer error carries its own mapping to the wire: a close code for
 //! protocol errors (RFC 6455 §7.4.1) and an HTTP status for handshake errors. The core does no
-//! I/O, so there is no I/O variant here; backends wrap their own.
+//! I/O, so there is no I/O variant here; backends wrap their own. A [`ConfigError`] names the
+//! option a configuration cannot run with.
+
+use crate::config::Amount;
 
 /// A violation of RFC 6455 by the peer, or a configured limit it exceeded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +129,49 @@ impl HandshakeError {
             Self::RequestLineTooLong => 414,
             Self::HeadersTooLarge(_) | Self::TooManyHeaders(_) => 431,
             Self::NotUpgrade | Self::UnsupportedVersion => 426,
+        }
+    }
+}
+
+/// A configuration value the server cannot run with; each names its option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value below the option's documented minimum.
+    #[error("{option} must be >= {min}, got {value}")]
+    TooSmall {
+        /// The option.
+        option: &'static str,
+        /// The documented minimum.
+        min: Amount,
+        /// The value given.
+        value: Amount,
+    },
+    /// A value above the option's documented maximum.
+    #[error("{option} must be <= {max}, got {value}")]
+    TooLarge {
+        /// The option.
+        option: &'static str,
+        /// The documented maximum.
+        max: Amount,
+        /// The value given.
+        value: Amount,
+    },
+    /// `ws_write_low_water` above `ws_write_high_water`.
+    #[error("ws_write_low_water must not exceed ws_write_high_water")]
+    LowWaterAboveHighWater,
+    /// A `shutdown_close_code` that a server may not send (RFC 6455 §7.4.1).
+    #[error("shutdown_close_code {0} may not be sent")]
+    UnsendableCloseCode(u16),
+}
+
+impl ConfigError {
+    /// The option the error is about.
+    #[must_use]
+    pub fn option(&self) -> &'static str {
+        match self {
+            Self::TooSmall { option, .. } | Self::TooLarge { option, .. } => option,
+            Self::LowWaterAboveHighWater => "ws_write_low_water",
+            Self::UnsendableCloseCode(_) => "shutdown_close_code",
         }
     }
 }

@@ -29,8 +29,9 @@ pub struct HandshakeConfig {
 }
 
 impl Default for HandshakeConfig {
+    /// The limits of [`ServerConfig::default`](crate::config::ServerConfig).
     fn default() -> Self {
-        Self { max_headers: 100, max_head_bytes: 16 * 1024, max_request_line: 8 * 1024 }
+        crate::config::ServerConfig::default().handshake()
     }
 }
 

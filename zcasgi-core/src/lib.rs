@@ -22,4 +22,5 @@ pub mod utf8;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{HandshakeError, InvalidState, ProtocolError};
+pub use config::ServerConfig;
+pub use error::{ConfigError, HandshakeError, InvalidState, ProtocolError};

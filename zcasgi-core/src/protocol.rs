@@ -72,14 +72,9 @@ pub struct ProtocolConfig {
 }
 
 impl Default for ProtocolConfig {
+    /// The limits of [`ServerConfig::default`](crate::config::ServerConfig).
     fn default() -> Self {
-        Self {
-            max_message_size: 16 * 1024 * 1024,
-            ping_interval: Some(Duration::from_secs(20)),
-            ping_timeout: Some(Duration::from_secs(20)),
-            close_timeout: Duration::from_secs(10),
-            per_message_deflate: false,
-        }
+        crate::config::ServerConfig::default().protocol()
     }
 }
 

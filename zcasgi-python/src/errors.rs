@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use zcasgi_core::{HandshakeError, InvalidState, ProtocolError};
+use zcasgi_core::{ConfigError, HandshakeError, InvalidState, ProtocolError};
 
 /// The exception classes, named as Python users see them (`zcasgi.ProtocolError`, ...).
 mod classes {
@@ -59,6 +59,11 @@ pub fn invalid_state(err: InvalidState) -> PyErr {
         | InvalidState::CloseReasonTooLong
         | InvalidState::PingTooLong(_) => PyValueError::new_err(err.to_string()),
     }
+}
+
+/// Converts a configuration the server cannot run with into `ValueError` naming the option.
+pub fn config_error(err: ConfigError) -> PyErr {
+    PyValueError::new_err(err.to_string())
 }
 
 /// Adds the exception classes to the module under their public names.

@@ -5,6 +5,7 @@
 
 mod bridge;
 mod codec;
+mod config;
 mod errors;
 mod server;
 
@@ -24,6 +25,7 @@ mod _zcasgi {
         m.add("BACKENDS", crate::server::BACKENDS.to_vec())?;
         crate::errors::register(m)?;
         crate::codec::register(m)?;
+        crate::config::register(m)?;
         Ok(())
     }
 }

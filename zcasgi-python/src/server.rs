@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, RunningServer, ServerConfig};
+use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, RunningServer};
 
 use crate::bridge::{scope, wake, EventQueue, HttpConn, WsConn};
 
@@ -61,68 +61,24 @@ pub struct Core {
 
 #[pymethods]
 impl Core {
-    /// Starts `backend` on the listening sockets `fds` (they are duplicated, not taken).
+    /// Starts the backend `config.backend` with the options of `config` (a `zcasgi.Config`) on
+    /// the listening sockets `fds` (they are duplicated, not taken).
     #[new]
-    #[pyo3(signature = (
-        backend, fds, *, on_connect, event_loop, logger, access_log, root_path, state,
-        io_threads, max_connections, ws_max_size, ws_max_queue, ws_ping_interval,
-        ws_ping_timeout, close_timeout, handshake_timeout, write_high_water,
-        write_low_water, max_headers, max_head_bytes, shutdown_close_code, http_max_body,
-        timeout_keep_alive, ws_per_message_deflate = false
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state))]
     fn new(
-        backend: &str,
+        config: &Bound<'_, PyAny>,
         fds: Vec<i32>,
         on_connect: Py<PyAny>,
         event_loop: Py<PyAny>,
         logger: Py<PyAny>,
         access_log: Option<Py<PyAny>>,
-        root_path: String,
         state: Option<Py<PyDict>>,
-        io_threads: usize,
-        max_connections: usize,
-        ws_max_size: usize,
-        ws_max_queue: usize,
-        ws_ping_interval: Option<f64>,
-        ws_ping_timeout: Option<f64>,
-        close_timeout: f64,
-        handshake_timeout: f64,
-        write_high_water: usize,
-        write_low_water: usize,
-        max_headers: usize,
-        max_head_bytes: usize,
-        shutdown_close_code: u16,
-        http_max_body: u64,
-        timeout_keep_alive: f64,
-        ws_per_message_deflate: bool,
     ) -> PyResult<Self> {
-        let be = backend_by_name(backend)?;
-        if io_threads == 0 || max_connections == 0 || ws_max_queue == 0 || max_headers == 0 {
-            return Err(PyValueError::new_err(
-                "io_threads, max_connections, ws_max_queue and max_headers must be positive",
-            ));
-        }
-        let cfg = ServerConfig {
-            io_threads,
-            max_connections,
-            ws_max_size,
-            ws_max_queue,
-            ws_ping_interval: ws_ping_interval
-                .map(|s| duration("ws_ping_interval", s))
-                .transpose()?,
-            ws_ping_timeout: ws_ping_timeout.map(|s| duration("ws_ping_timeout", s)).transpose()?,
-            ws_per_message_deflate,
-            ws_write_high_water: write_high_water,
-            ws_write_low_water: write_low_water,
-            handshake_timeout: duration("handshake_timeout", handshake_timeout)?,
-            timeout_keep_alive: duration("timeout_keep_alive", timeout_keep_alive)?,
-            http_max_body_size: http_max_body,
-            close_timeout: duration("close_timeout", close_timeout)?,
-            shutdown_close_code,
-            max_headers,
-            max_header_bytes: max_head_bytes,
-        };
+        let py = config.py();
+        let backend: String = config.getattr(intern!(py, "backend"))?.extract()?;
+        let be = backend_by_name(&backend)?;
+        let root_path: String = config.getattr(intern!(py, "root_path"))?.extract()?;
+        let cfg = crate::config::extract(config)?;
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {
             // SAFETY: dup has no memory-safety preconditions; the result is checked.

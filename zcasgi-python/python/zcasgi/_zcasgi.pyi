@@ -9,6 +9,8 @@ from typing import Any, Literal, TypeAlias, TypedDict, final, type_check_only
 
 from typing_extensions import Self
 
+from .config import Config
+
 # The compiled module defines __all__ (PyO3 adds every name it registers): list new names here too.
 __all__ = [
     "BACKENDS",
@@ -30,6 +32,9 @@ __all__ = [
     "apply_mask",
     "encode_frame",
     "parse_handshake",
+    "server_defaults",
+    "server_limits",
+    "validate_config",
     "validate_utf8_stream",
 ]
 
@@ -422,36 +427,30 @@ class Core:
 
     def __new__(
         cls,
-        backend: str,
+        config: Config,
         fds: list[int],
         *,
         on_connect: Callable[[WsConn | HttpConn, dict[str, Any]], object],
         event_loop: Any,
         logger: Any,
         access_log: Any | None,
-        root_path: str,
         state: dict[str, Any] | None,
-        io_threads: int,
-        max_connections: int,
-        ws_max_size: int,
-        ws_max_queue: int,
-        ws_ping_interval: float | None,
-        ws_ping_timeout: float | None,
-        close_timeout: float,
-        handshake_timeout: float,
-        write_high_water: int,
-        write_low_water: int,
-        max_headers: int,
-        max_head_bytes: int,
-        shutdown_close_code: int,
-        http_max_body: int,
-        timeout_keep_alive: float,
-        ws_per_message_deflate: bool = False,
     ) -> Self:
-        """Start ``backend`` on the listening sockets ``fds`` (duplicated, not taken).
+        """Start the backend ``config.backend`` on the listening sockets ``fds``.
+
+        Args:
+            config: The options; the core's are read by attribute name, as
+                ``validate_config`` reads them, plus ``backend`` and ``root_path``.
+            fds: Listening sockets, duplicated (not taken).
+            on_connect: Called with each new connection and its ASGI scope.
+            event_loop: The asyncio loop the connections' awaitables belong to.
+            logger: Where records from the I/O threads are logged.
+            access_log: Where each handshake's outcome is logged, or ``None``.
+            state: The lifespan state copied into each scope, or ``None``.
 
         Raises:
-            ValueError: For an unknown backend or an out-of-range value.
+            ValueError: For an unknown backend or an option out of range.
+            TypeError: For an option of the wrong type.
             OSError: If the backend cannot start.
         """
 
@@ -558,3 +557,32 @@ class HttpConn:
     @property
     def response_complete(self) -> bool:
         """Whether the response has been completely sent."""
+
+# ---- configuration (zcasgi-python/src/config.rs) ----
+
+def server_defaults() -> dict[str, int | float | bool | None]:
+    """The default of every option the Rust core takes (``ServerConfig::default()``).
+
+    Returns:
+        Option name to default: ints for counts, floats for seconds, ``None`` for off.
+    """
+
+def server_limits() -> dict[str, tuple[int, int] | tuple[float, float]]:
+    """The documented range of every numeric option the Rust core takes.
+
+    Returns:
+        Option name to ``(minimum, maximum)``, both included: ints for counts, floats for
+        seconds.
+    """
+
+def validate_config(config: Config) -> None:
+    """Check the options the Rust core takes as the server will when it starts.
+
+    Reads each option by attribute name, then checks the documented ranges, that
+    ``shutdown_close_code`` may be sent (RFC 6455 §7.4) and that ``ws_write_low_water`` does not
+    exceed ``ws_write_high_water``.
+
+    Raises:
+        ValueError: Naming the first option out of range or unusable.
+        TypeError: Naming an option of the wrong type.
+    """

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._zcasgi import BACKENDS
+from ._zcasgi import BACKENDS, server_defaults, server_limits, validate_config
 
 __all__ = [
     "BOOLEANS",
@@ -59,34 +59,18 @@ def import_from_string(target: str) -> Any:
     return obj
 
 
-#: Longest duration any option accepts: one day.
-MAX_SECONDS = 86_400.0
-#: Largest byte size any option accepts: 1 TiB.
-MAX_BYTES = 2**40
+_SERVER_LIMITS = server_limits()
 
 #: The documented range of each numeric option, ``(minimum, maximum)``: ints are counts (bytes,
-#: messages, threads, ...), floats are seconds. Every value is checked against it at start-up, so
-#: nothing the server computes from a valid value can overflow.
+#: messages, threads, ...), floats are seconds. The options the Rust core takes have their
+#: ranges from it (``ServerConfig::limits``); they keep what the server computes from a valid
+#: value from overflowing.
 LIMITS: dict[str, tuple[int, int] | tuple[float, float]] = {
     "port": (0, 65535),
     "fd": (0, 2**31 - 1),
-    "io_threads": (1, 1024),
     "backlog": (1, 2**31 - 1),
-    "max_connections": (1, 10_000_000),
-    "ws_max_size": (1, MAX_BYTES),
-    "ws_max_queue": (1, 1_048_576),
-    "ws_ping_interval": (0.1, MAX_SECONDS),
-    "ws_ping_timeout": (0.1, MAX_SECONDS),
-    "ws_write_high_water": (1, MAX_BYTES),
-    "ws_write_low_water": (0, MAX_BYTES),
-    "handshake_timeout": (0.0, MAX_SECONDS),
-    "timeout_keep_alive": (0.0, MAX_SECONDS),
-    "http_max_body_size": (0, MAX_BYTES),
-    "close_timeout": (0.0, MAX_SECONDS),
-    "timeout_graceful_shutdown": (0.0, MAX_SECONDS),
-    "shutdown_close_code": (1000, 4999),
-    "max_headers": (1, 10_000),
-    "max_header_bytes": (256, 1_048_576),
+    "timeout_graceful_shutdown": _SERVER_LIMITS["close_timeout"],
+    **_SERVER_LIMITS,
 }
 
 #: The spellings of a boolean accepted from the command line and the environment.
@@ -176,25 +160,9 @@ _DEFAULTS: dict[str, Any] = {
     "uds": None,
     "fd": None,
     "backend": "mio",
-    "io_threads": 1,
     "workers": 1,
     "backlog": 2048,
-    "max_connections": 100_000,
-    "ws_max_size": 16 * 1024 * 1024,
-    "ws_max_queue": 32,
-    "ws_ping_interval": 20.0,
-    "ws_ping_timeout": 20.0,
-    "ws_per_message_deflate": False,
-    "ws_write_high_water": 64 * 1024,
-    "ws_write_low_water": 16 * 1024,
-    "handshake_timeout": 10.0,
-    "timeout_keep_alive": 5.0,
-    "http_max_body_size": 16 * 1024 * 1024,
-    "close_timeout": 10.0,
     "timeout_graceful_shutdown": 10.0,
-    "shutdown_close_code": 1012,
-    "max_headers": 100,
-    "max_header_bytes": 16 * 1024,
     "root_path": "",
     "proxy_headers": True,
     "forwarded_allow_ips": "127.0.0.1",
@@ -205,6 +173,8 @@ _DEFAULTS: dict[str, Any] = {
     "access_log": True,
     "loop": "auto",
     "factory": False,
+    # What the Rust core takes (io_threads, ws_*, timeouts, limits): defaults of ServerConfig.
+    **server_defaults(),
 }
 
 
@@ -297,8 +267,6 @@ class Config:
         self.ws_per_message_deflate = values["ws_per_message_deflate"]
         self.ws_write_high_water = _count("ws_write_high_water", values["ws_write_high_water"])
         self.ws_write_low_water = _count("ws_write_low_water", values["ws_write_low_water"])
-        if self.ws_write_low_water > self.ws_write_high_water:
-            raise ValueError("ws_write_low_water must not exceed ws_write_high_water")
         self.handshake_timeout = _seconds("handshake_timeout", values["handshake_timeout"])
         self.close_timeout = _seconds("close_timeout", values["close_timeout"])
         self.timeout_keep_alive = _seconds("timeout_keep_alive", values["timeout_keep_alive"])
@@ -307,9 +275,6 @@ class Config:
             "timeout_graceful_shutdown", values["timeout_graceful_shutdown"]
         )
         self.shutdown_close_code = _count("shutdown_close_code", values["shutdown_close_code"])
-        code = self.shutdown_close_code
-        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
-            raise ValueError(f"shutdown_close_code {code} may not be sent")
         self.max_headers = _count("max_headers", values["max_headers"])
         self.max_header_bytes = _count("max_header_bytes", values["max_header_bytes"])
         self.root_path = _string("root_path", values["root_path"])
@@ -355,6 +320,8 @@ class Config:
         self.factory = bool(values["factory"])
         if not isinstance(app, str) and not callable(app):
             raise TypeError("app must be an ASGI callable or an import string 'module:attribute'")
+        # The core's own checks of what it takes: ranges, the close code, the water marks.
+        validate_config(self)
 
     def load_app(self) -> ASGIApp:
         """Imports (and, with ``factory``, builds) the application.
@@ -396,7 +363,7 @@ class Config:
 
 
 def option_names() -> Sequence[str]:
-    """All option names, in documentation order."""
+    """All option names."""
     return list(_DEFAULTS)
 
 

@@ -123,30 +123,13 @@ class Server:
         await self._lifespan.startup()
         self.sockets = sockets if sockets is not None else [self._bind()]
         self._core = _zcasgi.Core(
-            config.backend,
+            config,
             [s.fileno() for s in self.sockets],
             on_connect=self._on_connect,
             event_loop=loop,
             logger=logger,
             access_log=access_logger if config.access_log else None,
-            root_path=config.root_path,
             state=self._lifespan.state if self._lifespan.supported else None,
-            io_threads=config.io_threads,
-            max_connections=config.max_connections,
-            ws_max_size=config.ws_max_size,
-            ws_max_queue=config.ws_max_queue,
-            ws_ping_interval=config.ws_ping_interval,
-            ws_ping_timeout=config.ws_ping_timeout,
-            ws_per_message_deflate=config.ws_per_message_deflate,
-            close_timeout=config.close_timeout,
-            handshake_timeout=config.handshake_timeout,
-            write_high_water=config.ws_write_high_water,
-            write_low_water=config.ws_write_low_water,
-            max_headers=config.max_headers,
-            max_head_bytes=config.max_header_bytes,
-            shutdown_close_code=config.shutdown_close_code,
-            http_max_body=config.http_max_body_size,
-            timeout_keep_alive=config.timeout_keep_alive,
         )
         loop.add_reader(self._core.fileno(), self._drain)
         self._install_signal_handlers(loop)
