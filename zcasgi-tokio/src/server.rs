@@ -76,12 +76,7 @@ pub(crate) fn start(
         let guard = shared.ctx.tracker().guard();
         runtime.spawn(accept_loop(listener, shared.clone(), Shutdown::new(rx.clone()), guard));
     }
-    Ok(Box::new(Server {
-        shared,
-        signal,
-        runtime: Mutex::new(Some(runtime)),
-        joined: Mutex::new(None),
-    }))
+    Ok(Box::new(Server { shared, signal, runtime: Mutex::new(Some(runtime)) }))
 }
 
 /// Accepts connections until shutdown, spawning one task per connection.
@@ -144,8 +139,6 @@ struct Server {
     signal: watch::Sender<bool>,
     /// Taken by the first `join`.
     runtime: Mutex<Option<Runtime>>,
-    /// The result of the first `join`.
-    joined: Mutex<Option<bool>>,
 }
 
 impl RunningServer for Server {
@@ -154,18 +147,13 @@ impl RunningServer for Server {
     }
 
     fn join(&self, timeout: Duration) -> bool {
-        let mut joined = self.joined.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(done) = *joined {
-            return done;
-        }
         let done = self.shared.ctx.tracker().wait(timeout);
         let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(runtime) = runtime {
             // Drops the tasks still running (their connections report a disconnect), then waits
-            // for the worker threads.
+            // for the worker threads. A later `join` finds every task gone.
             stop_runtime(runtime, RUNTIME_GRACE);
         }
-        *joined = Some(done);
         done
     }
 

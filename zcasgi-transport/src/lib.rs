@@ -18,6 +18,10 @@
 //! It depends on no runtime: socket calls take a [`socket2::SockRef`], and the read and flush
 //! steps take the socket call as a closure, so a readiness loop calls them directly and tokio
 //! through `TcpStream::try_io`. Protocol decisions stay in the sans-I/O `zcasgi-core`.
+//!
+//! With the feature `testing`, `testing` holds the backend test matrix: every transport
+//! scenario written once against `&dyn Backend`, and `backend_matrix!`, which turns each into
+//! a `#[test]` of a backend's test suite, so that every backend runs every scenario.
 
 #![deny(missing_docs)]
 
@@ -26,6 +30,9 @@ mod context;
 pub mod io;
 pub mod linger;
 mod tracker;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use context::Context;
 pub use tracker::{Guard, Tracker};

@@ -1,0 +1,387 @@
+//! The backend test matrix (feature `testing`).
+//!
+//! Every transport scenario is written once, in [`scenarios`], as a function of a
+//! `&dyn Backend`; [`backend_matrix!`](crate::backend_matrix) turns each of them into a
+//! `#[test]` of the backend's own test suite, so every backend runs every scenario:
+//!
+//! ```text
+//! // zcasgi-mio/tests/matrix.rs
+//! zcasgi_transport::backend_matrix!(zcasgi_mio::MioBackend);
+//! ```
+//!
+//! A scenario starts its server on a listener it binds to `127.0.0.1:0` ([`TestServer`]),
+//! gives every blocking socket call [`IO_TIMEOUT`], waits for events rather than for fixed
+//! times, and stops the server when it ends. The peers are tungstenite or raw bytes.
+//!
+//! The helpers panic on failure: they are test code.
+#![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
+
+mod apps;
+mod memory;
+pub mod scenarios;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::{Request, Response};
+use tungstenite::{Message, WebSocket};
+use zcasgi_core::backend::{Backend, EventSink, RunningServer, ServerConfig};
+use zcasgi_core::testing::{EchoApp, Seen};
+
+pub use apps::{DenyApp, HoldApp};
+pub use memory::print_idle_memory;
+
+/// Every blocking socket call and every wait for an event gives up after this.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long a scenario watches for something that must *not* happen (a server reading or
+/// accepting when it should not): an absence raises no event to wait for.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Lets scenarios share the process's descriptors (read) or lower the descriptor limit alone
+/// (write), whether the harness runs them in one process or one each.
+static FDS: RwLock<()> = RwLock::new(());
+
+/// Instantiates every scenario of [`scenarios`](crate::testing::scenarios) as a `#[test]` against a backend value, plus
+/// a test that the list is complete.
+///
+/// ```text
+/// zcasgi_transport::backend_matrix!(zcasgi_mio::MioBackend);
+/// ```
+#[macro_export]
+macro_rules! backend_matrix {
+    ($backend:expr) => {
+        $crate::backend_matrix!(@scenarios $backend;
+            binary_echo_at_length_boundaries,
+            text_echo_at_length_boundaries,
+            subprotocol_is_negotiated,
+            connection_ids_start_at_one_per_server,
+            app_denial_is_http_403,
+            denial_response_with_a_body,
+            client_close_code_reaches_the_app,
+            app_close_reaches_the_client,
+            invalid_upgrade_is_426_and_the_server_goes_on,
+            error_response_survives_unread_input,
+            unmasked_frame_is_1002_and_the_server_goes_on,
+            message_over_max_size_is_1009,
+            ping_is_answered_with_pong,
+            many_connections_lose_and_reorder_nothing,
+            shutdown_sends_1012_and_join_returns_true,
+            join_timeout_drops_connections_that_do_not_close,
+            handshake_timeout_is_408,
+            silent_client_is_closed_after_the_handshake_timeout,
+            keepalive_timeout_is_1011,
+            answered_keepalive_pings_keep_the_connection_open,
+            peer_that_stops_reading_is_dropped_after_the_timeouts,
+            peer_that_never_reads_is_dropped_after_close_timeout,
+            ping_flood_from_a_peer_that_does_not_read_is_throttled,
+            plain_http_request_is_answered_by_the_app,
+            pipelined_http_requests_on_one_connection,
+            half_closed_peer_message_then_disconnect,
+            peer_reset_mid_frame_is_1006,
+            writes_blocked_by_a_slow_reader_resume_intact,
+            pipelined_large_messages_do_not_deadlock,
+            max_connections_pauses_and_resumes_accepting,
+            handshake_and_frames_in_one_write,
+            frames_split_at_every_boundary,
+            flood_of_small_frames_stays_in_order,
+            reading_pauses_at_max_queue_and_resumes_when_taken,
+            emfile_is_logged_and_survived,
+        );
+    };
+    (@scenarios $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testing::scenarios::$name(&$backend);
+            }
+        )*
+
+        #[test]
+        fn matrix_lists_every_scenario() {
+            $crate::testing::assert_complete(&[$(stringify!($name)),*]);
+        }
+    };
+}
+
+/// Checks that `listed` names every scenario function of [`scenarios`] exactly once.
+pub fn assert_complete(listed: &[&str]) {
+    let source = include_str!("scenarios.rs");
+    let mut defined: Vec<&str> = source
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub fn "))
+        .filter_map(|rest| rest.split_once('(').map(|(name, _)| name))
+        .collect();
+    defined.sort_unstable();
+    let mut listed = listed.to_vec();
+    listed.sort_unstable();
+    assert_eq!(listed, defined, "backend_matrix! must list every scenario once");
+}
+
+/// A backend serving on `127.0.0.1:0`, feeding an application `A` (the [`EchoApp`] unless a
+/// scenario brings its own); shut down and joined when dropped.
+pub struct TestServer<A: EventSink + 'static = EchoApp> {
+    /// The running server.
+    pub server: Box<dyn RunningServer>,
+    /// The application.
+    pub app: Arc<A>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _fds: Option<RwLockReadGuard<'static, ()>>,
+}
+
+impl<A: EventSink + 'static> std::fmt::Debug for TestServer<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl TestServer<EchoApp> {
+    /// Starts `backend` with `cfg` and an [`EchoApp`].
+    pub fn start(backend: &dyn Backend, cfg: ServerConfig) -> Self {
+        Self::with_app(backend, cfg, EchoApp::start())
+    }
+
+    /// Waits until the app saw something matching `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[Seen]) -> bool) {
+        assert!(self.app.wait_for(IO_TIMEOUT, pred), "timed out waiting for {what}: {:?}", {
+            self.app.seen()
+        });
+    }
+
+    /// Checks that the server still serves: a fresh client gets an echo.
+    pub fn assert_serving(&self) {
+        let mut ws = self.ws("/");
+        echo(&mut ws, Message::text("still there"));
+        close_client(ws);
+    }
+}
+
+impl<A: EventSink + 'static> TestServer<A> {
+    /// Starts `backend` with `cfg`, feeding `app`.
+    pub fn with_app(backend: &dyn Backend, cfg: ServerConfig, app: Arc<A>) -> Self {
+        let fds = FDS.read().unwrap_or_else(PoisonError::into_inner);
+        Self::holding(backend, cfg, app, Some(fds))
+    }
+
+    /// Starts a server holding `fds`, a share of the descriptors (`None`: its caller holds
+    /// them all).
+    fn holding(
+        backend: &dyn Backend,
+        cfg: ServerConfig,
+        app: Arc<A>,
+        fds: Option<RwLockReadGuard<'static, ()>>,
+    ) -> Self {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        // More than std's 128: the many-connections scenario connects in bursts.
+        socket.listen(1024).unwrap();
+        let listener: TcpListener = socket.into();
+        let addr = listener.local_addr().unwrap();
+        let sink: Arc<dyn EventSink> = app.clone();
+        let server = backend.start(Arc::new(cfg), vec![listener], sink).unwrap();
+        Self { server, app, addr, _fds: fds }
+    }
+
+    /// A connected TCP socket with timeouts.
+    pub fn tcp(&self) -> TcpStream {
+        with_timeouts(TcpStream::connect(self.addr).unwrap())
+    }
+
+    /// A tungstenite client on `path`.
+    pub fn ws(&self, path: &str) -> WebSocket<TcpStream> {
+        self.ws_request(path, |_| {}).0
+    }
+
+    /// A tungstenite client on `path`, with a request `edit` can change (headers).
+    pub fn ws_request(
+        &self,
+        path: &str,
+        edit: impl FnOnce(&mut Request),
+    ) -> (WebSocket<TcpStream>, Response) {
+        let mut req = format!("ws://{}{path}", self.addr).into_client_request().unwrap();
+        edit(&mut req);
+        tungstenite::client(req, self.tcp()).expect("handshake")
+    }
+
+    /// A raw socket that completed the opening handshake by hand.
+    pub fn raw_ws(&self) -> TcpStream {
+        let mut s = self.tcp();
+        s.write_all(&upgrade_request("/")).unwrap();
+        let head = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        s
+    }
+
+    /// Waits until the server has no connection left.
+    pub fn wait_idle(&self) {
+        wait_until("every connection to close", || self.server.connection_count() == 0);
+    }
+}
+
+impl<A: EventSink + 'static> Drop for TestServer<A> {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        let joined = self.server.join(IO_TIMEOUT);
+        if !std::thread::panicking() {
+            assert!(joined, "the server did not stop");
+        }
+    }
+}
+
+/// Gives a socket the tests' read and write timeouts.
+pub fn with_timeouts(s: TcpStream) -> TcpStream {
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Polls `cond` until it holds; panics after [`IO_TIMEOUT`].
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + IO_TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Sends `msg` and expects it back (skipping pings and pongs, which tungstenite answers).
+pub fn echo(ws: &mut WebSocket<TcpStream>, msg: Message) {
+    ws.send(msg.clone()).unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Ping(_) | Message::Pong(_) => {}
+            got => return assert_eq!(got, msg),
+        }
+    }
+}
+
+/// Closes a client politely and waits for the server's end of stream.
+pub fn close_client(mut ws: WebSocket<TcpStream>) {
+    let _ = ws.close(None);
+    read_until_closed(&mut ws);
+}
+
+/// Reads (answering the server's close frame on the way) until the server closed the stream.
+pub fn read_until_closed(ws: &mut WebSocket<TcpStream>) {
+    let end = Instant::now() + IO_TIMEOUT;
+    while Instant::now() < end {
+        if ws.read().is_err() {
+            return;
+        }
+    }
+    panic!("the server did not finish the close handshake");
+}
+
+/// Reads until a close frame; returns its code and reason.
+pub fn read_close(ws: &mut WebSocket<TcpStream>) -> (u16, String) {
+    loop {
+        match ws.read().unwrap() {
+            Message::Close(Some(frame)) => return (frame.code.into(), frame.reason.to_string()),
+            Message::Close(None) => return (1005, String::new()),
+            _ => {}
+        }
+    }
+}
+
+/// An opening handshake request for `path`.
+pub fn upgrade_request(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Reads an HTTP response head (one byte at a time, so nothing after it is consumed).
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => break,
+            Err(e) => panic!("reading the response head: {e} (got {head:?})"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Reads everything until a clean end of stream; returns what arrived.
+pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("a clean end of stream");
+    out
+}
+
+/// A client frame (masked) with `opcode` and `payload`.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut out = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(0xfe); // masked, 16-bit length
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(0xff); // masked, 64-bit length
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads one unmasked server frame; returns its opcode and payload.
+pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            usize::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            usize::try_from(u64::from_be_bytes(b)).unwrap()
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+/// The code of a close frame payload.
+pub fn close_code(payload: &[u8]) -> u16 {
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+/// The id of a connection that `seen` reports disconnected with `code`.
+pub fn disconnected(seen: &[Seen], code: u16) -> Option<u64> {
+    seen.iter().find_map(|s| match s {
+        Seen::Disconnected(id, c) if *c == code => Some(*id),
+        _ => None,
+    })
+}
+
+/// The id of the most recent connection the app saw.
+pub fn last_connected(seen: &[Seen]) -> Option<u64> {
+    seen.iter().rev().find_map(|s| match s {
+        Seen::Connected(id, _) => Some(*id),
+        _ => None,
+    })
+}
+
+/// How many of `seen` match `pred`.
+pub fn count(seen: &[Seen], pred: impl Fn(&Seen) -> bool) -> usize {
+    seen.iter().filter(|s| pred(s)).count()
+}

@@ -1,0 +1,709 @@
+//! Every transport scenario, written once against `&dyn Backend`.
+//!
+//! Each `pub fn` here is one scenario and is listed in [`crate::backend_matrix!`] (a test of
+//! the matrix checks that). Unless a scenario says otherwise, the server runs two I/O threads.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockRef, Socket, Type};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+use zcasgi_core::backend::{Backend, ServerConfig};
+use zcasgi_core::testing::Seen;
+
+use super::{
+    close_client, close_code, count, disconnected, echo, last_connected, masked_frame, read_close,
+    read_frame, read_head, read_to_end, read_until_closed, upgrade_request, wait_until,
+    with_timeouts, DenyApp, HoldApp, TestServer, FDS, IO_TIMEOUT, QUIET,
+};
+
+/// Message lengths around the 7-, 16- and 64-bit length encodings (RFC 6455 §5.2).
+const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1 << 20];
+
+/// The configuration of most scenarios: the defaults on two I/O threads.
+fn config() -> ServerConfig {
+    ServerConfig { io_threads: 2, ..ServerConfig::default() }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// A client socket with a small receive buffer, so that the server's writes block early.
+fn small_window_client(t: &TestServer, recv_buffer: usize) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
+    socket.connect(&t.addr.into()).unwrap();
+    with_timeouts(socket.into())
+}
+
+/// Binary messages at every length boundary echo intact.
+pub fn binary_echo_at_length_boundaries(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut ws = t.ws("/");
+    for (i, len) in SIZES.into_iter().enumerate() {
+        echo(&mut ws, Message::binary(pattern(len, i as u8)));
+    }
+    close_client(ws);
+}
+
+/// Text messages of multi-byte characters, at every length boundary, echo intact (reads split
+/// code points).
+pub fn text_echo_at_length_boundaries(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut ws = t.ws("/");
+    for len in SIZES {
+        let text: String = "aé€𝄞"
+            .chars()
+            .cycle()
+            .scan(0, |n, c| {
+                *n += c.len_utf8();
+                (*n <= len).then_some(c)
+            })
+            .collect();
+        let pad = len - text.len();
+        echo(&mut ws, Message::text(text + &"x".repeat(pad)));
+    }
+    close_client(ws);
+}
+
+/// The subprotocol the application chooses is in the handshake response.
+pub fn subprotocol_is_negotiated(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let (ws, response) = t.ws_request("/chat", |req| {
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "chat, superchat".parse().unwrap());
+    });
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+    close_client(ws);
+    t.wait_for("the connect", |s| s.contains(&Seen::Connected(1, "/chat".into())));
+}
+
+/// Connection ids are numbered per server, from 1.
+pub fn connection_ids_start_at_one_per_server(backend: &dyn Backend) {
+    for _ in 0..2 {
+        let t = TestServer::start(backend, config());
+        close_client(t.ws("/first"));
+        close_client(t.ws("/second"));
+        t.wait_for("both connects", |s| {
+            s.contains(&Seen::Connected(1, "/first".into()))
+                && s.contains(&Seen::Connected(2, "/second".into()))
+        });
+    }
+}
+
+/// A WebSocket the application closes before accepting gets a 403; the server goes on.
+pub fn app_denial_is_http_403(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let url = format!("ws://{}/deny", t.addr);
+    match tungstenite::client(url, t.tcp()) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status(), 403);
+        }
+        other => panic!("expected a 403, got {:?}", other.map(|(_, r)| r)),
+    }
+    t.assert_serving();
+}
+
+/// An ASGI denial response with a body in pieces goes out as written, and logs no error.
+pub fn denial_response_with_a_body(backend: &dyn Backend) {
+    let t = TestServer::with_app(backend, config(), Arc::new(DenyApp::default()));
+    let mut s = t.tcp();
+    s.write_all(&upgrade_request("/")).unwrap();
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let body = std::str::from_utf8(DenyApp::BODY).unwrap();
+    assert!(response.ends_with(&format!("\r\n\r\n{body}")), "{response:?}");
+    t.wait_idle();
+    assert_eq!(*t.app.errors.lock().unwrap(), Vec::<String>::new());
+}
+
+/// The client's close code reaches the application and is echoed in the server's close frame.
+pub fn client_close_code_reaches_the_app(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut ws = t.ws("/");
+    echo(&mut ws, Message::text("hi"));
+    ws.close(Some(CloseFrame { code: CloseCode::from(4321), reason: "done".into() })).unwrap();
+    assert_eq!(read_close(&mut ws).0, 4321);
+    read_until_closed(&mut ws);
+    t.wait_for("the disconnect", |s| disconnected(s, 4321).is_some());
+}
+
+/// The application's close code and reason reach the client.
+pub fn app_close_reaches_the_client(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut ws = t.ws("/");
+    ws.send(Message::text("close:4001:bye")).unwrap();
+    assert_eq!(read_close(&mut ws), (4001, "bye".to_owned()));
+    assert!(matches!(ws.read(), Err(tungstenite::Error::ConnectionClosed)));
+    t.wait_for("the disconnect", |s| disconnected(s, 4001).is_some());
+}
+
+/// Invalid upgrades get 426 and a clean end of stream; the server goes on.
+pub fn invalid_upgrade_is_426_and_the_server_goes_on(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let requests: [&[u8]; 2] = [
+        // `Upgrade: websocket` without `Connection: Upgrade` (RFC 6455 §4.2.1).
+        b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        // An unsupported version (RFC 6455 §4.4).
+        b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    ];
+    for request in requests {
+        let mut s = t.tcp();
+        s.write_all(request).unwrap();
+        let head = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+        read_to_end(&mut s);
+    }
+    t.assert_serving();
+}
+
+/// An error response reaches a client that keeps sending: the server lingers, draining the
+/// client's input, instead of closing into a reset that could destroy the response.
+pub fn error_response_survives_unread_input(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.tcp();
+    // No `Connection: Upgrade`: a 426.
+    let mut bytes = b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    bytes.extend(vec![b'x'; 256 * 1024]);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            s.write_all(&bytes).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    writer.join().unwrap();
+    t.wait_idle();
+}
+
+/// An unmasked client frame is a protocol error (1002); the server goes on.
+pub fn unmasked_frame_is_1002_and_the_server_goes_on(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    let (opcode, payload) = read_frame(&mut s);
+    assert_eq!(opcode, 0x8);
+    assert_eq!(close_code(&payload), 1002);
+    read_to_end(&mut s);
+    t.wait_for("the disconnect", |s| disconnected(s, 1002).is_some());
+    t.assert_serving();
+}
+
+/// A message over `ws_max_size` closes with 1009; one at the limit is fine.
+pub fn message_over_max_size_is_1009(backend: &dyn Backend) {
+    let t = TestServer::start(backend, ServerConfig { ws_max_size: 1000, ..config() });
+    let mut ws = t.ws("/");
+    echo(&mut ws, Message::binary(vec![7u8; 1000]));
+    ws.send(Message::binary(vec![7u8; 200_000])).unwrap();
+    assert_eq!(read_close(&mut ws).0, 1009);
+    read_until_closed(&mut ws);
+    t.wait_for("the disconnect", |s| disconnected(s, 1009).is_some());
+}
+
+/// A ping is answered with a pong carrying its payload.
+pub fn ping_is_answered_with_pong(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    s.write_all(&masked_frame(0x9, b"are you there")).unwrap();
+    assert_eq!(read_frame(&mut s), (0xA, b"are you there".to_vec()));
+}
+
+/// 200 connections, 50 pipelined messages each: nothing is lost or reordered, and every
+/// connection is gone once the clients leave.
+pub fn many_connections_lose_and_reorder_nothing(backend: &dyn Backend) {
+    const CONNS: usize = 200;
+    const MESSAGES: usize = 50;
+    const CLIENT_THREADS: usize = 20;
+    let t = TestServer::start(backend, config());
+    std::thread::scope(|scope| {
+        for worker in 0..CLIENT_THREADS {
+            let t = &t;
+            scope.spawn(move || {
+                let mut clients: Vec<_> = (0..CONNS / CLIENT_THREADS).map(|_| t.ws("/")).collect();
+                // Every message of every connection goes out before any is read.
+                for (c, ws) in clients.iter_mut().enumerate() {
+                    for m in 0..MESSAGES {
+                        ws.write(Message::text(format!("{worker}/{c}/{m}"))).unwrap();
+                    }
+                    ws.flush().unwrap();
+                }
+                for (c, ws) in clients.iter_mut().enumerate() {
+                    for m in 0..MESSAGES {
+                        assert_eq!(ws.read().unwrap(), Message::text(format!("{worker}/{c}/{m}")));
+                    }
+                }
+                for ws in clients {
+                    close_client(ws);
+                }
+            });
+        }
+    });
+    let messages = count(&t.app.seen(), |e| matches!(e, Seen::Message(..)));
+    assert_eq!(messages, CONNS * MESSAGES);
+    t.wait_for("every disconnect", |s| count(s, |e| matches!(e, Seen::Disconnected(..))) == CONNS);
+    t.wait_idle();
+}
+
+/// Shutdown closes open WebSockets with 1012 (the application hears it too) and connections
+/// still in their handshake without a word; `join` then succeeds and the listener is closed.
+pub fn shutdown_sends_1012_and_join_returns_true(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut clients: Vec<_> = (0..6).map(|_| t.ws("/")).collect();
+    for ws in &mut clients {
+        echo(ws, Message::text("open"));
+    }
+    let mut idle = t.tcp();
+    wait_until("the idle connection", || t.server.connection_count() == 7);
+    t.server.shutdown();
+    for mut ws in clients {
+        assert_eq!(read_close(&mut ws).0, 1012);
+        assert!(matches!(ws.read(), Err(tungstenite::Error::ConnectionClosed)));
+    }
+    read_to_end(&mut idle);
+    drop(idle);
+    assert!(t.server.join(IO_TIMEOUT));
+    assert_eq!(t.server.connection_count(), 0);
+    assert!(TcpStream::connect(t.addr).is_err(), "the listener is closed");
+    t.wait_for("every disconnect", |s| count(s, |e| matches!(e, Seen::Disconnected(_, 1012))) == 6);
+}
+
+/// Past its timeout, `join` drops the connections that did not close; the application still
+/// hears of them (1006), and a second `join` succeeds.
+pub fn join_timeout_drops_connections_that_do_not_close(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    // A peer that ignores the closing handshake (close_timeout is 10 s).
+    let mut s = t.raw_ws();
+    t.wait_for("the connect", |s| last_connected(s).is_some());
+    t.server.shutdown();
+    let (opcode, payload) = read_frame(&mut s);
+    assert_eq!(opcode, 0x8);
+    assert_eq!(close_code(&payload), 1012);
+    assert!(!t.server.join(Duration::from_millis(200)));
+    t.wait_for("the disconnect", |s| disconnected(s, 1006).is_some());
+    assert_eq!(t.server.connection_count(), 0);
+    assert!(t.server.join(IO_TIMEOUT));
+}
+
+/// An incomplete request head gets 408 at the handshake timeout, not before.
+pub fn handshake_timeout_is_408(backend: &dyn Backend) {
+    let timeout = Duration::from_millis(200);
+    let t = TestServer::start(backend, ServerConfig { handshake_timeout: timeout, ..config() });
+    let started = Instant::now();
+    let mut s = t.tcp();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: te").unwrap();
+    let head = read_head(&mut s);
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    read_to_end(&mut s);
+    t.assert_serving();
+}
+
+/// A client that sends nothing is closed at the handshake timeout (with a 408 or, as an idle
+/// keep-alive connection, without a word).
+pub fn silent_client_is_closed_after_the_handshake_timeout(backend: &dyn Backend) {
+    let timeout = Duration::from_millis(200);
+    let t = TestServer::start(backend, ServerConfig { handshake_timeout: timeout, ..config() });
+    let started = Instant::now();
+    let response = String::from_utf8(read_to_end(&mut t.tcp())).unwrap();
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    assert!(response.is_empty() || response.starts_with("HTTP/1.1 408"), "{response}");
+    t.wait_idle();
+}
+
+/// A peer that does not answer the keep-alive ping is closed with 1011.
+pub fn keepalive_timeout_is_1011(backend: &dyn Backend) {
+    let t = TestServer::start(
+        backend,
+        ServerConfig {
+            ws_ping_interval: Some(Duration::from_millis(100)),
+            ws_ping_timeout: Some(Duration::from_millis(100)),
+            ..config()
+        },
+    );
+    // Completes the handshake, then neither reads nor answers pings.
+    let mut s = t.raw_ws();
+    t.wait_for("the keepalive disconnect", |s| disconnected(s, 1011).is_some());
+    // The socket holds the ping and the close frame.
+    let (opcode, payload) = read_frame(&mut s);
+    assert_eq!((opcode, payload.len()), (0x9, 8));
+    let (opcode, payload) = read_frame(&mut s);
+    assert_eq!(opcode, 0x8);
+    assert_eq!(close_code(&payload), 1011);
+    read_to_end(&mut s);
+}
+
+/// A peer that answers the keep-alive pings stays connected.
+pub fn answered_keepalive_pings_keep_the_connection_open(backend: &dyn Backend) {
+    let t = TestServer::start(
+        backend,
+        ServerConfig {
+            ws_ping_interval: Some(Duration::from_millis(50)),
+            ws_ping_timeout: Some(Duration::from_millis(100)),
+            ..config()
+        },
+    );
+    let mut ws = t.ws("/");
+    for _ in 0..4 {
+        // tungstenite queues the pong; the flush sends it.
+        assert!(matches!(ws.read().unwrap(), Message::Ping(_)));
+        ws.flush().unwrap();
+    }
+    echo(&mut ws, Message::text("still open"));
+    assert!(!t.app.seen().iter().any(|s| matches!(s, Seen::Disconnected(..))));
+    close_client(ws);
+}
+
+/// A peer that stops reading, with more queued for it than the socket buffers hold, is failed
+/// by the keep-alive (1011) and then dropped although its output never drained.
+pub fn peer_that_stops_reading_is_dropped_after_the_timeouts(backend: &dyn Backend) {
+    let t = TestServer::start(
+        backend,
+        ServerConfig {
+            ws_ping_interval: Some(Duration::from_millis(100)),
+            ws_ping_timeout: Some(Duration::from_millis(100)),
+            close_timeout: Duration::from_millis(200),
+            ..config()
+        },
+    );
+    let mut ws = t.ws("/");
+    // (On a slow machine the keepalive may fail the connection while this is being sent.)
+    let _ = ws.send(Message::binary(vec![7; 12 << 20]));
+    t.wait_for("the keepalive disconnect", |s| disconnected(s, 1011).is_some());
+    t.wait_idle();
+}
+
+/// A peer that never reads while the application closes: its close frame cannot be written
+/// either, and after the close timeout the connection is given up.
+pub fn peer_that_never_reads_is_dropped_after_close_timeout(backend: &dyn Backend) {
+    let t = TestServer::start(
+        backend,
+        ServerConfig { close_timeout: Duration::from_millis(200), ..config() },
+    );
+    let mut s = small_window_client(&t, 4 * 1024);
+    s.write_all(&upgrade_request("/")).unwrap();
+    assert!(read_head(&mut s).starts_with("HTTP/1.1 101"));
+    for _ in 0..64 {
+        s.write_all(&masked_frame(0x2, &vec![1u8; 64 * 1024])).unwrap();
+    }
+    s.write_all(&masked_frame(0x1, b"close:4001:bye")).unwrap();
+    t.wait_for("the close timeout", |s| disconnected(s, 1006).is_some());
+    t.wait_idle();
+}
+
+/// Every ping queues a pong: a peer that pings and never reads cannot grow that queue without
+/// bound — the server stops reading, and the peer's writes block.
+pub fn ping_flood_from_a_peer_that_does_not_read_is_throttled(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    s.set_write_timeout(Some(QUIET)).unwrap();
+    let batch = masked_frame(0x9, &[0; 125]).repeat(1024);
+    let mut written = 0usize;
+    let blocked = loop {
+        match s.write(&batch) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                break true
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+        if written > 256 << 20 {
+            break false;
+        }
+    };
+    assert!(blocked, "the server read {written} bytes of pings without the peer reading");
+}
+
+/// A plain HTTP request is answered by the application (chunked), and nothing panics.
+pub fn plain_http_request_is_answered_by_the_app(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.tcp();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\n7\r\n/health\r\n0\r\n\r\n"), "{response}");
+    t.assert_serving();
+    let panics = count(&t.app.seen(), |e| matches!(e, Seen::Log(m) if m.contains("panic")));
+    assert_eq!(panics, 0);
+}
+
+/// Pipelined HTTP requests on one connection are answered in order.
+pub fn pipelined_http_requests_on_one_connection(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.tcp();
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: test\r\n\r\nGET /two HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 2, "{response}");
+    let one = response.find("\r\n/one\r\n").expect("first body");
+    let two = response.find("\r\n/two\r\n").expect("second body");
+    assert!(one < two);
+}
+
+/// A peer that sends a message and half-closes: the message is delivered, then a 1006
+/// disconnect, and the server closes its side too.
+pub fn half_closed_peer_message_then_disconnect(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    s.write_all(&masked_frame(0x1, b"hello")).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    t.wait_for("the disconnect", |s| disconnected(s, 1006).is_some());
+    let seen = t.app.seen();
+    let id = last_connected(&seen).unwrap();
+    let events: Vec<_> = seen.into_iter().filter(|e| !matches!(e, Seen::Log(_))).collect();
+    assert_eq!(
+        events,
+        [Seen::Connected(id, "/".into()), Seen::Message(id, 5), Seen::Disconnected(id, 1006)]
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    t.assert_serving();
+}
+
+/// A peer that resets in the middle of a frame: 1006, no message, the connection is gone.
+pub fn peer_reset_mid_frame_is_1006(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    // A ping, then the first 100 bytes of a frame, in one write: the pong shows that the
+    // server read that write.
+    let mut bytes = masked_frame(0x9, b"read?");
+    bytes.extend_from_slice(&masked_frame(0x2, &[5u8; 1000])[..100]);
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_frame(&mut s), (0xA, b"read?".to_vec()));
+    SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    t.wait_for("the disconnect", |s| disconnected(s, 1006).is_some());
+    assert!(t.app.seen().iter().all(|e| !matches!(e, Seen::Message(..))));
+    t.assert_serving();
+    t.wait_idle();
+}
+
+/// 8 MiB of echoes to a reader with a small receive window: the server's writes hit
+/// `WouldBlock` over and over, and everything arrives intact and in order.
+pub fn writes_blocked_by_a_slow_reader_resume_intact(backend: &dyn Backend) {
+    const MESSAGES: usize = 32;
+    const SIZE: usize = 256 * 1024;
+    let t = TestServer::start(backend, config());
+    let stream = small_window_client(&t, 8 * 1024);
+    let (mut ws, _) = tungstenite::client(format!("ws://{}/", t.addr), stream).unwrap();
+    let base = pattern(SIZE + MESSAGES, 3);
+    let payload = |i: usize| &base[i..i + SIZE];
+    for i in 0..MESSAGES {
+        ws.send(Message::binary(payload(i).to_vec())).unwrap();
+    }
+    t.wait_for("every message", |s| count(s, |e| matches!(e, Seen::Message(..))) == MESSAGES);
+    for i in 0..MESSAGES {
+        let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
+        assert!(got[..] == *payload(i), "message {i} differs");
+    }
+    close_client(ws);
+}
+
+/// A client that writes everything before reading: the server keeps reading (and the
+/// application receiving) while its own writes are blocked.
+pub fn pipelined_large_messages_do_not_deadlock(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut ws = t.ws("/");
+    for i in 0..8 {
+        ws.send(Message::binary(vec![i; 1 << 20])).unwrap();
+    }
+    for i in 0..8 {
+        assert_eq!(ws.read().unwrap(), Message::binary(vec![i; 1 << 20]));
+    }
+    close_client(ws);
+}
+
+/// At `max_connections`, further clients wait in the backlog; when one leaves, the next is
+/// served. With several I/O threads, the one that frees a slot must wake the others.
+pub fn max_connections_pauses_and_resumes_accepting(backend: &dyn Backend) {
+    for io_threads in [1, 3] {
+        let t = TestServer::start(
+            backend,
+            ServerConfig { max_connections: 2, io_threads, ..ServerConfig::default() },
+        );
+        let a = t.ws("/");
+        let mut b = t.ws("/");
+        assert_eq!(t.server.connection_count(), 2);
+        let mut c = t.tcp();
+        c.write_all(&upgrade_request("/")).unwrap();
+        c.set_read_timeout(Some(QUIET)).unwrap();
+        let err = c.read(&mut [0u8; 1]).expect_err("the third client is not served yet");
+        assert!(matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
+        assert_eq!(t.server.connection_count(), 2);
+        close_client(a);
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let head = read_head(&mut c);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        c.write_all(&masked_frame(0x1, b"third")).unwrap();
+        assert_eq!(read_frame(&mut c), (0x1, b"third".to_vec()));
+        echo(&mut b, Message::text("still served"));
+        close_client(b);
+    }
+}
+
+/// The handshake and the first frames in one write: nothing after the head is lost.
+pub fn handshake_and_frames_in_one_write(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.tcp();
+    let mut bytes = upgrade_request("/");
+    bytes.extend(masked_frame(0x1, b"early"));
+    bytes.extend(masked_frame(0x2, &vec![9u8; 70_000]));
+    s.write_all(&bytes).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(read_frame(&mut s), (0x1, b"early".to_vec()));
+    assert_eq!(read_frame(&mut s), (0x2, vec![9u8; 70_000]));
+}
+
+/// Frames arriving one byte at a time, and a large frame split at its header and in uneven
+/// pieces, are reassembled. (The pauses between writes only pace them, so that the server's
+/// reads split where the writes do; nothing waits on them.)
+pub fn frames_split_at_every_boundary(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    s.set_nodelay(true).unwrap();
+    let small = masked_frame(0x1, b"one byte at a time");
+    for b in &small {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(read_frame(&mut s), (0x1, b"one byte at a time".to_vec()));
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let large = masked_frame(0x2, &data);
+    let mut rest = &large[..];
+    for piece in [3, 7, 1000, 65_536, 1, 99_999] {
+        s.write_all(&rest[..piece]).unwrap();
+        rest = &rest[piece..];
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.write_all(rest).unwrap();
+    assert_eq!(read_frame(&mut s), (0x2, data));
+}
+
+/// More small frames at once than one turn reads: the connection is served over several
+/// turns, in order.
+pub fn flood_of_small_frames_stays_in_order(backend: &dyn Backend) {
+    const FRAMES: usize = 4000;
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    let flood: Vec<u8> =
+        (0..FRAMES).flat_map(|i| masked_frame(0x2, &[(i % 256) as u8; 1000])).collect();
+    let reader = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..FRAMES {
+                assert_eq!(read_frame(&mut s), (0x2, vec![(i % 256) as u8; 1000]), "frame {i}");
+            }
+        })
+    };
+    s.write_all(&flood).unwrap();
+    reader.join().unwrap();
+}
+
+/// Reading pauses while the application holds `ws_max_queue` messages it has not taken, and
+/// resumes when it takes them — although no new readiness event comes for bytes already in
+/// the socket.
+pub fn reading_pauses_at_max_queue_and_resumes_when_taken(backend: &dyn Backend) {
+    let app = Arc::new(HoldApp::default());
+    let t = TestServer::with_app(backend, ServerConfig { ws_max_queue: 4, ..config() }, app);
+    let mut s = t.raw_ws();
+    let frames = |range: std::ops::Range<u8>| -> Vec<u8> {
+        range.flat_map(|i| masked_frame(0x2, &[i; 10])).collect()
+    };
+    s.write_all(&frames(0..4)).unwrap();
+    wait_until("four messages", || t.app.count() == 4);
+    // These arrive but stay in the socket.
+    s.write_all(&frames(4..7)).unwrap();
+    std::thread::sleep(QUIET);
+    assert_eq!(t.app.count(), 4, "reading paused at ws_max_queue");
+    let handle = t.app.handles.lock().unwrap()[0].clone();
+    for _ in 0..4 {
+        handle.message_taken();
+    }
+    wait_until("seven messages", || t.app.count() == 7);
+    let got = t.app.messages.lock().unwrap().clone();
+    assert_eq!(got, (0..7u8).map(|i| vec![i; 10]).collect::<Vec<_>>());
+    // While reading is paused the server cannot see the client leave: take them first.
+    for _ in 0..3 {
+        handle.message_taken();
+    }
+}
+
+/// Out of file descriptors, the server logs the accept error, backs off, and serves the
+/// waiting clients once descriptors are free again.
+pub fn emfile_is_logged_and_survived(backend: &dyn Backend) {
+    // Alone: no other scenario of this process may need a descriptor meanwhile.
+    let _all_fds = FDS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = TestServer::holding(
+        backend,
+        ServerConfig { io_threads: 1, ..ServerConfig::default() },
+        zcasgi_core::testing::EchoApp::start(),
+        None,
+    );
+    // Client sockets exist before the limit drops; connecting needs no new descriptor.
+    let sockets: Vec<Socket> =
+        (0..3).map(|_| Socket::new(Domain::IPV4, Type::STREAM, None).unwrap()).collect();
+    let limit = FdLimit::lower_to_lowest_free();
+    let mut clients: Vec<TcpStream> = sockets
+        .into_iter()
+        .map(|s| {
+            s.connect(&t.addr.into()).unwrap();
+            with_timeouts(s.into())
+        })
+        .collect();
+    let logged = t.app.wait_for(IO_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Seen::Log(m) if m.starts_with("accept failed")))
+    });
+    let served_meanwhile = t.server.connection_count();
+    drop(limit);
+    assert!(logged, "no accept error logged: {:?}", t.app.seen());
+    assert_eq!(served_meanwhile, 0);
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&upgrade_request("/")).unwrap();
+        assert!(read_head(c).starts_with("HTTP/1.1 101"));
+        let msg = format!("client {i}");
+        c.write_all(&masked_frame(0x1, msg.as_bytes())).unwrap();
+        assert_eq!(read_frame(c), (0x1, msg.into_bytes()));
+    }
+    t.assert_serving();
+}
+
+/// The process's descriptor limit lowered so that no new descriptor can be made; restored
+/// when dropped.
+struct FdLimit(libc::rlimit);
+
+impl FdLimit {
+    fn lower_to_lowest_free() -> Self {
+        let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `getrlimit` writes one `rlimit` to the valid pointer it is given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut saved) }, 0);
+        // The lowest descriptor number not in use: with the limit set to it, no new one fits.
+        let lowest_free = {
+            let probe = std::fs::File::open("/dev/null").unwrap();
+            std::os::fd::AsRawFd::as_raw_fd(&probe)
+        };
+        let lowered =
+            libc::rlimit { rlim_cur: libc::rlim_t::try_from(lowest_free).unwrap(), ..saved };
+        // SAFETY: `setrlimit` reads one `rlimit` from the valid pointer it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lowered) }, 0);
+        Self(saved)
+    }
+}
+
+impl Drop for FdLimit {
+    fn drop(&mut self) {
+        // SAFETY: `setrlimit` reads one `rlimit` from the valid pointer it is given.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const self.0) };
+    }
+}
