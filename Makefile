@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite fuzz clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite fuzz fuzz-tools fuzz-seeds clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,8 +75,35 @@ bench-suite: dev ## The full backend comparison benchmark into docs/benchmarks (
 bench: ## Criterion benchmarks of the zcasgi-core codec
 	$(CARGO) bench -p zcasgi-core --bench codec
 
-fuzz: ## Fuzz the frame decoder and Connection for 60 s (cargo-fuzz + nightly; not in `make test`)
-	cd zcasgi-core && $(CARGO) +nightly fuzz run decode -- -max_total_time=60
+# The cargo-fuzz targets (docs/fuzzing.md), one per file in zcasgi-core/fuzz/fuzz_targets.
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard zcasgi-core/fuzz/fuzz_targets/*.rs))))
+# Seconds per target for `make fuzz` (the recorded campaign ran for hours: docs/fuzzing.md).
+FUZZ_TIME ?= 20
+
+fuzz-tools:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || { \
+		echo "cargo-fuzz is not installed: run 'cargo install cargo-fuzz' (docs/fuzzing.md)"; exit 1; }
+	@$(CARGO) +nightly --version >/dev/null 2>&1 || { \
+		echo "the fuzz targets need a nightly toolchain: run 'rustup toolchain install nightly'"; exit 1; }
+
+fuzz: fuzz-tools ## Run every fuzz target for FUZZ_TIME seconds each (default 20; cargo-fuzz + nightly; not in `make test`)
+	@cd zcasgi-core && mkdir -p fuzz/artifacts && for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== $$t, $(FUZZ_TIME) s (log: zcasgi-core/fuzz/artifacts/$$t.log)"; \
+		if ! nice -n 19 $(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_TIME) -print_final_stats=1 >fuzz/artifacts/$$t.log 2>&1; then \
+			tail -n 40 fuzz/artifacts/$$t.log; \
+			echo "fuzz target $$t failed: the input is in zcasgi-core/fuzz/artifacts/$$t/"; exit 1; \
+		fi; \
+		grep -E 'stat::number_of_executed_units' fuzz/artifacts/$$t.log; \
+	done
+
+fuzz-seeds: fuzz-tools ## Merge each target's working corpus into its committed seeds, minimized (cargo fuzz cmin)
+	@cd zcasgi-core && for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t fuzz/seeds/$$t; \
+		cp -n fuzz/corpus/$$t/* fuzz/seeds/$$t/ 2>/dev/null || true; \
+		nice -n 19 $(CARGO) +nightly fuzz cmin $$t fuzz/seeds/$$t 2>&1 | grep -E '^(MERGE-OUTER|INFO: cmin)' || true; \
+	done
 
 clean: ## Remove build outputs and tool caches (keeps .venv)
 	$(CARGO) clean

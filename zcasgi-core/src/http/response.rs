@@ -163,10 +163,16 @@ impl ResponseWriter {
         push_default_headers(&mut buf, headers, date);
         for (name, value) in headers {
             if name.eq_ignore_ascii_case(b"content-length") {
-                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
-                if length.is_none() {
-                    continue; // an invalid length is dropped; the body is framed below
+                // RFC 9110 §8.6: 1*DIGIT. The first valid length frames the body; an invalid
+                // one, or a second one, is dropped (the body is framed below without it).
+                let digits = value.trim_ascii();
+                if length.is_none() && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                    length = std::str::from_utf8(digits).ok().and_then(|v| v.parse::<u64>().ok());
+                    if length.is_some() {
+                        push_header(&mut buf, name, digits);
+                    }
                 }
+                continue;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 continue; // framing is ours to decide
             } else if name.eq_ignore_ascii_case(b"connection") {
@@ -384,5 +390,29 @@ mod tests {
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 2\r\n\r\nab")
         );
         assert!(!w.keep_alive(), "overlong body: the connection is not reused");
+    }
+
+    #[test]
+    fn application_content_length_is_strict_and_single() {
+        // Found by the http_body fuzz target: "+3" parsed as a length and was sent as is, and
+        // each of several lengths was sent while the last one framed the body.
+        let mut out = OutQueue::new();
+        let odd = [(b"content-length".to_vec(), b"+3".to_vec())];
+        let mut w = ResponseWriter::start(&mut out, 200, &odd, true, false, 1, date());
+        let _ = w.body(&mut out, Bytes::from_static(b"abc"), false, 3);
+        assert_eq!(
+            written(&mut out),
+            format!("HTTP/1.1 200 OK\r\n{DEFAULTS}transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        );
+        let two = [
+            (b"Content-Length".to_vec(), b" 2 ".to_vec()),
+            (b"content-length".to_vec(), b"3".to_vec()),
+        ];
+        let mut w = ResponseWriter::start(&mut out, 200, &two, true, false, 1, date());
+        let _ = w.body(&mut out, Bytes::from_static(b"abc"), false, 3);
+        assert_eq!(
+            written(&mut out),
+            format!("HTTP/1.1 200 OK\r\n{DEFAULTS}Content-Length: 2\r\n\r\nab")
+        );
     }
 }
