@@ -238,6 +238,29 @@ async def test_shutdown_closes_websockets_with_1012(backend: str) -> None:
     assert "lifespan shutdown" in server.output()
 
 
+async def test_shutdown_disconnects_app_whose_client_ignores_the_close(backend: str) -> None:
+    """The app gets ``websocket.disconnect`` (1012) as the server starts closing, even if its
+    client never answers the close frame: it is not left to be cancelled."""
+    args = ["--timeout-graceful-shutdown", "3", "--close-timeout", "60"]
+    server = ServerProcess("apps.echo:disconnect_log_app", backend, args)
+    with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        server.proc.send_signal(2)  # SIGINT
+        # The close frame arrives; this client never answers it.
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"\x88\x02\x03\xf4"
+        assert server.proc.wait(15) == 0
+        writer.close()
+    output = server.output()
+    assert "disconnect code=1012" in output, output
+    assert "Cancelling" not in output, output
+
+
 async def test_plain_http_request_reaches_the_app(echo: ServerProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", echo.port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

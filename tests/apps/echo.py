@@ -298,3 +298,20 @@ async def duplex_app(scope: Scope, receive: Receive, send: Send) -> None:
             await _send_back(message, send)
 
     await asyncio.gather(reader(), writer())
+
+
+async def disconnect_log_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echo, logging ``disconnect code=<code>`` when ``websocket.disconnect`` arrives."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            logger.info("disconnect code=%s", message.get("code"))
+            return
+        await _send_back(message, send)
+

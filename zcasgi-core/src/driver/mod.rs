@@ -223,12 +223,18 @@ impl Driver {
         self.guard(|d| d.tick(now));
     }
 
-    /// Starts closing because the server shuts down.
+    /// Starts closing because the server shuts down: an open WebSocket is sent a close frame
+    /// with [`ServerConfig::shutdown_close_code`] and its application is told of the
+    /// disconnect at once.
     pub fn on_shutdown(&mut self, now: Instant) {
         self.now = now;
         self.guard(|d| match &mut d.phase {
             Phase::Open(conn) => {
-                let _ = conn.send_close(d.cfg.shutdown_close_code, "");
+                let code = d.cfg.shutdown_close_code;
+                let _ = conn.send_close(code, "");
+                // The application learns of the close now (as under uvicorn), not when the
+                // client answers: the close handshake goes on without it, up to close_timeout.
+                d.disconnect(code, String::new());
                 d.after_protocol(now);
             }
             Phase::Head(_) => d.phase = Phase::Done,

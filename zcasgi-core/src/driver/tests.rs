@@ -322,6 +322,8 @@ fn back_pressure_both_ways() {
     assert!(!h.wait_writable(), "drained: nothing to wait for");
 }
 
+/// On shutdown the application learns of the close (1012) at once, as uvicorn tells it, while
+/// the transport still waits for the client's close frame.
 #[test]
 fn shutdown_sends_1012_and_waits_for_the_peer() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
@@ -330,11 +332,33 @@ fn shutdown_sends_1012_and_waits_for_the_peer() {
     d.on_commands(now);
     output(&mut d);
     d.on_shutdown(now);
+    assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1012, .. }]));
+    assert_eq!(h.send(true, Bytes::from_static(b"late")), SendState::Closed);
     assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf4]);
     assert!(!d.is_finished(), "waits for the client's close frame");
     read(&mut d, &client_frame(8, &[0x03, 0xf4]), now);
     assert!(d.is_finished());
+    assert!(sink.take().is_empty(), "one disconnect only");
+}
+
+/// A client that never answers the shutdown close frame: the application has had its
+/// disconnect from the start; the transport gives up after `close_timeout`.
+#[test]
+fn shutdown_disconnect_does_not_wait_for_a_silent_client() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = connect(&mut d, &sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(&mut d);
+    d.on_shutdown(now);
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf4]);
     assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1012, .. }]));
+    assert!(d.wants_read(), "the close handshake goes on");
+    let at = d.deadline().expect("the close timeout");
+    assert_eq!(at, now + Duration::from_secs(10));
+    d.on_tick(at);
+    assert!(d.is_finished());
+    assert!(sink.take().is_empty(), "one disconnect only");
 }
 
 #[test]
