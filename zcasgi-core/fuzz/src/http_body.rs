@@ -191,7 +191,7 @@ fn check_response(r: &Response) {
             body.extend_from_slice(&piece);
         }
         accounted += piece.len();
-        unqueued += writer.body(&mut out, piece, more, usize::from(len));
+        unqueued += writer.body(&mut out, piece, more);
         finished |= !more;
         assert_eq!(writer.is_finished(), finished);
     }

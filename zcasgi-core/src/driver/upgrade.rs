@@ -141,10 +141,9 @@ impl PendingUpgrade {
     /// the end): the caller releases them at once.
     #[must_use]
     pub(super) fn deny_body(&mut self, out: &mut OutQueue, body: Bytes, more: bool) -> usize {
-        let len = body.len();
         match &mut self.denial {
-            Some(w) => w.body(out, body, more, len),
-            None => len,
+            Some(w) => w.body(out, body, more),
+            None => body.len(),
         }
     }
 }

@@ -145,10 +145,9 @@ impl Exchange {
     /// the end, or for HEAD): the caller releases them at once.
     #[must_use]
     pub fn respond_body(&mut self, out: &mut OutQueue, body: Bytes, more: bool) -> usize {
-        let len = body.len();
         match &mut self.response {
-            Some(w) => w.body(out, body, more, len),
-            None => len,
+            Some(w) => w.body(out, body, more),
+            None => body.len(),
         }
     }
 

@@ -203,15 +203,17 @@ impl ResponseWriter {
         Self { framing, bodyless, written: 0, finished: false, keep_alive }
     }
 
-    /// Writes a piece of the body; `more` is false for the last one. `accounted` is reported
-    /// back by the queue when written (application back-pressure). Returns the accounted bytes
-    /// that were not queued (a body after the end, or for HEAD), to release at once.
+    /// Writes a piece of the body; `more` is false for the last one. Every byte of `body`
+    /// counts against the application's send buffer and is reported back by the queue once
+    /// written. Returns how many of them were not queued (a body after the end, or for HEAD),
+    /// to release at once.
     #[must_use]
-    pub fn body(&mut self, out: &mut OutQueue, body: Bytes, more: bool, accounted: usize) -> usize {
+    pub fn body(&mut self, out: &mut OutQueue, body: Bytes, more: bool) -> usize {
+        let len = body.len();
+        let accounted = len;
         if self.finished {
             return accounted;
         }
-        let len = body.len();
         let mut unqueued = 0;
         if self.bodyless || len == 0 {
             unqueued = accounted;
@@ -358,8 +360,8 @@ mod tests {
             1,
             date(),
         );
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), true, 2), 0);
-        assert_eq!(w.body(&mut out, Bytes::from_static(b""), false, 0), 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), true), 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b""), false), 0);
         assert_eq!(
             written(&mut out),
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}x: 1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n")
@@ -368,7 +370,7 @@ mod tests {
 
         let h = [(b"content-length".to_vec(), b"2".to_vec())];
         let mut w = ResponseWriter::start(&mut out, 200, &h, true, true, 1, date());
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), false, 2), 2);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), false), 2);
         assert_eq!(
             written(&mut out),
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 2\r\n\r\n"),
@@ -376,7 +378,7 @@ mod tests {
         );
 
         let mut w = ResponseWriter::start(&mut out, 200, &[], false, false, 0, date());
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"old"), false, 3), 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"old"), false), 0);
         assert_eq!(
             written(&mut out),
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}connection: close\r\n\r\nold")
@@ -384,7 +386,7 @@ mod tests {
         assert!(!w.keep_alive());
 
         let mut w = ResponseWriter::start(&mut out, 200, &h, true, false, 1, date());
-        assert_eq!(w.body(&mut out, Bytes::from_static(b"abc"), false, 3), 0);
+        assert_eq!(w.body(&mut out, Bytes::from_static(b"abc"), false), 0);
         assert_eq!(
             written(&mut out),
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 2\r\n\r\nab")
@@ -399,7 +401,7 @@ mod tests {
         let mut out = OutQueue::new();
         let odd = [(b"content-length".to_vec(), b"+3".to_vec())];
         let mut w = ResponseWriter::start(&mut out, 200, &odd, true, false, 1, date());
-        let _ = w.body(&mut out, Bytes::from_static(b"abc"), false, 3);
+        let _ = w.body(&mut out, Bytes::from_static(b"abc"), false);
         assert_eq!(
             written(&mut out),
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
@@ -409,7 +411,7 @@ mod tests {
             (b"content-length".to_vec(), b"3".to_vec()),
         ];
         let mut w = ResponseWriter::start(&mut out, 200, &two, true, false, 1, date());
-        let _ = w.body(&mut out, Bytes::from_static(b"abc"), false, 3);
+        let _ = w.body(&mut out, Bytes::from_static(b"abc"), false);
         assert_eq!(
             written(&mut out),
             format!("HTTP/1.1 200 OK\r\n{DEFAULTS}Content-Length: 2\r\n\r\nab")
