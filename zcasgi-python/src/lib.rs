@@ -15,7 +15,7 @@ mod _zcasgi {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::bridge::{HttpConn, Ready, SendWait, WsConn};
+    use crate::bridge::{AsgiConn, Ready, SendWait};
     #[pymodule_export]
     use crate::server::Core;
 

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, RunningServer};
 
-use crate::bridge::{scope, wake, EventQueue, HttpConn, WsConn};
+use crate::bridge::{scope, wake, AsgiConn, EventQueue, Inbound};
 
 /// Names of the available backends, in the order they are listed to users.
 pub const BACKENDS: [&str; 2] = ["mio", "tokio"];
@@ -37,18 +37,13 @@ fn duration(name: &str, secs: f64) -> PyResult<Duration> {
     })
 }
 
-/// The application side of a connection: its current WebSocket or HTTP request.
-enum Conn {
-    Ws(Py<WsConn>),
-    Http(Py<HttpConn>),
-}
-
 /// A backend serving on listening sockets, feeding the asyncio loop.
 #[pyclass(module = "zcasgi._zcasgi")]
 pub struct Core {
     queue: Arc<EventQueue>,
     server: Option<Box<dyn RunningServer>>,
-    conns: HashMap<ConnId, Conn>,
+    /// The application side of each connection: its WebSocket, or its current HTTP request.
+    conns: HashMap<ConnId, Py<AsgiConn>>,
     on_connect: Py<PyAny>,
     event_loop: Py<PyAny>,
     logger: Py<PyAny>,
@@ -168,55 +163,30 @@ impl Core {
 impl Core {
     fn dispatch(&mut self, py: Python<'_>, ev: Event) -> PyResult<()> {
         match ev {
-            Event::Message { id, message } => {
-                if let Some(Conn::Ws(conn)) = self.conns.get(&id) {
-                    let waiters = conn.bind(py).borrow_mut().push_message(message);
-                    wake(py, waiters);
-                }
-            }
-            Event::HttpBody { id, body, more } => {
-                if let Some(Conn::Http(conn)) = self.conns.get(&id) {
-                    let waiters = conn.bind(py).borrow_mut().push_body(body, more);
-                    wake(py, waiters);
-                }
-            }
-            Event::Connect(info) => {
-                let state = self.state.as_ref().map(|s| s.bind(py));
-                let scope = scope(py, &info, &self.root_path, state)?;
-                let access = self.access_log.as_ref().map(|a| a.clone_ref(py));
-                let conn = Py::new(py, WsConn::new(&info, self.event_loop.clone_ref(py), access))?;
-                self.conns.insert(info.id, Conn::Ws(conn.clone_ref(py)));
-                self.on_connect.call1(py, (conn, scope))?;
-            }
-            Event::HttpRequest(info) => {
+            Event::Message { id, message } => self.deliver(py, id, Inbound::Message(message)),
+            Event::HttpBody { id, body, more } => self.deliver(py, id, Inbound::Body(body, more)),
+            Event::Connect(info) | Event::HttpRequest(info) => {
                 let state = self.state.as_ref().map(|s| s.bind(py));
                 let scope = scope(py, &info, &self.root_path, state)?;
                 let access = self.access_log.as_ref().map(|a| a.clone_ref(py));
                 let conn =
-                    Py::new(py, HttpConn::new(&info, self.event_loop.clone_ref(py), access))?;
+                    Py::new(py, AsgiConn::new(&info, self.event_loop.clone_ref(py), access))?;
                 // A keep-alive connection's next request replaces the previous one.
-                self.conns.insert(info.id, Conn::Http(conn.clone_ref(py)));
+                self.conns.insert(info.id, conn.clone_ref(py));
                 self.on_connect.call1(py, (conn, scope))?;
             }
-            Event::Disconnect { id, .. } if matches!(self.conns.get(&id), Some(Conn::Http(_))) => {
-                if let Some(Conn::Http(conn)) = self.conns.remove(&id) {
-                    let waiters = conn.bind(py).borrow_mut().push_disconnect();
-                    wake(py, waiters);
-                }
-            }
             Event::Disconnect { id, code, reason } => {
-                if let Some(Conn::Ws(conn)) = self.conns.remove(&id) {
-                    let waiters = conn.bind(py).borrow_mut().push_disconnect(code, reason);
+                if let Some(conn) = self.conns.remove(&id) {
+                    let waiters =
+                        conn.bind(py).borrow_mut().deliver(Inbound::Disconnect(code, reason));
                     wake(py, waiters);
                 }
             }
             Event::Writable { id } => {
-                let waiter = match self.conns.get(&id) {
-                    Some(Conn::Ws(conn)) => conn.bind(py).borrow_mut().writable(),
-                    Some(Conn::Http(conn)) => conn.bind(py).borrow_mut().writable(),
-                    None => None,
-                };
-                wake(py, waiter.into_iter().collect());
+                if let Some(conn) = self.conns.get(&id) {
+                    let waiter = conn.bind(py).borrow_mut().writable();
+                    wake(py, waiter);
+                }
             }
             Event::Log { level, message } => {
                 let level = match level {
@@ -229,5 +199,14 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Hands an event to connection `id`'s application side and wakes whoever it unblocks.
+    fn deliver(&self, py: Python<'_>, id: ConnId, inbound: Inbound) {
+        if let Some(conn) = self.conns.get(&id) {
+            // The borrow ends before any future is woken.
+            let waiters = conn.bind(py).borrow_mut().deliver(inbound);
+            wake(py, waiters);
+        }
     }
 }

@@ -14,18 +14,17 @@ from .config import Config
 # The compiled module defines __all__ (PyO3 adds every name it registers): list new names here too.
 __all__ = [
     "BACKENDS",
+    "AsgiConn",
     "ClientDisconnected",
     "Connection",
     "Core",
     "Frame",
     "FrameDecoder",
     "HandshakeError",
-    "HttpConn",
     "ProtocolError",
     "Ready",
     "SendWait",
     "Utf8Validator",
-    "WsConn",
     "ZcasgiError",
     "__version__",
     "accept_key",
@@ -413,7 +412,7 @@ class Utf8Validator:
     def finish(self) -> bool:
         """Whether the whole text fed so far is valid UTF-8 (not ending inside a code point)."""
 
-# ---- server and bridge (zcasgi-python/src/server.rs, bridge.rs) ----
+# ---- server and bridge (zcasgi-python/src/server.rs, bridge/) ----
 
 BACKENDS: list[str]
 """Names of the transport backends, in the order they are listed to users."""
@@ -430,7 +429,7 @@ class Core:
         config: Config,
         fds: list[int],
         *,
-        on_connect: Callable[[WsConn | HttpConn, dict[str, Any]], object],
+        on_connect: Callable[[AsgiConn, dict[str, Any]], object],
         event_loop: Any,
         logger: Any,
         access_log: Any | None,
@@ -479,11 +478,20 @@ class Core:
         """Connections the application side still tracks."""
 
 @final
-class WsConn:
-    """One WebSocket connection as the application sees it."""
+class AsgiConn:
+    """One WebSocket connection or one HTTP request as the application sees it.
+
+    Its ``receive`` and ``send`` follow the ASGI protocol of the scope it was created with
+    (``websocket`` or ``http``).
+    """
 
     def receive(self) -> Self:
-        """ASGI ``receive()``: the connection is its own awaitable (nothing is allocated)."""
+        """ASGI ``receive()``: the connection is its own awaitable (nothing is allocated).
+
+        ``websocket``: ``websocket.connect``, one ``websocket.receive`` per message, then
+        ``websocket.disconnect``. ``http``: ``http.request`` pieces, then ``http.disconnect`` once
+        the client has gone or the response is complete.
+        """
 
     def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
     def __next__(self) -> Any: ...
@@ -491,20 +499,24 @@ class WsConn:
         """ASGI ``send(message)``.
 
         Raises:
-            ClientDisconnected: If the client has gone.
+            ClientDisconnected: If the WebSocket client has gone (sending to an HTTP client that
+                left is a no-op).
             RuntimeError: For a message the connection's state does not allow.
-            ValueError: For an unsendable close code or a malformed message.
+            ValueError: For an unsendable close code, an invalid status or a malformed message.
             TypeError: For payloads of the wrong type.
         """
 
     def abort(self) -> None:
-        """The application raised: close with 1011, or answer 500 before the accept."""
+        """The application raised: a WebSocket closes with 1011, or is answered 500 before the
+        accept; an HTTP request is answered 500 if no response started, else its connection is
+        closed."""
 
     def finish(self) -> bool:
-        """The application returned: close normally if it left the connection open.
+        """The application returned: close a WebSocket it left open normally.
 
         Returns:
-            Whether returning was an error (no accept or close: answered with 500).
+            Whether returning was an error: a WebSocket neither accepted nor closed, or an
+            incomplete HTTP response (answered with 500, or the connection closed).
         """
 
     @property
@@ -528,35 +540,6 @@ class SendWait:
 
     def __await__(self) -> Generator[Any]: ...
     def __next__(self) -> Any: ...
-
-@final
-class HttpConn:
-    """One HTTP request as the application sees it."""
-
-    def receive(self) -> Self:
-        """ASGI ``receive()``: ``http.request`` pieces, then ``http.disconnect``; the request is
-        its own awaitable."""
-
-    def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
-    def __next__(self) -> Any: ...
-    def send(self, message: dict[str, Any]) -> Awaitable[None]:
-        """ASGI ``send(message)``: ``http.response.start``, then ``http.response.body``.
-
-        Raises:
-            RuntimeError: For a message out of order.
-            ValueError: For an invalid status or a malformed message.
-            TypeError: For a body that is not bytes.
-        """
-
-    def abort(self) -> None:
-        """The application raised: 500 if no response started, else close the connection."""
-
-    def finish(self) -> bool:
-        """The application returned; returns whether its response was incomplete."""
-
-    @property
-    def response_complete(self) -> bool:
-        """Whether the response has been completely sent."""
 
 # ---- configuration (zcasgi-python/src/config.rs) ----
 

@@ -1,0 +1,60 @@
+//! The queue of events from the I/O threads to the loop, with its eventfd wake-up.
+//!
+//! I/O threads push [`Event`]s into a lock-free queue. The loop is woken through one eventfd
+//! registered with `loop.add_reader`, written only when the queue goes from idle to busy, so one
+//! wake-up drains a whole batch; no `call_soon_threadsafe` per message.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_queue::SegQueue;
+use zcasgi_core::backend::{Event, EventSink};
+
+/// The queue of events from the I/O threads to the loop, with its eventfd wake-up.
+pub struct EventQueue {
+    queue: SegQueue<Event>,
+    /// Set by the first push after a drain; the eventfd is written only on that transition.
+    armed: AtomicBool,
+    efd: OwnedFd,
+}
+
+impl EventQueue {
+    /// A queue with a fresh non-blocking eventfd.
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { queue: SegQueue::new(), armed: AtomicBool::new(false), efd })
+    }
+
+    /// The descriptor to register with `loop.add_reader`.
+    pub fn fd(&self) -> i32 {
+        self.efd.as_raw_fd()
+    }
+
+    /// Takes every queued event; re-arms the wake-up first so that none is missed.
+    pub fn drain(&self, into: &mut Vec<Event>) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a buffer of 8; errors (EAGAIN) are harmless here.
+        let _ = unsafe { libc::read(self.fd(), counter.as_mut_ptr().cast(), 8) };
+        self.armed.store(false, Ordering::SeqCst);
+        while let Some(ev) = self.queue.pop() {
+            into.push(ev);
+        }
+    }
+}
+
+impl EventSink for EventQueue {
+    fn push(&self, event: Event) {
+        self.queue.push(event);
+        if !self.armed.swap(true, Ordering::SeqCst) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a buffer of 8 to our own eventfd.
+            let _ = unsafe { libc::write(self.fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+}

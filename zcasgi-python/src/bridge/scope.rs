@@ -1,0 +1,58 @@
+//! The ASGI connection scope: `websocket` for an upgrade request, `http` for a plain one.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::{intern, IntoPyObjectExt};
+use zcasgi_core::backend::ConnectInfo;
+
+/// Builds the ASGI `websocket` scope (or the `http` scope for a request without upgrade).
+pub fn scope<'py>(
+    py: Python<'py>,
+    info: &ConnectInfo,
+    root_path: &str,
+    state: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    let req = &info.request;
+    let websocket = info.upgrade.is_some();
+    scope.set_item(intern!(py, "type"), if websocket { "websocket" } else { "http" })?;
+    let asgi = PyDict::new(py);
+    asgi.set_item("version", "3.0")?;
+    asgi.set_item("spec_version", "2.5")?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(intern!(py, "http_version"), if req.http_minor == 0 { "1.0" } else { "1.1" })?;
+    scope.set_item(intern!(py, "scheme"), if websocket { "ws" } else { "http" })?;
+    if !websocket {
+        scope.set_item(intern!(py, "method"), req.method.as_str())?;
+    }
+    let path = req.path();
+    scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
+    let mut raw_path = root_path.as_bytes().to_vec();
+    raw_path.extend_from_slice(&req.raw_path);
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw_path))?;
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, &req.query_string))?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    let headers = PyList::empty(py);
+    for (name, value) in &req.headers {
+        headers.append(PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    let addr = |a: Option<std::net::SocketAddr>| -> PyResult<Py<PyAny>> {
+        match a {
+            Some(a) => (a.ip().to_string(), a.port()).into_py_any(py),
+            None => Ok(py.None()),
+        }
+    };
+    scope.set_item(intern!(py, "client"), addr(info.client)?)?;
+    scope.set_item(intern!(py, "server"), addr(info.server)?)?;
+    if let Some(upgrade) = &info.upgrade {
+        scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
+        let ext = PyDict::new(py);
+        ext.set_item("websocket.http.response", PyDict::new(py))?;
+        scope.set_item(intern!(py, "extensions"), ext)?;
+    }
+    if let Some(state) = state {
+        scope.set_item(intern!(py, "state"), state.copy()?)?;
+    }
+    Ok(scope)
+}
