@@ -452,11 +452,7 @@ impl Harness {
             let queued = self.handle.queued_bytes();
             assert_eq!(queued, 0, "accounted bytes left on a finished connection");
             assert!(!self.driver.wants_read() && !self.driver.wants_write());
-            // Known gap (reported): a shutdown while a request head is awaited finishes the
-            // connection without closing its handle.
-            if !self.shut_down {
-                assert!(self.handle.is_closed(), "a finished connection's handle is open");
-            }
+            assert!(self.handle.is_closed(), "a finished connection's handle is open");
         }
         self.check_frames();
     }

@@ -237,7 +237,12 @@ impl Driver {
                 d.disconnect(code, String::new());
                 d.after_protocol(now);
             }
-            Phase::Head(_) => d.phase = Phase::Done,
+            Phase::Head(_) => {
+                // Between requests (or before the first): close; the handle of a previous
+                // request must take no more bytes.
+                d.phase = Phase::Done;
+                d.handle.mark_closed();
+            }
             Phase::Upgrade(u) if u.is_awaiting() => d.reject(503, "server shutting down"),
             // Let the request finish; the connection closes after its response.
             Phase::Http(x) => x.close_after_response(),

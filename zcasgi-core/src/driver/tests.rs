@@ -433,6 +433,21 @@ fn http_keep_alive_and_pipelining() {
     assert!(output(&mut d).is_empty());
 }
 
+/// A shutdown while the connection waits for its next request head closes it: the previous
+/// request's handle takes no more bytes (found by the `driver` fuzz target).
+#[test]
+fn shutdown_between_requests_closes_the_handle() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    h.message_taken();
+    respond(&mut d, &h, b"ok", now);
+    d.on_shutdown(now);
+    assert!(d.is_finished());
+    assert!(h.is_closed());
+    assert_eq!(h.respond_body(Bytes::from_static(b"late"), false), SendState::Closed);
+    assert_eq!(h.queued_bytes(), 0);
+}
+
 #[test]
 fn http_chunked_upload_with_100_continue() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
