@@ -64,13 +64,12 @@ test: dev system-deps lint stubtest ## Every test: lints, stubs, Rust tests and 
 	$(CARGO) nextest run --workspace --exclude zcasgi-python --cargo-profile ci
 	$(CARGO) test --doc --workspace --exclude zcasgi-python --profile ci
 	$(PYTHON) -m pytest -q
-	$(MAKE) bench-quick
 
-bench-quick: dev ## Benchmark smoke run: 3 servers, figures printed, nothing asserted (~1-3 min)
-	$(PYTHON) -m zcasgi.bench --quick
+bench-quick: dev ## Benchmark smoke run (benchmarks/): 3 servers, figures printed, nothing asserted (~1-3 min)
+	$(PYTHON) -m benchmarks --quick
 
-bench-suite: dev ## The full backend comparison benchmark into docs/benchmarks (~33 min)
-	$(PYTHON) -m zcasgi.bench --repeat 3
+bench-suite: dev ## The full backend comparison benchmark (benchmarks/) into docs/benchmarks (~33 min)
+	$(PYTHON) -m benchmarks --repeat 3
 
 bench: ## Criterion benchmarks of the zcasgi-core codec
 	$(CARGO) bench -p zcasgi-core --bench codec

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, ServerProcess, subprocess_env
 
 import zcasgi
+from harness import REPO_ROOT, ZcasgiServer, server_env
 from zcasgi import _zcasgi
 from zcasgi.config import LIMITS, Config, defaults, option_names
 
@@ -228,7 +228,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, "-m", "zcasgi", *args],
         cwd=REPO_ROOT,
-        env=subprocess_env(env),
+        env=server_env(env),
         capture_output=True,
         text=True,
         timeout=30,
@@ -288,13 +288,13 @@ def test_lifespan_startup_failure_stops_the_server(tmp_path: object, backend: st
 
 
 def test_lifespan_auto_tolerates_apps_without_it(backend: str) -> None:
-    with ServerProcess("apps.echo:deny_app", backend, ["--lifespan", "auto"]) as server:
+    with ZcasgiServer("apps.echo:deny_app", backend, ["--lifespan", "auto"]) as server:
         pass
     assert "Traceback" not in server.output()
 
 
 def test_port_in_use_is_a_clear_error(backend: str) -> None:
-    with ServerProcess("apps.echo:app", backend) as server:
+    with ZcasgiServer("apps.echo:app", backend) as server:
         result = _cli("apps.echo:app", "--backend", backend, "--port", str(server.port))
     assert result.returncode == 1
     assert f"could not bind 127.0.0.1:{server.port}" in result.stderr

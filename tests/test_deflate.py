@@ -8,13 +8,14 @@ import json
 import os
 
 import pytest
-from conftest import ServerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
     PerMessageDeflate,
 )
+
+from harness import ZcasgiServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,12 +36,12 @@ def _assert_no_app_errors(output: str) -> None:
 
 @pytest.fixture
 def echo(backend: str):  # type: ignore[no-untyped-def]
-    with ServerProcess("apps.echo:app", backend, DEFLATE) as server:
+    with ZcasgiServer("apps.echo:app", backend, DEFLATE) as server:
         yield server
     _assert_no_app_errors(server.output())
 
 
-async def test_negotiated_header(echo: ServerProcess) -> None:
+async def test_negotiated_header(echo: ZcasgiServer) -> None:
     # websockets offers "permessage-deflate; client_max_window_bits".
     async with connect(echo.url(), compression="deflate") as ws:
         assert ws.response is not None
@@ -50,7 +51,7 @@ async def test_negotiated_header(echo: ServerProcess) -> None:
         assert await ws.recv() == "hello"
 
 
-async def test_offer_parameters_are_honoured(echo: ServerProcess) -> None:
+async def test_offer_parameters_are_honoured(echo: ZcasgiServer) -> None:
     factory = ClientPerMessageDeflateFactory(
         server_no_context_takeover=True, server_max_window_bits=10
     )
@@ -68,7 +69,7 @@ async def test_offer_parameters_are_honoured(echo: ServerProcess) -> None:
             assert await ws.recv() == message
 
 
-async def test_echo_large_compressible_text_and_binary(echo: ServerProcess) -> None:
+async def test_echo_large_compressible_text_and_binary(echo: ZcasgiServer) -> None:
     text = json.dumps({"rows": [{"id": i, "text": "κόσμε " * 8} for i in range(40_000)]})
     assert len(text) > 4 * 1024 * 1024
     binary = bytes(range(256)) * 16_384 + os.urandom(100_000)
@@ -79,7 +80,7 @@ async def test_echo_large_compressible_text_and_binary(echo: ServerProcess) -> N
             assert await ws.recv() == message
 
 
-async def test_fragmented_compressed_messages(echo: ServerProcess) -> None:
+async def test_fragmented_compressed_messages(echo: ZcasgiServer) -> None:
     text = "fragmented κόσμε " * 10_000
     async with connect(echo.url(), compression="deflate", max_size=None) as ws:
         _deflate_in_use(ws)
@@ -88,7 +89,7 @@ async def test_fragmented_compressed_messages(echo: ServerProcess) -> None:
 
 
 async def test_not_negotiated_without_the_option(backend: str) -> None:
-    with ServerProcess("apps.echo:app", backend) as server:
+    with ZcasgiServer("apps.echo:app", backend) as server:
         async with connect(server.url(), compression="deflate") as ws:
             assert ws.response is not None
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
@@ -99,7 +100,7 @@ async def test_not_negotiated_without_the_option(backend: str) -> None:
 
 async def test_inflated_size_limit_closes_1009(backend: str) -> None:
     args = [*DEFLATE, "--ws-max-size", "1000"]
-    with ServerProcess("apps.echo:app", backend, args) as server:
+    with ZcasgiServer("apps.echo:app", backend, args) as server:
         async with connect(server.url(), compression="deflate") as ws:
             _deflate_in_use(ws)
             await ws.send(b"a" * 1000)

@@ -9,19 +9,20 @@ import time
 
 import httpx
 import pytest
-from conftest import ServerProcess
 from websockets.sync.client import connect
+
+from harness import ZcasgiServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def server(backend: str):  # type: ignore[no-untyped-def]
-    with ServerProcess("apps.http:app", backend) as s:
+    with ZcasgiServer("apps.http:app", backend) as s:
         yield s
 
 
-def _wait_for(server: ServerProcess, text: str, timeout: float = 5) -> str:
+def _wait_for(server: ZcasgiServer, text: str, timeout: float = 5) -> str:
     deadline = time.monotonic() + timeout
     while text not in server.output() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -39,7 +40,7 @@ def _raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: floa
         return b"".join(chunks)
 
 
-def test_get_and_keep_alive_reuse(server: ServerProcess) -> None:
+def test_get_and_keep_alive_reuse(server: ZcasgiServer) -> None:
     with httpx.Client(base_url=server.url("http", "")) as client:
         for i in range(20):
             r = client.post("/echo", content=f"hello {i}".encode())
@@ -55,7 +56,7 @@ def test_get_and_keep_alive_reuse(server: ServerProcess) -> None:
     assert len(access) == 20 and len(ports) == 1, access[:3]
 
 
-def test_scope(server: ServerProcess) -> None:
+def test_scope(server: ZcasgiServer) -> None:
     r = httpx.get(server.url("http", "/scope?a=1&b=%20"), headers={"X-Thing": "yes"})
     scope = r.json()
     assert scope["type"] == "http"
@@ -71,7 +72,7 @@ def test_scope(server: ServerProcess) -> None:
     assert scope["server"] == ["127.0.0.1", server.port]
 
 
-def test_pipelined_requests_answered_in_order(server: ServerProcess) -> None:
+def test_pipelined_requests_answered_in_order(server: ZcasgiServer) -> None:
     requests = b"".join(
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
         for b in (b"one", b"two", b"three")
@@ -82,7 +83,7 @@ def test_pipelined_requests_answered_in_order(server: ServerProcess) -> None:
     assert data.count(b"HTTP/1.1 200 OK") == 4
 
 
-def test_chunked_upload_and_chunked_response(server: ServerProcess) -> None:
+def test_chunked_upload_and_chunked_response(server: ZcasgiServer) -> None:
     def gen():  # type: ignore[no-untyped-def]
         for i in range(50):
             yield bytes([i]) * 1000
@@ -95,7 +96,7 @@ def test_chunked_upload_and_chunked_response(server: ServerProcess) -> None:
     assert r.content == b"".join(bytes([i]) * 10 for i in range(5))
 
 
-def test_large_streamed_response_to_slow_reader(server: ServerProcess) -> None:
+def test_large_streamed_response_to_slow_reader(server: ZcasgiServer) -> None:
     n, size = 1000, 65536  # 62.5 MiB
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /stream?n=%d&size=%d HTTP/1.1\r\nConnection: close\r\n\r\n" % (n, size))
@@ -108,7 +109,7 @@ def test_large_streamed_response_to_slow_reader(server: ServerProcess) -> None:
     assert f"stream done n={n}" in _wait_for(server, "stream done")
 
 
-def test_expect_100_continue(server: ServerProcess) -> None:
+def test_expect_100_continue(server: ZcasgiServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
@@ -124,14 +125,14 @@ def test_expect_100_continue(server: ServerProcess) -> None:
     assert response.endswith(b"\r\n\r\nhello")
 
 
-def test_head_has_no_body(server: ServerProcess) -> None:
+def test_head_has_no_body(server: ZcasgiServer) -> None:
     r = httpx.head(server.url("http", "/echo"))
     assert r.status_code == 200
     assert r.content == b""
     assert r.headers["content-length"] == "0"
 
 
-def test_http10(server: ServerProcess) -> None:
+def test_http10(server: ZcasgiServer) -> None:
     data = _raw(server.port, b"GET /missing HTTP/1.0\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 404 Not Found\r\n")
     assert b"connection: close" in data.lower()
@@ -139,7 +140,7 @@ def test_http10(server: ServerProcess) -> None:
 
 
 def test_body_too_large_is_413(backend: str) -> None:
-    with ServerProcess("apps.http:app", backend, ["--http-max-body-size", "100"]) as server:
+    with ZcasgiServer("apps.http:app", backend, ["--http-max-body-size", "100"]) as server:
         r = httpx.post(server.url("http", "/echo"), content=b"x" * 101)
         assert r.status_code == 413
         r = httpx.post(server.url("http", "/echo"), content=b"x" * 100)
@@ -158,14 +159,14 @@ def test_body_too_large_is_413(backend: str) -> None:
         (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
     ],
 )
-def test_malformed_requests(server: ServerProcess, request_bytes: bytes, status: bytes) -> None:
+def test_malformed_requests(server: ZcasgiServer, request_bytes: bytes, status: bytes) -> None:
     data = _raw(server.port, request_bytes)
     assert data.startswith(b"HTTP/1.1 " + status + b" "), data[:80]
     r = httpx.get(server.url("http", "/missing"))  # the server keeps serving
     assert r.status_code == 404
 
 
-def test_app_errors(server: ServerProcess) -> None:
+def test_app_errors(server: ZcasgiServer) -> None:
     r = httpx.get(server.url("http", "/boom"))
     assert r.status_code == 500
     with pytest.raises(httpx.RemoteProtocolError):
@@ -179,14 +180,14 @@ def test_app_errors(server: ServerProcess) -> None:
     assert "returned without completing the response" in output
 
 
-def test_client_disconnect_mid_body_reaches_app(server: ServerProcess) -> None:
+def test_client_disconnect_mid_body_reaches_app(server: ZcasgiServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"POST /hang HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
         time.sleep(0.3)
     assert "ConnectionError: client disconnected" in _wait_for(server, "client disconnected")
 
 
-def test_long_poll_is_not_timed_out_and_disconnect_is_seen(server: ServerProcess) -> None:
+def test_long_poll_is_not_timed_out_and_disconnect_is_seen(server: ZcasgiServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
         time.sleep(6)  # longer than the keep-alive timeout (5 s): the request is still served
@@ -194,7 +195,7 @@ def test_long_poll_is_not_timed_out_and_disconnect_is_seen(server: ServerProcess
     assert "hang got http.disconnect" in _wait_for(server, "hang got")
 
 
-async def test_thousand_keep_alive_clients(server: ServerProcess) -> None:
+async def test_thousand_keep_alive_clients(server: ZcasgiServer) -> None:
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
     async with httpx.AsyncClient(
         base_url=server.url("http", ""), limits=limits, timeout=30
@@ -209,7 +210,7 @@ async def test_thousand_keep_alive_clients(server: ServerProcess) -> None:
 
 
 def test_websocket_and_http_on_one_listener(backend: str) -> None:
-    with ServerProcess("apps.echo:app", backend) as server:
+    with ZcasgiServer("apps.echo:app", backend) as server:
         r = httpx.get(server.url("http", "/"))
         assert r.status_code == 404  # the echo app answers plain HTTP with 404
         with connect(server.url("ws", "/")) as ws:

@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 import socketio
-from conftest import ServerProcess
+
+from harness import ZcasgiServer
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
 def chat(backend: str):  # type: ignore[no-untyped-def]
-    with ServerProcess("examples.chat:app", backend, ["--log-level", "warning"]) as server:
+    with ZcasgiServer("examples.chat:app", backend, ["--no-access-log"]) as server:
         yield server
     assert "Traceback" not in server.output(), server.output()
 
@@ -31,7 +32,7 @@ async def _client(url: str, name: str, transports: list[str] | None = None) -> s
     return client
 
 
-async def test_connect_join_message_ack_binary_disconnect(chat: ServerProcess) -> None:
+async def test_connect_join_message_ack_binary_disconnect(chat: ZcasgiServer) -> None:
     url = chat.url("http", "")
     alice = await _client(url, "alice")
     bob = await _client(url, "bob")
@@ -62,7 +63,7 @@ async def test_connect_join_message_ack_binary_disconnect(chat: ServerProcess) -
     assert not alice.connected and not bob.connected
 
 
-async def test_broadcast_to_hundred_clients(chat: ServerProcess) -> None:
+async def test_broadcast_to_hundred_clients(chat: ZcasgiServer) -> None:
     url = chat.url("http", "")
     counts: Counter[int] = Counter()
     clients = []
@@ -88,7 +89,7 @@ async def test_broadcast_to_hundred_clients(chat: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("transports", [["polling", "websocket"], ["polling"]])
-async def test_default_and_polling_transports(chat: ServerProcess, transports: list[str]) -> None:
+async def test_default_and_polling_transports(chat: ZcasgiServer, transports: list[str]) -> None:
     url = chat.url("http", "")
     alice = await _client(url, "alice", transports)
     bob = await _client(url, "bob", transports)
@@ -128,7 +129,7 @@ async def test_default_and_polling_transports(chat: ServerProcess, transports: l
 async def test_companion_app_health_and_static_file(backend: str) -> None:
     import httpx
 
-    with ServerProcess("apps.companion:app", backend, ["--log-level", "warning"]) as server:
+    with ZcasgiServer("apps.companion:app", backend, ["--no-access-log"]) as server:
         async with httpx.AsyncClient(base_url=server.url("http", "")) as http:
             r = await http.get("/health")
             assert (r.status_code, r.text) == (200, "ok")
@@ -147,10 +148,10 @@ async def test_companion_app_health_and_static_file(backend: str) -> None:
 async def test_rooms_across_processes_through_redis(redis_server: Any) -> None:
     """Two server processes (one per backend) share rooms through a real redis-server."""
     env = {"ZCASGI_CHAT_REDIS": redis_server.url}
-    args = ["--log-level", "warning"]
+    args = ["--no-access-log"]
     with (
-        ServerProcess("examples.chat:app", "mio", args, env=env) as one,
-        ServerProcess("examples.chat:app", "tokio", args, env=env) as two,
+        ZcasgiServer("examples.chat:app", "mio", args, env=env) as one,
+        ZcasgiServer("examples.chat:app", "tokio", args, env=env) as two,
     ):
         alice = await _client(one.url("http", ""), "alice")
         bob = await _client(two.url("http", ""), "bob")

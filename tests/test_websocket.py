@@ -10,9 +10,10 @@ import re
 import time
 
 import pytest
-from conftest import ServerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from harness import ZcasgiServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,12 +22,12 @@ SIZES = [0, 1, 125, 126, 65535, 65536, 1024 * 1024, 16 * 1024 * 1024]
 
 @pytest.fixture
 def echo(backend: str):  # type: ignore[no-untyped-def]
-    with ServerProcess("apps.echo:app", backend) as server:
+    with ZcasgiServer("apps.echo:app", backend) as server:
         yield server
     assert "Traceback" not in server.output(), server.output()
 
 
-async def test_echo_text_and_bytes_all_sizes(echo: ServerProcess) -> None:
+async def test_echo_text_and_bytes_all_sizes(echo: ZcasgiServer) -> None:
     async with connect(echo.url("ws", "/"), max_size=None) as ws:
         for size in SIZES:
             payload = os.urandom(size)
@@ -37,7 +38,7 @@ async def test_echo_text_and_bytes_all_sizes(echo: ServerProcess) -> None:
             assert await ws.recv() == text, size
 
 
-async def test_subprotocol_negotiation(echo: ServerProcess) -> None:
+async def test_subprotocol_negotiation(echo: ZcasgiServer) -> None:
     async with connect(echo.url(), subprotocols=["other", "superchat"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "superchat"
     async with connect(echo.url(), subprotocols=["other"]) as ws:  # type: ignore[list-item]
@@ -45,7 +46,7 @@ async def test_subprotocol_negotiation(echo: ServerProcess) -> None:
 
 
 async def test_accept_headers(backend: str) -> None:
-    with ServerProcess("apps.echo:accept_headers_app", backend) as server:
+    with ZcasgiServer("apps.echo:accept_headers_app", backend) as server:
         async with connect(server.url()) as ws:
             assert ws.response is not None
             assert ws.response.headers["x-test"] == "1"
@@ -54,7 +55,7 @@ async def test_accept_headers(backend: str) -> None:
 
 
 async def test_app_close_with_code_and_reason(backend: str) -> None:
-    with ServerProcess("apps.echo:close_app", backend) as server:
+    with ZcasgiServer("apps.echo:close_app", backend) as server:
         async with connect(server.url("ws", "/?code=4001&reason=bye")) as ws:
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
@@ -63,7 +64,7 @@ async def test_app_close_with_code_and_reason(backend: str) -> None:
 
 
 async def test_client_close_reaches_app(backend: str) -> None:
-    with ServerProcess("apps.echo:lifespan_app", backend) as server:
+    with ZcasgiServer("apps.echo:lifespan_app", backend) as server:
         async with connect(server.url()) as ws:
             await ws.send("x")
             assert await ws.recv() == "x"
@@ -72,7 +73,7 @@ async def test_client_close_reaches_app(backend: str) -> None:
 
 
 async def test_deny_with_403(backend: str) -> None:
-    with ServerProcess("apps.echo:deny_app", backend) as server:
+    with ZcasgiServer("apps.echo:deny_app", backend) as server:
         with pytest.raises(InvalidStatus) as info:
             async with connect(server.url()):
                 pass
@@ -81,7 +82,7 @@ async def test_deny_with_403(backend: str) -> None:
 
 
 async def test_deny_with_custom_http_response(backend: str) -> None:
-    with ServerProcess("apps.echo:http_deny_app", backend) as server:
+    with ZcasgiServer("apps.echo:http_deny_app", backend) as server:
         with pytest.raises(InvalidStatus) as info:
             async with connect(server.url()):
                 pass
@@ -90,7 +91,7 @@ async def test_deny_with_custom_http_response(backend: str) -> None:
 
 
 async def test_scope(backend: str) -> None:
-    with ServerProcess("apps.echo:scope_app", backend, ["--root-path", "/base"]) as server:
+    with ZcasgiServer("apps.echo:scope_app", backend, ["--root-path", "/base"]) as server:
         async with connect(
             server.url("ws", "/a%20b/c?x=1&y=%20"),
             subprotocols=["p1", "p2"],  # type: ignore[list-item]
@@ -118,7 +119,7 @@ async def test_scope(backend: str) -> None:
 
 
 async def test_oversize_message_closes_1009_and_server_keeps_serving(backend: str) -> None:
-    with ServerProcess("apps.echo:app", backend, ["--ws-max-size", "1000"]) as server:
+    with ZcasgiServer("apps.echo:app", backend, ["--ws-max-size", "1000"]) as server:
         async with connect(server.url()) as ws:
             await ws.send(b"x" * 1000)
             assert await ws.recv() == b"x" * 1000
@@ -132,7 +133,7 @@ async def test_oversize_message_closes_1009_and_server_keeps_serving(backend: st
 
 
 async def test_app_exception_closes_1011_and_server_keeps_serving(backend: str) -> None:
-    with ServerProcess("apps.echo:raise_app", backend) as server:
+    with ZcasgiServer("apps.echo:raise_app", backend) as server:
         async with connect(server.url()) as ws:
             await ws.send("boom")
             with pytest.raises(ConnectionClosed):
@@ -148,7 +149,7 @@ async def test_app_exception_closes_1011_and_server_keeps_serving(backend: str) 
 
 
 async def test_app_exception_before_accept_is_500(backend: str) -> None:
-    with ServerProcess("apps.echo:raise_before_accept_app", backend) as server:
+    with ZcasgiServer("apps.echo:raise_before_accept_app", backend) as server:
         with pytest.raises(InvalidStatus) as info:
             async with connect(server.url()):
                 pass
@@ -156,7 +157,7 @@ async def test_app_exception_before_accept_is_500(backend: str) -> None:
     assert "raised before accept" in server.output()
 
 
-async def test_thousand_connections_hundred_messages_each(echo: ServerProcess) -> None:
+async def test_thousand_connections_hundred_messages_each(echo: ZcasgiServer) -> None:
     async def client(i: int) -> None:
         async with connect(echo.url(), open_timeout=30) as ws:
             for j in range(100):
@@ -182,7 +183,7 @@ def _rss_kib(pid: int) -> int:
 
 async def test_slow_reader_bounds_memory_and_blocks_send(backend: str) -> None:
     count, size = 2000, 64 * 1024  # 125 MiB if it were all buffered
-    with ServerProcess("apps.echo:flood_app", backend) as server:
+    with ZcasgiServer("apps.echo:flood_app", backend) as server:
         url = server.url("ws", f"/?count={count}&size={size}")
         async with connect(url, max_size=None, max_queue=1, ping_interval=None) as ws:
             await asyncio.sleep(2.0)  # the app floods while we do not read
@@ -203,7 +204,7 @@ async def test_slow_reader_bounds_memory_and_blocks_send(backend: str) -> None:
 
 
 async def test_send_after_client_left_raises_oserror(backend: str) -> None:
-    with ServerProcess("apps.echo:flood_app", backend) as server:
+    with ZcasgiServer("apps.echo:flood_app", backend) as server:
         async with connect(server.url("ws", "/?count=100000&size=1024")) as ws:
             await ws.recv()
         deadline = time.monotonic() + 10
@@ -213,7 +214,7 @@ async def test_send_after_client_left_raises_oserror(backend: str) -> None:
 
 
 async def test_lifespan_state_and_shutdown(backend: str) -> None:
-    with ServerProcess("apps.echo:lifespan_app", backend) as server:
+    with ZcasgiServer("apps.echo:lifespan_app", backend) as server:
         async with connect(server.url()) as ws:
             await ws.send("__state__")
             assert json.loads(await ws.recv()) == {"marker": "started"}
@@ -224,7 +225,7 @@ async def test_lifespan_state_and_shutdown(backend: str) -> None:
 
 
 async def test_shutdown_closes_websockets_with_1012(backend: str) -> None:
-    server = ServerProcess("apps.echo:lifespan_app", backend)
+    server = ZcasgiServer("apps.echo:lifespan_app", backend)
     with server:
         async with connect(server.url()) as ws:
             await ws.send("x")
@@ -242,7 +243,7 @@ async def test_shutdown_disconnects_app_whose_client_ignores_the_close(backend: 
     """The app gets ``websocket.disconnect`` (1012) as the server starts closing, even if its
     client never answers the close frame: it is not left to be cancelled."""
     args = ["--timeout-graceful-shutdown", "3", "--close-timeout", "60"]
-    server = ServerProcess("apps.echo:disconnect_log_app", backend, args)
+    server = ZcasgiServer("apps.echo:disconnect_log_app", backend, args)
     with server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(
@@ -261,7 +262,7 @@ async def test_shutdown_disconnects_app_whose_client_ignores_the_close(backend: 
     assert "Cancelling" not in output, output
 
 
-async def test_plain_http_request_reaches_the_app(echo: ServerProcess) -> None:
+async def test_plain_http_request_reaches_the_app(echo: ZcasgiServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", echo.port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
@@ -273,7 +274,7 @@ async def test_plain_http_request_reaches_the_app(echo: ServerProcess) -> None:
         assert await ws.recv() == "ok"
 
 
-async def test_malformed_frame_closes_1002_and_server_keeps_serving(echo: ServerProcess) -> None:
+async def test_malformed_frame_closes_1002_and_server_keeps_serving(echo: ZcasgiServer) -> None:
     async with connect(echo.url()) as ws:
         # Reach under the client: an unmasked frame is a protocol error (RFC 6455 §5.1).
         ws.transport.write(b"\x81\x02hi")
@@ -286,7 +287,7 @@ async def test_malformed_frame_closes_1002_and_server_keeps_serving(echo: Server
 
 
 async def test_send_and_receive_from_different_tasks(backend: str) -> None:
-    with ServerProcess("apps.echo:duplex_app", backend) as server:
+    with ZcasgiServer("apps.echo:duplex_app", backend) as server:
         ws = await connect(server.url())
 
         async def sender() -> None:

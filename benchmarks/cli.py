@@ -1,4 +1,4 @@
-"""``python -m zcasgi.bench``: prepare, run every server x scenario x repetition, report."""
+"""``python -m benchmarks``: prepare, run every server x scenario x repetition, report."""
 
 from __future__ import annotations
 
@@ -13,16 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import REPO_ROOT, ServerError, server_env
+
 from . import env, plots, report, scenarios
-from .loadgen import Loadgen, LoadgenError
+from .generator import Loadgen, LoadgenError
 from .profiles import FULL, QUICK, SCENARIOS, Profile
+from .report import PROG
 from .scenarios import RAW_TCP, Context, Record
-from .servers import FULL_SERVERS, QUICK_SERVERS, SERVERS, ServerError, cpu_pinning
+from .servers import FULL_SERVERS, QUICK_SERVERS, SERVERS, cpu_pinning
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m zcasgi.bench",
+        prog=PROG,
         description=(
             "Benchmark zcasgi (backend=mio and backend=tokio) against the ASGI servers users "
             "would pick instead, on this machine, and write tables and plots."
@@ -179,7 +182,7 @@ def _report_only(out_dir: Path, plot: bool) -> int:
     try:
         data = json.loads((out_dir / "results.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        print(f"zcasgi.bench: cannot read {out_dir / 'results.json'}: {exc}", file=sys.stderr)
+        print(f"benchmarks: cannot read {out_dir / 'results.json'}: {exc}", file=sys.stderr)
         return 2
     _write(out_dir, report.Results(data["records"]), data["meta"], plot)
     print(f"==> rewrote {out_dir / 'results.md'}", flush=True)
@@ -192,11 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
     profile = QUICK if args.quick else FULL
-    try:
-        repo = env.find_repo()
-    except env.SetupError as exc:
-        print(f"zcasgi.bench: {exc}", file=sys.stderr)
-        return 2
+    repo = REPO_ROOT
     servers = _names(
         args.servers, QUICK_SERVERS if args.quick else FULL_SERVERS, list(SERVERS), "servers"
     )
@@ -232,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             zcasgi_python = sys.executable
             zcasgi_desc = f"as installed for {sys.executable} (make dev: cargo profile ci)"
     except env.SetupError as exc:
-        print(f"zcasgi.bench: setup failed: {exc}", file=sys.stderr)
+        print(f"benchmarks: setup failed: {exc}", file=sys.stderr)
         return 2
     if "fanout" in chosen and zcasgi_python == sys.executable:
         check = subprocess.run([sys.executable, "-c", "import socketio"], check=False)
@@ -253,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loadgen=Loadgen(binary, loadgen_cpu),
         server_cpu=server_cpu,
         pythons=pythons,
-        env=env.env_for_servers(repo),
+        env=server_env(),
         log=lambda message: print(message, flush=True),
     )
     tcp_spec = scenarios.raw_tcp_spec(binary)
@@ -291,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     meta: dict[str, Any] = {
         "mode": profile.name,
-        "command": "python -m zcasgi.bench" + (" " + shlex.join(argv or sys.argv[1:])).rstrip(),
+        "command": PROG + (" " + shlex.join(argv or sys.argv[1:])).rstrip(),
         "date": started_at.strftime("%Y-%m-%d %H:%M UTC"),
         "duration_s": round(total_s, 1),
         "setup_s": round(setup_s, 1),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import procfs
+from harness import procfs
 
 #: Prints one progress or setup line.
 PrintFn = Callable[[str], None]
@@ -54,22 +54,7 @@ PEER_HINTS: dict[str, str] = {
 
 
 class SetupError(RuntimeError):
-    """The environment could not be prepared (no repository, no cargo, build failed)."""
-
-
-def find_repo(start: Path | None = None) -> Path:
-    """The zcasgi repository root: the first parent of ``start`` (or the CWD, then this file)
-    holding ``benchmarks/loadgen/Cargo.toml``.
-
-    Raises:
-        SetupError: If there is none.
-    """
-    candidates = [start or Path.cwd(), Path(__file__).resolve()]
-    for candidate in candidates:
-        for path in [candidate, *candidate.parents]:
-            if (path / "benchmarks" / "loadgen" / "Cargo.toml").is_file():
-                return path
-    raise SetupError("run from a zcasgi checkout: benchmarks/loadgen/Cargo.toml not found")
+    """The environment could not be prepared (no cargo, a build failed)."""
 
 
 def _run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 1800) -> str:
@@ -314,14 +299,3 @@ def _hypervisor() -> str:
 def default_log(message: str) -> None:
     """Print a setup step."""
     print(f"==> {message}", flush=True)
-
-
-def env_for_servers(repo: Path) -> dict[str, str]:
-    """Environment of server processes: the repository on ``PYTHONPATH``, unbuffered output."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(repo), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("VIRTUAL_ENV", None)
-    return env

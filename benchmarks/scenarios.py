@@ -23,20 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import procfs
-from .env import PrintFn
-from .loadgen import SOURCES, Hold, Loadgen, LoadgenError, Report
-from .profiles import Profile
-from .servers import (
-    CHAT_APP,
-    ECHO_APP,
-    Launch,
-    RunningServer,
-    ServerSpec,
+from harness import (
+    Answers,
+    Command,
+    LogLine,
+    Readiness,
+    ServerProcess,
     free_port,
-    pinned,
-    reuseport_sockets,
+    listeners,
+    procfs,
 )
+
+from .env import PrintFn
+from .generator import SOURCES, Hold, Loadgen, LoadgenError, Report
+from .profiles import Profile
+from .servers import BACKLOG, CHAT_APP, ECHO_APP, Launch, ServerSpec, pinned
 
 Record = dict[str, Any]
 
@@ -62,35 +63,41 @@ class Context:
     log: PrintFn
 
 
-def start(ctx: Context, spec: ServerSpec, app: str, workers: int = 1) -> RunningServer:
-    """Start ``spec`` serving ``app`` pinned to the server CPU; with ``workers`` > 1, one
-    process per ``SO_REUSEPORT`` listening socket (``--fd``)."""
+def start(ctx: Context, spec: ServerSpec, app: str, workers: int = 1) -> ServerProcess:
+    """Start ``spec`` serving ``app`` pinned to the server CPU and wait until it serves.
+
+    zcasgi serves on a listening socket bound here; with ``workers`` > 1, one process per
+    ``SO_REUSEPORT`` listening socket (``--fd``). The peers bind their own port otherwise.
+
+    Raises:
+        ServerError: If the server does not come up.
+    """
     python = ctx.pythons[spec.group]
-    port = free_port()
-    if workers == 1:
-        commands = [pinned(spec.argv(Launch(python, app, port)), ctx.server_cpu)]
-        server = RunningServer(spec, commands, port=port, cwd=ctx.repo, env=ctx.env)
-        server.start()
-        return server
-    socks = reuseport_sockets(port, workers)
-    try:
+    ready: Readiness = LogLine(spec.ready_line) if spec.ready_line else Answers()
+    if workers > 1 or spec.inherits_socket:
+        socks = listeners(workers, backlog=int(BACKLOG))
+        port = socks[0].getsockname()[1]
         commands = [
-            pinned(spec.argv(Launch(python, app, port, fd=s.fileno())), ctx.server_cpu)
+            Command(
+                pinned(spec.argv(Launch(python, app, port, fd=s.fileno())), ctx.server_cpu), [s]
+            )
             for s in socks
         ]
-        server = RunningServer(
-            spec,
-            commands,
-            port=port,
-            cwd=ctx.repo,
-            env=ctx.env,
-            pass_fds=[(s.fileno(),) for s in socks],
-        )
-        server.start()
-        return server
-    finally:
-        for sock in socks:
-            sock.close()
+    else:
+        port = free_port()
+        commands = [Command(pinned(spec.argv(Launch(python, app, port)), ctx.server_cpu))]
+    server = ServerProcess(
+        spec.name,
+        commands,
+        ready=ready,
+        port=port,
+        env=ctx.env,
+        cwd=ctx.repo,
+        startup_timeout=30.0,
+        stop_timeout=3.0,
+    )
+    server.start()
+    return server
 
 
 def _record(
@@ -128,7 +135,7 @@ def _flags(report: Report, other_cores: float, *, errors: int = 0) -> list[str]:
 
 
 def _measure(
-    ctx: Context, server: RunningServer, sub: str, args: list[str], timeout: float
+    ctx: Context, server: ServerProcess, sub: str, args: list[str], timeout: float
 ) -> tuple[Report, float]:
     """Run the load generator against ``server``; return its report and the CPU cores other
     processes used meanwhile."""
@@ -145,11 +152,11 @@ def _common(url: str) -> list[str]:
     return ["--url", url, "--sources", SOURCES]
 
 
-def _ws_url(server: RunningServer) -> str:
+def _ws_url(server: ServerProcess) -> str:
     return f"ws://127.0.0.1:{server.port}/"
 
 
-def _ensure(ctx: Context, spec: ServerSpec, app: str, server: RunningServer) -> RunningServer:
+def _ensure(ctx: Context, spec: ServerSpec, app: str, server: ServerProcess) -> ServerProcess:
     """``server``, or a fresh one if it died."""
     if server.alive():
         return server

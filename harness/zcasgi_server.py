@@ -1,0 +1,87 @@
+"""zcasgi as a server process: ``python -m zcasgi APP --fd N`` on a socket bound here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+
+from .env import server_env
+from .process import STARTUP_TIMEOUT, Command, LogLine, ServerProcess
+from .sockets import listen
+
+#: What zcasgi prints (logger ``zcasgi``, level info) once it serves a listening socket.
+READY_LINE = "zcasgi running on"
+
+
+def zcasgi_argv(
+    app: str,
+    fd: int,
+    backend: str,
+    args: Sequence[str] = (),
+    *,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line serving ``app`` on the inherited listening socket ``fd``."""
+    return [python, "-m", "zcasgi", app, "--fd", str(fd), "--backend", backend, *args]
+
+
+def _check_log_level(args: Sequence[str]) -> None:
+    for i, arg in enumerate(args):
+        level = args[i + 1] if arg == "--log-level" and i + 1 < len(args) else None
+        if arg.startswith("--log-level="):
+            level = arg.partition("=")[2]
+        if level is not None and level.lower() in ("warning", "error", "critical"):
+            raise ValueError(
+                f"--log-level {level} hides {READY_LINE!r}, the line that says the server "
+                "serves; pass --no-access-log for quieter output"
+            )
+
+
+class ZcasgiServer(ServerProcess):
+    """``python -m zcasgi APP --fd N --backend BACKEND ARGS`` for the duration of a ``with``.
+
+    Starting binds a listening socket on 127.0.0.1 (a port the kernel picks), passes it to the
+    server, and waits (at most ``startup_timeout`` seconds) for the server's
+    ``zcasgi running on`` line; if the process exits first or the time runs out, it raises
+    :class:`harness.ServerError` carrying the server's output. Leaving sends SIGINT, waits up
+    to 10 s, then SIGKILLs the PID.
+
+    Example::
+
+        with ZcasgiServer("apps.echo:app", backend) as server:
+            async with websockets.connect(server.url("ws", "/")) as ws:
+                ...
+        assert "Traceback" not in server.output()
+    """
+
+    def __init__(
+        self,
+        app: str,
+        backend: str = "tokio",
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
+        """Prepare the server (nothing is bound or started before the ``with`` block).
+
+        Raises:
+            ValueError: If ``args`` set a log level that hides the ready line.
+        """
+        _check_log_level(args)
+        super().__init__(
+            f"zcasgi-{backend}",
+            ready=LogLine(READY_LINE),
+            env=server_env(env),
+            startup_timeout=startup_timeout,
+        )
+        self.app = app
+        self.backend = backend
+        self.args = list(args)
+        self.command: list[str] = []
+
+    def _launch(self) -> Sequence[Command]:
+        sock = listen()
+        self.port = sock.getsockname()[1]
+        self.command = zcasgi_argv(self.app, sock.fileno(), self.backend, self.args)
+        return [Command(self.command, [sock])]
