@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import time
 
 import httpx
 import pytest
@@ -22,13 +21,6 @@ def server(backend: str):  # type: ignore[no-untyped-def]
         yield s
 
 
-def _wait_for(server: ZcasgiServer, text: str, timeout: float = 5) -> str:
-    deadline = time.monotonic() + timeout
-    while text not in server.output() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return server.output()
-
-
 def _raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: float = 5) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
@@ -38,6 +30,16 @@ def _raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: floa
         while chunk := sock.recv(65536):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _read_chunked_response(sock: socket.socket) -> bytes:
+    """Read one chunked response from a kept-alive ``sock``: up to its last (empty) chunk."""
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
 
 
 def test_get_and_keep_alive_reuse(server: ZcasgiServer) -> None:
@@ -98,15 +100,22 @@ def test_chunked_upload_and_chunked_response(server: ZcasgiServer) -> None:
 
 def test_large_streamed_response_to_slow_reader(server: ZcasgiServer) -> None:
     n, size = 1000, 65536  # 62.5 MiB
+    later = '"GET /missing?after=stream HTTP/1.1" 404'
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /stream?n=%d&size=%d HTTP/1.1\r\nConnection: close\r\n\r\n" % (n, size))
-        time.sleep(1.5)
+        assert sock.recv(1), "the app is streaming"
+        # While the stream waits for its reader, another request is answered and logged. Had
+        # the app's send() not waited, the stream (whose sends then never yield) would have
+        # finished and logged so before this request got its turn.
+        assert httpx.get(server.url("http", "/missing?after=stream")).status_code == 404
+        assert later in server.wait_for_output(later)
+        assert server.wait_quiet(), "the server should be idle, waiting for the reader"
         assert "stream done" not in server.output(), "the app must wait for the reader"
-        total = 0
+        total = 1
         while chunk := sock.recv(1 << 20):
             total += len(chunk)
     assert total > n * size
-    assert f"stream done n={n}" in _wait_for(server, "stream done")
+    assert f"stream done n={n}" in server.wait_for_output("stream done")
 
 
 def test_expect_100_continue(server: ZcasgiServer) -> None:
@@ -174,7 +183,7 @@ def test_app_errors(server: ZcasgiServer) -> None:
     r = httpx.get(server.url("http", "/noresponse"))
     assert r.status_code == 500
     assert httpx.get(server.url("http", "/missing")).status_code == 404
-    output = _wait_for(server, "returned without completing")
+    output = server.wait_for_output("returned without completing")
     assert "boom before response" in output
     assert "boom mid response" in output
     assert "returned without completing the response" in output
@@ -183,16 +192,40 @@ def test_app_errors(server: ZcasgiServer) -> None:
 def test_client_disconnect_mid_body_reaches_app(server: ZcasgiServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"POST /hang HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
-        time.sleep(0.3)
-    assert "ConnectionError: client disconnected" in _wait_for(server, "client disconnected")
+        assert "hang started" in server.wait_for_output("hang started")
+    assert "ConnectionError: client disconnected" in server.wait_for_output("client disconnected")
 
 
-def test_long_poll_is_not_timed_out_and_disconnect_is_seen(server: ZcasgiServer) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
-        time.sleep(6)  # longer than the keep-alive timeout (5 s): the request is still served
-        assert "hang got" not in server.output()
-    assert "hang got http.disconnect" in _wait_for(server, "hang got")
+def test_long_poll_is_not_timed_out_and_disconnect_is_seen(backend: str) -> None:
+    # Short timers, so that requests held longer than them take a second, not six.
+    timeout = 0.5
+    args = ["--timeout-keep-alive", str(timeout), "--handshake-timeout", str(timeout)]
+    with ZcasgiServer("apps.http:app", backend, args) as server:
+        address = ("127.0.0.1", server.port)
+        with (
+            socket.create_connection(address, timeout=10) as first,
+            socket.create_connection(address, timeout=10) as reused,
+            socket.create_connection(address, timeout=10) as idle,
+        ):
+            # A long poll as a connection's first request, and one after a kept-alive exchange.
+            first.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
+            reused.sendall(b"GET /missing HTTP/1.1\r\n\r\n")
+            assert _read_chunked_response(reused).startswith(b"HTTP/1.1 404 ")
+            reused.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
+            assert server.wait_for_output("hang started", count=2).count("hang started") == 2
+            # The keep-alive timer runs: it closes an idle connection ...
+            idle.sendall(b"GET /missing HTTP/1.1\r\n\r\n")
+            assert _read_chunked_response(idle).startswith(b"HTTP/1.1 404 ")
+            assert idle.recv(1) == b"", "an idle keep-alive connection is closed"
+            # ... after both long polls had started: they are held longer than a timeout, and
+            # one more, and still served.
+            for sock in (first, reused):
+                sock.settimeout(timeout)
+                with pytest.raises(socket.timeout):
+                    sock.recv(1)
+            assert "hang got" not in server.output()
+        output = server.wait_for_output("hang got http.disconnect", count=2)
+    assert output.count("hang got http.disconnect") == 2
 
 
 async def test_thousand_keep_alive_clients(server: ZcasgiServer) -> None:

@@ -7,9 +7,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import redis.asyncio
 import socketio
+from conftest import RedisServer
 
-from harness import ZcasgiServer
+from harness import ZcasgiServer, wait_until_async
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -47,10 +49,7 @@ async def test_connect_join_message_ack_binary_disconnect(chat: ZcasgiServer) ->
         assert await alice.call("message", {"room": "lobby", "text": "hi"}, timeout=5) == "ok"
         blob = bytes(range(256)) * 40
         assert await alice.call("binary", {"room": "lobby", "data": blob}, timeout=5) == "ok"
-        for _ in range(100):
-            if got["bob"] and got["alice"] and binaries:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: bool(got["bob"] and got["alice"] and binaries), 5)
         expected = {"room": "lobby", "from": "alice", "text": "hi"}
         assert got["alice"] == [expected]
         assert got["bob"] == [expected]
@@ -80,9 +79,7 @@ async def test_broadcast_to_hundred_clients(chat: ZcasgiServer) -> None:
                 assert (
                     await sender.call("message", {"room": "room", "text": text}, timeout=10) == "ok"
                 )
-        deadline = asyncio.get_running_loop().time() + 20
-        while sum(counts.values()) < 100 * 20 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: sum(counts.values()) >= 100 * 20, 20)
         assert all(counts[i] == 20 for i in range(100)), counts
     finally:
         await asyncio.gather(*(c.disconnect() for c in clients))
@@ -99,10 +96,9 @@ async def test_default_and_polling_transports(chat: ZcasgiServer, transports: li
     bob.on("binary", lambda data: blobs.append(data))
     try:
         # With the default transports the client upgrades from polling to websocket.
-        for _ in range(50):
-            if alice.transport() == transports[-1] and bob.transport() == transports[-1]:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: alice.transport() == transports[-1] and bob.transport() == transports[-1], 5
+        )
         assert alice.transport() == transports[-1]
         assert await alice.call("join", "r", timeout=10) == 1
         assert await bob.call("join", "r", timeout=10) == 2
@@ -110,10 +106,7 @@ async def test_default_and_polling_transports(chat: ZcasgiServer, transports: li
             assert await alice.call("message", {"room": "r", "text": str(i)}, timeout=10) == "ok"
         blob = bytes(range(256)) * 8
         assert await alice.call("binary", {"room": "r", "data": blob}, timeout=10) == "ok"
-        for _ in range(100):
-            if len(got) == 10 and blobs:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: len(got) == 10 and bool(blobs), 5)
         assert [m["text"] for m in got] == [str(i) for i in range(10)]
         assert blobs == [blob]
     finally:
@@ -145,7 +138,17 @@ async def test_companion_app_health_and_static_file(backend: str) -> None:
     assert "Traceback" not in server.output()
 
 
-async def test_rooms_across_processes_through_redis(redis_server: Any) -> None:
+async def _subscribers(url: str, wanted: int, channel: str = "socketio") -> bool:
+    """Whether python-socketio's Redis channel has ``wanted`` subscribers (``PUBSUB NUMSUB``)."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        [(_, count)] = await client.pubsub_numsub(channel)
+    finally:
+        await client.aclose()
+    return int(count) == wanted
+
+
+async def test_rooms_across_processes_through_redis(redis_server: RedisServer) -> None:
     """Two server processes (one per backend) share rooms through a real redis-server."""
     env = {"ZCASGI_CHAT_REDIS": redis_server.url}
     args = ["--no-access-log"]
@@ -160,14 +163,12 @@ async def test_rooms_across_processes_through_redis(redis_server: Any) -> None:
         try:
             await alice.call("join", "global", timeout=10)
             await bob.call("join", "global", timeout=10)
-            await asyncio.sleep(0.3)  # let the Redis subscriptions settle
+            # Both servers' Redis managers listen before anything is published.
+            assert await wait_until_async(lambda: _subscribers(redis_server.url, 2), 10)
             for i in range(5):
                 ack = await alice.call("message", {"room": "global", "text": f"m{i}"}, timeout=10)
                 assert ack == "ok"
-            for _ in range(100):
-                if len(got) == 5:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until_async(lambda: len(got) == 5, 5)
             assert [m["text"] for m in got] == [f"m{i}" for i in range(5)]
             assert all(m["from"] == "alice" for m in got)
         finally:

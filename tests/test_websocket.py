@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import re
-import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -186,7 +185,8 @@ async def test_slow_reader_bounds_memory_and_blocks_send(backend: str) -> None:
     with ZcasgiServer("apps.echo:flood_app", backend) as server:
         url = server.url("ws", f"/?count={count}&size={size}")
         async with connect(url, max_size=None, max_queue=1, ping_interval=None) as ws:
-            await asyncio.sleep(2.0)  # the app floods while we do not read
+            # The app floods while we do not read, until its send() waits: the server idles.
+            assert server.wait_quiet(), "the server should be idle, waiting for the reader"
             rss_stalled = _rss_kib(server.proc.pid)
             assert "flood sent=" not in server.output(), "send() should still be waiting"
             received = 0
@@ -207,9 +207,7 @@ async def test_send_after_client_left_raises_oserror(backend: str) -> None:
     with ZcasgiServer("apps.echo:flood_app", backend) as server:
         async with connect(server.url("ws", "/?count=100000&size=1024")) as ws:
             await ws.recv()
-        deadline = time.monotonic() + 10
-        while "client left" not in server.output() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        server.wait_for_output("client left")
     assert re.search(r"flood sent=\d+ of=100000 client left", server.output()), server.output()
 
 

@@ -41,7 +41,8 @@ async def _respond(send: Any, status: int, body: bytes, headers: list[Any] | Non
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Routes: ``/echo`` (body back, length-framed), ``/scope`` (scope as JSON),
-    ``/stream?n=&size=`` (chunked streamed response), ``/hang`` (waits for http.disconnect),
+    ``/stream?n=&size=`` (chunked streamed response), ``/hang`` (logs ``hang started``, waits
+    for http.disconnect),
     ``/boom`` (raises before responding), ``/boom-late`` (raises mid-response),
     ``/noresponse`` (returns without responding)."""
     if scope["type"] == "lifespan":
@@ -81,6 +82,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
         logger.info("stream done n=%d", n)
     elif path == "/hang":
+        logger.info("hang started")
         await _read_body(receive)
         message = await receive()
         logger.info("hang got %s", message["type"])
