@@ -314,4 +314,3 @@ async def disconnect_log_app(scope: Scope, receive: Receive, send: Send) -> None
             logger.info("disconnect code=%s", message.get("code"))
             return
         await _send_back(message, send)
-
