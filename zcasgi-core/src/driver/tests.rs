@@ -102,6 +102,15 @@ fn connect(d: &mut Driver, sink: &Sink, now: Instant) -> ConnHandle {
     info.handle.clone()
 }
 
+/// Connects and accepts: the WebSocket is open and the 101 written.
+fn open(d: &mut Driver, sink: &Sink, now: Instant) -> ConnHandle {
+    let h = connect(d, sink, now);
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    output(d);
+    h
+}
+
 #[test]
 fn accept_echo_and_client_close() {
     let (mut d, sink, notified, now) = setup(ServerConfig::default());
@@ -285,10 +294,7 @@ fn back_pressure_both_ways() {
         ws_write_low_water: 4,
         ..ServerConfig::default()
     });
-    let h = connect(&mut d, &sink, now);
-    h.accept(None, vec![]);
-    d.on_commands(now);
-    output(&mut d);
+    let h = open(&mut d, &sink, now);
     // Inbound: the second undelivered message pauses reading; taking one resumes it.
     let mut two = client_frame(2, b"a");
     two.extend(client_frame(2, b"b"));
@@ -314,10 +320,7 @@ fn back_pressure_both_ways() {
 #[test]
 fn shutdown_sends_1012_and_waits_for_the_peer() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let h = connect(&mut d, &sink, now);
-    h.accept(None, vec![]);
-    d.on_commands(now);
-    output(&mut d);
+    let h = open(&mut d, &sink, now);
     d.on_shutdown(now);
     assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1012, .. }]));
     assert_eq!(h.send(true, Bytes::from_static(b"late")), SendState::Closed);
@@ -333,10 +336,7 @@ fn shutdown_sends_1012_and_waits_for_the_peer() {
 #[test]
 fn shutdown_disconnect_does_not_wait_for_a_silent_client() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let h = connect(&mut d, &sink, now);
-    h.accept(None, vec![]);
-    d.on_commands(now);
-    output(&mut d);
+    open(&mut d, &sink, now);
     d.on_shutdown(now);
     assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xf4]);
     assert!(matches!(&sink.take()[..], [Event::Disconnect { code: 1012, .. }]));
@@ -365,10 +365,7 @@ fn eof_before_accept_then_accept() {
 #[test]
 fn protocol_error_closes_with_its_code() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let h = connect(&mut d, &sink, now);
-    h.accept(None, vec![]);
-    d.on_commands(now);
-    output(&mut d);
+    open(&mut d, &sink, now);
     read(&mut d, &[0x81, 0x00], now); // unmasked
     assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xea]);
     assert!(d.is_finished());
@@ -533,10 +530,7 @@ fn http_body_back_pressure() {
 #[test]
 fn peer_that_stops_reading_is_dropped_after_close_timeout() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let h = connect(&mut d, &sink, now);
-    h.accept(None, vec![]);
-    d.on_commands(now);
-    output(&mut d);
+    let h = open(&mut d, &sink, now);
     let _ = h.send(false, Bytes::from(vec![0; 100_000]));
     d.on_commands(now);
     read(&mut d, &client_frame(8, &[0x03, 0xe8]), now); // client closes, never reads again
@@ -552,10 +546,7 @@ fn peer_that_stops_reading_is_dropped_after_close_timeout() {
 fn ping_flood_without_reading_pauses_reads() {
     let (mut d, sink, _, now) =
         setup(ServerConfig { ws_write_high_water: 1000, ..ServerConfig::default() });
-    let h = connect(&mut d, &sink, now);
-    h.accept(None, vec![]);
-    d.on_commands(now);
-    output(&mut d);
+    open(&mut d, &sink, now);
     let ping = client_frame(9, &[7; 100]);
     let mut n = 0;
     while d.wants_read() {
