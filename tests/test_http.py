@@ -175,6 +175,32 @@ def test_malformed_requests(server: ZcasgiServer, request_bytes: bytes, status: 
     assert r.status_code == 404
 
 
+def test_stalled_body_is_timed_out(backend: str) -> None:
+    """A body that stops arriving gets 408 after ``handshake_timeout`` without a byte, and the
+    connection closes: it no longer holds a ``max_connections`` slot forever."""
+    with ZcasgiServer("apps.http:app", backend, ["--handshake-timeout", "1"]) as server:
+        request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na"
+        data = _raw(server.port, request, timeout=10)
+        assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+        assert httpx.get(server.url("http", "/missing")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5\r\nhello\r\n0\r\n\n",
+        b"5;ext\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n",
+    ],
+    ids=["last-line", "size-line-with-extension", "after-data"],
+)
+def test_chunked_body_with_bare_lf_is_400(server: ZcasgiServer, body: bytes) -> None:
+    """RFC 9112 §7.1: chunked lines end with CRLF; a bare LF is answered 400 at once."""
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    data = _raw(server.port, head + body)
+    assert data.startswith(b"HTTP/1.1 400 "), data[:80]
+
+
 def test_app_errors(server: ZcasgiServer) -> None:
     r = httpx.get(server.url("http", "/boom"))
     assert r.status_code == 500

@@ -62,7 +62,8 @@ pub struct ServerConfig {
     pub ws_write_high_water: usize,
     /// Unwritten bytes per connection below which a waiting `send` resumes.
     pub ws_write_low_water: usize,
-    /// Time allowed from accepting the TCP connection to a complete request head.
+    /// Time allowed from accepting the TCP connection to a complete request head; also the
+    /// longest a request body may go without a byte arriving (a stalled body gets 408).
     pub handshake_timeout: Duration,
     /// How long an idle keep-alive HTTP connection is kept between requests.
     pub timeout_keep_alive: Duration,

@@ -214,6 +214,7 @@ impl Driver {
             d.commands = cmds;
             // A wake-up may also mean the application caught up: deliver buffered body.
             d.http_read();
+            d.arm_body_deadline(now, false);
         });
     }
 
@@ -408,6 +409,7 @@ impl Driver {
                     absorb(x.buffer_mut(), input);
                 }
                 self.http_read();
+                self.arm_body_deadline(now, true);
             }
             Phase::Done => {
                 if let Some(input) = input {
@@ -447,6 +449,7 @@ impl Driver {
                         self.phase = Phase::Http(Box::new(exchange));
                         self.announce(request, None);
                         self.http_read();
+                        self.arm_body_deadline(self.now, true);
                     }
                     Err(e) => self.refuse(e.status(), &e),
                 }
@@ -495,6 +498,19 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Keeps the deadline of a request body that is still arriving: `handshake_timeout` after
+    /// the last `progress` (bytes received), none while the application holds reading paused
+    /// (the wait is then its own) or once the whole body is in.
+    fn arm_body_deadline(&mut self, now: Instant, progress: bool) {
+        let Phase::Http(x) = &self.phase else { return };
+        let waiting = !x.is_body_received() && !self.handle.is_read_paused();
+        self.deadline = match self.deadline {
+            _ if !waiting => None,
+            Some(at) if !progress => Some(at),
+            _ => Some(now + self.cfg.handshake_timeout),
+        };
     }
 
     /// The response is complete: serve the next request on this connection, or close.
@@ -669,6 +685,18 @@ impl Driver {
                 self.drain_events();
                 self.settle();
             }
+            Phase::Http(x) if self.deadline.is_some_and(|at| now >= at) => {
+                // The client stopped sending the body it announced.
+                let started = x.is_response_started();
+                self.log(LogLevel::Debug, format!("connection {}: request body timeout", self.id));
+                if started {
+                    self.deadline = None;
+                    self.close_abnormally();
+                } else {
+                    self.reject(408, "request timeout");
+                }
+            }
+            Phase::Http(_) => {}
             _ => self.deadline = None,
         }
     }

@@ -527,6 +527,91 @@ fn http_body_back_pressure() {
     assert_eq!(body_of(&sink.take()), (b"b".to_vec(), false));
 }
 
+/// A request body that stops arriving is answered 408 once `handshake_timeout` passes without
+/// a byte: it no longer holds its connection (and a `max_connections` slot) forever.
+#[test]
+fn http_stalled_body_times_out() {
+    let timeout = Duration::from_millis(100);
+    let (mut d, sink, _, now) =
+        setup(ServerConfig { handshake_timeout: timeout, ..ServerConfig::default() });
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na";
+    let (h, events) = http_request(&mut d, &sink, head, now);
+    assert_eq!(body_of(&events), (b"a".to_vec(), false));
+    h.message_taken();
+    assert_eq!(d.deadline(), Some(now + timeout));
+    // Progress re-arms the deadline; the application's own activity does not.
+    let later = now + Duration::from_millis(80);
+    read(&mut d, b"b", later);
+    assert_eq!(d.deadline(), Some(later + timeout));
+    h.message_taken();
+    h.respond(200, vec![]);
+    d.on_commands(later + Duration::from_millis(50));
+    assert_eq!(d.deadline(), Some(later + timeout));
+    d.on_tick(later + timeout);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(d.is_finished(), "closed: the response had started");
+    assert!(matches!(sink.take().last(), Some(Event::Disconnect { code: 1006, .. })));
+
+    // Before the response started: 408.
+    let (mut d, sink, _, now) =
+        setup(ServerConfig { handshake_timeout: timeout, ..ServerConfig::default() });
+    let (_h, _) = http_request(&mut d, &sink, head, now);
+    d.on_tick(now + timeout);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+    assert!(d.is_finished());
+    assert!(matches!(sink.take().last(), Some(Event::Disconnect { code: 1006, .. })));
+}
+
+/// While the application holds reading paused, or once the body is in, the client is not
+/// timed out: the wait is the application's.
+#[test]
+fn http_body_timeout_only_while_waiting_for_the_client() {
+    let timeout = Duration::from_millis(100);
+    let cfg =
+        ServerConfig { handshake_timeout: timeout, ws_max_queue: 1, ..ServerConfig::default() };
+    let (mut d, sink, _, now) = setup(cfg);
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n";
+    let (h, events) = http_request(&mut d, &sink, head, now);
+    assert_eq!(body_of(&events), (b"a".to_vec(), false));
+    assert_eq!(d.deadline(), None, "paused by the application");
+    let later = now + Duration::from_secs(60);
+    d.on_tick(later);
+    assert!(!d.is_finished());
+    h.message_taken();
+    d.on_commands(later);
+    assert_eq!(d.deadline(), Some(later + timeout), "waiting for the client again");
+    read(&mut d, b"0\r\n\r\n", later);
+    assert_eq!(body_of(&sink.take()), (vec![], true));
+    assert_eq!(d.deadline(), None, "the body is in");
+    h.message_taken();
+    d.on_tick(later + Duration::from_secs(60));
+    assert!(!d.is_finished());
+    let out = respond(&mut d, &h, b"ok", later);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+}
+
+/// A chunked body with a bare LF where RFC 9112 §7.1 requires CRLF is a 400 at once, not a
+/// connection waiting forever for a CRLF.
+#[test]
+fn http_chunked_bare_lf_is_400() {
+    for body in [
+        &b"5\r\nhello\r\n0\r\n\n"[..],
+        b"5;ext\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n",
+        b"5\r\nhello\r\n0\r\nTrailer: x\n",
+    ] {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (_h, _) = http_request(&mut d, &sink, head, now);
+        read(&mut d, body, now);
+        let out = String::from_utf8(output(&mut d)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{body:?}: {out}");
+        assert!(d.is_finished(), "{body:?}");
+    }
+}
+
 #[test]
 fn peer_that_stops_reading_is_dropped_after_close_timeout() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());

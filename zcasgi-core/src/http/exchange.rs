@@ -106,6 +106,12 @@ impl Exchange {
         Ok(Some(piece))
     }
 
+    /// Whether the whole request body has been received (it may still wait to be handed out).
+    #[must_use]
+    pub fn is_body_received(&self) -> bool {
+        self.decoder.is_done()
+    }
+
     /// Whether reading from the socket is useful now; `paused`: the application's queue is
     /// full.
     #[must_use]

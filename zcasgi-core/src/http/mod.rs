@@ -207,6 +207,9 @@ impl BodyDecoder {
                     if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
                         return Err(HttpError::MalformedChunk);
                     }
+                    // httparse takes a bare LF in a chunk extension as part of it, and would
+                    // wait for a CRLF past the data.
+                    line_end(buf)?;
                     let (line_len, size) = match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete(parsed)) => parsed,
                         Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
@@ -234,14 +237,15 @@ impl BodyDecoder {
                     return Ok(Some(buf.split_to(n).freeze()));
                 }
                 ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(None);
+                    // Fail on the first wrong byte: a lone LF must not wait for a second one.
+                    match &buf[..buf.len().min(2)] {
+                        b"\r\n" => {
+                            buf.advance(2);
+                            self.chunk = ChunkState::Size;
+                        }
+                        b"" | b"\r" => return Ok(None),
+                        _ => return Err(HttpError::MalformedChunk),
                     }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(HttpError::MalformedChunk);
-                    }
-                    buf.advance(2);
-                    self.chunk = ChunkState::Size;
                 }
                 ChunkState::Trailers => {
                     let Some(line) = take_line(buf)? else { return Ok(None) };
@@ -255,17 +259,29 @@ impl BodyDecoder {
     }
 }
 
-/// Takes one CRLF-terminated line (without the CRLF) from the front of `buf`.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) => {
-            let line = buf.split_to(i).freeze();
-            buf.advance(2);
-            Ok(Some(line))
+/// The length of the first line in `buf`, without its CRLF: `Ok(None)` while no LF has come.
+///
+/// # Errors
+/// [`HttpError::MalformedChunk`] for a line that does not end with CRLF, or holds a CR
+/// elsewhere (RFC 9112 §2.2, §7.1), or that is longer than [`MAX_LINE`].
+fn line_end(buf: &[u8]) -> Result<Option<usize>, HttpError> {
+    let window = &buf[..buf.len().min(MAX_LINE + 2)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(lf) if lf > 0 && window[lf - 1] == b'\r' && !window[..lf - 1].contains(&b'\r') => {
+            Ok(Some(lf - 1))
         }
+        Some(_) => Err(HttpError::MalformedChunk),
         None if buf.len() > MAX_LINE => Err(HttpError::MalformedChunk),
         None => Ok(None),
     }
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) from the front of `buf`.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
+    let Some(len) = line_end(buf)? else { return Ok(None) };
+    let line = buf.split_to(len).freeze();
+    buf.advance(2);
+    Ok(Some(line))
 }
 
 #[cfg(test)]
@@ -356,6 +372,32 @@ mod tests {
         let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
         assert_eq!(d.decode(&mut BytesMut::from(&b"1\r\naXX"[..])).unwrap().unwrap(), "a");
         assert_eq!(d.decode(&mut BytesMut::from(&b"XX"[..])), Err(HttpError::MalformedChunk));
+    }
+
+    /// RFC 9112 §7.1: every line of a chunked body ends with CRLF. A bare LF (or CR) is an
+    /// error as soon as it is seen, wherever it is: a decoder that waits for a CRLF instead
+    /// keeps the connection forever.
+    #[test]
+    fn chunked_bare_lf_or_cr_is_malformed() {
+        for bad in [
+            &b"5;ext\n"[..],
+            b"5;ext\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n",
+            b"5\r\nhello\rX",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nTrailer: x\n",
+            b"5\r\nhello\r\n0\r\nTrailer: a\rb\r\n\r\n",
+        ] {
+            let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+            let mut buf = BytesMut::from(bad);
+            let result = loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(_)) => {}
+                    other => break other,
+                }
+            };
+            assert_eq!(result, Err(HttpError::MalformedChunk), "{bad:?}");
+        }
     }
 
     #[test]

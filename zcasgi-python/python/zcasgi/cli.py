@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ws-write-high-water", type=int, help="send buffer bytes before send waits")
     p.add_argument("--ws-write-low-water", type=int, help="send buffer bytes when send resumes")
-    p.add_argument("--handshake-timeout", type=float, help="seconds to receive the handshake")
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        help="seconds to receive a request head; most seconds a request body may stall",
+    )
     p.add_argument("--close-timeout", type=float, help="seconds to wait for the peer's close")
     p.add_argument("--timeout-keep-alive", type=float, help="idle keep-alive seconds (default 5)")
     p.add_argument("--http-max-body-size", type=int, help="largest HTTP request body in bytes")

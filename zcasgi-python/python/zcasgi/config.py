@@ -201,7 +201,8 @@ class Config:
             but costs CPU and about 370 KiB of compressor memory per connection that sends.
         ws_write_high_water: Unwritten bytes per connection at which ``send`` starts to wait.
         ws_write_low_water: Unwritten bytes per connection at which a waiting ``send`` resumes.
-        handshake_timeout: Seconds allowed to receive a request head (WebSocket or HTTP).
+        handshake_timeout: Seconds allowed to receive a request head (WebSocket or HTTP), and
+            the longest a request body may go without a byte arriving.
         timeout_keep_alive: Seconds an idle keep-alive HTTP connection is kept open.
         http_max_body_size: Largest HTTP request body accepted, in bytes (larger: 413).
         close_timeout: Seconds to wait for the peer's close frame.
