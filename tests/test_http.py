@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import struct
 
 import httpx
 import pytest
@@ -220,6 +221,27 @@ def test_client_disconnect_mid_body_reaches_app(server: ZcasgiServer) -> None:
         sock.sendall(b"POST /hang HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
         assert "hang started" in server.wait_for_output("hang started")
     assert "ConnectionError: client disconnected" in server.wait_for_output("client disconnected")
+
+
+def test_client_that_leaves_mid_body_is_not_a_server_error(backend: str) -> None:
+    # An app that returns without answering because the client left did nothing wrong, and a
+    # remote client must not be able to fill the log with ERROR lines (issue 10, item 6).
+    with ZcasgiServer("apps.http:app", backend, ["--log-level", "debug"]) as server:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc")
+            # Reset the connection mid-body (SO_LINGER 0 makes close() send a RST).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        server.wait_for_output("upload got http.disconnect", count=3)
+        # A later request, logged after the three uploads ended.
+        assert httpx.get(server.url("http", "/noresponse")).status_code == 500
+        output = server.wait_for_output("returned without completing the response", count=4)
+    lines = [ln for ln in output.splitlines() if "returned without completing" in ln]
+    assert len(lines) == 4, lines
+    # The three clients that left are logged at debug level, the app's own fault at error.
+    assert sum(ln.startswith("DEBUG") and "client had disconnected" in ln for ln in lines) == 3
+    assert sum(ln.startswith("ERROR") for ln in lines) == 1, lines
 
 
 def test_long_poll_is_not_timed_out_and_disconnect_is_seen(backend: str) -> None:

@@ -44,7 +44,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     ``/stream?n=&size=`` (chunked streamed response), ``/hang`` (logs ``hang started``, waits
     for http.disconnect),
     ``/boom`` (raises before responding), ``/boom-late`` (raises mid-response),
-    ``/noresponse`` (returns without responding)."""
+    ``/noresponse`` (returns without responding), ``/upload`` (reads the body, returns without
+    responding if the client leaves)."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -94,6 +95,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         raise RuntimeError("boom mid response")
     elif path == "/noresponse":
         return
+    elif path == "/upload":
+        # Reads the body and gives up without answering if the client leaves, as
+        # python-engineio does with a polling POST.
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                logger.info("upload got http.disconnect")
+                return
+            if not message.get("more_body", False):
+                break
+        await _respond(send, 200, b"uploaded")
     elif path == "/slow":
         await _read_body(receive)
         await asyncio.sleep(0.2)

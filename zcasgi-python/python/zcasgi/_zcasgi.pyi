@@ -520,6 +520,10 @@ class AsgiConn:
         """
 
     @property
+    def disconnected(self) -> bool:
+        """Whether the connection is gone on the server's side (the client left, or it closed)."""
+
+    @property
     def id(self) -> int:
         """The connection id."""
 

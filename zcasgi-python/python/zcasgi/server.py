@@ -214,8 +214,17 @@ class Server:
             logger.error("Exception in ASGI application", exc_info=exc)
             conn.abort()
         else:
+            # Checked before finish(): an unfinished response to a client that already left is
+            # the client's doing, not the application's, and must not let clients fill the log.
+            client_left = conn.disconnected
             if conn.finish():
-                logger.error("ASGI callable returned without completing the response")
+                if client_left:
+                    logger.debug(
+                        "ASGI callable returned without completing the response "
+                        "(the client had disconnected)"
+                    )
+                else:
+                    logger.error("ASGI callable returned without completing the response")
 
     # ---- shutdown ----
 

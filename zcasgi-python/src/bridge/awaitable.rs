@@ -188,6 +188,12 @@ impl AsgiConn {
         }
     }
 
+    /// Whether the connection is gone on the server's side (the client left, or it closed).
+    #[getter]
+    fn disconnected(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// The connection id.
     #[getter]
     fn id(&self) -> u64 {

@@ -79,6 +79,7 @@ macro_rules! backend_matrix {
             peer_that_stops_reading_is_dropped_after_the_timeouts,
             peer_that_never_reads_is_dropped_after_close_timeout,
             ping_flood_from_a_peer_that_does_not_read_is_throttled,
+            ping_flood_without_reading_is_closed_with_1011,
             plain_http_request_is_answered_by_the_app,
             pipelined_http_requests_on_one_connection,
             half_closed_peer_message_then_disconnect,

@@ -426,6 +426,44 @@ pub fn ping_flood_from_a_peer_that_does_not_read_is_throttled(backend: &dyn Back
     assert!(blocked, "the server read {written} bytes of pings without the peer reading");
 }
 
+/// A peer that floods pings and does not read, with keep-alive pings on, is closed the same
+/// way by every backend: once its unanswered keep-alive ping times out the application is told
+/// 1011, and the peer, when it reads, finds the pongs and then a 1011 close frame (not a dropped
+/// TCP connection).
+pub fn ping_flood_without_reading_is_closed_with_1011(backend: &dyn Backend) {
+    let t = TestServer::start(
+        backend,
+        ServerConfig {
+            ws_ping_interval: Some(Duration::from_millis(100)),
+            ws_ping_timeout: Some(Duration::from_millis(100)),
+            ..config()
+        },
+    );
+    let mut s = t.raw_ws();
+    s.set_write_timeout(Some(QUIET)).unwrap();
+    let batch = masked_frame(0x9, &[7; 125]).repeat(256);
+    // Flood until the server stops reading or closes the connection.
+    while disconnected(&t.app.seen(), 1011).is_none() {
+        match s.write(&batch) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                break
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    t.wait_for("the keepalive disconnect", |s| disconnected(s, 1011).is_some());
+    let close = loop {
+        let (opcode, payload) = read_frame(&mut s);
+        match opcode {
+            0x9 | 0xA => {}
+            0x8 => break payload,
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+    };
+    assert_eq!(close_code(&close), 1011);
+}
+
 /// A plain HTTP request is answered by the application (chunked), and nothing panics.
 pub fn plain_http_request_is_answered_by_the_app(backend: &dyn Backend) {
     let t = TestServer::start(backend, config());
