@@ -7,12 +7,15 @@ import asyncio
 import json
 import os
 import re
+import socket
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness import ZcasgiServer
+from zcasgi import codec
+from zcasgi.codec import Frame, FrameDecoder, Opcode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -282,6 +285,48 @@ async def test_malformed_frame_closes_1002_and_server_keeps_serving(echo: Zcasgi
     async with connect(echo.url()) as ws:
         await ws.send("ok")
         assert await ws.recv() == "ok"
+
+
+def _raw_websocket(port: int) -> socket.socket:
+    """Open a WebSocket on a plain socket (5 s timeouts) and read the 101 response."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def _frames_until_close(sock: socket.socket) -> list[Frame]:
+    """Every frame the server sends, up to and including its close frame."""
+    decoder = FrameDecoder()
+    frames: list[Frame] = []
+    while not frames or frames[-1].opcode != Opcode.CLOSE:
+        data = sock.recv(65536)
+        assert data, f"the connection ended without a close frame after {frames}"
+        frames.extend(decoder.feed(data))
+    return frames
+
+
+def test_reply_to_a_valid_message_goes_out_before_the_1002(echo: ZcasgiServer) -> None:
+    # A valid message, a frame with a reserved opcode and another message, in one write: the
+    # app's echo of the first comes back before the close frame; nothing after the violation
+    # reaches the app.
+    mask = bytes.fromhex("37fa213d")
+    with _raw_websocket(echo.port) as sock:
+        sock.sendall(
+            codec.encode_frame(Opcode.TEXT, b"hello", mask=mask)
+            + codec.encode_frame(0x3, b"", mask=mask)
+            + codec.encode_frame(Opcode.TEXT, b"after the violation", mask=mask)
+        )
+        frames = _frames_until_close(sock)
+    assert frames == [Frame(Opcode.TEXT, b"hello"), Frame(Opcode.CLOSE, b"\x03\xea")]
 
 
 async def test_send_and_receive_from_different_tasks(backend: str) -> None:

@@ -32,7 +32,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -186,6 +186,15 @@ struct Shared {
     inbound: AtomicUsize,
     /// The I/O side stopped reading because `inbound` reached the limit.
     read_paused: AtomicBool,
+    /// Messages delivered to the application in all (counted by the I/O side).
+    delivered: AtomicU64,
+    /// Messages the application has taken in all (counted by the application side).
+    taken: AtomicU64,
+    /// One more than `taken` when the application last waited in `receive()` with nothing
+    /// to take; 1 at first (nothing delivered, nothing to answer).
+    waiting_at: AtomicU64,
+    /// The I/O side wants a wake-up when the application next waits in `receive()`.
+    want_waiting: AtomicBool,
     /// The I/O side is finished with the connection.
     closed: AtomicBool,
     high_water: usize,
@@ -219,6 +228,10 @@ impl ConnHandle {
             want_writable: AtomicBool::new(false),
             inbound: AtomicUsize::new(0),
             read_paused: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            waiting_at: AtomicU64::new(1),
+            want_waiting: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             high_water: cfg.ws_write_high_water,
             low_water: cfg.ws_write_low_water.min(cfg.ws_write_high_water),
@@ -303,8 +316,24 @@ impl ConnHandle {
 
     /// Tells the I/O side that the application took one delivered message.
     pub fn message_taken(&self) {
+        self.0.taken.fetch_add(1, Ordering::Relaxed);
         let before = self.0.inbound.fetch_sub(1, Ordering::SeqCst);
         if before <= self.0.max_queue && self.0.read_paused.swap(false, Ordering::SeqCst) {
+            self.0.notify.notify();
+        }
+    }
+
+    /// Tells the I/O side that the application waits in `receive()` with nothing left to take.
+    ///
+    /// Call it after the replies to what was taken have been sent (queued): a connection whose
+    /// peer broke the protocol right after valid messages lets those replies out before it
+    /// fails, and waits for this call (within `close_timeout`) to know they are queued.
+    pub fn receive_waiting(&self) {
+        let taken = self.0.taken.load(Ordering::Relaxed);
+        self.0.waiting_at.store(taken + 1, Ordering::SeqCst);
+        if self.0.want_waiting.load(Ordering::SeqCst)
+            && self.0.want_waiting.swap(false, Ordering::SeqCst)
+        {
             self.0.notify.notify();
         }
     }
@@ -352,6 +381,7 @@ impl ConnHandle {
 
     /// Counts a delivered message; returns `true` if reading must pause.
     pub(crate) fn message_delivered(&self) -> bool {
+        self.0.delivered.fetch_add(1, Ordering::Relaxed);
         let now = self.0.inbound.fetch_add(1, Ordering::SeqCst) + 1;
         if now < self.0.max_queue {
             return false;
@@ -364,6 +394,21 @@ impl ConnHandle {
             return false;
         }
         true
+    }
+
+    /// Whether the application has taken every message delivered and waited in `receive()`
+    /// since ([`ConnHandle::receive_waiting`]). If so, every command it queued before that wait
+    /// is in the queue now; if not, its next wait wakes the I/O side.
+    pub(crate) fn caught_up(&self) -> bool {
+        // Asked before the check, answered after the store in `receive_waiting`: one of the two
+        // sides sees the other, so a wait is never missed.
+        self.0.want_waiting.store(true, Ordering::SeqCst);
+        let delivered = self.0.delivered.load(Ordering::Relaxed);
+        let caught_up = self.0.waiting_at.load(Ordering::SeqCst) == delivered + 1;
+        if caught_up {
+            self.0.want_waiting.store(false, Ordering::SeqCst);
+        }
+        caught_up
     }
 
     pub(crate) fn is_read_paused(&self) -> bool {

@@ -69,7 +69,8 @@ pub struct ServerConfig {
     pub timeout_keep_alive: Duration,
     /// Largest HTTP request body accepted, in bytes (a larger one gets 413).
     pub http_max_body_size: u64,
-    /// How long to wait for the peer's close frame after sending ours.
+    /// How long to wait for the peer's close frame after sending ours; also the longest a
+    /// failure is held for the application's replies (see [`crate::driver`]).
     pub close_timeout: Duration,
     /// Close code sent to every open WebSocket when the server shuts down.
     pub shutdown_close_code: u16,

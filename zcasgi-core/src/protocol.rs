@@ -11,10 +11,13 @@
 //! ```text
 //!            send_close()                  peer's Close
 //!   Open ─────────────────► Closing ─────────────────────► Closed
-//!     │                        │  close_timeout / EOF          ▲
-//!     │ peer's Close (echoed), │───────────────────────────────┤
-//!     │ EOF, protocol error,   │                               │
-//!     └─ keepalive timeout ────┴───────────────────────────────┘
+//!    │ │                       │  close_timeout / EOF          ▲
+//!    │ │ peer's Close (echoed),│───────────────────────────────┤
+//!    │ │ EOF, protocol error,  │                               │
+//!    │ └ keepalive timeout ────┴───────────────────────────────┤
+//!    │                                                         │
+//!    │ protocol error,       complete_failure(), send_close(), │
+//!    └ held ──────► Failing ── close_timeout, EOF ─────────────┘
 //! ```
 //!
 //! Every transition into `Closed` emits exactly one [`Event::Closed`] whose code is what the
@@ -22,6 +25,18 @@
 //! without a close frame, or the code this side failed the connection with). In `Closed` the
 //! connection reads nothing more; once its queue is written the transport should be closed
 //! (RFC 6455 §7.1.1: the server closes the TCP connection first).
+//!
+//! # Held failures
+//!
+//! By default a protocol error fails the connection at once (RFC 6455 §7.1.7): the close frame
+//! is queued behind what is already queued. A server whose application answers messages
+//! asynchronously can do better for the messages that arrived, valid, before the violation:
+//! after [`Connection::hold_failures`], a protocol error in `Open` moves to `Failing` instead.
+//! There the connection reads nothing more (data after the violation is never delivered) but
+//! still sends messages, so the replies to what was delivered can go out first; the close frame
+//! with the violation's code is queued by [`Connection::complete_failure`], by
+//! [`Connection::send_close`] (whatever code it asks for), or at the latest `close_timeout`
+//! after the violation.
 //!
 //! # Receiving without copies
 //!
@@ -65,7 +80,8 @@ pub struct ProtocolConfig {
     pub ping_interval: Option<Duration>,
     /// How long to wait for the pong to a keepalive ping; `None` waits forever.
     pub ping_timeout: Option<Duration>,
-    /// How long to wait for the peer's close frame after sending ours.
+    /// How long to wait for the peer's close frame after sending ours, and the longest a
+    /// failure is held ([`Connection::hold_failures`]).
     pub close_timeout: Duration,
     /// Whether the server accepts permessage-deflate offers (RFC 7692); the driver negotiates.
     pub per_message_deflate: bool,
@@ -108,6 +124,9 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
+    /// The peer broke the protocol and the failure is held (see "Held failures"): the close
+    /// frame with this code is not queued yet.
+    Failing(u16),
     Closing,
     Closed,
 }
@@ -150,9 +169,12 @@ pub struct Connection {
     ping_payload: Option<[u8; 8]>,
     pong_deadline: Option<Instant>,
     pings_sent: u64,
+    /// When `Closing` or `Failing` gives up.
     close_deadline: Option<Instant>,
     /// permessage-deflate state, when negotiated (boxed: most connections have none).
     deflate: Option<Box<Deflate>>,
+    /// A protocol error moves to `Failing` rather than failing at once.
+    hold_failures: bool,
 }
 
 impl Connection {
@@ -173,6 +195,7 @@ impl Connection {
             pings_sent: 0,
             close_deadline: None,
             deflate: None,
+            hold_failures: false,
         }
     }
 
@@ -182,6 +205,12 @@ impl Connection {
         let mut conn = Self::new(config);
         conn.deflate = Some(Box::new(Deflate::new(params)));
         conn
+    }
+
+    /// Makes the protocol errors of the peer hold the failure rather than fail at once (see
+    /// "Held failures" above).
+    pub fn hold_failures(&mut self) {
+        self.hold_failures = true;
     }
 
     /// Whether permessage-deflate is in use on this connection (RFC 7692).
@@ -197,9 +226,10 @@ impl Connection {
     ///
     /// # Errors
     /// The [`ProtocolError`] the peer committed. The connection has already queued a close
-    /// frame with the error's close code and moved to `Closed`.
+    /// frame with the error's close code and moved to `Closed`, or holds the failure (see
+    /// [`Connection::hold_failures`]).
     pub fn receive_data(&mut self, input: &mut BytesMut) -> Result<(), ProtocolError> {
-        if self.state == State::Closed {
+        if !self.is_reading() {
             input.clear();
             return Ok(());
         }
@@ -225,13 +255,13 @@ impl Connection {
             }
             r
         };
-        result.map_err(|e| self.fail(e))
+        result.map_err(|e| self.violated(e))
     }
 
     /// The connection's own buffer, when it holds an unfinished frame: reading straight into it
     /// saves a copy of large payloads. `None` means any buffer will do.
     pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
-        if self.inbuf.is_empty() || self.state == State::Closed {
+        if self.inbuf.is_empty() || !self.is_reading() {
             None
         } else {
             Some(&mut self.inbuf)
@@ -248,7 +278,7 @@ impl Connection {
         if self.state != State::Closed {
             self.inbuf = buf;
         }
-        r.map_err(|e| self.fail(e))
+        r.map_err(|e| self.violated(e))
     }
 
     /// Feeds the end of the peer's stream.
@@ -289,7 +319,28 @@ impl Connection {
     /// Whether a message may still be sent.
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.state == State::Open
+        matches!(self.state, State::Open | State::Failing(_))
+    }
+
+    /// Whether a protocol error is held (see [`Connection::hold_failures`]): nothing more is
+    /// read, and the close frame waits for [`Connection::complete_failure`].
+    #[must_use]
+    pub fn is_failing(&self) -> bool {
+        matches!(self.state, State::Failing(_))
+    }
+
+    /// Completes a held failure: queues the close frame with the violation's code and closes.
+    /// Does nothing unless [`Connection::is_failing`].
+    pub fn complete_failure(&mut self) {
+        if let State::Failing(code) = self.state {
+            self.push_close(code, "");
+            self.close_transport(code, String::new());
+        }
+    }
+
+    /// Whether input is still parsed (not after the close, nor while a failure is held).
+    fn is_reading(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing)
     }
 
     /// Queues a data message. `accounted` bytes are reported back when it has been written.
@@ -305,7 +356,7 @@ impl Connection {
         payload: Bytes,
         accounted: usize,
     ) -> Result<(), InvalidState> {
-        if self.state != State::Open {
+        if !self.is_open() {
             return Err(InvalidState::Closed);
         }
         let opcode = if text { OpCode::Text } else { OpCode::Binary };
@@ -335,16 +386,21 @@ impl Connection {
         Ok(())
     }
 
-    /// Starts the closing handshake. A second call is a no-op.
+    /// Starts the closing handshake. A second call is a no-op. While a failure is held, it is
+    /// completed instead, with the violation's code (the peer must learn what it broke).
     ///
     /// # Errors
     /// [`InvalidState::UnsendableCloseCode`] or [`InvalidState::CloseReasonTooLong`] for a close
     /// frame that may not be sent; nothing is queued then.
     pub fn send_close(&mut self, code: u16, reason: &str) -> Result<(), InvalidState> {
         check_close(code, reason)?;
-        if self.state == State::Open {
-            self.push_close(code, reason);
-            self.state = State::Closing;
+        match self.state {
+            State::Open => {
+                self.push_close(code, reason);
+                self.state = State::Closing;
+            }
+            State::Failing(_) => self.complete_failure(),
+            State::Closing | State::Closed => {}
         }
         Ok(())
     }
@@ -377,16 +433,35 @@ impl Connection {
                 }
                 [self.next_ping, self.pong_deadline].into_iter().flatten().min()
             }
-            State::Closing => {
+            State::Closing | State::Failing(_) => {
                 let deadline = *self.close_deadline.get_or_insert(now + self.config.close_timeout);
                 if now >= deadline {
-                    self.close_transport(close_code::ABNORMAL, String::new());
+                    if self.is_failing() {
+                        // The application did not answer in time: fail without it.
+                        self.complete_failure();
+                    } else {
+                        self.close_transport(close_code::ABNORMAL, String::new());
+                    }
                     return None;
                 }
                 Some(deadline)
             }
             State::Closed => None,
         }
+    }
+
+    /// The peer broke the protocol: fails the connection, or holds the failure if asked to
+    /// (see "Held failures" above).
+    fn violated(&mut self, err: ProtocolError) -> ProtocolError {
+        if self.hold_failures && self.state == State::Open {
+            self.state = State::Failing(err.close_code());
+            // Nothing more is parsed; the time to answer starts at the next tick.
+            self.inbuf = BytesMut::new();
+            self.pending = None;
+            self.incoming = None;
+            return err;
+        }
+        self.fail(err)
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): sends a close frame with the error's code if
@@ -891,6 +966,83 @@ mod tests {
         assert_fails(&frame(true, 0, 8, &[3]), &ProtocolError::InvalidClosePayload);
         assert_fails(&frame(true, 0, 8, &[0x03, 0xed]), &ProtocolError::InvalidCloseCode(1005));
         assert_fails(&frame(true, 0, 8, &[0x03, 0xe8, 0xff]), &ProtocolError::InvalidCloseReason);
+    }
+
+    #[test]
+    fn held_failure_lets_replies_out_before_the_close() {
+        let mut c = conn();
+        c.hold_failures();
+        // A valid message, a reserved opcode, and a message after it, in one read.
+        let mut input = frame(true, 0, 1, b"Hello");
+        input.extend(frame(true, 0, 3, b""));
+        input.extend(frame(true, 0, 1, b"late"));
+        assert_eq!(feed(&mut c, &input), Err(ProtocolError::ReservedOpcode(3)));
+        // What came before the violation is delivered, nothing after it; no close yet.
+        assert_eq!(events(&mut c), [text("Hello")]);
+        assert!(c.is_failing() && c.is_open() && !c.is_closed());
+        assert!(written(&mut c).is_empty());
+        // Nothing more is read.
+        feed(&mut c, &frame(true, 0, 1, b"later")).unwrap();
+        assert!(c.read_buffer().is_none());
+        assert!(events(&mut c).is_empty());
+        // The reply goes out, then the close frame with the violation's code.
+        c.send_message(true, Bytes::from_static(b"Hello"), 5).unwrap();
+        c.complete_failure();
+        assert_eq!(written(&mut c), [0x81, 5, b'H', b'e', b'l', b'l', b'o', 0x88, 2, 0x03, 0xea]);
+        assert_eq!(events(&mut c), [closed(1002)]);
+        assert!(c.is_closed() && !c.is_failing());
+        c.complete_failure();
+        assert!(written(&mut c).is_empty());
+        assert_eq!(c.send_message(true, Bytes::new(), 0), Err(InvalidState::Closed));
+    }
+
+    #[test]
+    fn held_failure_from_the_read_buffer() {
+        let mut c = conn();
+        c.hold_failures();
+        let mut input = frame(true, 0, 2, &[1; 300]);
+        input.extend(frame(true, 0, 0, b"x"));
+        feed(&mut c, &input[..100]).unwrap();
+        c.read_buffer().unwrap().extend_from_slice(&input[100..]);
+        assert_eq!(c.receive_buffered(), Err(ProtocolError::UnexpectedContinuation));
+        assert_eq!(events(&mut c), [Event::Message(Message::Binary(Bytes::from(vec![1; 300])))]);
+        assert!(c.is_failing() && c.read_buffer().is_none());
+    }
+
+    #[test]
+    fn held_failure_completes_on_close_or_after_close_timeout() {
+        // The application closes: the violation's code wins.
+        let mut c = conn();
+        c.hold_failures();
+        assert_eq!(
+            feed(&mut c, &frame(true, 0b010, 1, b"x")),
+            Err(ProtocolError::ReservedBitsSet(2))
+        );
+        c.send_close(1000, "bye").unwrap();
+        assert_eq!(written(&mut c), [0x88, 2, 0x03, 0xea]);
+        assert_eq!(events(&mut c), [closed(1002)]);
+        // The application never answers: the failure completes after close_timeout.
+        let mut c = conn();
+        c.hold_failures();
+        assert_eq!(
+            feed(&mut c, &frame(true, 0, 1, &[0xce, 0xff])),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let t0 = Instant::now();
+        assert_eq!(c.on_tick(t0), Some(t0 + Duration::from_secs(10)));
+        assert!(written(&mut c).is_empty());
+        assert!(events(&mut c).is_empty());
+        assert_eq!(c.on_tick(t0 + Duration::from_secs(10)), None);
+        assert_eq!(written(&mut c), [0x88, 2, 0x03, 0xef]);
+        assert_eq!(events(&mut c), [closed(1007)]);
+        // After our own close frame, a violation fails at once: there is nothing to answer.
+        let mut c = conn();
+        c.hold_failures();
+        c.send_close(1000, "").unwrap();
+        written(&mut c);
+        assert_eq!(feed(&mut c, &frame(true, 0, 3, b"")), Err(ProtocolError::ReservedOpcode(3)));
+        assert!(c.is_closed());
+        assert_eq!(events(&mut c), [closed(1002)]);
     }
 
     #[test]

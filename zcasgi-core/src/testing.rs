@@ -116,6 +116,8 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 } else {
                     let _ = h.send(text, payload);
                 }
+                // Back to waiting for the next event, as an ASGI app in `receive()`.
+                h.receive_waiting();
             }
             Event::Disconnect { id, code, .. } => {
                 conns.remove(&id);

@@ -30,6 +30,18 @@
 //!  └──────────────────────── next request (pipelined) ──────────────┘
 //! ```
 //!
+//! # A peer that breaks the protocol after valid messages
+//!
+//! The open WebSocket holds its failures ([`Connection::hold_failures`]): when the peer breaks
+//! the protocol, the messages that came before the violation have been delivered, but the
+//! application's replies to them come back later, from another thread. So the driver stops
+//! reading and keeps the close frame back until the application has caught up — it has taken
+//! every message delivered and waits in `receive()` again ([`ConnHandle::receive_waiting`]),
+//! so every reply it sent is queued, and commands are applied in order — or closes itself
+//! (when it finishes), or `close_timeout` has passed. Then the connection fails with the
+//! violation's code, behind those replies. An application that has nothing to answer is
+//! caught up already, and the connection fails at once.
+//!
 //! # Accounting
 //!
 //! The bytes of every message and response body the application sends count against its send
@@ -178,13 +190,19 @@ impl Driver {
     /// Processes bytes read into `input` (which is emptied).
     pub fn on_read(&mut self, input: &mut BytesMut, now: Instant) {
         self.now = now;
-        self.guard(|d| d.read(Some(input), now));
+        self.guard(|d| {
+            d.read(Some(input), now);
+            d.complete_held_failure(now);
+        });
     }
 
     /// Processes bytes read into [`Driver::read_buffer`].
     pub fn on_read_buffered(&mut self, now: Instant) {
         self.now = now;
-        self.guard(|d| d.read(None, now));
+        self.guard(|d| {
+            d.read(None, now);
+            d.complete_held_failure(now);
+        });
     }
 
     /// The peer closed its side of the stream.
@@ -206,15 +224,12 @@ impl Driver {
     pub fn on_commands(&mut self, now: Instant) {
         self.now = now;
         self.guard(|d| {
-            let mut cmds = std::mem::take(&mut d.commands);
-            d.handle.take_commands(&mut cmds);
-            for cmd in cmds.drain(..) {
-                d.apply(cmd, now);
-            }
-            d.commands = cmds;
-            // A wake-up may also mean the application caught up: deliver buffered body.
+            d.apply_commands(now);
+            // A wake-up may also mean the application caught up: deliver buffered body, or
+            // complete a held failure.
             d.http_read();
             d.arm_body_deadline(now, false);
+            d.complete_held_failure(now);
         });
     }
 
@@ -297,7 +312,9 @@ impl Driver {
                 // Output the application did not send (pongs, close frames) must not grow
                 // without bound because a peer sends pings and never reads.
                 let unaccounted = conn.out_len().saturating_sub(self.handle.queued_bytes());
+                // While a failure is held, nothing more is read.
                 !conn.is_closed()
+                    && !conn.is_failing()
                     && (!conn.is_open() || !self.handle.is_read_paused())
                     && unaccounted <= self.cfg.ws_write_high_water
             }
@@ -564,6 +581,32 @@ impl Driver {
         }
     }
 
+    /// Applies the commands the application has queued, in order.
+    fn apply_commands(&mut self, now: Instant) {
+        let mut cmds = std::mem::take(&mut self.commands);
+        self.handle.take_commands(&mut cmds);
+        for cmd in cmds.drain(..) {
+            self.apply(cmd, now);
+        }
+        self.commands = cmds;
+    }
+
+    /// Completes a failure the connection holds once the application has caught up (see the
+    /// module docs); its replies, queued before it came back to `receive()`, go out first.
+    /// Called only at the end of an entry point, never while commands are being applied, so
+    /// that commands stay in order.
+    fn complete_held_failure(&mut self, now: Instant) {
+        let Phase::Open(conn) = &self.phase else { return };
+        if !conn.is_failing() || !self.handle.caught_up() {
+            return;
+        }
+        self.apply_commands(now);
+        if let Phase::Open(conn) = &mut self.phase {
+            conn.complete_failure();
+        }
+        self.after_protocol(now);
+    }
+
     /// Routes one command of the application to the phase it concerns.
     fn apply(&mut self, cmd: Command, now: Instant) {
         match (&mut self.phase, cmd) {
@@ -642,8 +685,9 @@ impl Driver {
     fn accept(&mut self, subprotocol: Option<&str>, headers: &[(Vec<u8>, Vec<u8>)], now: Instant) {
         let Phase::Upgrade(u) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
         let date = self.date();
-        let Accepted { conn, mut early, eof } =
+        let Accepted { mut conn, mut early, eof } =
             u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out, date);
+        conn.hold_failures();
         self.phase = Phase::Open(Box::new(conn));
         if eof {
             // The client left before the accept: nothing will be read.

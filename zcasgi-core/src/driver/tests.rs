@@ -373,6 +373,149 @@ fn protocol_error_closes_with_its_code() {
     assert!(events.iter().any(|e| matches!(e, Event::Disconnect { code: 1002, .. })), "{events:?}");
 }
 
+/// An open connection that has read `valid` text messages and then a frame with a reserved
+/// opcode, all in one read.
+fn violation_after(valid: &[&str]) -> (Driver, Arc<Sink>, Arc<AtomicUsize>, ConnHandle, Instant) {
+    let (mut d, sink, notified, now) = setup(ServerConfig::default());
+    let h = open(&mut d, &sink, now);
+    let mut input = Vec::new();
+    for text in valid {
+        input.extend(client_frame(1, text.as_bytes()));
+    }
+    input.extend(client_frame(3, b""));
+    input.extend(client_frame(1, b"after the violation"));
+    read(&mut d, &input, now);
+    (d, sink, notified, h, now)
+}
+
+/// The codes of the disconnects among `events`.
+fn disconnects(events: &[Event]) -> Vec<u16> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Disconnect { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn texts(events: &[Event]) -> Vec<&[u8]> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { message: Message::Text(t), .. } => Some(&t[..]),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn replies_to_valid_messages_go_out_before_the_1002() {
+    let (mut d, sink, notified, h, now) = violation_after(&["a", "b"]);
+    // Both valid messages are delivered, nothing after the violation; the close is held.
+    let events = sink.take();
+    assert_eq!(texts(&events), [b"a", b"b"]);
+    assert!(disconnects(&events).is_empty(), "{events:?}");
+    assert!(output(&mut d).is_empty());
+    assert!(!d.wants_read() && !d.is_finished());
+    // The application takes "a" and answers it; it has not caught up yet.
+    h.message_taken();
+    assert_eq!(h.send(true, Bytes::from_static(b"A")), SendState::Ready);
+    d.on_commands(now);
+    assert_eq!(output(&mut d), [0x81, 1, b'A']);
+    assert!(disconnects(&sink.take()).is_empty());
+    // It takes "b", answers, and waits in receive(): that wakes the I/O side, which applies
+    // the answer and then fails the connection.
+    h.message_taken();
+    assert_eq!(h.send(true, Bytes::from_static(b"B")), SendState::Ready);
+    let before = notified.load(Ordering::SeqCst);
+    h.receive_waiting();
+    assert_eq!(notified.load(Ordering::SeqCst), before + 1);
+    d.on_commands(now);
+    assert_eq!(output(&mut d), [0x81, 1, b'B', 0x88, 2, 0x03, 0xea]);
+    assert_eq!(disconnects(&sink.take()), [1002]);
+    assert!(d.is_finished());
+    // Nothing is sent after the close frame, and every byte is accounted for.
+    assert_eq!(h.send(true, Bytes::from_static(b"late")), SendState::Closed);
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn the_reply_and_the_wait_in_one_wake_up_keep_their_order() {
+    let (mut d, sink, _, h, now) = violation_after(&["a"]);
+    sink.take();
+    h.message_taken();
+    let _ = h.send(false, Bytes::from_static(b"A"));
+    h.receive_waiting();
+    d.on_commands(now);
+    assert_eq!(output(&mut d), [0x82, 1, b'A', 0x88, 2, 0x03, 0xea]);
+    assert!(d.is_finished());
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn an_app_that_closes_while_the_failure_is_held_closes_with_1002() {
+    let (mut d, sink, _, h, now) = violation_after(&["a"]);
+    sink.take();
+    h.message_taken();
+    let _ = h.send(true, Bytes::from_static(b"A"));
+    h.close(1000, String::new()); // the application finishes
+    d.on_commands(now);
+    assert_eq!(output(&mut d), [0x81, 1, b'A', 0x88, 2, 0x03, 0xea]);
+    assert_eq!(disconnects(&sink.take()), [1002]);
+    assert!(d.is_finished());
+}
+
+#[test]
+fn an_app_that_never_comes_back_gets_1002_after_close_timeout() {
+    let (mut d, sink, _, h, now) = violation_after(&["a"]);
+    sink.take();
+    let at = d.deadline().expect("the hold is bounded");
+    assert_eq!(at, now + Duration::from_secs(10));
+    d.on_tick(now + Duration::from_secs(9));
+    assert!(output(&mut d).is_empty());
+    d.on_tick(at);
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xea]);
+    assert_eq!(disconnects(&sink.take()), [1002]);
+    assert!(d.is_finished());
+    // A reply that comes too late is dropped and released.
+    h.message_taken();
+    assert_eq!(h.send(true, Bytes::from_static(b"A")), SendState::Closed);
+    assert_eq!(h.queued_bytes(), 0);
+}
+
+#[test]
+fn a_reply_queued_when_the_hold_times_out_is_released() {
+    let (mut d, sink, _, h, now) = violation_after(&["a"]);
+    sink.take();
+    h.message_taken();
+    assert_eq!(h.send(true, Bytes::from(vec![b'x'; 1000])), SendState::Ready);
+    assert_eq!(h.queued_bytes(), 1000);
+    d.on_tick(now + Duration::from_secs(10));
+    d.on_commands(now + Duration::from_secs(10));
+    assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xea]);
+    assert_eq!(h.queued_bytes(), 0);
+    assert!(d.is_finished());
+}
+
+#[test]
+fn a_violation_with_nothing_to_answer_fails_at_once() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    let h = open(&mut d, &sink, now);
+    // A message the application has answered, and it waits again.
+    read(&mut d, &client_frame(1, b"a"), now);
+    sink.take();
+    h.message_taken();
+    let _ = h.send(true, Bytes::from_static(b"A"));
+    h.receive_waiting();
+    // The violation arrives before the I/O side applied the answer: the answer still goes
+    // first.
+    read(&mut d, &client_frame(3, b""), now);
+    assert_eq!(output(&mut d), [0x81, 1, b'A', 0x88, 2, 0x03, 0xea]);
+    assert_eq!(disconnects(&sink.take()), [1002]);
+    assert!(d.is_finished());
+}
+
 fn http_request(
     d: &mut Driver,
     sink: &Sink,

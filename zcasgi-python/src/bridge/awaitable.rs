@@ -149,6 +149,8 @@ impl AsgiConn {
         }
         let fut = park(py, &self.event_loop)?;
         self.recv_waiters.push(fut.clone_ref(py));
+        // Whatever the application sent in reply to what it took is queued by now.
+        self.handle.receive_waiting();
         Ok(fut)
     }
 
