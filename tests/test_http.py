@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import struct
@@ -80,7 +81,9 @@ def test_pipelined_requests_answered_in_order(server: ZcasgiServer) -> None:
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
         for b in (b"one", b"two", b"three")
     )
-    data = _raw(server.port, requests + b"GET /slow HTTP/1.1\r\nConnection: close\r\n\r\n")
+    data = _raw(
+        server.port, requests + b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     bodies = re.findall(rb"\r\n\r\n(?:[0-9a-f]+\r\n)?(one|two|three|slow)", data)
     assert bodies == [b"one", b"two", b"three", b"slow"]
     assert data.count(b"HTTP/1.1 200 OK") == 4
@@ -103,7 +106,9 @@ def test_large_streamed_response_to_slow_reader(server: ZcasgiServer) -> None:
     n, size = 1000, 65536  # 62.5 MiB
     later = '"GET /missing?after=stream HTTP/1.1" 404'
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /stream?n=%d&size=%d HTTP/1.1\r\nConnection: close\r\n\r\n" % (n, size))
+        sock.sendall(
+            b"GET /stream?n=%d&size=%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (n, size)
+        )
         assert sock.recv(1), "the app is streaming"
         # While the stream waits for its reader, another request is answered and logged. Had
         # the app's send() not waited, the stream (whose sends then never yield) would have
@@ -160,13 +165,17 @@ def test_body_too_large_is_413(backend: str) -> None:
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"400"),
-        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
-        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
-        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
-        (b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n", b"400"),
-        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            b"400",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", b"400"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
     ],
 )
 def test_malformed_requests(server: ZcasgiServer, request_bytes: bytes, status: bytes) -> None:
@@ -202,6 +211,44 @@ def test_chunked_body_with_bare_lf_is_400(server: ZcasgiServer, body: bytes) -> 
     assert data.startswith(b"HTTP/1.1 400 "), data[:80]
 
 
+_UPGRADE_WITHOUT_HOST = (
+    b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET /missing HTTP/1.1\r\n\r\n", _UPGRADE_WITHOUT_HOST],
+    ids=["http", "upgrade"],
+)
+def test_http11_without_host_is_400(server: ZcasgiServer, request_bytes: bytes) -> None:
+    """RFC 9112 §3.2: an HTTP/1.1 request (or upgrade) without Host never reaches the app."""
+    data = _raw(server.port, request_bytes)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n"), data[:80]
+    assert "GET /missing" not in server.output()
+
+
+def test_absolute_form_target_reaches_the_app_as_its_path(server: ZcasgiServer) -> None:
+    """RFC 9112 §3.2.2: the app sees the path of ``http://evil/scope``, and ``evil`` as Host."""
+    request = b"GET http://evil/scope?a=1 HTTP/1.1\r\nHost: good\r\nConnection: close\r\n\r\n"
+    data = _raw(server.port, request)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:80]
+    body, chunks = b"", data.partition(b"\r\n\r\n")[2]
+    while (size := int(chunks.partition(b"\r\n")[0], 16)) > 0:
+        chunk = chunks.partition(b"\r\n")[2]
+        body, chunks = body + chunk[:size], chunk[size + 2 :]
+    scope = json.loads(body)
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/scope", "/scope", "a=1")
+    assert ["host", "evil"] in scope["headers"], scope["headers"]
+    assert ["host", "good"] not in scope["headers"], scope["headers"]
+
+
+def test_501_has_its_reason_phrase(server: ZcasgiServer) -> None:
+    data = _raw(server.port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), data[:80]
+
+
 def test_app_errors(server: ZcasgiServer) -> None:
     r = httpx.get(server.url("http", "/boom"))
     assert r.status_code == 500
@@ -218,7 +265,7 @@ def test_app_errors(server: ZcasgiServer) -> None:
 
 def test_client_disconnect_mid_body_reaches_app(server: ZcasgiServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(b"POST /hang HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        sock.sendall(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
         assert "hang started" in server.wait_for_output("hang started")
     assert "ConnectionError: client disconnected" in server.wait_for_output("client disconnected")
 
@@ -256,13 +303,13 @@ def test_long_poll_is_not_timed_out_and_disconnect_is_seen(backend: str) -> None
             socket.create_connection(address, timeout=10) as idle,
         ):
             # A long poll as a connection's first request, and one after a kept-alive exchange.
-            first.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
-            reused.sendall(b"GET /missing HTTP/1.1\r\n\r\n")
+            first.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            reused.sendall(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _read_chunked_response(reused).startswith(b"HTTP/1.1 404 ")
-            reused.sendall(b"GET /hang HTTP/1.1\r\n\r\n")
+            reused.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
             assert server.wait_for_output("hang started", count=2).count("hang started") == 2
             # The keep-alive timer runs: it closes an idle connection ...
-            idle.sendall(b"GET /missing HTTP/1.1\r\n\r\n")
+            idle.sendall(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _read_chunked_response(idle).startswith(b"HTTP/1.1 404 ")
             assert idle.recv(1) == b"", "an idle keep-alive connection is closed"
             # ... after both long polls had started: they are held longer than a timeout, and

@@ -115,6 +115,16 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Version` is missing or not 13 (RFC 6455 §4.2.1 item 6).
     #[error("unsupported Sec-WebSocket-Version (13 is required)")]
     UnsupportedVersion,
+    /// An HTTP/1.1 request without a `Host` header (RFC 9112 §3.2).
+    #[error("missing Host header")]
+    MissingHost,
+    /// A request with more than one `Host` header (RFC 9112 §3.2).
+    #[error("more than one Host header")]
+    MultipleHosts,
+    /// A request target that is neither a path (origin-form), an `http`/`https` URI with a host
+    /// and no userinfo (absolute-form), nor `*` for OPTIONS (RFC 9112 §3.2, RFC 9110 §4.2).
+    #[error("invalid request target")]
+    InvalidTarget,
 }
 
 impl HandshakeError {
@@ -125,7 +135,10 @@ impl HandshakeError {
             Self::Malformed(_)
             | Self::InvalidKey
             | Self::UnsupportedHttpVersion
-            | Self::MethodNotAllowed(_) => 400,
+            | Self::MethodNotAllowed(_)
+            | Self::MissingHost
+            | Self::MultipleHosts
+            | Self::InvalidTarget => 400,
             Self::RequestLineTooLong => 414,
             Self::HeadersTooLarge(_) | Self::TooManyHeaders(_) => 431,
             Self::NotUpgrade | Self::UnsupportedVersion => 426,
@@ -231,6 +244,9 @@ mod tests {
         assert_eq!(HandshakeError::TooManyHeaders(1).status(), 431);
         assert_eq!(HandshakeError::NotUpgrade.status(), 426);
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
+        assert_eq!(HandshakeError::MissingHost.status(), 400);
+        assert_eq!(HandshakeError::MultipleHosts.status(), 400);
+        assert_eq!(HandshakeError::InvalidTarget.status(), 400);
     }
 
     #[test]

@@ -42,11 +42,13 @@ pub struct Request {
     pub method: String,
     /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub http_minor: u8,
-    /// The request target up to `?`, still percent-encoded.
+    /// The path of the request target (up to `?`), still percent-encoded; for an absolute-form
+    /// target (`http://host/p?q`), its path (`/p`).
     pub raw_path: Vec<u8>,
     /// The request target after `?`, without it.
     pub query_string: Vec<u8>,
-    /// Every header in order, names lower-cased, values as sent.
+    /// Every header in order, names lower-cased, values as sent; an absolute-form target's
+    /// authority replaces the `host` header (RFC 9112 §3.2.2).
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -94,7 +96,9 @@ pub struct Upgrade {
 /// Parses a request head from the start of `buf`.
 ///
 /// Returns `Ok(None)` until the whole head (up to the blank line) is in `buf`, then the request
-/// and the length of its head. Header names are lower-cased.
+/// and the length of its head. Header names are lower-cased. An HTTP/1.1 request must have
+/// exactly one `Host` header (RFC 9112 §3.2); an absolute-form target gives its path, and its
+/// authority as the `host` header (RFC 9112 §3.2.2).
 ///
 /// # Errors
 /// [`HandshakeError`] for a malformed head or one over the limits in `cfg`.
@@ -136,16 +140,68 @@ pub fn parse_request(
     let method = req.method.ok_or(HandshakeError::Malformed("missing method"))?.to_owned();
     let target = req.path.ok_or(HandshakeError::Malformed("missing request target"))?.as_bytes();
     let http_minor = req.version.ok_or(HandshakeError::Malformed("missing version"))?;
-    let (raw_path, query_string) = match target.iter().position(|&b| b == b'?') {
-        Some(q) => (target[..q].to_vec(), target[q + 1..].to_vec()),
-        None => (target.to_vec(), Vec::new()),
-    };
-    let headers = req
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = req
         .headers
         .iter()
         .map(|h| (h.name.as_bytes().to_ascii_lowercase(), h.value.to_vec()))
         .collect();
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (HTTP/1.0 clients need not send it).
+    match headers.iter().filter(|(n, _)| n == b"host").count() {
+        0 if http_minor >= 1 => return Err(HandshakeError::MissingHost),
+        0 | 1 => {}
+        _ => return Err(HandshakeError::MultipleHosts),
+    }
+    let Target { authority, path, query } = split_target(&method, target)?;
+    if let Some(authority) = authority {
+        // RFC 9112 §3.2.2: the target's authority replaces the Host header.
+        headers.retain(|(n, _)| n != b"host");
+        headers.push((b"host".to_vec(), authority.to_vec()));
+    }
+    let (raw_path, query_string) = (path.to_vec(), query.to_vec());
     Ok(Some((Request { method, http_minor, raw_path, query_string, headers }, head_len)))
+}
+
+/// Splits a request target (RFC 9112 §3.2) into the authority of an absolute-form target (if
+/// any), the path and the query (after `?`, without it): `/p?q` gives `/p` and `q`,
+/// `http://host/p?q` gives `host`, `/p` and `q` (the path is `/` when the URI has none), and
+/// `*` is accepted for OPTIONS.
+///
+/// # Errors
+/// [`HandshakeError::InvalidTarget`] for anything else: another scheme or form, an empty host
+/// (RFC 9110 §4.2.1), or userinfo (RFC 9110 §4.2.4: deprecated, and used to mislead).
+fn split_target<'a>(method: &str, target: &'a [u8]) -> Result<Target<'a>, HandshakeError> {
+    let (authority, rest) = if target.starts_with(b"/") || (target == b"*" && method == "OPTIONS") {
+        (None, target)
+    } else {
+        let rest = [&b"http://"[..], b"https://"]
+            .iter()
+            .find_map(|scheme| {
+                let head = target.get(..scheme.len())?;
+                head.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
+            })
+            .ok_or(HandshakeError::InvalidTarget)?;
+        let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+        let (authority, rest) = rest.split_at(end);
+        if authority.is_empty() || authority.contains(&b'@') {
+            return Err(HandshakeError::InvalidTarget);
+        }
+        (Some(authority), rest)
+    };
+    let (path, query) = match rest.iter().position(|&b| b == b'?') {
+        Some(q) => (&rest[..q], &rest[q + 1..]),
+        None => (rest, &b""[..]),
+    };
+    Ok(Target { authority, path: if path.is_empty() { b"/" } else { path }, query })
+}
+
+/// The parts of a request target.
+struct Target<'a> {
+    /// The authority of an absolute-form target.
+    authority: Option<&'a [u8]>,
+    /// The path (never empty).
+    path: &'a [u8],
+    /// What follows `?`, without it.
+    query: &'a [u8],
 }
 
 /// Checks `req` against the WebSocket opening handshake rules (RFC 6455 §4.2.1).
@@ -368,9 +424,59 @@ mod tests {
         assert!(matches!(parse(b"\x01\x02 / HTTP/1.1\r\n\r\n"), Err(HandshakeError::Malformed(_))));
     }
 
+    /// RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host header is a 400 (h11 too);
+    /// HTTP/1.0 did not require it.
+    #[test]
+    fn host_is_required_once_in_http11() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Err(HandshakeError::MissingHost));
+        assert_eq!(HandshakeError::MissingHost.status(), 400);
+        let two = b"GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n";
+        assert_eq!(parse(two), Err(HandshakeError::MultipleHosts));
+        assert_eq!(HandshakeError::MultipleHosts.status(), 400);
+        let old = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().0;
+        assert_eq!(old.header(b"host"), None);
+        let text =
+            std::str::from_utf8(RFC_REQUEST).unwrap().replace("Host: server.example.com\r\n", "");
+        assert_eq!(parse(text.as_bytes()), Err(HandshakeError::MissingHost));
+    }
+
+    /// RFC 9112 §3.2.2: an absolute-form target is accepted; the application sees its path
+    /// and query, and its authority replaces the Host header.
+    #[test]
+    fn absolute_form_target() {
+        let req =
+            parse(b"GET http://evil/x%20y?q=1 HTTP/1.1\r\nHost: good\r\n\r\n").unwrap().unwrap().0;
+        assert_eq!(req.raw_path, b"/x%20y");
+        assert_eq!(req.path(), "/x y");
+        assert_eq!(req.query_string, b"q=1");
+        assert_eq!(req.header(b"host"), Some(&b"evil"[..]));
+        assert_eq!(req.headers.len(), 1);
+        let req =
+            parse(b"GET HTTPS://Evil:8443 HTTP/1.1\r\nHost: good\r\n\r\n").unwrap().unwrap().0;
+        assert_eq!((req.raw_path.as_slice(), req.query_string.as_slice()), (&b"/"[..], &b""[..]));
+        assert_eq!(req.header(b"host"), Some(&b"Evil:8443"[..]));
+        let req = parse(b"GET http://evil?a HTTP/1.0\r\n\r\n").unwrap().unwrap().0;
+        assert_eq!((req.raw_path.as_slice(), req.query_string.as_slice()), (&b"/"[..], &b"a"[..]));
+        assert_eq!(req.header(b"host"), Some(&b"evil"[..]), "added for HTTP/1.0");
+        let req = parse(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap().0;
+        assert_eq!(req.raw_path, b"*");
+        for bad in [
+            &b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET http://user@evil/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET ftp://evil/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET evil/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err, HandshakeError::InvalidTarget, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(err.status(), 400);
+        }
+    }
+
     #[test]
     fn path_decoding() {
-        let req = parse(b"GET /a%20b/%E2%82%AC%zz? HTTP/1.1\r\n\r\n").unwrap().unwrap().0;
+        let req =
+            parse(b"GET /a%20b/%E2%82%AC%zz? HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap().0;
         assert_eq!(req.raw_path, b"/a%20b/%E2%82%AC%zz");
         assert_eq!(req.path(), "/a b/€%zz");
         assert_eq!(req.query_string, b"");

@@ -95,7 +95,7 @@ mod tests {
         let now = Instant::now();
         let mut h = RequestHead::new(BytesMut::from(&b"GET / HT"[..]), now);
         assert_eq!(h.parse(&HandshakeConfig::default()).unwrap(), None);
-        h.buffer_mut().extend_from_slice(b"TP/1.1\r\n\r\nnext");
+        h.buffer_mut().extend_from_slice(b"TP/1.1\r\nHost: x\r\n\r\nnext");
         let (req, rest) = h.parse(&HandshakeConfig::default()).unwrap().unwrap();
         assert_eq!(req.method, "GET");
         assert_eq!(&rest[..], b"next");

@@ -244,7 +244,7 @@ fn every_response_carries_date_and_server() {
     assert_eq!(out.to_ascii_lowercase().matches("server:").count(), 1, "{out}");
     // An HTTP response with the application's own server header.
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
     h.respond(200, vec![(b"server".to_vec(), b"app/1".to_vec())]);
     let _ = h.respond_body(Bytes::new(), false);
     d.on_commands(now);
@@ -257,12 +257,17 @@ fn every_response_carries_date_and_server() {
 #[test]
 fn bad_requests_get_statuses() {
     for (req, status) in [
-        (&b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"[..], "426 Upgrade Required"),
-        (b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "413 Payload Too Large"),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501 Not Implemented"),
-        (b"POST / HTTP/1.1\r\nExpect: x\r\n\r\n", "417 Expectation Failed"),
+        (&b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"[..], "426 Upgrade Required"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999\r\n\r\n", "413 Payload Too Large"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "501 Not Implemented"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: x\r\n\r\n", "417 Expectation Failed"),
         (b"BAD\x01 / HTTP/1.1\r\n\r\n", "400 Bad Request"),
-        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400 Bad Request"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400 Bad Request"),
+        // RFC 9112 §3.2: no Host in HTTP/1.1, for a plain request and an upgrade alike.
+        (b"GET / HTTP/1.1\r\n\r\n", "400 Bad Request"),
+        (b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "400 Bad Request"),
+        (b"GET http://evil/x HTTP/1.1\r\n\r\n", "400 Bad Request"),
+        (b"GET http://user@evil/x HTTP/1.1\r\nHost: a\r\n\r\n", "400 Bad Request"),
     ] {
         let (mut d, sink, _, now) = setup(ServerConfig::default());
         read(&mut d, req, now);
@@ -273,13 +278,26 @@ fn bad_requests_get_statuses() {
     }
 }
 
+/// RFC 9112 §3.2.2: the application sees the path of an absolute-form target, never the URI,
+/// and the target's authority as `host`.
+#[test]
+fn absolute_form_reaches_the_app_as_a_path() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    read(&mut d, b"GET http://evil/x?y=1 HTTP/1.1\r\nHost: good\r\n\r\n", now);
+    let events = sink.take();
+    let Some(Event::HttpRequest(info)) = events.first() else { panic!("{events:?}") };
+    assert_eq!(info.request.path(), "/x");
+    assert_eq!(info.request.query_string, b"y=1");
+    assert_eq!(info.request.header(b"host"), Some(&b"evil"[..]));
+}
+
 #[test]
 fn handshake_timeout() {
     let (mut d, _sink, _, now) = setup(ServerConfig {
         handshake_timeout: Duration::from_millis(100),
         ..ServerConfig::default()
     });
-    read(&mut d, b"GET / HTTP/1.1\r\n", now);
+    read(&mut d, b"GET / HTTP/1.1\r\nHost: x\r\n", now);
     assert_eq!(d.deadline(), Some(now + Duration::from_millis(100)));
     d.on_tick(now + Duration::from_millis(100));
     assert!(String::from_utf8(output(&mut d)).unwrap().starts_with("HTTP/1.1 408 "));
@@ -550,7 +568,7 @@ fn respond(d: &mut Driver, h: &ConnHandle, body: &'static [u8], now: Instant) ->
 #[test]
 fn http_keep_alive_and_pipelining() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz";
+    let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz";
     let (h, events) = http_request(&mut d, &sink, two, now);
     assert_eq!(body_of(&events), (vec![], true));
     h.message_taken();
@@ -578,7 +596,7 @@ fn http_keep_alive_and_pipelining() {
 #[test]
 fn shutdown_between_requests_closes_the_handle() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
     h.message_taken();
     respond(&mut d, &h, b"ok", now);
     d.on_shutdown(now);
@@ -591,7 +609,7 @@ fn shutdown_between_requests_closes_the_handle() {
 #[test]
 fn http_chunked_upload_with_100_continue() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let head = b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
     let (h, events) = http_request(&mut d, &sink, head, now);
     assert!(events.is_empty());
     assert_eq!(output(&mut d), b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -625,8 +643,12 @@ fn http_head_and_http10() {
 #[test]
 fn http_client_leaves_mid_body() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let (_h, _) =
-        http_request(&mut d, &sink, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", now);
+    let (_h, _) = http_request(
+        &mut d,
+        &sink,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        now,
+    );
     d.on_eof();
     let events = sink.take();
     assert!(matches!(events.last(), Some(Event::Disconnect { code: 1006, .. })), "{events:?}");
@@ -636,7 +658,7 @@ fn http_client_leaves_mid_body() {
 #[test]
 fn http_app_failure() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
     h.abort();
     d.on_commands(now);
     let out = String::from_utf8(output(&mut d)).unwrap();
@@ -644,7 +666,7 @@ fn http_app_failure() {
     assert!(d.is_finished());
     // After the response started, a failure can only close the connection.
     let (mut d, sink, _, now) = setup(ServerConfig::default());
-    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\n\r\n", now);
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
     h.respond(200, vec![]);
     let _ = h.respond_body(Bytes::from_static(b"part"), true);
     h.abort();
@@ -660,7 +682,7 @@ fn http_body_back_pressure() {
     let (h, events) = http_request(
         &mut d,
         &sink,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n",
         now,
     );
     assert_eq!(body_of(&events), (b"a".to_vec(), false), "one piece, then reading pauses");

@@ -200,25 +200,25 @@ mod tests {
     #[test]
     fn reused_only_when_body_read_and_response_complete() {
         let (mut x, mut out) =
-            start(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\n\r\n");
+            start(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(x.next_body().unwrap(), Some((Bytes::from_static(b"ab"), false)));
         assert_eq!(x.next_body().unwrap(), None, "the pipelined request is not body");
         x.respond(&mut out, 204, &[], SystemTime::UNIX_EPOCH);
         assert!(x.is_response_started() && !x.is_response_complete());
         assert_eq!(x.respond_body(&mut out, Bytes::new(), false), 0);
         assert!(x.is_response_complete());
-        assert_eq!(&x.into_next().unwrap()[..], b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(&x.into_next().unwrap()[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     }
 
     #[test]
     fn unread_body_or_shutdown_closes() {
-        let (mut x, mut out) = start(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab");
+        let (mut x, mut out) = start(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab");
         assert_eq!(x.respond_body(&mut out, Bytes::from_static(b"x"), false), 1, "not started");
         x.respond(&mut out, 200, &[], SystemTime::UNIX_EPOCH);
         let _ = x.respond_body(&mut out, Bytes::new(), false);
         assert!(x.into_next().is_none(), "the body's rest would be read as a request");
 
-        let (mut x, mut out) = start(b"GET / HTTP/1.1\r\n\r\n");
+        let (mut x, mut out) = start(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(x.next_body().unwrap().is_some());
         x.close_after_response();
         x.respond(&mut out, 200, &[], SystemTime::UNIX_EPOCH);

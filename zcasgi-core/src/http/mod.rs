@@ -295,23 +295,25 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let r = req("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
+        let r = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(request_framing(&r, 10), Ok(RequestFraming::Length(5)));
         assert_eq!(request_framing(&r, 4), Err(HttpError::BodyTooLarge(4)));
-        let r = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let r = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(request_framing(&r, 10), Ok(RequestFraming::Chunked));
-        let r = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        let r = req(
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        );
         assert_eq!(request_framing(&r, 10), Err(HttpError::AmbiguousLength));
-        let r = req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let r = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(request_framing(&r, 10), Err(HttpError::UnsupportedTransferEncoding));
         for bad in ["abc", "-1", "1, 2", ""] {
-            let r = req(&format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n"));
+            let r = req(&format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\n"));
             assert_eq!(request_framing(&r, 10), Err(HttpError::InvalidContentLength), "{bad}");
         }
-        let r = req("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n");
+        let r = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n");
         assert_eq!(request_framing(&r, 10), Ok(RequestFraming::Length(3)));
         assert_eq!(
-            request_framing(&req("GET / HTTP/1.1\r\n\r\n"), 0),
+            request_framing(&req("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0),
             Ok(RequestFraming::Length(0))
         );
         assert_eq!(HttpError::BodyTooLarge(1).status(), 413);
@@ -320,13 +322,16 @@ mod tests {
 
     #[test]
     fn keep_alive_rules() {
-        assert!(keep_alive(&req("GET / HTTP/1.1\r\n\r\n")));
-        assert!(!keep_alive(&req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")));
+        assert!(keep_alive(&req("GET / HTTP/1.1\r\nHost: x\r\n\r\n")));
+        assert!(!keep_alive(&req("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
         assert!(!keep_alive(&req("GET / HTTP/1.0\r\n\r\n")));
         assert!(keep_alive(&req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")));
-        assert!(expects_continue(&req("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n")).unwrap());
+        assert!(expects_continue(&req(
+            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+        ))
+        .unwrap());
         assert_eq!(
-            expects_continue(&req("POST / HTTP/1.1\r\nExpect: x\r\n\r\n")),
+            expects_continue(&req("POST / HTTP/1.1\r\nHost: x\r\nExpect: x\r\n\r\n")),
             Err(HttpError::UnsupportedExpectation)
         );
     }
