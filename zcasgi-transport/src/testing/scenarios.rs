@@ -323,16 +323,21 @@ pub fn silent_client_is_closed_after_the_handshake_timeout(backend: &dyn Backend
     t.wait_idle();
 }
 
-/// A peer that does not answer the keep-alive ping is closed with 1011.
-pub fn keepalive_timeout_is_1011(backend: &dyn Backend) {
-    let t = TestServer::start(
+/// A server that pings every 100 ms and waits 100 ms for the pong.
+fn keepalive_server(backend: &dyn Backend) -> TestServer {
+    TestServer::start(
         backend,
         ServerConfig {
             ws_ping_interval: Some(Duration::from_millis(100)),
             ws_ping_timeout: Some(Duration::from_millis(100)),
             ..config()
         },
-    );
+    )
+}
+
+/// A peer that does not answer the keep-alive ping is closed with 1011.
+pub fn keepalive_timeout_is_1011(backend: &dyn Backend) {
+    let t = keepalive_server(backend);
     // Completes the handshake, then neither reads nor answers pings.
     let mut s = t.raw_ws();
     t.wait_for("the keepalive disconnect", |s| disconnected(s, 1011).is_some());
@@ -431,14 +436,7 @@ pub fn ping_flood_from_a_peer_that_does_not_read_is_throttled(backend: &dyn Back
 /// 1011, and the peer, when it reads, finds the pongs and then a 1011 close frame (not a dropped
 /// TCP connection).
 pub fn ping_flood_without_reading_is_closed_with_1011(backend: &dyn Backend) {
-    let t = TestServer::start(
-        backend,
-        ServerConfig {
-            ws_ping_interval: Some(Duration::from_millis(100)),
-            ws_ping_timeout: Some(Duration::from_millis(100)),
-            ..config()
-        },
-    );
+    let t = keepalive_server(backend);
     let mut s = t.raw_ws();
     s.set_write_timeout(Some(QUIET)).unwrap();
     let batch = masked_frame(0x9, &[7; 125]).repeat(256);
