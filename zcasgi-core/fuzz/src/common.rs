@@ -4,6 +4,7 @@ use std::io::IoSlice;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use zcasgi_core::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use zcasgi_core::outq::OutQueue;
 
 /// Most application headers the targets put in a response.
@@ -27,6 +28,23 @@ pub fn check_default_headers(headers: &[(String, Vec<u8>)], given: &[&str]) {
             }
         }
     }
+}
+
+/// A client frame (RFC 6455 §5.2): `payload` masked with a fixed key, RSV1 set if `rsv1`.
+pub fn client_frame(opcode: u8, fin: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let header = FrameHeader {
+        fin,
+        rsv: if rsv1 { 4 } else { 0 },
+        opcode: OpCode::from(opcode),
+        mask: Some(MASK),
+        payload_len: payload.len() as u64,
+    };
+    let mut out = HeaderBytes::new(&header).as_slice().to_vec();
+    let mut masked = payload.to_vec();
+    apply_mask_bytes(&mut masked, MASK, 0);
+    out.extend(masked);
+    out
 }
 
 /// Most slices read from a queue at once.

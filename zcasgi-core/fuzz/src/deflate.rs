@@ -19,10 +19,11 @@
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use zcasgi_core::deflate::{negotiate, Deflate, DeflateParams, Offer};
-use zcasgi_core::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use zcasgi_core::handshake::Request;
 use zcasgi_core::protocol::{Connection, Event, Message, ProtocolConfig};
 use zcasgi_core::ProtocolError;
+
+use super::common::client_frame;
 
 #[derive(Debug, Arbitrary)]
 enum Input {
@@ -47,8 +48,6 @@ enum Payload {
     Compressed(Vec<u8>, u16),
     Raw(Vec<u8>),
 }
-
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// The target.
 pub fn run(input: &[u8]) {
@@ -145,21 +144,6 @@ fn check_inflate(client_no_context_takeover: bool, max: usize, messages: &[Vec<u
     }
 }
 
-fn frame(opcode: u8, fin: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
-    let header = FrameHeader {
-        fin,
-        rsv: if rsv1 { 4 } else { 0 },
-        opcode: OpCode::from(opcode),
-        mask: Some(MASK),
-        payload_len: payload.len() as u64,
-    };
-    let mut out = HeaderBytes::new(&header).as_slice().to_vec();
-    let mut masked = payload.to_vec();
-    apply_mask_bytes(&mut masked, MASK, 0);
-    out.extend(masked);
-    out
-}
-
 fn check_connection(max: usize, split: u8, frames: &[Frame]) {
     let config =
         ProtocolConfig { max_message_size: max, ping_interval: None, ..Default::default() };
@@ -177,7 +161,7 @@ fn check_connection(max: usize, split: u8, frames: &[Frame]) {
         };
         // Data frames, continuations, and the control frames.
         let opcode = [0, 1, 2, 8, 9, 10][usize::from(f.opcode % 6)];
-        wire.extend(frame(opcode, f.fin, f.rsv1, &payload));
+        wire.extend(client_frame(opcode, f.fin, f.rsv1, &payload));
     }
     let mut events = Vec::new();
     let mut error = None;

@@ -33,9 +33,9 @@ use zcasgi_core::backend::{
 };
 use zcasgi_core::deflate::{Deflate, DeflateParams};
 use zcasgi_core::driver::{Driver, MAX_IOVECS};
-use zcasgi_core::frame::{apply_mask_bytes, decode_header, FrameHeader, HeaderBytes, OpCode};
+use zcasgi_core::frame::{decode_header, OpCode};
 
-use super::common::wall;
+use super::common::{client_frame, wall};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -137,7 +137,6 @@ impl Notify for NoWake {
 const UPGRADE: &str =
     "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
-const MASK: [u8; 4] = [0x0f, 0xf0, 0x55, 0xaa];
 /// Close frame payloads: valid codes, a code that may not be sent, a reason, and none.
 const CLOSES: [&[u8]; 6] =
     [b"\x03\xe8", b"\x03\xe9bye", b"\x0b\xb8", b"\x03\xed", b"\x03\xe7", b""];
@@ -298,18 +297,8 @@ impl Harness {
         if compressed && opcode < 8 {
             payload = self.client.compress(&payload);
         }
-        let header = FrameHeader {
-            fin,
-            rsv: if rsv1 || (compressed && opcode < 8) { 4 } else { 0 },
-            opcode: OpCode::from(opcode),
-            mask: Some(MASK),
-            payload_len: payload.len() as u64,
-        };
-        let mut wire = HeaderBytes::new(&header).as_slice().to_vec();
-        let mut masked = payload.to_vec();
-        apply_mask_bytes(&mut masked, MASK, 0);
-        wire.extend(masked);
-        self.read(&wire);
+        let rsv1 = rsv1 || (compressed && opcode < 8);
+        self.read(&client_frame(opcode, fin, rsv1, &payload));
     }
 
     fn tick(&mut self, ms: u16) {
