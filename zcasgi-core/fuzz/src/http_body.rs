@@ -2,7 +2,8 @@
 //! (`BodyDecoder`, by length and chunked) and the response writer (`ResponseWriter`).
 //!
 //! The input is read with `arbitrary` as one of three cases:
-//! - `Raw`: arbitrary bytes through a decoder, whole and cut into arbitrary pieces: both give
+//! - `Raw`: arbitrary bytes (after a run of one byte, up to 8 KiB: lines past the limit)
+//!   through a decoder, whole and cut into arbitrary pieces: both give
 //!   the same body, error, end and left-over bytes; a body by length is the first bytes of the
 //!   input, a chunked body stays within the limit;
 //! - `Encoded`: a well-formed chunked body (any chunk sizes, extensions, hex case, leading
@@ -26,9 +27,16 @@ use super::common::{
 
 #[derive(Debug, Arbitrary)]
 enum Input {
-    Raw { chunked: bool, length: u16, max_body: u16, sizes: Vec<u8>, wire: Vec<u8> },
+    Raw { chunked: bool, length: u16, max_body: u16, sizes: Vec<u8>, pad: Pad, wire: Vec<u8> },
     Encoded { chunks: Vec<Chunk>, trailers: Vec<(u8, u8)>, tail: Vec<u8>, sizes: Vec<u8> },
     Response(Response),
+}
+
+/// A run of one byte put before the raw bytes: lines longer than an input can hold.
+#[derive(Debug, Arbitrary)]
+struct Pad {
+    byte: u8,
+    len: u16,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -95,8 +103,11 @@ fn decode(framing: RequestFraming, max_body: u64, input: &[&[u8]]) -> Decoded {
 pub fn run(input: &[u8]) {
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(input)) else { return };
     match input {
-        Input::Raw { chunked, length, max_body, sizes, wire } => {
+        Input::Raw { chunked, length, max_body, sizes, pad, wire } => {
             let max_body = u64::from(max_body);
+            let mut padded = vec![pad.byte; usize::from(pad.len % 8192)];
+            padded.extend_from_slice(&wire);
+            let wire = padded;
             let framing = if chunked {
                 RequestFraming::Chunked
             } else {

@@ -212,7 +212,8 @@ impl BodyDecoder {
                     line_end(buf)?;
                     let (line_len, size) = match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete(parsed)) => parsed,
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                        // As in `line_end`: MAX_LINE + 1 bytes may be a line and its CR.
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE + 1 => {
                             return Err(HttpError::MalformedChunk)
                         }
                         Ok(httparse::Status::Partial) => return Ok(None),
@@ -271,7 +272,9 @@ fn line_end(buf: &[u8]) -> Result<Option<usize>, HttpError> {
             Ok(Some(lf - 1))
         }
         Some(_) => Err(HttpError::MalformedChunk),
-        None if buf.len() > MAX_LINE => Err(HttpError::MalformedChunk),
+        // The window is full without a LF: longer than MAX_LINE. (MAX_LINE + 1 bytes may be a
+        // whole line and its CR, waiting for the LF.)
+        None if buf.len() > MAX_LINE + 1 => Err(HttpError::MalformedChunk),
         None => Ok(None),
     }
 }
@@ -402,6 +405,36 @@ mod tests {
                 }
             };
             assert_eq!(result, Err(HttpError::MalformedChunk), "{bad:?}");
+        }
+    }
+
+    /// The `http_body` fuzz target's whole-vs-split rule at the line limit: a line of exactly
+    /// `MAX_LINE` bytes was accepted when its CRLF came with it, and refused when a read ended
+    /// after its CR.
+    #[test]
+    fn line_limit_does_not_depend_on_how_bytes_arrive() {
+        for (len, ok) in [(MAX_LINE, true), (MAX_LINE + 1, false)] {
+            let mut wire = b"1;".to_vec();
+            wire.resize(len, b'x');
+            wire.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+            for cut in [len, len + 1, wire.len()] {
+                let mut d = BodyDecoder::new(RequestFraming::Chunked, 100);
+                let mut buf = BytesMut::new();
+                let mut result = Ok(None);
+                for piece in [&wire[..cut], &wire[cut..]] {
+                    buf.extend_from_slice(piece);
+                    result = d.decode(&mut buf);
+                    if !matches!(result, Ok(None)) {
+                        break;
+                    }
+                }
+                let expected = if ok {
+                    Ok(Some(Bytes::from_static(b"a")))
+                } else {
+                    Err(HttpError::MalformedChunk)
+                };
+                assert_eq!(result, expected, "line of {len} bytes, cut at {cut}");
+            }
         }
     }
 
