@@ -1,14 +1,16 @@
 //! Fuzz the per-connection driver (`zcasgi_core::driver::Driver`) as a backend and an
 //! application use it: random interleavings of client bytes (arbitrary, or well-formed
 //! requests, bodies and frames), application operations through the typed `ConnHandle`
-//! (`accept`, `send`, `close`, `respond`, `respond_body`, `abort`, `message_taken`), wake-ups
+//! (`accept`, `send`, `close`, `respond`, `respond_body`, `abort`, `message_taken`,
+//! `receive_waiting`), wake-ups
 //! (`on_commands`), time passing (`on_tick` at the deadline), partial writes (`on_written`),
 //! end of stream, socket errors and server shutdown, under small arbitrary limits.
 //!
 //! The harness keeps the backend's side of the contract (it reads only while the driver
 //! wants to, through the driver's own buffer when it has one; writes only what `io_slices`
 //! gave; stops once the driver is finished) and the application's (`message_taken` once per
-//! delivered message; only synthetic payloads and headers). After every step it checks:
+//! delivered message, `receive_waiting` only with nothing left to take; only synthetic
+//! payloads and headers). After every step it checks:
 //! - no panic, and no `Error` log: the driver catches panics and reports them that way;
 //! - `queued_bytes` never exceeds what the application queued (it never wraps);
 //! - a finished driver wants neither read nor write, its handle is closed, and its
@@ -94,6 +96,8 @@ enum Op {
     },
     Abort,
     MessageTaken,
+    /// The application waits in `receive()` with nothing left to take.
+    ReceiveWaiting,
     Commands,
     Tick(u16),
     Write(u16),
@@ -395,6 +399,11 @@ impl Harness {
                 if self.untaken > 0 {
                     self.untaken -= 1;
                     h.message_taken();
+                }
+            }
+            Op::ReceiveWaiting => {
+                if self.untaken == 0 {
+                    h.receive_waiting();
                 }
             }
             _ => unreachable!("not an operation of the application: {op:?}"),
