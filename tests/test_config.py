@@ -30,6 +30,8 @@ async def _app(scope: object, receive: object, send: object) -> None:
         ({"io_threads": 0}, "io_threads must be >= 1"),
         ({"ws_max_size": 0}, "ws_max_size must be >= 1"),
         ({"ws_max_queue": 0}, "ws_max_queue must be >= 1"),
+        ({"ws_max_queue_bytes": 0}, "ws_max_queue_bytes must be >= 1"),
+        ({"ws_max_queue_bytes": 2**40 + 1}, "ws_max_queue_bytes must be <= 1099511627776"),
         ({"ws_ping_interval": -1}, "ws_ping_interval must be a finite number"),
         ({"ws_ping_timeout": float("nan")}, "ws_ping_timeout must be a finite number"),
         ({"handshake_timeout": float("inf")}, "handshake_timeout must be a finite number"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import zlib
 
 import pytest
 from websockets.asyncio.client import connect
@@ -114,3 +116,59 @@ async def test_inflated_size_limit_closes_1009(backend: str) -> None:
             await ws.send("still here")
             assert await ws.recv() == "still here"
     _assert_no_app_errors(server.output())
+
+
+def _compressed_zeros(size: int) -> bytes:
+    """``size`` zero bytes compressed as one permessage-deflate message (RFC 7692 §7.2.1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = compressor.compress(bytes(size)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+def _deflate_upgrade(port: int) -> socket.socket:
+    """A raw client socket, upgraded with permessage-deflate."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert b"permessage-deflate" in head, head
+    return sock
+
+
+def test_compressed_flood_to_a_slow_app_keeps_memory_bounded(backend: str) -> None:
+    """Issue 10 item 2: 40 frames of 16 KB, each inflating to 16 MiB, sent on 4 connections to
+    an app that does not call ``receive``. The old server inflated ``ws_max_queue`` (32)
+    messages per connection, about 2 GB here; reading now pauses at ``ws_max_queue_bytes``
+    (1 MiB) plus one message per connection."""
+    payload = _compressed_zeros(16 * 1024 * 1024)
+    assert len(payload) < 65536
+    # FIN, RSV1 (compressed), binary; masked with a zero key; 16-bit length.
+    frame = bytes([0xC2, 0xFE]) + len(payload).to_bytes(2, "big") + bytes(4) + payload
+    args = [*DEFLATE, "--timeout-graceful-shutdown", "1"]
+    with ZcasgiServer("apps.echo:sleepy_app", backend, args) as server:
+        baseline = server.rss_kib()
+        clients = [_deflate_upgrade(server.port) for _ in range(4)]
+        try:
+            for sock in clients:
+                sock.setblocking(False)
+                for _ in range(40):
+                    try:
+                        sock.sendall(frame)
+                    except BlockingIOError:
+                        break  # the server stopped reading: what is sent is enough
+            # Once the server has nothing left to do, it holds what it read and inflated.
+            assert server.wait_quiet(30)
+            rss = server.rss_kib()
+        finally:
+            for sock in clients:
+                sock.close()
+    assert rss < 200 * 1024, f"RSS {rss} KiB (baseline {baseline} KiB)"

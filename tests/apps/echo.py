@@ -314,3 +314,23 @@ async def disconnect_log_app(scope: Scope, receive: Receive, send: Send) -> None
             logger.info("disconnect code=%s", message.get("code"))
             return
         await _send_back(message, send)
+
+
+async def sleepy_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept, then call ``receive`` only after ``?delay=`` seconds (default 3600): an app too
+    slow to take what the client sends. Then drain until the disconnect, logging
+    ``sleepy took=<n> bytes=<b>``."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    import asyncio
+
+    await asyncio.sleep(float(_query(scope).get("delay", "3600")))
+    took = size = 0
+    while (message := await receive())["type"] != "websocket.disconnect":
+        took += 1
+        size += len(message.get("bytes") or message.get("text") or "")
+    logger.info("sleepy took=%d bytes=%d", took, size)

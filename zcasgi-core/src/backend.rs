@@ -31,6 +31,7 @@
 //! sink.push(Event::Writable { id: 7 });
 //! ```
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,7 @@ use bytes::Bytes;
 
 pub use crate::config::ServerConfig;
 use crate::handshake::{Request, Upgrade};
-use crate::protocol::Message;
+use crate::protocol::{Message, Room};
 
 /// Identifies a connection for the lifetime of a server.
 pub type ConnId = u64;
@@ -184,7 +185,11 @@ struct Shared {
     want_writable: AtomicBool,
     /// Messages delivered to the application and not yet taken by it.
     inbound: AtomicUsize,
-    /// The I/O side stopped reading because `inbound` reached the limit.
+    /// Their bytes.
+    inbound_bytes: AtomicUsize,
+    /// Their sizes, oldest first: the application takes them in the order delivered.
+    inbound_sizes: Mutex<VecDeque<usize>>,
+    /// The I/O side stopped reading because `inbound` or `inbound_bytes` reached its limit.
     read_paused: AtomicBool,
     /// Messages delivered to the application in all (counted by the I/O side).
     delivered: AtomicU64,
@@ -200,6 +205,7 @@ struct Shared {
     high_water: usize,
     low_water: usize,
     max_queue: usize,
+    max_queue_bytes: usize,
 }
 
 /// The application's handle on one connection; cheap to clone, safe to use from any thread.
@@ -227,6 +233,8 @@ impl ConnHandle {
             queued_bytes: AtomicUsize::new(0),
             want_writable: AtomicBool::new(false),
             inbound: AtomicUsize::new(0),
+            inbound_bytes: AtomicUsize::new(0),
+            inbound_sizes: Mutex::new(VecDeque::new()),
             read_paused: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -236,6 +244,7 @@ impl ConnHandle {
             high_water: cfg.ws_write_high_water,
             low_water: cfg.ws_write_low_water.min(cfg.ws_write_high_water),
             max_queue: cfg.ws_max_queue.max(1),
+            max_queue_bytes: cfg.ws_max_queue_bytes.max(1),
         }))
     }
 
@@ -314,11 +323,14 @@ impl ConnHandle {
         self.0.queued_bytes.load(Ordering::Acquire)
     }
 
-    /// Tells the I/O side that the application took one delivered message.
+    /// Tells the I/O side that the application took one delivered message (or body piece):
+    /// the oldest one, as they are taken in the order delivered.
     pub fn message_taken(&self) {
         self.0.taken.fetch_add(1, Ordering::Relaxed);
-        let before = self.0.inbound.fetch_sub(1, Ordering::SeqCst);
-        if before <= self.0.max_queue && self.0.read_paused.swap(false, Ordering::SeqCst) {
+        let len = self.sizes().pop_front().unwrap_or(0);
+        let messages = self.0.inbound.fetch_sub(1, Ordering::SeqCst).wrapping_sub(1);
+        let bytes = self.0.inbound_bytes.fetch_sub(len, Ordering::SeqCst).wrapping_sub(len);
+        if !self.is_full(messages, bytes) && self.0.read_paused.swap(false, Ordering::SeqCst) {
             self.0.notify.notify();
         }
     }
@@ -379,21 +391,45 @@ impl ConnHandle {
         std::mem::swap(&mut c.queue, into);
     }
 
-    /// Counts a delivered message; returns `true` if reading must pause.
-    pub(crate) fn message_delivered(&self) -> bool {
+    /// Counts a delivered message (or body piece) of `len` bytes; returns `true` if reading
+    /// must pause: the application holds `ws_max_queue` messages or `ws_max_queue_bytes`
+    /// bytes it has not taken.
+    pub(crate) fn message_delivered(&self, len: usize) -> bool {
         self.0.delivered.fetch_add(1, Ordering::Relaxed);
-        let now = self.0.inbound.fetch_add(1, Ordering::SeqCst) + 1;
-        if now < self.0.max_queue {
+        self.sizes().push_back(len);
+        let messages = self.0.inbound.fetch_add(1, Ordering::SeqCst) + 1;
+        let bytes = self.0.inbound_bytes.fetch_add(len, Ordering::SeqCst) + len;
+        if !self.is_full(messages, bytes) {
             return false;
         }
         self.0.read_paused.store(true, Ordering::SeqCst);
         // The application may have taken messages meanwhile: re-check (see message_taken).
-        if self.0.inbound.load(Ordering::SeqCst) < self.0.max_queue
-            && self.0.read_paused.swap(false, Ordering::SeqCst)
-        {
+        let messages = self.0.inbound.load(Ordering::SeqCst);
+        let bytes = self.0.inbound_bytes.load(Ordering::SeqCst);
+        if !self.is_full(messages, bytes) && self.0.read_paused.swap(false, Ordering::SeqCst) {
             return false;
         }
         true
+    }
+
+    /// How much more may be delivered before reading pauses (see
+    /// [`ConnHandle::message_delivered`]).
+    pub(crate) fn inbound_room(&self) -> Room {
+        let messages = self.0.inbound.load(Ordering::SeqCst);
+        let bytes = self.0.inbound_bytes.load(Ordering::SeqCst);
+        Room {
+            messages: self.0.max_queue.saturating_sub(messages),
+            bytes: self.0.max_queue_bytes.saturating_sub(bytes),
+        }
+    }
+
+    /// Whether `messages` untaken messages of `bytes` bytes fill the application's queue.
+    fn is_full(&self, messages: usize, bytes: usize) -> bool {
+        messages >= self.0.max_queue || bytes >= self.0.max_queue_bytes
+    }
+
+    fn sizes(&self) -> std::sync::MutexGuard<'_, VecDeque<usize>> {
+        self.0.inbound_sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the application has taken every message delivered and waited in `receive()`

@@ -52,6 +52,11 @@ pub struct ServerConfig {
     /// Received messages per connection not yet taken by the application, above which the
     /// connection stops reading from its socket.
     pub ws_max_queue: usize,
+    /// Bytes per connection of received messages (counted inflated) and request body pieces
+    /// not yet taken by the application, at which the connection stops reading from its
+    /// socket. A larger message is still delivered when nothing else waits: what waits is at
+    /// most this plus one message (`ws_max_size`).
+    pub ws_max_queue_bytes: usize,
     /// Interval between keepalive pings; `None` disables them.
     pub ws_ping_interval: Option<Duration>,
     /// How long to wait for the pong to a keepalive ping; `None` waits forever.
@@ -87,6 +92,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             ws_max_size: 16 * 1024 * 1024,
             ws_max_queue: 32,
+            ws_max_queue_bytes: 1024 * 1024,
             ws_ping_interval: Some(Duration::from_secs(20)),
             ws_ping_timeout: Some(Duration::from_secs(20)),
             ws_per_message_deflate: false,
@@ -114,6 +120,7 @@ impl ServerConfig {
             count("max_connections", self.max_connections, 1, 10_000_000),
             count("ws_max_size", self.ws_max_size, 1, MAX_BYTES),
             count("ws_max_queue", self.ws_max_queue, 1, 1 << 20),
+            count("ws_max_queue_bytes", self.ws_max_queue_bytes, 1, MAX_BYTES),
             seconds("ws_ping_interval", self.ws_ping_interval, MIN_PING),
             seconds("ws_ping_timeout", self.ws_ping_timeout, MIN_PING),
             count("ws_write_high_water", self.ws_write_high_water, 1, MAX_BYTES),

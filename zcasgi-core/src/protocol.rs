@@ -94,6 +94,30 @@ impl Default for ProtocolConfig {
     }
 }
 
+/// How much more a connection may deliver before the application takes some: parsing stops
+/// after the data message that uses it up (see [`Connection::set_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Messages.
+    pub messages: usize,
+    /// Bytes of messages (inflated, for compressed ones).
+    pub bytes: usize,
+}
+
+impl Room {
+    /// No limit: parsing never stops for the application.
+    pub const UNLIMITED: Self = Self { messages: usize::MAX, bytes: usize::MAX };
+
+    fn is_used_up(self) -> bool {
+        self.messages == 0 || self.bytes == 0
+    }
+
+    fn take(&mut self, len: usize) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len);
+    }
+}
+
 /// A complete data message. Text is guaranteed to be valid UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -175,6 +199,10 @@ pub struct Connection {
     deflate: Option<Box<Deflate>>,
     /// A protocol error moves to `Failing` rather than failing at once.
     hold_failures: bool,
+    /// What may still be delivered before parsing stops.
+    room: Room,
+    /// Parsing stopped because `room` ran out.
+    held_back: bool,
 }
 
 impl Connection {
@@ -196,6 +224,8 @@ impl Connection {
             close_deadline: None,
             deflate: None,
             hold_failures: false,
+            room: Room::UNLIMITED,
+            held_back: false,
         }
     }
 
@@ -211,6 +241,22 @@ impl Connection {
     /// "Held failures" above).
     pub fn hold_failures(&mut self) {
         self.hold_failures = true;
+    }
+
+    /// Sets what may still be delivered: parsing stops (keeping the rest of the input) after
+    /// the data message that uses `room` up, whatever its size, until a larger room is set and
+    /// [`Connection::receive_buffered`] called. A message that does not fit is still delivered
+    /// whole: it is inflated before its size is known. [`Room::UNLIMITED`] at first.
+    pub fn set_room(&mut self, room: Room) {
+        self.room = room;
+    }
+
+    /// Whether parsing stopped because the room ran out, with input left: call
+    /// [`Connection::receive_buffered`] once there is room again, or once the connection is
+    /// closing (what a closing connection receives is not delivered, so it needs no room).
+    #[must_use]
+    pub fn is_held_back(&self) -> bool {
+        self.held_back && !self.inbuf.is_empty() && self.is_reading()
     }
 
     /// Whether permessage-deflate is in use on this connection (RFC 7692).
@@ -513,7 +559,13 @@ impl Connection {
 
     /// Parses as many frames from the front of `buf` as it holds.
     fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.held_back = false;
         while self.state != State::Closed {
+            if self.state == State::Open && self.room.is_used_up() {
+                // The application has what it can hold: the rest waits in the buffer.
+                self.held_back = true;
+                return Ok(());
+            }
             let mut p = if let Some(p) = self.pending {
                 p
             } else {
@@ -641,6 +693,7 @@ impl Connection {
                         return Err(ProtocolError::InvalidUtf8);
                     }
                 }
+                self.room.take(data.len());
                 let message = if msg.text { Message::Text(data) } else { Message::Binary(data) };
                 self.events.push_back(Event::Message(message));
             }

@@ -144,6 +144,7 @@ server_config_fields!(
     max_connections,
     ws_max_size,
     ws_max_queue,
+    ws_max_queue_bytes,
     ws_ping_interval,
     ws_ping_timeout,
     ws_per_message_deflate,

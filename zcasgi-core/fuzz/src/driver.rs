@@ -153,6 +153,8 @@ fn config(s: &Setup) -> ServerConfig {
     ServerConfig {
         ws_max_size: usize::from(s.max_message) * 16,
         ws_max_queue: usize::from(s.max_queue % 4) + 1,
+        // Below ws_max_size: messages over the byte budget, and pauses by bytes, happen.
+        ws_max_queue_bytes: usize::from(s.max_message) * 8 + 1,
         ws_ping_interval: s.pings.then_some(Duration::from_secs(1)),
         ws_ping_timeout: Some(Duration::from_secs(1)),
         ws_per_message_deflate: s.deflate,

@@ -225,10 +225,11 @@ impl Driver {
         self.now = now;
         self.guard(|d| {
             d.apply_commands(now);
-            // A wake-up may also mean the application caught up: deliver buffered body, or
-            // complete a held failure.
+            // A wake-up may also mean the application caught up: deliver buffered body or
+            // messages, or complete a held failure.
             d.http_read();
             d.arm_body_deadline(now, false);
+            d.resume_parsing(now);
             d.complete_held_failure(now);
         });
     }
@@ -252,6 +253,8 @@ impl Driver {
                 // client answers: the close handshake goes on without it, up to close_timeout.
                 d.disconnect(code, String::new());
                 d.after_protocol(now);
+                // The client's close frame may be among what was held back.
+                d.resume_parsing(now);
             }
             Phase::Head(_) => {
                 // Between requests (or before the first): close; the handle of a previous
@@ -433,15 +436,9 @@ impl Driver {
                     input.clear();
                 }
             }
-            Phase::Open(conn) => {
-                let result = match input {
-                    Some(input) => conn.receive_data(input),
-                    None => conn.receive_buffered(),
-                };
-                if let Err(e) = result {
-                    self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
-                }
-                self.after_protocol(now);
+            Phase::Open(_) => {
+                self.parse(input, now);
+                self.resume_parsing(now);
             }
         }
     }
@@ -500,7 +497,7 @@ impl Driver {
             }
             match x.next_body() {
                 Ok(Some((body, more))) => {
-                    self.handle.message_delivered();
+                    self.handle.message_delivered(body.len());
                     self.sink.push(Event::HttpBody { id: self.id, body, more });
                 }
                 Ok(None) => return,
@@ -561,6 +558,8 @@ impl Driver {
     }
 
     fn eof(&mut self) {
+        // What was read before the end, the application may still have room for.
+        self.resume_parsing(self.now);
         match &mut self.phase {
             Phase::Open(conn) => {
                 conn.receive_eof();
@@ -578,6 +577,32 @@ impl Driver {
                 self.handle.mark_closed();
             }
             _ => self.close_abnormally(),
+        }
+    }
+
+    /// Feeds the open WebSocket `input` (or what is in its own buffer), as much as the
+    /// application's queue has room for, and delivers what it finds.
+    fn parse(&mut self, input: Option<&mut BytesMut>, now: Instant) {
+        let Phase::Open(conn) = &mut self.phase else { return };
+        conn.set_room(self.handle.inbound_room());
+        let result = match input {
+            Some(input) => conn.receive_data(input),
+            None => conn.receive_buffered(),
+        };
+        if let Err(e) = result {
+            self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+        }
+        self.after_protocol(now);
+    }
+
+    /// Parses what the open WebSocket read but held back while the application's queue was
+    /// full, once there is room (the application took messages) or none is needed (the
+    /// connection is closing): the socket may have nothing more to say, so no read would.
+    fn resume_parsing(&mut self, now: Instant) {
+        while matches!(&self.phase, Phase::Open(conn) if conn.is_held_back()
+            && (!conn.is_open() || !self.handle.is_read_paused()))
+        {
+            self.parse(None, now);
         }
     }
 
@@ -760,7 +785,8 @@ impl Driver {
         while let Some(ev) = conn.next_event() {
             match ev {
                 protocol::Event::Message(message) => {
-                    self.handle.message_delivered();
+                    let (protocol::Message::Text(b) | protocol::Message::Binary(b)) = &message;
+                    self.handle.message_delivered(b.len());
                     self.sink.push(Event::Message { id: self.id, message });
                 }
                 protocol::Event::Closed { code, reason } => {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::backend::SendState;
+use crate::deflate::{Deflate, DeflateParams};
 use crate::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use crate::protocol::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -331,6 +332,145 @@ fn back_pressure_both_ways() {
     output(&mut d);
     assert!(matches!(&sink.take()[..], [Event::Writable { id: 7 }]));
     assert!(!h.wait_writable(), "drained: nothing to wait for");
+}
+
+/// A frame of `payload` compressed (permessage-deflate, RSV1), as a client sends it.
+fn compressed_frame(payload: &[u8]) -> Vec<u8> {
+    let params = DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() };
+    let compressed = Deflate::new(params).compress(payload);
+    let mut frame = client_frame(2, &compressed);
+    frame[0] |= 0b0100_0000; // RSV1: compressed (RFC 7692 §6)
+    frame
+}
+
+/// The sizes of the messages among `events`.
+fn message_sizes(events: &[Event]) -> Vec<usize> {
+    let size = |e: &Event| match e {
+        Event::Message { message: Message::Binary(b) | Message::Text(b), .. } => Some(b.len()),
+        _ => None,
+    };
+    events.iter().filter_map(size).collect()
+}
+
+/// Issue 10 item 2: with permessage-deflate, frames of a few KiB on the wire inflate to mebibytes.
+/// Inflated bytes the application has not taken count against `ws_max_queue_bytes`: parsing
+/// stops (even inside one read) and reading pauses once they reach it, so at most the budget
+/// plus one message waits, however many messages `ws_max_queue` would allow. Taking messages
+/// resumes parsing from what was already read, and every message arrives, in order.
+#[test]
+fn inflated_messages_pause_reading_at_the_byte_budget() {
+    const MESSAGE: usize = 4 << 20;
+    const FRAMES: usize = 20;
+    let budget = 6 << 20;
+    let cfg = ServerConfig {
+        ws_per_message_deflate: true,
+        ws_max_queue_bytes: budget,
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg);
+    let request = String::from_utf8(REQUEST.to_vec())
+        .unwrap()
+        .replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+    read(&mut d, request.as_bytes(), now);
+    let events = sink.take();
+    let [Event::Connect(info)] = &events[..] else { panic!("{events:?}") };
+    let h = info.handle.clone();
+    h.accept(None, vec![]);
+    d.on_commands(now);
+    let head = String::from_utf8(output(&mut d)).unwrap();
+    assert!(head.contains("permessage-deflate"), "{head}");
+    let mut wire = Vec::new();
+    for i in 0..FRAMES {
+        let mut payload = vec![0; MESSAGE];
+        payload[0] = i as u8;
+        wire.extend(compressed_frame(&payload));
+    }
+    assert!(wire.len() < FRAMES * 16 * 1024, "{} bytes on the wire", wire.len());
+    read(&mut d, &wire, now);
+    let (mut buffered, mut delivered) = (0, Vec::new());
+    loop {
+        let events = sink.take();
+        for e in &events {
+            if let Event::Message { message: Message::Binary(b), .. } = e {
+                delivered.push(b[0]);
+            }
+        }
+        buffered += message_sizes(&events).iter().sum::<usize>();
+        assert!(buffered <= budget + MESSAGE, "{buffered} bytes wait for the application");
+        if delivered.len() == FRAMES {
+            break;
+        }
+        assert!(buffered >= budget, "paused early: {buffered} bytes");
+        assert!(!d.wants_read(), "reading goes on at {buffered} bytes");
+        h.message_taken();
+        buffered -= MESSAGE;
+        d.on_commands(now); // the backend's wake-up after message_taken
+    }
+    assert_eq!(delivered, (0..FRAMES).map(|i| i as u8).collect::<Vec<_>>());
+}
+
+/// A message larger than the whole budget still gets through, alone.
+#[test]
+fn a_message_over_the_byte_budget_is_delivered_alone() {
+    let (mut d, sink, _, now) =
+        setup(ServerConfig { ws_max_queue_bytes: 10, ..ServerConfig::default() });
+    let h = open(&mut d, &sink, now);
+    let mut wire = client_frame(2, &[1; 100]);
+    wire.extend(client_frame(2, &[2; 100]));
+    read(&mut d, &wire, now);
+    assert_eq!(message_sizes(&sink.take()), [100]);
+    assert!(!d.wants_read());
+    h.message_taken();
+    d.on_commands(now);
+    assert_eq!(message_sizes(&sink.take()), [100]);
+}
+
+/// A connection that closes does not wait for room: the client's close frame, held back
+/// behind messages the application had no room for, is still read (no `close_timeout`).
+#[test]
+fn closing_parses_what_was_held_back() {
+    for shutdown in [false, true] {
+        let (mut d, sink, _, now) =
+            setup(ServerConfig { ws_max_queue: 1, ..ServerConfig::default() });
+        let h = open(&mut d, &sink, now);
+        let mut wire = Vec::new();
+        for text in [&b"a"[..], b"b", b"c"] {
+            wire.extend(client_frame(1, text));
+        }
+        wire.extend(client_frame(8, &[0x03, 0xe8]));
+        read(&mut d, &wire, now);
+        assert_eq!(message_sizes(&sink.take()), [1], "one message, then no room");
+        assert!(!d.wants_read());
+        if shutdown {
+            d.on_shutdown(now);
+        } else {
+            h.close(1000, String::new());
+            d.on_commands(now);
+        }
+        assert_eq!(output(&mut d), [0x88, 2, 0x03, if shutdown { 0xf4 } else { 0xe8 }]);
+        assert!(d.is_finished(), "the client's close frame was read (shutdown: {shutdown})");
+        let events = sink.take();
+        assert!(message_sizes(&events).is_empty(), "{events:?}");
+        assert_eq!(disconnects(&events), [if shutdown { 1012 } else { 1000 }], "{events:?}");
+    }
+}
+
+/// HTTP request body pieces count against the byte budget too.
+#[test]
+fn http_body_pieces_pause_reading_at_the_byte_budget() {
+    let (mut d, sink, _, now) =
+        setup(ServerConfig { ws_max_queue_bytes: 4, ..ServerConfig::default() });
+    let (h, events) = http_request(
+        &mut d,
+        &sink,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n3\r\nghi\r\n0\r\n\r\n",
+        now,
+    );
+    assert_eq!(body_of(&events), (b"abcdef".to_vec(), false), "6 bytes reach the budget of 4");
+    assert!(!d.wants_read());
+    h.message_taken();
+    d.on_commands(now);
+    assert_eq!(body_of(&sink.take()), (b"ghi".to_vec(), false));
 }
 
 /// On shutdown the application learns of the close (1012) at once, as uvicorn tells it, while

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ws-max-size", type=int, help="largest WebSocket message in bytes")
     p.add_argument("--ws-max-queue", type=int, help="received messages buffered per connection")
+    p.add_argument(
+        "--ws-max-queue-bytes", type=int, help="received bytes buffered per connection (inflated)"
+    )
     p.add_argument("--ws-ping-interval", type=seconds, help="seconds between pings")
     p.add_argument("--ws-ping-timeout", type=seconds, help="seconds to wait for a pong")
     p.add_argument(

@@ -194,6 +194,8 @@ class Config:
         max_connections: Connections served at once; more wait in the backlog.
         ws_max_size: Largest WebSocket message accepted, in bytes (larger: close 1009).
         ws_max_queue: Received messages buffered per connection before reading pauses.
+        ws_max_queue_bytes: Bytes of received messages (inflated) and request body buffered per
+            connection before reading pauses; one larger message still gets through alone.
         ws_ping_interval: Seconds between keepalive pings (``None`` disables them).
         ws_ping_timeout: Seconds to wait for a pong before closing with 1011 (``None``: forever).
         ws_per_message_deflate: Accept permessage-deflate (RFC 7692) offers. ``False`` by
@@ -259,6 +261,7 @@ class Config:
         self.max_connections = _count("max_connections", values["max_connections"])
         self.ws_max_size = _count("ws_max_size", values["ws_max_size"])
         self.ws_max_queue = _count("ws_max_queue", values["ws_max_queue"])
+        self.ws_max_queue_bytes = _count("ws_max_queue_bytes", values["ws_max_queue_bytes"])
         self.ws_ping_interval = _optional_seconds(
             "ws_ping_interval", values["ws_ping_interval"], zero_is_none=True
         )
