@@ -71,13 +71,26 @@ async def _send_back(message: Message, send: Send) -> None:
         await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
-async def _echo(receive: Receive, send: Send) -> None:
-    """Send every received message back unchanged until the client disconnects."""
+async def _echo(receive: Receive, send: Send) -> Message:
+    """Send every received message back unchanged until the client disconnects; returns the
+    ``websocket.disconnect`` message."""
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
-            return
+            return message
         await _send_back(message, send)
+
+
+async def _open(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Serve a scope other than ``websocket``, or wait for ``websocket.connect`` and accept:
+    True when there is an accepted WebSocket to serve."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return False
+    if not await _connect(receive):
+        return False
+    await send({"type": "websocket.accept"})
+    return True
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,12 +121,8 @@ def _jsonable(value: Any) -> Any:
 
 async def scope_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Accept, send the scope as one JSON text message, then wait for the client to leave."""
-    if scope["type"] != "websocket":
-        await _other_scope(scope, receive, send)
+    if not await _open(scope, receive, send):
         return
-    if not await _connect(receive):
-        return
-    await send({"type": "websocket.accept"})
     await send({"type": "websocket.send", "text": json.dumps(_jsonable(scope))})
     while (await receive())["type"] != "websocket.disconnect":
         pass
@@ -169,12 +178,8 @@ async def http_deny_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def raise_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Echo, but raise ``RuntimeError`` on the text message "boom" (the server closes 1011)."""
-    if scope["type"] != "websocket":
-        await _other_scope(scope, receive, send)
+    if not await _open(scope, receive, send):
         return
-    if not await _connect(receive):
-        return
-    await send({"type": "websocket.accept"})
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -245,12 +250,8 @@ async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
                 logger.info("lifespan shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    if scope["type"] != "websocket":
-        await _other_scope(scope, receive, send)
+    if not await _open(scope, receive, send):
         return
-    if not await _connect(receive):
-        return
-    await send({"type": "websocket.accept"})
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -275,12 +276,8 @@ async def accept_headers_app(scope: Scope, receive: Receive, send: Send) -> None
 
 async def duplex_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Echo with ``receive`` and ``send`` awaited from two different tasks at once."""
-    if scope["type"] != "websocket":
-        await _other_scope(scope, receive, send)
+    if not await _open(scope, receive, send):
         return
-    if not await _connect(receive):
-        return
-    await send({"type": "websocket.accept"})
     import asyncio
 
     queue: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -302,30 +299,18 @@ async def duplex_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def disconnect_log_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Echo, logging ``disconnect code=<code>`` when ``websocket.disconnect`` arrives."""
-    if scope["type"] != "websocket":
-        await _other_scope(scope, receive, send)
+    if not await _open(scope, receive, send):
         return
-    if not await _connect(receive):
-        return
-    await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            logger.info("disconnect code=%s", message.get("code"))
-            return
-        await _send_back(message, send)
+    disconnect = await _echo(receive, send)
+    logger.info("disconnect code=%s", disconnect.get("code"))
 
 
 async def sleepy_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Accept, then call ``receive`` only after ``?delay=`` seconds (default 3600): an app too
     slow to take what the client sends. Then drain until the disconnect, logging
     ``sleepy took=<n> bytes=<b>``."""
-    if scope["type"] != "websocket":
-        await _other_scope(scope, receive, send)
+    if not await _open(scope, receive, send):
         return
-    if not await _connect(receive):
-        return
-    await send({"type": "websocket.accept"})
     import asyncio
 
     await asyncio.sleep(float(_query(scope).get("delay", "3600")))
