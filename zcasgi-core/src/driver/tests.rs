@@ -557,6 +557,12 @@ fn disconnects(events: &[Event]) -> Vec<u16> {
         .collect()
 }
 
+/// The application takes a message and answers it with the text `reply`.
+fn answer(h: &ConnHandle, reply: &'static [u8]) {
+    h.message_taken();
+    assert_eq!(h.send(true, Bytes::from_static(reply)), SendState::Ready);
+}
+
 fn texts(events: &[Event]) -> Vec<&[u8]> {
     events
         .iter()
@@ -577,15 +583,13 @@ fn replies_to_valid_messages_go_out_before_the_1002() {
     assert!(output(&mut d).is_empty());
     assert!(!d.wants_read() && !d.is_finished());
     // The application takes "a" and answers it; it has not caught up yet.
-    h.message_taken();
-    assert_eq!(h.send(true, Bytes::from_static(b"A")), SendState::Ready);
+    answer(&h, b"A");
     d.on_commands(now);
     assert_eq!(output(&mut d), [0x81, 1, b'A']);
     assert!(disconnects(&sink.take()).is_empty());
     // It takes "b", answers, and waits in receive(): that wakes the I/O side, which applies
     // the answer and then fails the connection.
-    h.message_taken();
-    assert_eq!(h.send(true, Bytes::from_static(b"B")), SendState::Ready);
+    answer(&h, b"B");
     let before = notified.load(Ordering::SeqCst);
     h.receive_waiting();
     assert_eq!(notified.load(Ordering::SeqCst), before + 1);
@@ -602,11 +606,10 @@ fn replies_to_valid_messages_go_out_before_the_1002() {
 fn the_reply_and_the_wait_in_one_wake_up_keep_their_order() {
     let (mut d, sink, _, h, now) = violation_after(&["a"]);
     sink.take();
-    h.message_taken();
-    let _ = h.send(false, Bytes::from_static(b"A"));
+    answer(&h, b"A");
     h.receive_waiting();
     d.on_commands(now);
-    assert_eq!(output(&mut d), [0x82, 1, b'A', 0x88, 2, 0x03, 0xea]);
+    assert_eq!(output(&mut d), [0x81, 1, b'A', 0x88, 2, 0x03, 0xea]);
     assert!(d.is_finished());
     assert_eq!(h.queued_bytes(), 0);
 }
@@ -615,8 +618,7 @@ fn the_reply_and_the_wait_in_one_wake_up_keep_their_order() {
 fn an_app_that_closes_while_the_failure_is_held_closes_with_1002() {
     let (mut d, sink, _, h, now) = violation_after(&["a"]);
     sink.take();
-    h.message_taken();
-    let _ = h.send(true, Bytes::from_static(b"A"));
+    answer(&h, b"A");
     h.close(1000, String::new()); // the application finishes
     d.on_commands(now);
     assert_eq!(output(&mut d), [0x81, 1, b'A', 0x88, 2, 0x03, 0xea]);
@@ -663,8 +665,7 @@ fn a_violation_with_nothing_to_answer_fails_at_once() {
     // A message the application has answered, and it waits again.
     read(&mut d, &client_frame(1, b"a"), now);
     sink.take();
-    h.message_taken();
-    let _ = h.send(true, Bytes::from_static(b"A"));
+    answer(&h, b"A");
     h.receive_waiting();
     // The violation arrives before the I/O side applied the answer: the answer still goes
     // first.
