@@ -31,7 +31,6 @@
 //! sink.push(Event::Writable { id: 7 });
 //! ```
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -187,8 +186,6 @@ struct Shared {
     inbound: AtomicUsize,
     /// Their bytes.
     inbound_bytes: AtomicUsize,
-    /// Their sizes, oldest first: the application takes them in the order delivered.
-    inbound_sizes: Mutex<VecDeque<usize>>,
     /// The I/O side stopped reading because `inbound` or `inbound_bytes` reached its limit.
     read_paused: AtomicBool,
     /// Messages delivered to the application in all (counted by the I/O side).
@@ -234,7 +231,6 @@ impl ConnHandle {
             want_writable: AtomicBool::new(false),
             inbound: AtomicUsize::new(0),
             inbound_bytes: AtomicUsize::new(0),
-            inbound_sizes: Mutex::new(VecDeque::new()),
             read_paused: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -323,11 +319,10 @@ impl ConnHandle {
         self.0.queued_bytes.load(Ordering::Acquire)
     }
 
-    /// Tells the I/O side that the application took one delivered message (or body piece):
-    /// the oldest one, as they are taken in the order delivered.
-    pub fn message_taken(&self) {
+    /// Tells the I/O side that the application took one delivered message (or body piece) of
+    /// `len` bytes: [`Message::len`](crate::protocol::Message::len), or the piece's length.
+    pub fn message_taken(&self, len: usize) {
         self.0.taken.fetch_add(1, Ordering::Relaxed);
-        let len = self.sizes().pop_front().unwrap_or(0);
         let messages = self.0.inbound.fetch_sub(1, Ordering::SeqCst).wrapping_sub(1);
         let bytes = self.0.inbound_bytes.fetch_sub(len, Ordering::SeqCst).wrapping_sub(len);
         if !self.is_full(messages, bytes) && self.0.read_paused.swap(false, Ordering::SeqCst) {
@@ -396,7 +391,6 @@ impl ConnHandle {
     /// bytes it has not taken.
     pub(crate) fn message_delivered(&self, len: usize) -> bool {
         self.0.delivered.fetch_add(1, Ordering::Relaxed);
-        self.sizes().push_back(len);
         let messages = self.0.inbound.fetch_add(1, Ordering::SeqCst) + 1;
         let bytes = self.0.inbound_bytes.fetch_add(len, Ordering::SeqCst) + len;
         if !self.is_full(messages, bytes) {
@@ -426,10 +420,6 @@ impl ConnHandle {
     /// Whether `messages` untaken messages of `bytes` bytes fill the application's queue.
     fn is_full(&self, messages: usize, bytes: usize) -> bool {
         messages >= self.0.max_queue || bytes >= self.0.max_queue_bytes
-    }
-
-    fn sizes(&self) -> std::sync::MutexGuard<'_, VecDeque<usize>> {
-        self.0.inbound_sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the application has taken every message delivered and waited in `receive()`

@@ -127,6 +127,27 @@ pub enum Message {
     Binary(Bytes),
 }
 
+impl Message {
+    /// The payload's length in bytes (what the application's queue counts it as).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.payload().len()
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.payload().is_empty()
+    }
+
+    /// The payload.
+    #[must_use]
+    pub fn payload(&self) -> &Bytes {
+        let (Self::Text(b) | Self::Binary(b)) = self;
+        b
+    }
+}
+
 /// Something the peer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -102,7 +102,7 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
             }
             Event::Message { id, message } => {
                 let Some(h) = conns.get(&id) else { continue };
-                h.message_taken();
+                h.message_taken(message.len());
                 let (text, payload) = match message {
                     Message::Text(b) => (true, b),
                     Message::Binary(b) => (false, b),
@@ -129,9 +129,9 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 info.handle.respond(200, Vec::new());
                 let _ = info.handle.respond_body(body, false);
             }
-            Event::HttpBody { id, .. } => {
+            Event::HttpBody { id, body, .. } => {
                 if let Some(h) = conns.get(&id) {
-                    h.message_taken();
+                    h.message_taken(body.len());
                 }
             }
             Event::Writable { .. } => {}

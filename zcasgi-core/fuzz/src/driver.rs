@@ -8,9 +8,9 @@
 //!
 //! The harness keeps the backend's side of the contract (it reads only while the driver
 //! wants to, through the driver's own buffer when it has one; writes only what `io_slices`
-//! gave; stops once the driver is finished) and the application's (`message_taken` once per
-//! delivered message, `receive_waiting` only with nothing left to take; only synthetic
-//! payloads and headers). After every step it checks:
+//! gave; stops once the driver is finished) and the application's (`message_taken` with its
+//! size once per delivered message, `receive_waiting` only with nothing left to take; only
+//! synthetic payloads and headers). After every step it checks:
 //! - no panic, and no `Error` log: the driver catches panics and reports them that way;
 //! - `queued_bytes` never exceeds what the application queued (it never wraps);
 //! - a finished driver wants neither read nor write, its handle is closed, and its
@@ -24,6 +24,7 @@
 //! response), the client leaves and time passes: the driver must finish, with every accounted
 //! byte released and the WebSocket's disconnect delivered.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -222,7 +223,7 @@ struct Harness {
     /// Accounted bytes the application queued.
     sent: usize,
     /// Messages and body pieces delivered and not yet taken.
-    untaken: usize,
+    untaken: VecDeque<usize>,
     eof: bool,
     shut_down: bool,
     /// A WebSocket was announced (`Connect`).
@@ -255,7 +256,7 @@ impl Harness {
             now,
             written: Vec::new(),
             sent: 0,
-            untaken: 0,
+            untaken: VecDeque::new(),
             eof: false,
             shut_down: false,
             websocket: false,
@@ -398,13 +399,12 @@ impl Harness {
             }
             Op::Abort => h.abort(),
             Op::MessageTaken => {
-                if self.untaken > 0 {
-                    self.untaken -= 1;
-                    h.message_taken();
+                if let Some(len) = self.untaken.pop_front() {
+                    h.message_taken(len);
                 }
             }
             Op::ReceiveWaiting => {
-                if self.untaken == 0 {
+                if self.untaken.is_empty() {
                     h.receive_waiting();
                 }
             }
@@ -429,9 +429,13 @@ impl Harness {
                     self.websocket |= info.upgrade.is_some();
                     self.disconnects = 0;
                 }
-                Event::Message { .. } | Event::HttpBody { .. } => {
+                Event::Message { message, .. } => {
                     assert_eq!(self.disconnects, 0, "an event after the disconnect");
-                    self.untaken += 1;
+                    self.untaken.push_back(message.len());
+                }
+                Event::HttpBody { body, .. } => {
+                    assert_eq!(self.disconnects, 0, "an event after the disconnect");
+                    self.untaken.push_back(body.len());
                 }
                 Event::Disconnect { .. } => {
                     self.disconnects += 1;

@@ -785,8 +785,7 @@ impl Driver {
         while let Some(ev) = conn.next_event() {
             match ev {
                 protocol::Event::Message(message) => {
-                    let (protocol::Message::Text(b) | protocol::Message::Binary(b)) = &message;
-                    self.handle.message_delivered(b.len());
+                    self.handle.message_delivered(message.len());
                     self.sink.push(Event::Message { id: self.id, message });
                 }
                 protocol::Event::Closed { code, reason } => {

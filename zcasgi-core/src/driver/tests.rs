@@ -129,7 +129,7 @@ fn accept_echo_and_client_close() {
     assert!(
         matches!(&events[..], [Event::Message { id: 7, message: Message::Text(t) }] if t == "early")
     );
-    h.message_taken();
+    h.message_taken(5);
     assert_eq!(h.send(false, Bytes::from_static(b"pong")), SendState::Ready);
     d.on_commands(now);
     assert_eq!(output(&mut d), [0x82, 4, b'p', b'o', b'n', b'g']);
@@ -320,7 +320,7 @@ fn back_pressure_both_ways() {
     read(&mut d, &two, now);
     assert!(!d.wants_read());
     let before = notified.load(Ordering::SeqCst);
-    h.message_taken();
+    h.message_taken(1);
     assert_eq!(notified.load(Ordering::SeqCst), before + 1);
     assert!(d.wants_read());
     // Outbound: above the high-water mark the sender must wait for Writable.
@@ -402,7 +402,7 @@ fn inflated_messages_pause_reading_at_the_byte_budget() {
         }
         assert!(buffered >= budget, "paused early: {buffered} bytes");
         assert!(!d.wants_read(), "reading goes on at {buffered} bytes");
-        h.message_taken();
+        h.message_taken(MESSAGE);
         buffered -= MESSAGE;
         d.on_commands(now); // the backend's wake-up after message_taken
     }
@@ -420,7 +420,7 @@ fn a_message_over_the_byte_budget_is_delivered_alone() {
     read(&mut d, &wire, now);
     assert_eq!(message_sizes(&sink.take()), [100]);
     assert!(!d.wants_read());
-    h.message_taken();
+    h.message_taken(100);
     d.on_commands(now);
     assert_eq!(message_sizes(&sink.take()), [100]);
 }
@@ -468,7 +468,7 @@ fn http_body_pieces_pause_reading_at_the_byte_budget() {
     );
     assert_eq!(body_of(&events), (b"abcdef".to_vec(), false), "6 bytes reach the budget of 4");
     assert!(!d.wants_read());
-    h.message_taken();
+    h.message_taken(3);
     d.on_commands(now);
     assert_eq!(body_of(&sink.take()), (b"ghi".to_vec(), false));
 }
@@ -557,9 +557,10 @@ fn disconnects(events: &[Event]) -> Vec<u16> {
         .collect()
 }
 
-/// The application takes a message and answers it with the text `reply`.
+/// The application takes a message (one letter, see `violation_after`) and answers it with
+/// the text `reply`.
 fn answer(h: &ConnHandle, reply: &'static [u8]) {
-    h.message_taken();
+    h.message_taken(1);
     assert_eq!(h.send(true, Bytes::from_static(reply)), SendState::Ready);
 }
 
@@ -639,7 +640,7 @@ fn an_app_that_never_comes_back_gets_1002_after_close_timeout() {
     assert_eq!(disconnects(&sink.take()), [1002]);
     assert!(d.is_finished());
     // A reply that comes too late is dropped and released.
-    h.message_taken();
+    h.message_taken(1);
     assert_eq!(h.send(true, Bytes::from_static(b"A")), SendState::Closed);
     assert_eq!(h.queued_bytes(), 0);
 }
@@ -648,7 +649,7 @@ fn an_app_that_never_comes_back_gets_1002_after_close_timeout() {
 fn a_reply_queued_when_the_hold_times_out_is_released() {
     let (mut d, sink, _, h, now) = violation_after(&["a"]);
     sink.take();
-    h.message_taken();
+    h.message_taken(1);
     assert_eq!(h.send(true, Bytes::from(vec![b'x'; 1000])), SendState::Ready);
     assert_eq!(h.queued_bytes(), 1000);
     d.on_tick(now + Duration::from_secs(10));
@@ -712,7 +713,7 @@ fn http_keep_alive_and_pipelining() {
     let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz";
     let (h, events) = http_request(&mut d, &sink, two, now);
     assert_eq!(body_of(&events), (vec![], true));
-    h.message_taken();
+    h.message_taken(0);
     // The second request waits until the first response is complete.
     let out = respond(&mut d, &h, b"first", now);
     assert!(
@@ -723,7 +724,7 @@ fn http_keep_alive_and_pipelining() {
     let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
     assert_eq!(info.request.path(), "/b");
     assert_eq!(body_of(&events), (b"xyz".to_vec(), true));
-    h.message_taken();
+    h.message_taken(3);
     respond(&mut d, &h, b"second", now);
     assert!(!d.is_finished(), "kept alive");
     // Idle past the keep-alive timeout: closed without a response.
@@ -738,7 +739,7 @@ fn http_keep_alive_and_pipelining() {
 fn shutdown_between_requests_closes_the_handle() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
     let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
-    h.message_taken();
+    h.message_taken(0);
     respond(&mut d, &h, b"ok", now);
     d.on_shutdown(now);
     assert!(d.is_finished());
@@ -757,8 +758,10 @@ fn http_chunked_upload_with_100_continue() {
     read(&mut d, b"3\r\nabc\r\n0\r\n\r\n", now);
     let events = sink.take();
     assert_eq!(body_of(&events), (b"abc".to_vec(), true));
-    for _ in &events {
-        h.message_taken();
+    for e in &events {
+        if let Event::HttpBody { body, .. } = e {
+            h.message_taken(body.len());
+        }
     }
     let out = respond(&mut d, &h, b"", now);
     assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n0\r\n\r\n"), "{out}");
@@ -768,7 +771,7 @@ fn http_chunked_upload_with_100_continue() {
 fn http_head_and_http10() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());
     let (h, _) = http_request(&mut d, &sink, b"HEAD / HTTP/1.0\r\n\r\n", now);
-    h.message_taken();
+    h.message_taken(0);
     h.respond(200, vec![(b"content-length".to_vec(), b"5".to_vec())]);
     let _ = h.respond_body(Bytes::from_static(b"hello"), false);
     d.on_commands(now);
@@ -828,7 +831,7 @@ fn http_body_back_pressure() {
     );
     assert_eq!(body_of(&events), (b"a".to_vec(), false), "one piece, then reading pauses");
     assert!(!d.wants_read());
-    h.message_taken();
+    h.message_taken(1);
     d.on_commands(now); // the backend's wake-up after message_taken
     assert_eq!(body_of(&sink.take()), (b"b".to_vec(), false));
 }
@@ -843,13 +846,13 @@ fn http_stalled_body_times_out() {
     let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na";
     let (h, events) = http_request(&mut d, &sink, head, now);
     assert_eq!(body_of(&events), (b"a".to_vec(), false));
-    h.message_taken();
+    h.message_taken(1);
     assert_eq!(d.deadline(), Some(now + timeout));
     // Progress re-arms the deadline; the application's own activity does not.
     let later = now + Duration::from_millis(80);
     read(&mut d, b"b", later);
     assert_eq!(d.deadline(), Some(later + timeout));
-    h.message_taken();
+    h.message_taken(1);
     h.respond(200, vec![]);
     d.on_commands(later + Duration::from_millis(50));
     assert_eq!(d.deadline(), Some(later + timeout));
@@ -885,13 +888,13 @@ fn http_body_timeout_only_while_waiting_for_the_client() {
     let later = now + Duration::from_secs(60);
     d.on_tick(later);
     assert!(!d.is_finished());
-    h.message_taken();
+    h.message_taken(1);
     d.on_commands(later);
     assert_eq!(d.deadline(), Some(later + timeout), "waiting for the client again");
     read(&mut d, b"0\r\n\r\n", later);
     assert_eq!(body_of(&sink.take()), (vec![], true));
     assert_eq!(d.deadline(), None, "the body is in");
-    h.message_taken();
+    h.message_taken(0);
     d.on_tick(later + Duration::from_secs(60));
     assert!(!d.is_finished());
     let out = respond(&mut d, &h, b"ok", later);

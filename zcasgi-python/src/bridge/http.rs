@@ -76,7 +76,7 @@ impl HttpRequest {
         }
         let d = PyDict::new(py);
         if let Some((body, more)) = self.inbox.pop_front() {
-            handle.message_taken();
+            handle.message_taken(body.len());
             d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
             d.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
             d.set_item(intern!(py, "more_body"), more)?;

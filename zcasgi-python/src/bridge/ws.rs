@@ -97,7 +97,7 @@ impl WebSocket {
             return Ok(Some(d.into_any().unbind()));
         }
         if let Some(message) = self.inbox.pop_front() {
-            handle.message_taken();
+            handle.message_taken(message.len());
             d.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
             match message {
                 Message::Text(b) => {

@@ -668,14 +668,14 @@ pub fn reading_pauses_at_max_queue_and_resumes_when_taken(backend: &dyn Backend)
     assert_eq!(t.app.count(), 4, "reading paused at ws_max_queue");
     let handle = t.app.handles.lock().unwrap()[0].clone();
     for _ in 0..4 {
-        handle.message_taken();
+        handle.message_taken(10);
     }
     wait_until("seven messages", || t.app.count() == 7);
     let got = t.app.messages.lock().unwrap().clone();
     assert_eq!(got, (0..7u8).map(|i| vec![i; 10]).collect::<Vec<_>>());
     // While reading is paused the server cannot see the client leave: take them first.
     for _ in 0..3 {
-        handle.message_taken();
+        handle.message_taken(10);
     }
 }
 
