@@ -19,6 +19,7 @@ from typing import Any
 from . import _zcasgi
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
+from .sockets import bind_sockets
 
 __all__ = ["Server", "serve"]
 
@@ -121,7 +122,7 @@ class Server:
         self._app = config.load_app()
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
-        self.sockets = sockets if sockets is not None else [self._bind()]
+        self.sockets = sockets if sockets is not None else bind_sockets(config)
         self._core = _zcasgi.Core(
             config,
             [s.fileno() for s in self.sockets],
@@ -145,24 +146,6 @@ class Server:
                 config.io_threads,
                 "" if config.io_threads == 1 else "s",
             )
-
-    def _bind(self) -> socket.socket:
-        config = self.config
-        if config.fd is not None:
-            sock = socket.socket(fileno=config.fd)
-        else:
-            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((config.host, config.port))
-            except OSError as exc:
-                sock.close()
-                logger.error("could not bind %s:%d: %s", config.host, config.port, exc.strerror)
-                raise SystemExit(1) from None
-        sock.listen(config.backlog)
-        sock.setblocking(False)
-        return sock
 
     def _drain(self) -> None:
         try:
