@@ -17,6 +17,7 @@ pub mod handshake;
 pub mod http;
 pub mod outq;
 pub mod protocol;
+pub mod sticky;
 pub mod utf8;
 
 #[cfg(feature = "testing")]

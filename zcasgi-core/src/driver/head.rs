@@ -35,6 +35,27 @@ pub(super) enum Expired {
     Incomplete,
 }
 
+/// A complete request head.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    /// The request.
+    pub(super) request: Request,
+    /// Its bytes, as received.
+    pub(super) head: BytesMut,
+    /// The bytes received after it (a body, early WebSocket frames, a pipelined request).
+    pub(super) rest: BytesMut,
+}
+
+impl Parsed {
+    /// Every byte received: the head and the rest.
+    pub(super) fn into_bytes(self) -> BytesMut {
+        let mut bytes = self.head;
+        // Contiguous (split from one buffer): no copy.
+        bytes.unsplit(self.rest);
+        bytes
+    }
+}
+
 /// A request head being read.
 #[derive(Debug)]
 pub(super) struct RequestHead {
@@ -58,19 +79,20 @@ impl RequestHead {
         self.buf.is_empty()
     }
 
-    /// Takes a complete head out of the buffer: the request and the bytes received after it.
+    /// Takes a complete head out of the buffer: the request, its bytes, and the bytes received
+    /// after it.
     ///
     /// # Errors
     /// [`HandshakeError`] for a malformed head or one over the limits in `cfg`.
     pub(super) fn parse(
         &mut self,
         cfg: &HandshakeConfig,
-    ) -> Result<Option<(Request, BytesMut)>, HandshakeError> {
+    ) -> Result<Option<Parsed>, HandshakeError> {
         let Some((request, head_len)) = handshake::parse_request(&self.buf, cfg)? else {
             return Ok(None);
         };
-        let _ = self.buf.split_to(head_len);
-        Ok(Some((request, std::mem::take(&mut self.buf))))
+        let head = self.buf.split_to(head_len);
+        Ok(Some(Parsed { request, head, rest: std::mem::take(&mut self.buf) }))
     }
 
     /// Checks the deadline at `now`: `Err(deadline)` while it is ahead.
@@ -94,12 +116,13 @@ mod tests {
     fn head_then_rest() {
         let now = Instant::now();
         let mut h = RequestHead::new(BytesMut::from(&b"GET / HT"[..]), now);
-        assert_eq!(h.parse(&HandshakeConfig::default()).unwrap(), None);
+        assert!(h.parse(&HandshakeConfig::default()).unwrap().is_none());
         h.buffer_mut().extend_from_slice(b"TP/1.1\r\nHost: x\r\n\r\nnext");
-        let (req, rest) = h.parse(&HandshakeConfig::default()).unwrap().unwrap();
-        assert_eq!(req.method, "GET");
-        assert_eq!(&rest[..], b"next");
+        let parsed = h.parse(&HandshakeConfig::default()).unwrap().unwrap();
+        assert_eq!(parsed.request.method, "GET");
+        assert_eq!(&parsed.rest[..], b"next");
         assert!(h.is_idle());
+        assert_eq!(&parsed.into_bytes()[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\nnext");
     }
 
     #[test]

@@ -19,16 +19,31 @@
 //! - `Http` ([`crate::http::Exchange`]): one plain HTTP request and its response, which decides
 //!   whether the connection serves another;
 //! - `Open` ([`crate::protocol::Connection`]): the WebSocket;
-//! - `Done`: what is queued is written, then the socket closes.
+//! - `HandOff` (module `handoff`): the request names an Engine.IO session of another worker
+//!   ([`crate::sticky`]); the connection goes to that worker with every byte read;
+//! - `Done`: what is queued is written, then the socket closes (or, handed off, is only
+//!   forgotten).
 //!
 //! ```text
 //! Head ──valid upgrade──► Upgrade ──accept──► Open ───────────────────────► Done
 //!  ▲  │                      └── close/abort (403/500), denial ──────────────►│
 //!  │  │── plain request ──► Http ── response complete, keep-alive ──┐         │
 //!  │  │                      └── not keep-alive / error / EOF ──────┼────────►│
+//!  │  │── another worker's session ──► HandOff ── sent / 503 ───────┼────────►│
 //!  │  └── bad request / timeout / EOF (4xx response or none) ───────┼────────►│
 //!  └──────────────────────── next request (pipelined) ──────────────┘
 //! ```
+//!
+//! # Sticky sessions
+//!
+//! In a worker process ([`Driver::set_worker`]), every request head is routed when it is
+//! complete: the first of the connection and each later one on a keep-alive connection, so
+//! always at a request boundary, with nothing of the connection in flight in the application.
+//! A request for another worker's Engine.IO session moves the connection to `HandOff`: it reads
+//! no more, writes what earlier requests still have queued, then [`Driver::handoff`] tells the
+//! backend to pass the socket and the bytes read to the owner, and the backend reports with
+//! [`Driver::on_handoff`]. The receiving worker starts its driver with those bytes
+//! ([`Driver::on_handed_in`]) and serves that request without routing it again.
 //!
 //! # A peer that breaks the protocol after valid messages
 //!
@@ -49,6 +64,7 @@
 //! each such byte exactly once: when it is written, or at once if it never will be (the phase
 //! had no use for it, the socket failed, or the peer stopped reading).
 
+mod handoff;
 mod head;
 mod upgrade;
 
@@ -60,7 +76,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
-use self::head::{Expired, RequestHead};
+use self::handoff::HandOff;
+use self::head::{Expired, Parsed, RequestHead};
 use self::upgrade::{Accepted, PendingUpgrade};
 use crate::backend::{
     Command, ConnHandle, ConnId, ConnectInfo, Event, EventSink, LogLevel, Notify, ServerConfig,
@@ -71,6 +88,18 @@ use crate::http::response::write_reject;
 use crate::http::{Exchange, WallClock};
 use crate::outq::OutQueue;
 use crate::protocol::{self, Connection};
+use crate::sticky::{Route, WorkerSlot};
+
+/// Most bytes read after a request head that a hand-off carries along (a pipelined request
+/// or the start of a body); a connection with more is answered 503 instead.
+pub const MAX_HANDOFF_TAIL: usize = 64 * 1024;
+
+/// Most bytes one hand-off carries with a configuration `cfg`: a request head at its limit
+/// and [`MAX_HANDOFF_TAIL`].
+#[must_use]
+pub fn max_handoff_bytes(cfg: &ServerConfig) -> usize {
+    cfg.max_header_bytes + MAX_HANDOFF_TAIL
+}
 
 /// Most slices handed to one vectored write.
 pub const MAX_IOVECS: usize = 64;
@@ -85,6 +114,8 @@ enum Phase {
     Http(Box<Exchange>),
     /// The WebSocket is open (or closing).
     Open(Box<Connection>),
+    /// The connection waits to be handed to the worker that owns the session it names.
+    HandOff(Box<HandOff>),
     /// Nothing more to do but write what is queued and close.
     Done,
 }
@@ -111,6 +142,12 @@ pub struct Driver {
     /// The wall-clock time of the accept, for `date` headers.
     clock: WallClock,
     commands: Vec<Command>,
+    /// This worker's place among the server's workers: routes requests for sessions.
+    worker: Option<WorkerSlot>,
+    /// The next request head is served here whatever session it names (it was handed here).
+    handed_in: bool,
+    /// The connection was handed to another worker: forget the socket, never close it.
+    handed_off: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -166,7 +203,67 @@ impl Driver {
             now,
             clock: WallClock::new(now, wall),
             commands: Vec::new(),
+            worker: None,
+            handed_in: false,
+            handed_off: false,
         }
+    }
+
+    /// Makes this the driver of a connection in worker `slot`: requests for Engine.IO sessions
+    /// of other workers are handed off ([`crate::sticky`]).
+    pub fn set_worker(&mut self, slot: WorkerSlot) {
+        self.worker = Some(slot);
+    }
+
+    /// Starts a connection another worker handed over, with the bytes it read, `input` (which
+    /// is emptied): its first request is served here, whatever session it names.
+    pub fn on_handed_in(&mut self, input: &mut BytesMut, now: Instant) {
+        self.handed_in = true;
+        self.on_read(input, now);
+    }
+
+    /// The hand-off to make now, if the connection waits for one: the owner's worker index and
+    /// the bytes to pass along with the socket. Report the outcome with [`Driver::on_handoff`].
+    #[must_use]
+    pub fn handoff(&self) -> Option<(u16, &[u8])> {
+        match &self.phase {
+            Phase::HandOff(h) if self.out.is_empty() => h.ready(self.now),
+            _ => None,
+        }
+    }
+
+    /// Reports the outcome of the hand-off [`Driver::handoff`] asked for: `Ok` — the owner has
+    /// the socket (the backend forgets it without closing it: [`Driver::is_handed_off`]);
+    /// `WouldBlock` — the owner's inbox is full, try again at [`Driver::deadline`]; another
+    /// error — the request is answered 503 here.
+    pub fn on_handoff(&mut self, result: std::io::Result<()>, now: Instant) {
+        self.now = now;
+        self.guard(|d| {
+            let Phase::HandOff(h) = &mut d.phase else { return };
+            match result {
+                Ok(()) => {
+                    d.phase = Phase::Done;
+                    d.deadline = None;
+                    d.handed_off = true;
+                    d.handle.mark_closed();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    h.busy(now);
+                    d.deadline = Some(h.deadline());
+                }
+                Err(e) => {
+                    let owner = h.owner();
+                    d.handoff_failed(&format!("cannot hand a connection to worker {owner}: {e}"));
+                }
+            }
+        });
+    }
+
+    /// Whether the connection was handed to another worker: the backend deregisters and drops
+    /// its socket without shutting it down (the other worker serves it now).
+    #[must_use]
+    pub fn is_handed_off(&self) -> bool {
+        self.handed_off
     }
 
     /// The connection's id.
@@ -263,6 +360,7 @@ impl Driver {
                 d.handle.mark_closed();
             }
             Phase::Upgrade(u) if u.is_awaiting() => d.reject(503, "server shutting down"),
+            Phase::HandOff(_) => d.reject(503, "server shutting down"),
             // Let the request finish; the connection closes after its response.
             Phase::Http(x) => x.close_after_response(),
             Phase::Upgrade(_) | Phase::Done => {}
@@ -321,7 +419,7 @@ impl Driver {
                     && (!conn.is_open() || !self.handle.is_read_paused())
                     && unaccounted <= self.cfg.ws_write_high_water
             }
-            Phase::Done => false,
+            Phase::HandOff(_) | Phase::Done => false,
         }
     }
 
@@ -352,7 +450,7 @@ impl Driver {
         if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
             // The state may be inconsistent: drop it and close with 1011 (or 500).
             let can_answer = match &self.phase {
-                Phase::Head(_) => true,
+                Phase::Head(_) | Phase::HandOff(_) => true,
                 Phase::Upgrade(u) => u.is_awaiting(),
                 Phase::Http(x) => !x.is_response_started(),
                 Phase::Open(_) | Phase::Done => false,
@@ -431,7 +529,8 @@ impl Driver {
                 self.http_read();
                 self.arm_body_deadline(now, true);
             }
-            Phase::Done => {
+            Phase::Done | Phase::HandOff(_) => {
+                // A hand-off reads nothing more (see `wants_read`).
                 if let Some(input) = input {
                     input.clear();
                 }
@@ -447,28 +546,74 @@ impl Driver {
         let Phase::Head(h) = &mut self.phase else { return };
         match h.parse(&self.cfg.handshake()) {
             Ok(None) => {}
-            Ok(Some((request, rest))) if request.is_websocket_upgrade() => {
-                match handshake::validate_upgrade(&request) {
-                    Ok(upgrade) => {
-                        let pending = PendingUpgrade::new(upgrade.clone(), rest);
-                        self.phase = Phase::Upgrade(Box::new(pending));
-                        self.announce(request, Some(upgrade));
+            Ok(Some(parsed)) => {
+                let handed_in = std::mem::take(&mut self.handed_in);
+                let route = match self.worker {
+                    Some(slot) if !handed_in => slot.route(&parsed.request),
+                    _ => Route::Local,
+                };
+                match route {
+                    Route::Local => self.serve(parsed),
+                    Route::Worker(owner) => self.hand_off(owner, parsed.into_bytes()),
+                    Route::UnknownWorker(owner) => {
+                        let count = self.worker.map_or(0, |slot| slot.count);
+                        self.log(
+                            LogLevel::Warning,
+                            format!(
+                                "connection {}: a request for an Engine.IO session of worker \
+                                 {owner}, of {count} workers (a session of an earlier run?)",
+                                self.id
+                            ),
+                        );
+                        self.reject(400, "unknown engine.io session");
                     }
-                    Err(e) => self.refuse(e.status(), &e),
-                }
-            }
-            Ok(Some((request, rest))) => {
-                match Exchange::start(&request, rest, self.cfg.http_max_body_size, &mut self.out) {
-                    Ok(exchange) => {
-                        self.phase = Phase::Http(Box::new(exchange));
-                        self.announce(request, None);
-                        self.http_read();
-                        self.arm_body_deadline(self.now, true);
-                    }
-                    Err(e) => self.refuse(e.status(), &e),
                 }
             }
             Err(e) => self.refuse(e.status(), &e),
+        }
+    }
+
+    /// Waits to hand the connection, and `bytes`, every byte read from it, to worker `owner`.
+    fn hand_off(&mut self, owner: u16, bytes: BytesMut) {
+        if bytes.len() > max_handoff_bytes(&self.cfg) {
+            let why = format!("{} bytes read ahead, more than a hand-off carries", bytes.len());
+            self.handoff_failed(&format!("cannot hand a connection to worker {owner}: {why}"));
+            return;
+        }
+        let give_up = self.now + self.cfg.handshake_timeout;
+        let h = HandOff::new(owner, bytes, give_up);
+        self.deadline = Some(h.deadline());
+        self.phase = Phase::HandOff(Box::new(h));
+    }
+
+    /// A hand-off cannot be made: answer the request here with 503, and say why.
+    fn handoff_failed(&mut self, why: &str) {
+        self.log(LogLevel::Warning, format!("connection {}: {why}", self.id));
+        self.reject(503, "service unavailable");
+    }
+
+    /// Serves a request here: a WebSocket upgrade or a plain HTTP request.
+    fn serve(&mut self, parsed: Parsed) {
+        let Parsed { request, rest, .. } = parsed;
+        if request.is_websocket_upgrade() {
+            match handshake::validate_upgrade(&request) {
+                Ok(upgrade) => {
+                    let pending = PendingUpgrade::new(upgrade.clone(), rest);
+                    self.phase = Phase::Upgrade(Box::new(pending));
+                    self.announce(request, Some(upgrade));
+                }
+                Err(e) => self.refuse(e.status(), &e),
+            }
+        } else {
+            match Exchange::start(&request, rest, self.cfg.http_max_body_size, &mut self.out) {
+                Ok(exchange) => {
+                    self.phase = Phase::Http(Box::new(exchange));
+                    self.announce(request, None);
+                    self.http_read();
+                    self.arm_body_deadline(self.now, true);
+                }
+                Err(e) => self.refuse(e.status(), &e),
+            }
         }
     }
 
@@ -766,6 +911,11 @@ impl Driver {
                 }
             }
             Phase::Http(_) => {}
+            Phase::HandOff(h) if h.is_expired(now) => {
+                let why = format!("worker {} took no connection for handshake_timeout", h.owner());
+                self.handoff_failed(&format!("cannot hand a connection on: {why}"));
+            }
+            Phase::HandOff(h) => self.deadline = Some(h.deadline()),
             _ => self.deadline = None,
         }
     }

@@ -5,6 +5,7 @@ use crate::backend::SendState;
 use crate::deflate::{Deflate, DeflateParams};
 use crate::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use crate::protocol::Message;
+use crate::sticky::WorkerSlot;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
@@ -993,4 +994,175 @@ fn a_panic_closes_only_that_connection_with_1011() {
     let events = sink.0.take();
     assert!(events.iter().any(|e| matches!(e, Event::Log { level: LogLevel::Error, .. })));
     assert!(events.iter().any(|e| matches!(e, Event::Disconnect { code: 1011, .. })));
+}
+
+/// A polling request of the Engine.IO session `sid`.
+fn polling(sid: &str) -> Vec<u8> {
+    format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\r\n")
+        .into_bytes()
+}
+
+/// A driver of worker 1 of 3.
+fn worker_setup() -> (Driver, Arc<Sink>, Instant) {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    d.set_worker(WorkerSlot { index: 1, count: 3 });
+    (d, sink, now)
+}
+
+fn warnings(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log { level: LogLevel::Warning, message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_request_for_another_workers_session_is_handed_off_with_every_byte() {
+    let (mut d, sink, now) = worker_setup();
+    let mut sent = polling("abc.2");
+    sent.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+    read(&mut d, &sent[..10], now);
+    assert_eq!(d.handoff(), None, "a partial head is not routed");
+    read(&mut d, &sent[10..], now);
+    assert_eq!(d.handoff(), Some((2, &sent[..])));
+    assert!(sink.take().is_empty(), "the application hears nothing");
+    assert!(!d.wants_read() && !d.wants_write() && !d.is_finished());
+    d.on_handoff(Ok(()), now);
+    assert!(d.is_handed_off() && d.is_finished() && d.handle().is_closed());
+    assert_eq!(d.deadline(), None);
+    assert!(output(&mut d).is_empty());
+}
+
+#[test]
+fn sessions_of_this_worker_untagged_ones_and_new_ones_are_served_here() {
+    for sid in ["abc.1", "abc", ""] {
+        let (mut d, sink, now) = worker_setup();
+        let (h, _) = http_request(&mut d, &sink, &polling(sid), now);
+        respond(&mut d, &h, b"ok", now);
+        assert_eq!(d.handoff(), None);
+    }
+    // Not a worker: nothing is routed.
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    http_request(&mut d, &sink, &polling("abc.2"), now);
+}
+
+#[test]
+fn a_websocket_upgrade_of_another_workers_session_is_handed_off() {
+    let (mut d, sink, now) = worker_setup();
+    let upgrade = String::from_utf8(REQUEST.to_vec())
+        .unwrap()
+        .replace("/chat?x=1", "/socket.io/?EIO=4&transport=websocket&sid=abc.0");
+    let mut sent = upgrade.into_bytes();
+    sent.extend(client_frame(1, b"2probe"));
+    read(&mut d, &sent, now);
+    assert_eq!(d.handoff(), Some((0, &sent[..])));
+    assert!(sink.take().is_empty());
+}
+
+#[test]
+fn a_keep_alive_connection_is_handed_off_once_its_response_is_written() {
+    let (mut d, sink, now) = worker_setup();
+    let mut two = polling("abc.1");
+    two.extend(polling("xyz.0"));
+    let (h, _) = http_request(&mut d, &sink, &two, now);
+    assert_eq!(d.handoff(), None, "the first request is this worker's");
+    h.respond(200, vec![]);
+    let _ = h.respond_body(Bytes::from_static(b"first"), false);
+    d.on_commands(now);
+    assert!(d.wants_write());
+    assert_eq!(d.handoff(), None, "the first response is not written yet");
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.ends_with("first\r\n0\r\n\r\n"), "{out}");
+    assert_eq!(d.handoff(), Some((0, &polling("xyz.0")[..])));
+    assert!(sink.take().is_empty());
+    d.on_handoff(Ok(()), now);
+    assert!(d.is_handed_off() && d.is_finished());
+    assert_eq!(h.send(true, Bytes::from_static(b"late")), SendState::Closed);
+}
+
+#[test]
+fn a_full_inbox_is_retried_then_answered_503() {
+    let (mut d, sink, now) = worker_setup();
+    read(&mut d, &polling("abc.2"), now);
+    d.on_handoff(Err(std::io::ErrorKind::WouldBlock.into()), now);
+    assert_eq!(d.handoff(), None, "not before the retry time");
+    let retry = d.deadline().unwrap();
+    assert!(retry > now && retry < now + Duration::from_secs(1));
+    d.on_tick(retry);
+    assert!(d.handoff().is_some(), "tried again");
+    let mut at = retry;
+    while !d.wants_write() {
+        d.on_handoff(Err(std::io::ErrorKind::WouldBlock.into()), at);
+        at = d.deadline().unwrap();
+        d.on_tick(at);
+    }
+    assert_eq!(at, now + ServerConfig::default().handshake_timeout);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    let events = sink.take();
+    assert_eq!(warnings(&events).len(), 1, "{events:?}");
+    assert!(!d.is_handed_off());
+}
+
+#[test]
+fn a_failed_hand_off_is_answered_503_and_logged() {
+    let (mut d, sink, now) = worker_setup();
+    read(&mut d, &polling("abc.0"), now);
+    d.on_handoff(Err(std::io::ErrorKind::BrokenPipe.into()), now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(d.is_finished() && !d.is_handed_off());
+    let events = sink.take();
+    let [warning] = &warnings(&events)[..] else { panic!("{events:?}") };
+    assert!(warning.contains("worker 0"), "{warning}");
+}
+
+#[test]
+fn too_many_bytes_read_ahead_are_answered_503() {
+    let (mut d, sink, now) = worker_setup();
+    let mut sent = polling("abc.2");
+    sent.resize(sent.len() + max_handoff_bytes(&ServerConfig::default()), b'x');
+    read(&mut d, &sent, now);
+    assert_eq!(d.handoff(), None);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert_eq!(warnings(&sink.take()).len(), 1);
+}
+
+#[test]
+fn a_session_of_a_worker_that_does_not_exist_is_answered_400() {
+    let (mut d, sink, now) = worker_setup();
+    read(&mut d, &polling("abc.3"), now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert!(d.is_finished());
+    let events = sink.take();
+    let [warning] = &warnings(&events)[..] else { panic!("{events:?}") };
+    assert!(warning.contains("worker 3, of 3 workers"), "{warning}");
+}
+
+#[test]
+fn a_handed_in_connection_serves_its_first_request_then_routes_again() {
+    let (mut d, sink, now) = worker_setup();
+    let mut two = polling("abc.2");
+    two.extend(polling("abc.2"));
+    d.on_handed_in(&mut BytesMut::from(&two[..]), now);
+    let mut events = sink.take();
+    let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
+    respond(&mut d, &info.handle, b"here", now);
+    assert_eq!(d.handoff(), Some((2, &polling("abc.2")[..])), "the next request is routed");
+}
+
+#[test]
+fn shutdown_during_a_hand_off_answers_503() {
+    let (mut d, _, now) = worker_setup();
+    read(&mut d, &polling("abc.2"), now);
+    d.on_handoff(Err(std::io::ErrorKind::WouldBlock.into()), now);
+    d.on_shutdown(now);
+    let out = String::from_utf8(output(&mut d)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(d.is_finished());
 }
