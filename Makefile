@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite fuzz fuzz-tools fuzz-seeds clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak fuzz fuzz-tools fuzz-seeds clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,13 @@ bench-quick: dev ## Benchmark smoke run (benchmarks/): 3 servers, figures printe
 
 bench-suite: dev ## The full backend comparison benchmark (benchmarks/) into docs/benchmarks (~33 min)
 	$(PYTHON) -m benchmarks --repeat 3
+
+# Minutes of load per backend for `make soak` (docs/soak.md); under 30 the record goes to
+# benchmarks/results/soak instead of docs/soak.
+SOAK_MINUTES ?= 30
+
+soak: dev ## Soak both backends SOAK_MINUTES each (default 30; `SOAK_MINUTES=2` for a smoke run; not in `make test`)
+	$(PYTHON) -m benchmarks.soak --minutes $(SOAK_MINUTES)
 
 bench: ## Criterion benchmarks of the zcasgi-core codec
 	$(CARGO) bench -p zcasgi-core --bench codec

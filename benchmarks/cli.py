@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import REPO_ROOT, ServerError, server_env
+from harness import REPO_ROOT, ServerError, cpu_pinning, server_env
 
 from . import env, plots, report, scenarios
 from .generator import Loadgen, LoadgenError
 from .profiles import FULL, QUICK, SCENARIOS, Profile
 from .report import PROG
 from .scenarios import RAW_TCP, Context, Record
-from .servers import FULL_SERVERS, QUICK_SERVERS, SERVERS, cpu_pinning
+from .servers import FULL_SERVERS, QUICK_SERVERS, SERVERS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .servers import pinned
+from harness import pinned
 
 #: Source addresses the load generator spreads connections over (past one address's ports).
 SOURCES = ",".join(f"127.0.0.{i}" for i in range(1, 9))

@@ -312,3 +312,52 @@ def _handshakes_fanout(results: Results, path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def soak(records: list[dict[str, Any]], path: Path) -> bool:
+    """The soak run (``benchmarks/soak``): RSS, open descriptors and running application calls
+    over time, one line per backend, its baseline dashed and the clients' departure marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    if not records:
+        return False
+    panels = [
+        ("rss_kib", "server RSS, MiB", 1 / 1024),
+        ("fds", "open file descriptors", 1.0),
+        ("tasks", "running application calls", 1.0),
+    ]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(11, 8.5), sharex=True, height_ratios=[3, 2, 1.4]
+    )
+    for record in records:
+        style = _style(f"zcasgi-{record['backend']}")
+        style.pop("marker")
+        style["linewidth"] = 1.6
+        samples = record["samples"]
+        xs = [p["t"] / 60 for p in samples]
+        end = record["marks"]["last_start"]["t"] / 60
+        for ax, (key, _, scale) in zip(axes, panels):
+            ax.plot(xs, [p[key] * scale for p in samples], **style)
+            if key != "tasks":
+                base = record["marks"]["baseline"][key] * scale
+                ax.axhline(base, color=style["color"], linestyle="--", linewidth=0.9)
+            ax.axvline(end, color=style["color"], linestyle=":", linewidth=1.0)
+    for ax, (_, label, _) in zip(axes, panels):
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("minutes since the server started (dotted: the last client starts)")
+    axes[0].legend(loc="lower center", ncol=len(records), frameon=False)
+    fig.suptitle(
+        "Soak: server memory and descriptors under churn, then back at the baseline (dashed)",
+        fontsize=12,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -31,13 +31,14 @@ from harness import (
     ServerProcess,
     free_port,
     listeners,
+    pinned,
     procfs,
 )
 
 from .env import PrintFn
 from .generator import SOURCES, Hold, Loadgen, LoadgenError, Report
 from .profiles import Profile
-from .servers import BACKLOG, CHAT_APP, ECHO_APP, Launch, ServerSpec, pinned
+from .servers import BACKLOG, CHAT_APP, ECHO_APP, Launch, ServerSpec
 
 Record = dict[str, Any]
 

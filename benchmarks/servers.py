@@ -12,9 +12,7 @@ scenarios need; nothing else is tuned.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness import HOST, READY_LINE, zcasgi_argv
@@ -238,24 +236,3 @@ FULL_SERVERS = [
 ]
 #: Servers of a ``--quick`` run.
 QUICK_SERVERS = ["zcasgi-mio", "zcasgi-tokio", "uvicorn"]
-
-
-def cpu_pinning() -> tuple[int | None, int | None]:
-    """CPUs for (server, load generator): 0 and 1 when this process may use both, else none."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None, None
-    if len(allowed) < 2:
-        return None, None
-    return allowed[0], allowed[1]
-
-
-def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
-    """``argv`` run on ``cpu`` (with taskset), or unchanged when ``cpu`` is None."""
-    if cpu is None:
-        return list(argv)
-    taskset = shutil.which("taskset")
-    if taskset is None:
-        return list(argv)
-    return [taskset, "-c", str(cpu), *argv]

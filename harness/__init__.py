@@ -13,6 +13,7 @@ Repository tooling, not part of the ``zcasgi`` package: pytest finds it through 
 
 from __future__ import annotations
 
+from .cpus import cpu_pinning, pinned
 from .env import REPO_ROOT, TESTS_DIR, server_env
 from .process import (
     Answers,
@@ -39,9 +40,11 @@ __all__ = [
     "ServerError",
     "ServerProcess",
     "ZcasgiServer",
+    "cpu_pinning",
     "free_port",
     "listen",
     "listeners",
+    "pinned",
     "server_env",
     "wait_until",
     "wait_until_async",

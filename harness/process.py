@@ -181,6 +181,7 @@ class ServerProcess:
         startup_timeout: float = STARTUP_TIMEOUT,
         stop_signal: signal.Signals = signal.SIGINT,
         stop_timeout: float = STOP_TIMEOUT,
+        log_dir: Path | None = None,
     ) -> None:
         """Prepare the processes of ``commands`` (nothing starts before :meth:`start`).
 
@@ -194,6 +195,8 @@ class ServerProcess:
             startup_timeout: Bound of the wait for ``ready``.
             stop_signal: Sent first by :meth:`stop`.
             stop_timeout: Seconds between the stop signal and SIGKILL.
+            log_dir: A directory to write the output files in and keep them (default: a
+                temporary file per process, removed by :meth:`stop` once its output is read).
         """
         self.name = name
         self.port = port
@@ -204,6 +207,7 @@ class ServerProcess:
         self._startup_timeout = startup_timeout
         self._stop_signal = stop_signal
         self._stop_timeout = stop_timeout
+        self._log_dir = log_dir
         self._procs: list[subprocess.Popen[bytes]] = []
         self._argvs: list[list[str]] = []
         self._logs: list[Path] = []
@@ -271,7 +275,7 @@ class ServerProcess:
         self.refresh_pids()
 
     def _spawn(self, command: Command) -> None:
-        fd, name = tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")
+        fd, name = tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log", dir=self._log_dir)
         self._logs.append(Path(name))
         argv = list(command.argv)
         try:
@@ -337,7 +341,8 @@ class ServerProcess:
         if self._logs:
             self._kept = self.outputs()
             for path in self._logs:
-                path.unlink(missing_ok=True)
+                if self._log_dir is None:
+                    path.unlink(missing_ok=True)
             self._logs = []
 
     def __enter__(self) -> ServerProcess:
@@ -401,6 +406,12 @@ class ServerProcess:
         """Every PID of the server's process trees, as last read."""
         return list(self._pids)
 
+    @property
+    def log_paths(self) -> list[Path]:
+        """The output file of each process, while it runs (kept after :meth:`stop` only with
+        ``log_dir``)."""
+        return list(self._logs)
+
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by the server's processes."""
         return procfs.cpu_seconds(self.refresh_pids())
@@ -408,6 +419,10 @@ class ServerProcess:
     def rss_kib(self) -> int:
         """Resident memory of the server's processes, in KiB."""
         return procfs.rss_kib(self.refresh_pids())
+
+    def open_fds(self) -> int:
+        """Open file descriptors of the server's processes."""
+        return procfs.open_fds(self.refresh_pids())
 
     def wait_quiet(self, max_seconds: float = 10.0, idle_share: float = 0.05) -> bool:
         """Wait until the server uses under ``idle_share`` of a core over 200 ms (it has nothing

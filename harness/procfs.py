@@ -1,4 +1,5 @@
-"""Reading processes from ``/proc``: process trees, CPU time, resident memory, machine load.
+"""Reading processes from ``/proc``: process trees, CPU time, resident memory, open files,
+machine load.
 
 Servers such as gunicorn, granian and hypercorn serve from child processes, so every figure
 here is taken over a process *tree*: the PID the suite started and all its descendants.
@@ -74,6 +75,17 @@ def rss_kib(pids: list[int]) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
                 break
+    return total
+
+
+def open_fds(pids: list[int]) -> int:
+    """Summed count of open file descriptors of ``pids`` (entries of ``/proc/PID/fd``)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(_PROC / str(pid) / "fd"))
+        except OSError:
+            continue
     return total
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from .cpus import pinned
 from .env import server_env
 from .process import STARTUP_TIMEOUT, Command, LogLine, ServerProcess
 from .sockets import listen
@@ -62,8 +64,12 @@ class ZcasgiServer(ServerProcess):
         *,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        cpu: int | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         """Prepare the server (nothing is bound or started before the ``with`` block).
+
+        ``cpu`` pins the server to that CPU (taskset); ``log_dir`` keeps its output file there.
 
         Raises:
             ValueError: If ``args`` set a log level that hides the ready line.
@@ -74,14 +80,18 @@ class ZcasgiServer(ServerProcess):
             ready=LogLine(READY_LINE),
             env=server_env(env),
             startup_timeout=startup_timeout,
+            log_dir=log_dir,
         )
         self.app = app
         self.backend = backend
         self.args = list(args)
+        self.cpu = cpu
         self.command: list[str] = []
 
     def _launch(self) -> Sequence[Command]:
         sock = listen()
         self.port = sock.getsockname()[1]
-        self.command = zcasgi_argv(self.app, sock.fileno(), self.backend, self.args)
+        self.command = pinned(
+            zcasgi_argv(self.app, sock.fileno(), self.backend, self.args), self.cpu
+        )
         return [Command(self.command, [sock])]
