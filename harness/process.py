@@ -91,16 +91,20 @@ class Readiness(Protocol):
 
 @dataclass(frozen=True)
 class LogLine:
-    """Ready once every process of the server has printed ``text``.
+    """Ready once every process of the server has printed ``text`` ``count`` times.
 
-    zcasgi prints ``zcasgi running on`` once it serves (at log level info or lower).
+    zcasgi prints ``zcasgi running on`` once it serves (at log level info or lower); with
+    workers, each worker prints it into the output of the supervisor that started it.
     """
 
     text: str
+    count: int = 1
 
     def wait(self, server: ServerProcess, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for ``text`` in every process's output."""
-        return wait_until(lambda: all(self.text in out for out in server.outputs()), timeout)
+        return wait_until(
+            lambda: all(out.count(self.text) >= self.count for out in server.outputs()), timeout
+        )
 
 
 #: The request :class:`Answers` sends: any HTTP server answers it, an echo server echoes it.
@@ -400,6 +404,10 @@ class ServerProcess:
                 pids.extend(procfs.tree(proc.pid))
         self._pids = pids
         return pids
+
+    def children(self) -> list[int]:
+        """The living child processes of the first process (a supervisor's workers)."""
+        return procfs.children(self.proc.pid)
 
     @property
     def pids(self) -> list[int]:

@@ -37,19 +37,29 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def tree(root: int) -> list[int]:
-    """``root`` and all its living descendants (``root`` first)."""
-    children: dict[int, list[int]] = {}
+def _children_by_parent() -> dict[int, list[int]]:
+    by_parent: dict[int, list[int]] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         parent = parent_of(int(entry.name))
         if parent is not None:
-            children.setdefault(parent, []).append(int(entry.name))
+            by_parent.setdefault(parent, []).append(int(entry.name))
+    return by_parent
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and all its living descendants (``root`` first)."""
+    by_parent = _children_by_parent()
     found = [root]
     for pid in found:
-        found.extend(children.get(pid, []))
+        found.extend(by_parent.get(pid, []))
     return [pid for pid in found if (_PROC / str(pid)).exists()]
+
+
+def children(parent: int) -> list[int]:
+    """The living child processes of ``parent``."""
+    return sorted(_children_by_parent().get(parent, []))
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -44,9 +44,9 @@ class ZcasgiServer(ServerProcess):
 
     Starting binds a listening socket on 127.0.0.1 (a port the kernel picks), passes it to the
     server, and waits (at most ``startup_timeout`` seconds) for the server's
-    ``zcasgi running on`` line; if the process exits first or the time runs out, it raises
-    :class:`harness.ServerError` carrying the server's output. Leaving sends SIGINT, waits up
-    to 10 s, then SIGKILLs the PID.
+    ``zcasgi running on`` line (with ``workers``: one per worker); if the process exits first or
+    the time runs out, it raises :class:`harness.ServerError` carrying the server's output.
+    Leaving sends SIGINT, waits up to 10 s, then SIGKILLs the PID and any worker left.
 
     Example::
 
@@ -66,18 +66,23 @@ class ZcasgiServer(ServerProcess):
         startup_timeout: float = STARTUP_TIMEOUT,
         cpu: int | None = None,
         log_dir: Path | None = None,
+        workers: int = 1,
     ) -> None:
         """Prepare the server (nothing is bound or started before the ``with`` block).
 
         ``cpu`` pins the server to that CPU (taskset); ``log_dir`` keeps its output file there.
+        ``workers`` > 1 runs a supervisor (``--workers``) whose worker processes are its
+        :meth:`children`.
 
         Raises:
             ValueError: If ``args`` set a log level that hides the ready line.
         """
         _check_log_level(args)
+        if workers > 1:
+            args = [*args, "--workers", str(workers)]
         super().__init__(
             f"zcasgi-{backend}",
-            ready=LogLine(READY_LINE),
+            ready=LogLine(READY_LINE, workers),
             env=server_env(env),
             startup_timeout=startup_timeout,
             log_dir=log_dir,

@@ -44,7 +44,7 @@ async def _app(scope: object, receive: object, send: object) -> None:
         ({"shutdown_close_code": 1006}, "shutdown_close_code 1006 may not be sent"),
         ({"ssl_certfile": "cert.pem"}, "TLS is not supported yet"),
         ({"uds": "/tmp/x.sock"}, "uds (Unix domain sockets) is not supported yet"),
-        ({"workers": 2}, "workers > 1 is not supported yet"),
+        ({"workers": 0}, "workers must be >= 1"),
         ({"max_header_bytes": 10}, "max_header_bytes must be >= 256"),
     ],
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._zcasgi import BACKENDS, __version__
 from .config import LIFESPAN_MODES, LOG_LEVELS, LOOPS, Config, parse_bool
-from .server import Server
+from .server import run
 
 __all__ = ["main"]
 
@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uds", help="bind a Unix domain socket (not supported yet)")
     p.add_argument("--backend", choices=BACKENDS, help="transport backend (default mio)")
     p.add_argument("--io-threads", type=int, help="I/O threads of the backend (default 1)")
-    p.add_argument("--workers", type=int, help="worker processes (only 1 is supported)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes under one supervisor, sharing the listening socket (default 1)",
+    )
     p.add_argument("--backlog", type=int, help="listen backlog (default 2048)")
     p.add_argument(
         "--max-connections",
@@ -116,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config.load_app()
     except (ValueError, TypeError) as exc:
         parser.exit(2, f"zcasgi: error: {exc}\n")
-    Server(config).run()
+    run(config)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ _SERVER_LIMITS = server_limits()
 LIMITS: dict[str, tuple[int, int] | tuple[float, float]] = {
     "port": (0, 65535),
     "fd": (0, 2**31 - 1),
+    "workers": (1, 1024),
     "backlog": (1, 2**31 - 1),
     "timeout_graceful_shutdown": _SERVER_LIMITS["close_timeout"],
     **_SERVER_LIMITS,
@@ -189,7 +190,9 @@ class Config:
         fd: Serve on an already-listening socket file descriptor.
         backend: Transport backend, ``"mio"`` or ``"tokio"``.
         io_threads: Number of I/O threads of the backend.
-        workers: Number of processes (only 1 is supported in this version).
+        workers: Number of worker processes; more than 1 runs them under a supervisor that
+            binds the listening socket once, replaces a worker that dies and reloads them one
+            at a time on SIGHUP (docs/deployment.md).
         backlog: Listen backlog.
         max_connections: Connections served at once; more wait in the backlog.
         ws_max_size: Largest WebSocket message accepted, in bytes (larger: close 1009).
@@ -251,12 +254,7 @@ class Config:
                 f"unknown backend {self.backend!r}; valid backends: {', '.join(BACKENDS)}"
             )
         self.io_threads = _count("io_threads", values["io_threads"])
-        workers = values["workers"]
-        if isinstance(workers, bool) or not isinstance(workers, int):
-            raise TypeError(f"workers must be an int, not {type(workers).__name__}")
-        if workers != 1:
-            raise ValueError("workers > 1 is not supported yet; run one process per core")
-        self.workers: int = workers
+        self.workers = _count("workers", values["workers"])
         self.backlog = _count("backlog", values["backlog"])
         self.max_connections = _count("max_connections", values["max_connections"])
         self.ws_max_size = _count("ws_max_size", values["ws_max_size"])

@@ -14,14 +14,17 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _zcasgi
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
 from .sockets import bind_sockets
 
-__all__ = ["Server", "serve"]
+if TYPE_CHECKING:
+    from .supervisor import WorkerSlot
+
+__all__ = ["Server", "run", "serve"]
 
 logger = logging.getLogger("zcasgi")
 access_logger = logging.getLogger("zcasgi.access")
@@ -29,29 +32,47 @@ access_logger = logging.getLogger("zcasgi.access")
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def configure_logging(level: int) -> None:
-    """Gives the ``zcasgi`` loggers a console handler unless logging is configured already."""
+#: The console handler `configure_logging` gave the ``zcasgi`` loggers, if it did.
+_console: list[logging.Handler] = []
+
+
+def configure_logging(level: int, tag: str = "") -> None:
+    """Gives the ``zcasgi`` loggers a console handler unless logging is configured already.
+
+    Args:
+        level: The loggers' level.
+        tag: Shown in brackets before each message of this process (``worker 1 pid 42``); a
+            later call (in a forked worker) replaces the tag of the handler made before.
+    """
     for name in ("zcasgi", "zcasgi.access"):
         log = logging.getLogger(name)
         log.setLevel(level)
-    if logging.getLogger().handlers or logging.getLogger("zcasgi").handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
-    for name in ("zcasgi", "zcasgi.access"):
-        log = logging.getLogger(name)
-        log.addHandler(handler)
-        log.propagate = False
+    if not _console:
+        if logging.getLogger().handlers or logging.getLogger("zcasgi").handlers:
+            return
+        _console.append(logging.StreamHandler(sys.stderr))
+        for name in ("zcasgi", "zcasgi.access"):
+            log = logging.getLogger(name)
+            log.addHandler(_console[0])
+            log.propagate = False
+    shown = f"[{tag}] " if tag else ""
+    _console[0].setFormatter(logging.Formatter(f"%(levelname)-9s {shown}%(message)s"))
 
 
 class Server:
     """A zcasgi server for one `Config`.
 
     Use `run()` to own the event loop, or ``await server.serve()`` inside a running loop.
+
+    Args:
+        config: The configuration.
+        slot: This worker's place under a `zcasgi.supervisor.Supervisor` (``workers > 1``),
+            or None for a server of its own.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, slot: WorkerSlot | None = None) -> None:
         self.config = config
+        self.slot = slot
         self.should_exit = False
         self.force_exit = False
         self.started = False
@@ -64,26 +85,32 @@ class Server:
 
     # ---- running ----
 
-    def run(self) -> None:
-        """Runs the server until SIGINT/SIGTERM, in a new event loop.
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Runs the server until SIGINT/SIGTERM (a worker: SIGTERM), in a new event loop.
+
+        Args:
+            sockets: Listening sockets to serve instead of binding the configured ones.
 
         Raises:
             SystemExit: with code 3 if the application's lifespan startup failed.
         """
-        configure_logging(self.config.log_level)
+        self._configure_logging()
         factory = self._loop_factory()
         if factory is None:
-            asyncio.run(self.serve())
+            asyncio.run(self.serve(sockets))
         elif sys.version_info >= (3, 11):
             with asyncio.Runner(loop_factory=factory) as runner:
-                runner.run(self.serve())
+                runner.run(self.serve(sockets))
         else:
             loop = factory()
             asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(self.serve())
+                loop.run_until_complete(self.serve(sockets))
             finally:
                 loop.close()
+
+    def _configure_logging(self) -> None:
+        configure_logging(self.config.log_level, "" if self.slot is None else self.slot.tag)
 
     def _loop_factory(self) -> Any:
         if self.config.loop == "asyncio":
@@ -96,7 +123,7 @@ class Server:
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Serves until `should_exit` is set (by a signal or by the caller)."""
-        configure_logging(self.config.log_level)
+        self._configure_logging()
         self._exit_event = asyncio.Event()
         try:
             await self._startup(sockets)
@@ -139,13 +166,16 @@ class Server:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             logger.info(
-                "zcasgi running on http://%s:%d (backend %s, %d I/O thread%s; CTRL+C to quit)",
+                "zcasgi running on http://%s:%d (backend %s, %d I/O thread%s; %s)",
                 shown,
                 port,
                 config.backend,
                 config.io_threads,
                 "" if config.io_threads == 1 else "s",
+                "CTRL+C to quit" if self.slot is None else self.slot.tag,
             )
+        if self.slot is not None:
+            self.slot.notify_ready()
 
     def _drain(self) -> None:
         try:
@@ -153,12 +183,23 @@ class Server:
         except Exception:
             logger.exception("error while dispatching server events")
 
+    def _handled_signals(self) -> tuple[signal.Signals, ...]:
+        # A worker leaves SIGINT to its supervisor, which sends it SIGTERM.
+        return _HANDLED_SIGNALS if self.slot is None else (signal.SIGTERM,)
+
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in _HANDLED_SIGNALS:
+        for sig in self._handled_signals():
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_exit)
+                loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        # A worker may get SIGTERM twice (from its supervisor, from systemd killing the whole
+        # control group, from the kernel when the supervisor dies): only its supervisor forces
+        # it, with SIGKILL.
+        if self.slot is None or not self.should_exit:
+            self.request_exit()
 
     # ---- connections ----
 
@@ -234,10 +275,25 @@ class Server:
             sock.close()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
-        for sig in _HANDLED_SIGNALS:
+        for sig in self._handled_signals():
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         logger.info("Finished server process")
+
+
+def run(config: Config) -> None:
+    """Serves ``config`` until SIGINT/SIGTERM: in this process, or with ``workers > 1`` in
+    worker processes under a supervisor (`zcasgi.supervisor.Supervisor`).
+
+    Raises:
+        SystemExit: with code 3 if the application's lifespan startup failed.
+    """
+    if config.workers == 1:
+        Server(config).run()
+        return
+    from .supervisor import Supervisor
+
+    Supervisor(config).run()
 
 
 def serve(app: Any, **options: Any) -> None:
@@ -245,9 +301,11 @@ def serve(app: Any, **options: Any) -> None:
 
     Args:
         app: An ASGI application, or an import string ``"module:attribute"``.
-        **options: Any `Config` option, e.g. ``host``, ``port``, ``backend="mio"``.
+        **options: Any `Config` option, e.g. ``host``, ``port``, ``backend="mio"``,
+            ``workers=4``.
 
     Raises:
         ValueError: for a bad option value, before anything starts.
+        SystemExit: with code 3 if the application's lifespan startup failed.
     """
-    Server(Config(app, **options)).run()
+    run(Config(app, **options))

@@ -1,0 +1,184 @@
+"""``--workers``: a supervisor and its worker processes, on both backends.
+
+The application (``tests/apps/workers.py``) answers with the PID of the worker that serves it,
+so a test sees which worker each connection landed on; the workers are the supervisor's child
+processes. Worker processes share one listening socket: which one accepts a connection is up to
+the kernel, so the tests open connections until they have reached the workers they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from harness import HOST, REPO_ROOT, ZcasgiServer, listen, server_env, wait_until, zcasgi_argv
+
+pytestmark = pytest.mark.timeout(120)
+
+WORKERS = 4
+#: Connections a test opens at most to reach every worker.
+ATTEMPTS = 400
+
+
+def _server(backend: str, app: str = "apps.workers:app") -> ZcasgiServer:
+    return ZcasgiServer(app, backend, ["--no-access-log"], workers=WORKERS)
+
+
+async def _pid_over_http(server: ZcasgiServer) -> int:
+    """The PID of the worker that answers one request on a new connection."""
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), response
+    return int(body)
+
+
+async def _open(server: ZcasgiServer) -> tuple[int, ClientConnection]:
+    ws = await connect(server.url())
+    return int(await asyncio.wait_for(ws.recv(), 10)), ws
+
+
+@contextlib.asynccontextmanager
+async def _one_websocket_per_worker(
+    server: ZcasgiServer, wanted: int = WORKERS
+) -> AsyncIterator[dict[int, ClientConnection]]:
+    """Open WebSockets until ``wanted`` workers hold one each; yields them by worker PID."""
+    held: dict[int, ClientConnection] = {}
+    extra: list[ClientConnection] = []
+    try:
+        for _ in range(ATTEMPTS):
+            if len(held) == wanted:
+                break
+            pid, ws = await _open(server)
+            if pid in held:
+                extra.append(ws)
+            else:
+                held[pid] = ws
+        assert len(held) == wanted, f"{ATTEMPTS} connections reached only {sorted(held)}"
+        for ws in extra:
+            await ws.close()
+        yield held
+    finally:
+        for ws in [*held.values(), *extra]:
+            await ws.close()
+
+
+async def _echoes(ws: ClientConnection, text: str) -> bool:
+    await ws.send(text)
+    return await asyncio.wait_for(ws.recv(), 10) == text
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+async def test_workers_serve_http_and_websocket(backend: str) -> None:
+    with _server(backend) as server:
+        workers = server.children()
+        assert len(workers) == WORKERS
+        async with _one_websocket_per_worker(server, 2) as held:
+            assert set(held) <= set(workers)
+            for pid, ws in held.items():
+                assert await _echoes(ws, f"hello {pid}")
+        answered = {await _pid_over_http(server) for _ in range(ATTEMPTS // 4)}
+        assert answered <= set(workers)
+        output = server.output()
+    for index in range(WORKERS):
+        assert f"Started worker {index} (pid " in output
+        assert f"[worker {index} pid " in output
+    assert "Traceback" not in output, output
+
+
+async def test_killed_worker_is_replaced_and_the_others_keep_serving(backend: str) -> None:
+    with _server(backend) as server:
+        before = server.children()
+        async with _one_websocket_per_worker(server, 2) as held:
+            victim, survivor = list(held)
+            os.kill(victim, signal.SIGKILL)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(held[victim].recv(), 10)
+            replaced = wait_until(lambda: len(set(server.children()) - set(before)) == 1, 15)
+            assert replaced, server.output()
+            [newcomer] = set(server.children()) - set(before)
+            server.wait_for_output(f"pid {newcomer}] zcasgi running on", 15)
+            for _ in range(ATTEMPTS):
+                if await _pid_over_http(server) == newcomer:
+                    break
+            else:
+                pytest.fail(f"the new worker {newcomer} answered none of {ATTEMPTS} requests")
+            assert await _echoes(held[survivor], "still here")
+        output = server.output()
+    assert f"(pid {victim}) died (killed by SIGKILL)" in output, output
+
+
+async def test_sigterm_closes_every_worker_gracefully(backend: str) -> None:
+    server = _server(backend)
+    with server:
+        workers = server.children()
+        async with _one_websocket_per_worker(server) as held:
+            tree = server.refresh_pids()
+            server.proc.send_signal(signal.SIGTERM)
+            for ws in held.values():
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 15)
+                assert ws.close_code == 1012
+            assert server.proc.wait(20) == 0
+            assert wait_until(lambda: _gone(tree), 10), tree
+    output = server.output()
+    for pid in workers:
+        assert f"lifespan shutdown pid={pid}" in output, output
+        assert f"disconnect pid={pid} code=1012" in output, output
+    assert "Traceback" not in output, output
+
+
+def test_lifespan_startup_failure_stops_the_supervisor_with_3(backend: str) -> None:
+    sock = listen()
+    argv = zcasgi_argv("apps.lifespan_fail:app", sock.fileno(), backend, ["--workers", "2"])
+    try:
+        result = subprocess.run(
+            argv,
+            cwd=REPO_ROOT,
+            env=server_env(),
+            pass_fds=[sock.fileno()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        sock.close()
+    assert result.returncode == 3, result.stderr
+    assert "application startup failed; stopping" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_workers_need_the_main_thread() -> None:
+    code = (
+        "import threading, zcasgi\n"
+        "async def app(scope, receive, send): pass\n"
+        "errors = []\n"
+        "def run():\n"
+        "    try:\n"
+        "        zcasgi.serve(app, port=0, workers=2)\n"
+        "    except RuntimeError as exc:\n"
+        "        errors.append(str(exc))\n"
+        "t = threading.Thread(target=run); t.start(); t.join()\n"
+        "print(errors)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "must be started from the main thread" in result.stdout, result
