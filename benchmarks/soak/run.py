@@ -62,6 +62,7 @@ class Run:
         self.samples: list[dict[str, Any]] = []
         self.marks: dict[str, dict[str, Any]] = {}
         self.t0 = time.monotonic()
+        self.errors_shown: set[str] = set()
 
     @property
     def port(self) -> int:
@@ -118,6 +119,10 @@ class Run:
             f"rss {_mib(point['rss_kib'])} fds {point['fds']} tasks {point['tasks']}",
             flush=True,
         )
+        for kind, message in c.first_error.items():
+            if kind not in self.errors_shown:
+                self.errors_shown.add(kind)
+                print(f"    first error of a {kind} client: {message}", flush=True)
 
 
 def _clock(seconds: float) -> str:
