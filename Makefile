@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak fuzz fuzz-tools fuzz-seeds clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak bench-scale fuzz fuzz-tools fuzz-seeds clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,9 @@ soak: dev ## Soak both backends SOAK_MINUTES each (default 30; `SOAK_MINUTES=2` 
 
 bench: ## Criterion benchmarks of the zcasgi-core codec
 	$(CARGO) bench -p zcasgi-core --bench codec
+
+bench-scale: dev ## Idle connections over workers: 100,000 WebSockets and 20,000 Socket.IO clients per backend (docs/benchmarks/scale; ~15 min)
+	$(PYTHON) -m benchmarks.scale
 
 # The cargo-fuzz targets (docs/fuzzing.md), one per file in zcasgi-core/fuzz/fuzz_targets.
 FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard zcasgi-core/fuzz/fuzz_targets/*.rs))))

@@ -361,3 +361,47 @@ def soak(records: list[dict[str, Any]], path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def scale(records: list[dict[str, Any]], path: Path) -> bool:
+    """The scale run (``benchmarks/scale``): memory per idle connection and idle CPU with
+    keepalive pings, one bar per backend and kind of client, labelled with the counts."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    done = [r for r in records if "error" not in r]
+    if not done:
+        return False
+    kinds = {"ws": "WebSockets", "socketio": "Socket.IO clients"}
+    labels = [
+        f"{r['backend']}\n{r['open']:,} {kinds[r['kind']]}\n{r['workers']} workers" for r in done
+    ]
+    colors = [_style(f"zcasgi-{r['backend']}")["color"] for r in done]
+    panels = [
+        ("kib_per_conn", "KiB per idle connection", "Memory per connection — lower is better", 1.0),
+        (
+            "idle_cpu_share",
+            "% of one core",
+            "CPU while idle, keepalive pings on — lower is better",
+            100.0,
+        ),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.8))
+    for ax, (key, ylabel, title, scale) in zip(axes, panels):
+        values = [r[key] * scale for r in done]
+        bars = ax.bar(range(len(done)), values, color=colors)
+        ax.bar_label(bars, labels=[_short(v) for v in values], padding=2)
+        ax.set_xticks(range(len(done)), labels, fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=11)
+        ax.set_ylim(bottom=0, top=max(values) * 1.15 if max(values) > 0 else 1)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Idle connections held over worker processes (linear axes)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

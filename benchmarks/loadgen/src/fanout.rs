@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use zcasgi_core::frame::OpCode;
 
 use crate::net::{self, Target};
+use crate::sio;
 use crate::sys::{Sample, Window};
 use crate::workers::{self, ReadBuf};
 use crate::ws::{self, Event, FrameReader};
@@ -90,7 +90,7 @@ pub fn run(args: &FanoutArgs) -> Result<Value, String> {
         return Err("--members and --rounds must be positive".into());
     }
     let base = Target::parse(&args.url)?;
-    let target = base.join("socket.io/?EIO=4&transport=websocket");
+    let target = base.join(sio::WEBSOCKET_PATH);
     Ok(workers::block_on_local(drive(args, target)))
 }
 
@@ -225,13 +225,10 @@ impl Member {
                 net::ws_connect(&self.target, &self.request, self.source, self.timeout).await?;
             let mut reader = FrameReader::new(true);
             let mut inbox = Vec::new();
-            reader.feed(&rest, |e| collect(&mut inbox, e))?;
-            self.expect(&mut stream, &mut reader, &mut inbox, "0").await?;
-            send_text(&mut stream, "40").await?;
-            self.expect(&mut stream, &mut reader, &mut inbox, "40").await?;
+            sio::connect(&mut stream, &self.buf, &mut reader, &mut inbox, &rest).await?;
             let join = format!("421[\"join\",{}]", json!(self.room_name));
-            send_text(&mut stream, &join).await?;
-            self.expect(&mut stream, &mut reader, &mut inbox, "431").await?;
+            sio::send_text(&mut stream, &join).await?;
+            sio::expect(&mut stream, &self.buf, &mut reader, &mut inbox, "431").await?;
             Ok::<_, io::Error>((stream, reader, inbox))
         };
         let joined = match tokio::time::timeout(self.timeout, connected).await {
@@ -249,14 +246,14 @@ impl Member {
         };
         self.room.joined.set(self.room.joined.get() + 1);
         for message in std::mem::take(&mut inbox) {
-            self.handle(&mut stream, &message).await?;
+            sio::handle(&mut stream, &message).await?;
         }
         loop {
             let mut closed = false;
             tokio::select! {
                 read = workers::read_some(&stream, &self.buf, &mut reader, |e| {
                     closed |= e == Event::Close;
-                    collect(&mut inbox, e);
+                    sio::collect(&mut inbox, e);
                 }) => {
                     read?;
                     let now = Instant::now();
@@ -264,7 +261,7 @@ impl Member {
                         if let Some(round) = round_of(&message) {
                             self.room.arrived(round, now);
                         } else {
-                            self.handle(&mut stream, &message).await?;
+                            sio::handle(&mut stream, &message).await?;
                         }
                     }
                     if closed {
@@ -284,38 +281,6 @@ impl Member {
             }
         }
     }
-
-    /// Reads until a message starting with `prefix` arrives, answering pings meanwhile.
-    async fn expect(
-        &self,
-        stream: &mut TcpStream,
-        reader: &mut FrameReader,
-        inbox: &mut Vec<Vec<u8>>,
-        prefix: &str,
-    ) -> io::Result<()> {
-        loop {
-            while !inbox.is_empty() {
-                let message = inbox.remove(0);
-                if message.starts_with(prefix.as_bytes()) {
-                    return Ok(());
-                }
-                self.handle(stream, &message).await?;
-            }
-            workers::read_some(stream, &self.buf, reader, |e| collect(inbox, e)).await?;
-        }
-    }
-
-    /// Answers an Engine.IO ping; ignores acks and other packets.
-    async fn handle(&self, stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
-        match message {
-            b"2" => send_text(stream, "3").await,
-            [b'4', b'1', ..] => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "disconnected from the namespace",
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
 async fn recv(trigger: &mut Option<mpsc::UnboundedReceiver<usize>>) -> Option<usize> {
@@ -323,17 +288,6 @@ async fn recv(trigger: &mut Option<mpsc::UnboundedReceiver<usize>>) -> Option<us
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Keeps text messages (Engine.IO packets); a close frame is left to the caller.
-fn collect(inbox: &mut Vec<Vec<u8>>, event: Event<'_>) {
-    if let Event::Message { data, .. } = event {
-        inbox.push(data.to_vec());
-    }
-}
-
-async fn send_text(stream: &mut TcpStream, text: &str) -> io::Result<()> {
-    stream.write_all(&ws::masked_frame(OpCode::Text, text.as_bytes())).await
 }
 
 /// The round number of a broadcast `42["message",{..."text":"fanout-<n>"}]`.

@@ -1,5 +1,8 @@
 //! `hold`: open many idle connections and keep them open.
 //!
+//! With `--socketio`, each connection is a python-socketio client on the websocket transport:
+//! it counts as open once connected to the default namespace, and answers Engine.IO pings.
+//!
 //! Prints a first JSON line (`"event": "open"`) once every connection has opened or failed,
 //! so the harness can read the server's memory, then holds the connections (answering pings)
 //! until `--duration` passes or stdin reaches EOF, and prints a final line (`"event": "done"`).
@@ -15,16 +18,20 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::net::Target;
-use crate::workers::{self, Dialer, Shared};
+use crate::sio;
+use crate::workers::{self, Dialer, ReadBuf, Shared};
 use crate::ws::FrameReader;
 use crate::{emit, Common};
 
 /// Arguments of `hold`.
 #[derive(Debug, Args)]
 pub struct HoldArgs {
-    /// WebSocket URL to connect to.
+    /// WebSocket URL to connect to (with `--socketio`, the server's base URL).
     #[arg(long)]
     pub url: String,
+    /// Connect python-socketio clients (Engine.IO v4 over websocket) instead of bare WebSockets.
+    #[arg(long)]
+    pub socketio: bool,
     /// Connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
@@ -42,6 +49,7 @@ struct Ctx {
     conns: usize,
     threads: usize,
     concurrency: usize,
+    socketio: bool,
 }
 
 /// Runs the scenario; prints the "open" line itself and returns the final report.
@@ -51,7 +59,10 @@ struct Ctx {
 pub fn run(args: &HoldArgs) -> Result<Value, String> {
     let common = &args.common;
     common.check(args.conns)?;
-    let target = Target::parse(&args.url)?;
+    let mut target = Target::parse(&args.url)?;
+    if args.socketio {
+        target = target.join(sio::WEBSOCKET_PATH);
+    }
     let threads = common.threads.max(1);
     let shared = Shared::new(threads);
     let ctx = Arc::new(Ctx {
@@ -60,6 +71,7 @@ pub fn run(args: &HoldArgs) -> Result<Value, String> {
         conns: args.conns,
         threads,
         concurrency: common.connect_concurrency,
+        socketio: args.socketio,
     });
     let worker_ctx = Arc::clone(&ctx);
     let _handles =
@@ -107,6 +119,10 @@ async fn thread_main(thread: usize, ctx: Arc<Ctx>) {
     for index in (thread..ctx.conns).step_by(ctx.threads) {
         let (ctx, buf, gate) = (Arc::clone(&ctx), buf.clone(), Arc::clone(&gate));
         tasks.spawn_local(async move {
+            if ctx.socketio {
+                hold_socketio(&ctx, index, &buf, &gate).await;
+                return;
+            }
             let Some((mut stream, rest)) = ctx.dialer.dial(&ctx.shared, index, &gate).await else {
                 return;
             };
@@ -124,4 +140,28 @@ async fn thread_main(thread: usize, ctx: Arc<Ctx>) {
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// One python-socketio client: open once connected to the namespace, then idle until done.
+async fn hold_socketio(ctx: &Ctx, index: usize, buf: &ReadBuf, gate: &Semaphore) {
+    let mut reader = FrameReader::new(true);
+    let mut inbox = Vec::new();
+    let connected = async {
+        let _permit = gate.acquire().await.map_err(io::Error::other)?;
+        let (mut stream, rest) = ctx.dialer.connect(index).await?;
+        sio::connect(&mut stream, buf, &mut reader, &mut inbox, &rest).await?;
+        Ok::<_, io::Error>(stream)
+    };
+    let mut stream = match tokio::time::timeout(ctx.dialer.timeout, connected).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return ctx.shared.connect_failed(&error),
+        Err(_) => return ctx.shared.connect_failed(&"socket.io connect timed out"),
+    };
+    ctx.shared.open.fetch_add(1, Ordering::AcqRel);
+    let mut rx = ctx.shared.subscribe();
+    if let Err(error) =
+        sio::idle_until_done(&mut stream, buf, &mut reader, &mut inbox, &mut rx).await
+    {
+        ctx.shared.conn_died(&error);
+    }
 }

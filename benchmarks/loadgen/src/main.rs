@@ -24,6 +24,7 @@ mod large;
 mod latency;
 mod net;
 mod rtt;
+mod sio;
 mod sys;
 mod workers;
 mod ws;

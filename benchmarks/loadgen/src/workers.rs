@@ -227,6 +227,15 @@ impl Dialer {
         Self { target, request, sources, timeout }
     }
 
+    /// Opens connection `index` (connect and upgrade), without counting it.
+    ///
+    /// # Errors
+    /// The connect or the upgrade failed or timed out.
+    pub async fn connect(&self, index: usize) -> io::Result<(TcpStream, Vec<u8>)> {
+        let source = net::source_for(&self.sources, index);
+        net::ws_connect(&self.target, &self.request, source, self.timeout).await
+    }
+
     /// Opens connection `index` while holding a permit of `gate`; counts it in `shared`.
     pub async fn dial(
         &self,
@@ -235,8 +244,7 @@ impl Dialer {
         gate: &Semaphore,
     ) -> Option<(TcpStream, Vec<u8>)> {
         let _permit = gate.acquire().await.ok()?;
-        let source = net::source_for(&self.sources, index);
-        match net::ws_connect(&self.target, &self.request, source, self.timeout).await {
+        match self.connect(index).await {
             Ok(conn) => {
                 shared.open.fetch_add(1, Ordering::AcqRel);
                 Some(conn)

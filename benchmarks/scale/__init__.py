@@ -1,0 +1,1 @@
+"""The scale run (``make bench-scale``): many idle connections over zcasgi's worker processes."""
