@@ -43,7 +43,11 @@ async def _app(scope: object, receive: object, send: object) -> None:
         ({"forwarded_allow_ips": "10.0.0.1,nope"}, "'nope' is not an IP address"),
         ({"shutdown_close_code": 1006}, "shutdown_close_code 1006 may not be sent"),
         ({"ssl_certfile": "cert.pem"}, "TLS is not supported yet"),
-        ({"uds": "/tmp/x.sock"}, "uds (Unix domain sockets) is not supported yet"),
+        ({"uds": "/tmp/x.sock", "fd": 3}, "uds and fd are exclusive"),
+        ({"uds": ""}, "uds must not be empty"),
+        ({"uds_permissions": "600"}, "uds_permissions is set but uds is not"),
+        ({"uds": "/tmp/x.sock", "uds_permissions": "9"}, "must be an octal mode"),
+        ({"uds": "/tmp/x.sock", "uds_permissions": 0o1777}, "between 0o000 and 0o777"),
         ({"workers": 0}, "workers must be >= 1"),
         ({"max_header_bytes": 10}, "max_header_bytes must be >= 256"),
     ],
@@ -165,6 +169,13 @@ def test_the_core_checks_its_options_again(
     finally:
         loop.close()
     assert str(info.value).startswith(message)
+
+
+def test_uds_options() -> None:
+    config = Config(_app, uds="/run/app.sock", uds_permissions="0o660")
+    assert (config.uds, config.uds_permissions) == ("/run/app.sock", 0o660)
+    assert Config(_app, uds="/run/app.sock", uds_permissions=0o600).uds_permissions == 0o600
+    assert Config(_app, uds="/run/app.sock").uds_permissions is None
 
 
 def test_root_path_of_the_wrong_type_is_a_type_error() -> None:

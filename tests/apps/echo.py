@@ -319,3 +319,36 @@ async def sleepy_app(scope: Scope, receive: Receive, send: Send) -> None:
         took += 1
         size += len(message.get("bytes") or message.get("text") or "")
     logger.info("sleepy took=%d bytes=%d", took, size)
+
+
+async def transport_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """For the transport tests (Unix sockets, TLS): a WebSocket on ``/scope`` gets its scope as
+    JSON, any other WebSocket an echo; an HTTP request gets its scope as a JSON 200 response
+    after its body was read (a POST's body comes back as the ``body`` member)."""
+    if scope["type"] == "websocket":
+        if scope["path"] == "/scope":
+            await scope_app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+        return
+    if scope["type"] != "http":
+        await _other_scope(scope, receive, send)
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    payload = json.dumps({**_jsonable(scope), "body": body.decode("latin-1")}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

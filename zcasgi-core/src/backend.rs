@@ -32,6 +32,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +59,49 @@ pub enum LogLevel {
     Error,
 }
 
+/// A listening socket handed to a backend: TCP or a Unix stream socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A Unix stream listener (`--uds`, or one inherited by descriptor).
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl From<std::net::TcpListener> for Listener {
+    fn from(l: std::net::TcpListener) -> Self {
+        Self::Tcp(l)
+    }
+}
+
+impl From<std::os::unix::net::UnixListener> for Listener {
+    fn from(l: std::os::unix::net::UnixListener) -> Self {
+        Self::Unix(l)
+    }
+}
+
+/// The local end of a connection, as the application sees it (ASGI `scope["server"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalAddr {
+    /// An IP address and port.
+    Inet(SocketAddr),
+    /// The path of a Unix socket (ASGI: `[path, None]`).
+    Unix(Arc<Path>),
+}
+
+/// What the TLS handshake of a connection established (the ASGI `tls` extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The TLS version, as on the wire (`0x0304` for TLS 1.3).
+    pub version: u16,
+    /// The IANA number of the cipher suite.
+    pub cipher_suite: u16,
+    /// The server's certificate (DER).
+    pub server_cert: Option<Vec<u8>>,
+    /// The client's certificate chain (DER), leaf first; empty when it presented none.
+    pub client_cert_chain: Vec<Vec<u8>>,
+}
+
 /// A request for the application: a WebSocket upgrade waiting for its answer, or a plain HTTP
 /// request.
 #[derive(Debug)]
@@ -74,7 +118,9 @@ pub struct ConnectInfo {
     /// The peer's address, if known.
     pub client: Option<SocketAddr>,
     /// The local address, if known.
-    pub server: Option<SocketAddr>,
+    pub server: Option<LocalAddr>,
+    /// What TLS established, when the connection is over TLS.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// Something the I/O side reports to the application.
@@ -479,7 +525,7 @@ pub trait Backend: Send + Sync {
     fn start(
         &self,
         cfg: Arc<ServerConfig>,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<Listener>,
         sink: Arc<dyn EventSink>,
     ) -> std::io::Result<Box<dyn RunningServer>>;
 }

@@ -18,26 +18,18 @@
 //! reactor's listeners for [`BACKOFF`].
 
 use std::io;
-use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use socket2::SockRef;
 use zcasgi_transport::accept::{AcceptError, BACKOFF};
+use zcasgi_transport::{Accepted, Listener as Socket};
 
 use crate::ServerState;
 
 /// Most connections one reactor accepts per turn of its loop.
 pub(crate) const ACCEPT_BUDGET: usize = 32;
-
-/// A socket just accepted, with its addresses.
-#[derive(Debug)]
-pub(crate) struct Accepted {
-    pub(crate) stream: mio::net::TcpStream,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: Option<SocketAddr>,
-}
 
 /// What one call to [`Listeners::accept`] gave.
 #[derive(Debug)]
@@ -52,10 +44,8 @@ pub(crate) enum Step {
 
 #[derive(Debug)]
 struct Listener {
-    socket: TcpListener,
-    /// The local address of every accepted socket, when the listener is bound to one address
-    /// (so that `getsockname` is needed only for wildcard listeners).
-    local: Option<SocketAddr>,
+    /// A TCP or Unix listener (`zcasgi_transport::listener`).
+    socket: Socket,
     /// Connections may be waiting: set by events, cleared by `WouldBlock`.
     pending: bool,
 }
@@ -73,14 +63,9 @@ pub(crate) struct Listeners {
 
 impl Listeners {
     /// The reactor's listeners; listener `i` uses token `first_token - i`.
-    pub(crate) fn new(sockets: Vec<TcpListener>, first_token: usize) -> Self {
-        let sockets = sockets
-            .into_iter()
-            .map(|socket| {
-                let local = socket.local_addr().ok().filter(|a| !a.ip().is_unspecified());
-                Listener { socket, local, pending: true }
-            })
-            .collect();
+    pub(crate) fn new(sockets: Vec<Socket>, first_token: usize) -> Self {
+        let sockets =
+            sockets.into_iter().map(|socket| Listener { socket, pending: true }).collect();
         Self { sockets, first_token, registered: false, backoff: None }
     }
 
@@ -137,11 +122,9 @@ impl Listeners {
                     return Step::Paused;
                 }
                 match l.socket.accept() {
-                    Ok((stream, peer)) => {
+                    Ok(accepted) => {
                         state.ctx.connection_opened();
-                        zcasgi_transport::io::configure(SockRef::from(&stream));
-                        let local = l.local.or_else(|| stream.local_addr().ok());
-                        return Step::Conn(Accepted { stream, peer, local });
+                        return Step::Conn(accepted);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.pending = false,
                     Err(e) => match state.ctx.accept_error(&e, now) {
@@ -161,7 +144,7 @@ impl Listeners {
     pub(crate) fn close(&mut self, registry: &Registry) {
         if self.registered {
             for l in &mut self.sockets {
-                let _ = registry.deregister(&mut l.socket);
+                let _ = registry.deregister(&mut SourceFd(&l.socket.as_raw_fd()));
             }
             self.registered = false;
         }
@@ -173,9 +156,10 @@ impl Listeners {
             let result = if on {
                 // Whatever waits in the backlog is accepted on the next turn.
                 l.pending = true;
-                registry.register(&mut l.socket, Token(self.first_token - i), Interest::READABLE)
+                let token = Token(self.first_token - i);
+                registry.register(&mut SourceFd(&l.socket.as_raw_fd()), token, Interest::READABLE)
             } else {
-                registry.deregister(&mut l.socket)
+                registry.deregister(&mut SourceFd(&l.socket.as_raw_fd()))
             };
             if let Err(e) = result {
                 state.ctx.log(

@@ -52,7 +52,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::Poll;
-use zcasgi_core::backend::{Backend, EventSink, LogLevel, RunningServer, ServerConfig};
+use zcasgi_core::backend::{Backend, EventSink, Listener, LogLevel, RunningServer, ServerConfig};
 use zcasgi_transport::Context;
 
 use crate::reactor::{Reactor, Remote};
@@ -77,7 +77,7 @@ const FORCE_GRACE: Duration = Duration::from_secs(1);
 ///
 /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 /// let cfg = Arc::new(ServerConfig { io_threads: 2, ..ServerConfig::default() });
-/// let server = MioBackend.start(cfg, vec![listener], Arc::new(Ignore))?;
+/// let server = MioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore))?;
 /// server.shutdown();
 /// assert!(server.join(Duration::from_secs(5)));
 /// # Ok::<(), std::io::Error>(())
@@ -93,7 +93,7 @@ impl Backend for MioBackend {
     fn start(
         &self,
         cfg: Arc<ServerConfig>,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<Listener>,
         sink: Arc<dyn EventSink>,
     ) -> std::io::Result<Box<dyn RunningServer>> {
         let threads = cfg.io_threads.max(1);
@@ -105,12 +105,13 @@ impl Backend for MioBackend {
             polls.push(poll);
         }
         // Every reactor gets its own duplicate of every listener; the last one the originals.
-        for l in &listeners {
-            l.set_nonblocking(true)?;
-        }
+        let listeners = listeners
+            .into_iter()
+            .map(zcasgi_transport::Listener::new)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let mut per_thread = Vec::with_capacity(threads);
         for _ in 1..threads {
-            let dups = listeners.iter().map(std::net::TcpListener::try_clone);
+            let dups = listeners.iter().map(zcasgi_transport::Listener::try_clone);
             per_thread.push(dups.collect::<std::io::Result<Vec<_>>>()?);
         }
         per_thread.push(listeners);
@@ -126,7 +127,6 @@ impl Backend for MioBackend {
 
         for (index, (poll, listeners)) in polls.into_iter().zip(per_thread).enumerate() {
             let registry = poll.registry().try_clone()?;
-            let listeners = listeners.into_iter().map(mio::net::TcpListener::from_std).collect();
             let remote = state.reactors[index].clone();
             let reactor = Reactor::new(index, state.clone(), remote, registry, listeners);
             let guard = state.ctx.tracker().guard();

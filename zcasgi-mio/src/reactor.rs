@@ -8,12 +8,12 @@
 //! events and cleared only when a call returns `WouldBlock` (or a short read proves the receive
 //! queue empty). Work on a connection is always the same short routine, [`Reactor::service`]:
 //!
-//! 1. while `readable` and the driver [`wants_read`](Driver::wants_read): read and feed the
+//! 1. while `readable` and the driver [`wants_read`](zcasgi_core::driver::Driver::wants_read): read and feed the
 //!    driver (at most [`READ_BUDGET`] reads per turn, then the connection waits for the next
 //!    turn, so one fast sender cannot starve the others);
-//! 2. while `writable` and the driver [`wants_write`](Driver::wants_write): vectored writes
+//! 2. while `writable` and the driver [`wants_write`](zcasgi_core::driver::Driver::wants_write): vectored writes
 //!    of its out queue;
-//! 3. once the driver [`is_finished`](Driver::is_finished): half-close, linger, close;
+//! 3. once the driver [`is_finished`](zcasgi_core::driver::Driver::is_finished): half-close, linger, close;
 //! 4. re-arm the connection's deadline.
 //!
 //! The same routine runs on a readiness event, when the application's [`Notify`] wakes the
@@ -43,22 +43,36 @@
 //! doubles as the generation, so a stale entry for a slot that has been reused is recognised
 //! and skipped (timer entries likewise). A reactor also accepts connections itself, from its
 //! own duplicates of the listeners (see `accept.rs`).
+//!
+//! A connection's socket is a [`socket2::Socket`] of either kind (TCP, Unix), registered by its
+//! descriptor; the read step and the flush loop are its [`Session`]'s.
+//!
+//! [`Driver`]: zcasgi_core::driver::Driver
+//! [`Driver::wants_read`]: zcasgi_core::driver::Driver::wants_read
+//! [`Driver::wants_write`]: zcasgi_core::driver::Driver::wants_write
+//! [`Driver::is_finished`]: zcasgi_core::driver::Driver::is_finished
+//! [`Driver::on_commands`]: zcasgi_core::driver::Driver::on_commands
+//! [`Driver::on_tick`]: zcasgi_core::driver::Driver::on_tick
+//! [`Driver::on_shutdown`]: zcasgi_core::driver::Driver::on_shutdown
+//! [`Driver::on_read`]: zcasgi_core::driver::Driver::on_read
+//! [`Driver::read_buffer`]: zcasgi_core::driver::Driver::read_buffer
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
-use socket2::SockRef;
+use socket2::{SockRef, Socket};
 use zcasgi_core::backend::{ConnId, LogLevel, Notify};
-use zcasgi_core::driver::Driver;
-use zcasgi_transport::io::{abandon, discard, read, recv_into, send_vectored, Flush, Read};
+use zcasgi_transport::io::{abandon, discard, recv_into, Flush, Read};
 use zcasgi_transport::linger::half_close;
+use zcasgi_transport::{Accepted, Session};
 
-use crate::accept::{Accepted, Listeners, Step, ACCEPT_BUDGET};
+use crate::accept::{Listeners, Step, ACCEPT_BUDGET};
 use crate::timer::{Entry, Timers};
 use crate::ServerState;
 
@@ -140,8 +154,10 @@ impl Notify for ConnNotify {
 #[allow(clippy::struct_excessive_bools)] // Independent readiness bits of an edge-triggered socket.
 struct Conn {
     id: ConnId,
-    stream: TcpStream,
-    driver: Driver,
+    /// The socket (TCP or Unix), registered through its descriptor.
+    socket: Socket,
+    /// The driver, and the steps between it and the socket.
+    session: Session,
     /// The socket may have bytes to read: set by events, cleared by `WouldBlock`.
     readable: bool,
     /// The socket may take bytes: set by events, cleared by `WouldBlock`.
@@ -183,7 +199,7 @@ impl Conn {
         if self.linger.is_some() {
             return self.linger;
         }
-        self.driver.deadline()
+        self.session.deadline()
     }
 }
 
@@ -215,7 +231,7 @@ impl Reactor {
         state: Arc<ServerState>,
         remote: Arc<Remote>,
         registry: Registry,
-        listeners: Vec<mio::net::TcpListener>,
+        listeners: Vec<zcasgi_transport::Listener>,
     ) -> Self {
         Self {
             index,
@@ -334,14 +350,12 @@ impl Reactor {
             return;
         }
         let mut budget = READ_BUDGET;
-        while conn.readable && !conn.read_closed && conn.driver.wants_read() {
+        while conn.readable && !conn.read_closed && conn.session.wants_read() {
             if budget == 0 {
                 break;
             }
             budget -= 1;
-            let stream = &conn.stream;
-            let result =
-                read(&mut conn.driver, &mut self.buf, now, |b| recv_into(SockRef::from(stream), b));
+            let result = conn.session.read(&conn.socket, &mut self.buf, now);
             match result {
                 Read::Eof => {
                     conn.readable = false;
@@ -351,9 +365,9 @@ impl Reactor {
                 _ => conn.note_read(result),
             }
         }
-        let more_to_read = budget == 0 && conn.readable && conn.driver.wants_read();
+        let more_to_read = budget == 0 && conn.readable && conn.session.wants_read();
         flush(conn);
-        if conn.driver.is_finished() {
+        if conn.session.is_finished() {
             self.finish(slot, now);
             return;
         }
@@ -367,7 +381,7 @@ impl Reactor {
     /// end of stream (`zcasgi_transport::linger`).
     fn finish(&mut self, slot: usize, now: Instant) {
         let conn = &mut self.conns[slot];
-        match half_close(SockRef::from(&conn.stream), conn.read_closed, now) {
+        match half_close(SockRef::from(&conn.socket), conn.read_closed, now) {
             None => self.close(slot),
             Some(until) => {
                 conn.linger = Some(until);
@@ -383,8 +397,8 @@ impl Reactor {
             if !conn.readable {
                 return false;
             }
-            let stream = &conn.stream;
-            match discard(&mut self.buf, |b| recv_into(SockRef::from(stream), b)) {
+            let socket = &conn.socket;
+            match discard(&mut self.buf, |b| recv_into(socket, b)) {
                 Read::Eof | Read::Failed => return true,
                 result => conn.note_read(result),
             }
@@ -456,7 +470,7 @@ impl Reactor {
                 self.close(e.slot);
                 continue;
             }
-            conn.driver.on_tick(now);
+            conn.session.driver_mut().on_tick(now);
             self.service(e.slot, now);
         }
         self.due = due;
@@ -469,7 +483,7 @@ impl Reactor {
         for key in inbox.drain(..) {
             if let Some(conn) = self.live(key) {
                 if conn.linger.is_none() {
-                    conn.driver.on_commands(now);
+                    conn.session.driver_mut().on_commands(now);
                 }
                 self.service(key.slot, now);
             }
@@ -478,27 +492,26 @@ impl Reactor {
     }
 
     fn add(&mut self, accepted: Accepted, now: Instant) {
-        let Accepted { mut stream, peer, local } = accepted;
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) = self.registry.register(
-            &mut stream,
+            &mut SourceFd(&accepted.socket.as_raw_fd()),
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.state.ctx.log(LogLevel::Warning, format!("cannot register a connection: {e}"));
-            drop(stream);
+            drop(accepted);
             self.released();
             return;
         }
         let id = self.state.ctx.next_id();
         let notify = Box::new(ConnNotify { remote: self.remote.clone(), key: Key { slot, id } });
-        let driver = self.state.ctx.driver(id, notify, Some(peer), local, now);
+        let session = self.state.ctx.session(id, notify, &accepted, now);
         // Not readable or writable until told: registration reports the current state at once.
         entry.insert(Conn {
             id,
-            stream,
-            driver,
+            socket: accepted.socket,
+            session,
             readable: false,
             writable: false,
             hup: false,
@@ -512,8 +525,8 @@ impl Reactor {
 
     /// Deregisters and drops the connection in `slot`.
     fn close(&mut self, slot: usize) {
-        let mut conn = self.conns.remove(slot);
-        let _ = self.registry.deregister(&mut conn.stream);
+        let conn = self.conns.remove(slot);
+        let _ = self.registry.deregister(&mut SourceFd(&conn.socket.as_raw_fd()));
         drop(conn);
         self.released();
     }
@@ -530,7 +543,7 @@ impl Reactor {
         for slot in slots {
             let conn = &mut self.conns[slot];
             if conn.linger.is_none() {
-                conn.driver.on_shutdown(now);
+                conn.session.driver_mut().on_shutdown(now);
             }
             self.service(slot, now);
         }
@@ -540,7 +553,7 @@ impl Reactor {
     fn abort_all(&mut self) {
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
-            abandon(&mut self.conns[slot].driver);
+            abandon(self.conns[slot].session.driver_mut());
             self.close(slot);
         }
     }
@@ -551,9 +564,7 @@ fn flush(conn: &mut Conn) {
     if !conn.writable {
         return;
     }
-    let stream = &conn.stream;
-    match zcasgi_transport::io::flush(&mut conn.driver, |b| send_vectored(SockRef::from(stream), b))
-    {
+    match conn.session.flush(&conn.socket) {
         Flush::Done => {}
         Flush::Blocked => conn.writable = false,
         Flush::Failed => conn.failed(),

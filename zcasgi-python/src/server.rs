@@ -1,7 +1,7 @@
 //! The `Core` pyclass: a running backend and the loop-side dispatch of its events.
 
 use std::collections::HashMap;
-use std::os::fd::FromRawFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,24 @@ pub fn backend_by_name(name: &str) -> PyResult<Box<dyn Backend>> {
             BACKENDS.join(", ")
         ))),
     }
+}
+
+/// A duplicate of the caller's listening socket `fd`, as the kind of listener it is.
+///
+/// # Errors
+/// `OSError` if `fd` cannot be duplicated; `ValueError` if it is not a listening TCP or Unix
+/// stream socket.
+fn adopt(fd: i32) -> PyResult<zcasgi_core::backend::Listener> {
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("fd {fd} is not a descriptor")));
+    }
+    // SAFETY: the caller (`zcasgi.Server`) keeps `fd` open for this call; it is only borrowed
+    // to be duplicated.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let owned: OwnedFd =
+        borrowed.try_clone_to_owned().map_err(|e| PyOSError::new_err(e.to_string()))?;
+    zcasgi_transport::listener::adopt(owned)
+        .map_err(|e| PyValueError::new_err(format!("fd {fd} cannot be served: {e}")))
 }
 
 fn duration(name: &str, secs: f64) -> PyResult<Duration> {
@@ -76,16 +94,7 @@ impl Core {
         let cfg = crate::config::extract(config)?;
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {
-            // SAFETY: dup has no memory-safety preconditions; the result is checked.
-            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-            if dup < 0 {
-                return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
-            }
-            // SAFETY: `dup` is a fresh descriptor owned by nothing else; it is a listening
-            // socket because the caller bound and listened on `fd`.
-            let l = unsafe { std::net::TcpListener::from_raw_fd(dup) };
-            l.set_nonblocking(true)?;
-            listeners.push(l);
+            listeners.push(adopt(fd)?);
         }
         let queue = Arc::new(EventQueue::new()?);
         let server = be.start(Arc::new(cfg), listeners, queue.clone())?;

@@ -24,8 +24,8 @@
 //! not the transport). Once [`Driver::is_finished`], the socket is half-closed and lingers
 //! briefly (see [`Conn::close`]).
 //!
-//! Reading, writing and lingering are the shared steps of `zcasgi_transport` (`io::read`,
-//! `io::flush`, `linger`), whose socket calls run inside `TcpStream::try_io`, so that tokio
+//! Reading, writing and lingering are the shared steps of `zcasgi_transport` (`Session`,
+//! `linger`), whose socket calls run inside `AsyncFd::try_io` ([`Tracked`]), so that tokio
 //! learns of `WouldBlock` and clears the readiness it cached.
 //!
 //! # Buffers
@@ -35,23 +35,31 @@
 //! worker thread, borrowed only for the duration of one read and the synchronous driver call
 //! that consumes it — the tokio counterpart of the mio backend's per-thread buffer. Payloads
 //! split off that buffer keep its memory alive only as long as the application holds them.
+//!
+//! [`Driver`]: zcasgi_core::driver::Driver
+//! [`Driver::is_finished`]: zcasgi_core::driver::Driver::is_finished
+//! [`Driver::on_commands`]: zcasgi_core::driver::Driver::on_commands
+//! [`Driver::on_shutdown`]: zcasgi_core::driver::Driver::on_shutdown
+//! [`Driver::on_tick`]: zcasgi_core::driver::Driver::on_tick
+//! [`Driver::read_buffer`]: zcasgi_core::driver::Driver::read_buffer
+//! [`Driver::wants_read`]: zcasgi_core::driver::Driver::wants_read
 
 use std::cell::Cell;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use socket2::SockRef;
+use socket2::{SockRef, Socket};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 use zcasgi_core::backend::ConnId;
-use zcasgi_core::driver::Driver;
 use zcasgi_transport::io::{abandon, discard, recv_into, send_vectored, Flush, Read};
 use zcasgi_transport::linger::half_close;
-use zcasgi_transport::Context;
+use zcasgi_transport::{Accepted, Context, Session};
 
+use crate::server::register;
 use crate::shutdown::Shutdown;
 
 thread_local! {
@@ -68,6 +76,19 @@ impl zcasgi_core::backend::Notify for Wake {
     }
 }
 
+/// A connection's socket calls, made through tokio so that it learns of `WouldBlock`.
+struct Tracked<'a>(&'a AsyncFd<Socket>);
+
+impl zcasgi_transport::io::Socket for Tracked<'_> {
+    fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        self.0.try_io(Interest::READABLE, |s| s.recv(buf))
+    }
+
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_io(Interest::WRITABLE, |s| send_vectored(SockRef::from(s), bufs))
+    }
+}
+
 /// What ended a wait in [`Conn::serve`].
 enum Step {
     Shutdown,
@@ -77,27 +98,28 @@ enum Step {
     Readable(io::Result<()>),
 }
 
-/// Serves connection `id`, just accepted from `client`, until it is finished.
-pub(crate) async fn run(
-    ctx: &Context,
-    id: ConnId,
-    stream: TcpStream,
-    client: SocketAddr,
-    mut shutdown: Shutdown,
-) {
+/// Serves connection `id`, just `accepted`, until it is finished.
+pub(crate) async fn run(ctx: &Context, id: ConnId, accepted: Accepted, mut shutdown: Shutdown) {
     let wake = Arc::new(tokio::sync::Notify::new());
-    let server = stream.local_addr().ok();
     let notify = Box::new(Wake(wake.clone()));
-    let driver = ctx.driver(id, notify, Some(client), server, Instant::now());
-    let mut conn = Conn { driver, stream, read_closed: false, failed: false };
+    let session = ctx.session(id, notify, &accepted, Instant::now());
+    let socket = match register(accepted.socket, Interest::READABLE | Interest::WRITABLE) {
+        Ok(socket) => socket,
+        Err(e) => {
+            let mut session = session;
+            session.driver_mut().on_io_error(&e);
+            return;
+        }
+    };
+    let mut conn = Conn { session, socket, read_closed: false, failed: false };
     conn.serve(&wake, &mut shutdown).await;
     conn.close().await;
 }
 
 /// A connection's socket and protocol state.
 struct Conn {
-    driver: Driver,
-    stream: TcpStream,
+    session: Session,
+    socket: AsyncFd<Socket>,
     /// The peer closed its side: never read again.
     read_closed: bool,
     /// The socket failed: nothing more can be done with it.
@@ -118,41 +140,41 @@ impl Conn {
         let mut armed: Option<Instant> = None;
         loop {
             self.flush();
-            if self.driver.is_finished() {
+            if self.session.is_finished() {
                 return;
             }
-            let deadline = self.driver.deadline();
+            let deadline = self.session.deadline();
             if deadline != armed {
                 if let Some(at) = deadline {
                     sleep.as_mut().reset(at.into());
                 }
                 armed = deadline;
             }
-            let want_write = self.driver.wants_write();
+            let want_write = self.session.wants_write();
             let want_read = self.wants_read();
             let step = tokio::select! {
                 biased;
                 () = &mut shutdown_signal, if !shutting_down => Step::Shutdown,
                 () = &mut notified => Step::Commands,
-                r = self.stream.writable(), if want_write => Step::Writable(r),
+                r = self.socket.writable(), if want_write => Step::Writable(r.map(drop)),
                 () = &mut sleep, if armed.is_some() => Step::Tick,
-                r = self.stream.readable(), if want_read => Step::Readable(r),
+                r = self.socket.readable(), if want_read => Step::Readable(r.map(drop)),
             };
             let now = Instant::now();
             match step {
                 Step::Shutdown => {
                     shutting_down = true;
-                    self.driver.on_shutdown(now);
+                    self.session.driver_mut().on_shutdown(now);
                 }
                 Step::Commands => {
                     // A fresh waiter; a wake-up arriving before it is polled leaves a permit.
                     notified.set(wake.notified());
-                    self.driver.on_commands(now);
+                    self.session.driver_mut().on_commands(now);
                 }
                 Step::Tick => {
                     // Re-arm on the next turn even if the deadline did not move.
                     armed = None;
-                    self.driver.on_tick(now);
+                    self.session.driver_mut().on_tick(now);
                 }
                 Step::Readable(Ok(())) => self.read(now),
                 // Written at the top of the loop.
@@ -164,17 +186,13 @@ impl Conn {
 
     /// Whether to wait for the socket to become readable.
     fn wants_read(&self) -> bool {
-        !self.read_closed && self.driver.wants_read()
+        !self.read_closed && self.session.wants_read()
     }
 
     /// Reads once and hands the bytes to the driver.
     fn read(&mut self, now: Instant) {
-        let Self { driver, stream, .. } = self;
-        let result = with_read_buf(|buf| {
-            zcasgi_transport::io::read(driver, buf, now, |b| {
-                stream.try_io(Interest::READABLE, || recv_into(SockRef::from(&*stream), b))
-            })
-        });
+        let Self { session, socket, .. } = self;
+        let result = with_read_buf(|buf| session.read(&Tracked(socket), buf, now));
         match result {
             Read::Eof => self.read_closed = true,
             Read::Failed => self.failed = true,
@@ -184,36 +202,28 @@ impl Conn {
 
     /// Writes what the driver has queued until it is all written or the socket would block.
     fn flush(&mut self) {
-        let Self { driver, stream, .. } = self;
-        let flushed = zcasgi_transport::io::flush(driver, |bufs| {
-            stream.try_io(Interest::WRITABLE, || send_vectored(SockRef::from(&*stream), bufs))
-        });
-        if flushed == Flush::Failed {
+        if self.session.flush(&Tracked(&self.socket)) == Flush::Failed {
             self.failed = true;
         }
     }
 
     fn fail(&mut self, err: &io::Error) {
         self.failed = true;
-        self.driver.on_io_error(err);
+        self.session.driver_mut().on_io_error(err);
     }
 
     /// Closes the finished connection: half-closes it, then discards whatever the peer still
     /// sends until it closes too, at most for the linger time (`zcasgi_transport::linger`).
     async fn close(&mut self) {
         let input_done = self.read_closed || self.failed;
-        let Some(until) = half_close(SockRef::from(&self.stream), input_done, Instant::now())
+        let socket = &self.socket;
+        let Some(until) = half_close(SockRef::from(socket.get_ref()), input_done, Instant::now())
         else {
             return;
         };
-        let stream = &self.stream;
         let drain = async {
-            while stream.readable().await.is_ok() {
-                let read = with_read_buf(|buf| {
-                    discard(buf, |b| {
-                        stream.try_io(Interest::READABLE, || recv_into(SockRef::from(stream), b))
-                    })
-                });
+            while socket.readable().await.is_ok() {
+                let read = with_read_buf(|buf| discard(buf, |b| recv_into(&Tracked(socket), b)));
                 if matches!(read, Read::Eof | Read::Failed) {
                     return;
                 }
@@ -227,7 +237,7 @@ impl Drop for Conn {
     /// A connection dropped before it finished (its task was aborted when `join` timed out):
     /// the driver still owes the application a disconnect.
     fn drop(&mut self) {
-        abandon(&mut self.driver);
+        abandon(self.session.driver_mut());
     }
 }
 

@@ -8,7 +8,8 @@
 //! - `server`: one accept loop per listener. A [`tokio::sync::Semaphore`] with
 //!   [`ServerConfig::max_connections`] permits is acquired *before* `accept`, so excess clients
 //!   wait in the listen backlog. Accept errors are skipped or back off as the shared policy
-//!   (`zcasgi_transport::accept`) says. Each connection gets `TCP_NODELAY` and its own task.
+//!   (`zcasgi_transport::accept`) says. Listeners and connections of either kind (TCP, Unix)
+//!   are `AsyncFd`s over the transport's sockets; each connection gets its own task.
 //! - `conn`: the connection task, a biased `select!` over the shutdown signal, the
 //!   connection's wake-up (a [`tokio::sync::Notify`] the application side pokes through
 //!   [`zcasgi_core::backend::ConnHandle`]), socket writability while output is pending, the
@@ -39,7 +40,7 @@
 //!
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let cfg = Arc::new(ServerConfig::default());
-//! let server = TokioBackend.start(cfg, vec![listener], Arc::new(Ignore))?;
+//! let server = TokioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore))?;
 //! server.shutdown();
 //! assert!(server.join(Duration::from_secs(5)));
 //! # Ok::<(), std::io::Error>(())
@@ -53,7 +54,7 @@ mod shutdown;
 
 use std::sync::Arc;
 
-use zcasgi_core::backend::{Backend, EventSink, RunningServer, ServerConfig};
+use zcasgi_core::backend::{Backend, EventSink, Listener, RunningServer, ServerConfig};
 
 /// The tokio backend: one task per connection on a multi-thread runtime.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,7 +72,7 @@ impl Backend for TokioBackend {
     fn start(
         &self,
         cfg: Arc<ServerConfig>,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<Listener>,
         sink: Arc<dyn EventSink>,
     ) -> std::io::Result<Box<dyn RunningServer>> {
         server::start(cfg, listeners, sink)

@@ -1,15 +1,16 @@
 //! The runtime, the accept loops and the [`RunningServer`] handle.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use socket2::SockRef;
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
-use zcasgi_core::backend::{EventSink, RunningServer, ServerConfig};
+use zcasgi_core::backend::{EventSink, Listener, RunningServer, ServerConfig};
 use zcasgi_transport::accept::{AcceptError, BACKOFF};
 use zcasgi_transport::{Context, Guard};
 
@@ -45,7 +46,7 @@ impl Drop for ConnGuard {
 /// Builds the runtime and starts one accept loop per listener.
 pub(crate) fn start(
     cfg: Arc<ServerConfig>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listener>,
     sink: Arc<dyn EventSink>,
 ) -> io::Result<Box<dyn RunningServer>> {
     let thread_no = AtomicUsize::new(0);
@@ -58,14 +59,11 @@ pub(crate) fn start(
         .enable_time()
         .build()?;
     let listeners = {
-        // `from_std` registers with the runtime's reactor.
+        // `AsyncFd` registers with the runtime's reactor.
         let _entered = runtime.enter();
         listeners
             .into_iter()
-            .map(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            })
+            .map(|l| register(zcasgi_transport::Listener::new(l)?, Interest::READABLE))
             .collect::<io::Result<Vec<_>>>()?
     };
     let permits = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -79,9 +77,18 @@ pub(crate) fn start(
     Ok(Box::new(Server { shared, signal, runtime: Mutex::new(Some(runtime)) }))
 }
 
+/// Registers a socket (a listener, or a connection's [`socket2::Socket`]) with the current
+/// runtime's reactor.
+pub(crate) fn register<T: AsRawFd>(socket: T, interest: Interest) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `T` owns its descriptor (a `socket2::Socket`, or a listener holding one), and
+    // `as_raw_fd` returns that same descriptor until it is dropped: nothing swaps it out, since
+    // `AsyncFd::get_mut` is never called.
+    unsafe { AsyncFd::register_with_interest(socket, interest) }.map_err(io::Error::from)
+}
+
 /// Accepts connections until shutdown, spawning one task per connection.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<zcasgi_transport::Listener>,
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
     _guard: Guard,
@@ -96,14 +103,14 @@ async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let (stream, client) = loop {
+        let accepted = loop {
             let accepted = tokio::select! {
                 biased;
                 () = shutdown.recv() => return,
-                accepted = listener.accept() => accepted,
+                accepted = listener.async_io(Interest::READABLE, zcasgi_transport::Listener::accept) => accepted,
             };
             match accepted {
-                Ok(pair) => break pair,
+                Ok(accepted) => break accepted,
                 Err(e) => match shared.ctx.accept_error(&e, Instant::now()) {
                     AcceptError::Skip => {}
                     AcceptError::Backoff => {
@@ -116,7 +123,6 @@ async fn accept_loop(
                 },
             }
         };
-        zcasgi_transport::io::configure(SockRef::from(&stream));
         shared.ctx.connection_opened();
         let guard = ConnGuard {
             shared: shared.clone(),
@@ -126,7 +132,7 @@ async fn accept_loop(
         let id = shared.ctx.next_id();
         let conn_shutdown = shutdown.listener();
         tokio::spawn(async move {
-            conn::run(&guard.shared.ctx, id, stream, client, conn_shutdown).await;
+            conn::run(&guard.shared.ctx, id, accepted, conn_shutdown).await;
             drop(guard);
         });
     }

@@ -1,7 +1,6 @@
 //! What every thread or task of one server shares, whatever the event model.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,6 +9,8 @@ use zcasgi_core::backend::{ConnId, Event, EventSink, LogLevel, Notify, ServerCon
 use zcasgi_core::driver::Driver;
 
 use crate::accept::{AcceptError, AcceptLog};
+use crate::listener::Accepted;
+use crate::session::Session;
 use crate::tracker::Tracker;
 
 /// The state one server's threads or tasks share: its configuration and sink, connection ids
@@ -65,19 +66,21 @@ impl Context {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The driver of connection `id`, just accepted from `client` on `server`.
+    /// The session of connection `id`, just `accepted` at `now`.
     #[must_use]
-    pub fn driver(
+    pub fn session(
         &self,
         id: ConnId,
         notify: Box<dyn Notify>,
-        client: Option<SocketAddr>,
-        server: Option<SocketAddr>,
+        accepted: &Accepted,
         now: Instant,
-    ) -> Driver {
+    ) -> Session {
         // The core reads no clock: the wall-clock time of the accept dates its responses.
         let wall = SystemTime::now();
-        Driver::new(id, self.cfg.clone(), self.sink.clone(), notify, client, server, now, wall)
+        let (client, server) = (accepted.client, accepted.server.clone());
+        let driver =
+            Driver::new(id, self.cfg.clone(), self.sink.clone(), notify, client, server, now, wall);
+        Session::plain(driver)
     }
 
     /// Classifies an `accept` error seen at `now`, and logs it (rate-limited) if accepting has

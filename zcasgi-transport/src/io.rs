@@ -10,6 +10,7 @@
 //! happened; the backend keeps only its own readiness bookkeeping.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -43,7 +44,7 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 )))]
 const SEND_FLAGS: libc::c_int = 0;
 
-/// Prepares an accepted socket: `TCP_NODELAY` (best effort: a socket that refuses it still
+/// Prepares an accepted TCP socket: `TCP_NODELAY` (best effort: a socket that refuses it still
 /// works), and on Apple systems, which have no `MSG_NOSIGNAL`, `SO_NOSIGPIPE`.
 pub fn configure(socket: SockRef<'_>) {
     let _ = socket.set_tcp_nodelay(true);
@@ -51,8 +52,29 @@ pub fn configure(socket: SockRef<'_>) {
     let _ = socket.set_nosigpipe(true);
 }
 
+/// The two socket calls of a connection, as its backend makes them: a readiness loop calls the
+/// socket directly (the implementation for [`socket2::Socket`]); tokio wraps each call so that
+/// it learns of `WouldBlock`.
+pub trait Socket {
+    /// Reads once into `buf`; returns the bytes read (0: end of stream).
+    fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
+    /// Writes `bufs` with one vectored call that never raises `SIGPIPE` ([`send_vectored`]);
+    /// returns the bytes written.
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Socket for socket2::Socket {
+    fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        socket2::Socket::recv(self, buf)
+    }
+
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored(SockRef::from(self), bufs)
+    }
+}
+
 /// Reads once into the spare capacity of `buf` (which must have some); returns the bytes read.
-pub fn recv_into(socket: SockRef<'_>, buf: &mut BytesMut) -> io::Result<usize> {
+pub fn recv_into(socket: &(impl Socket + ?Sized), buf: &mut BytesMut) -> io::Result<usize> {
     debug_assert!(buf.capacity() > buf.len(), "reading into a full buffer looks like EOF");
     let n = socket.recv(buf.spare_capacity_mut())?;
     // SAFETY: `recv` initialised the first `n` bytes of the spare capacity, and `n` is at most

@@ -12,6 +12,9 @@
 //!   threads or tasks, which `join` waits on from any thread;
 //! - [`io`]: the read step and the vectored flush loop between a socket and the
 //!   [`zcasgi_core::driver::Driver`], over socket calls that never raise `SIGPIPE`;
+//! - [`listener`]: the kinds of listening socket (TCP, Unix stream, inherited descriptors) and
+//!   accepting from them, so that a connection is a [`socket2::Socket`] whatever its kind;
+//! - [`Session`]: one connection's byte path between its socket and its driver;
 //! - [`linger`]: the close sequence — half-close, drain the peer's input for at most
 //!   [`linger::LINGER`], close.
 //!
@@ -29,10 +32,14 @@ pub mod accept;
 mod context;
 pub mod io;
 pub mod linger;
+pub mod listener;
+mod session;
 mod tracker;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use context::Context;
+pub use listener::{Accepted, Listener};
+pub use session::Session;
 pub use tracker::{Guard, Tracker};

@@ -80,7 +80,8 @@ use self::handoff::HandOff;
 use self::head::{Expired, Parsed, RequestHead};
 use self::upgrade::{Accepted, PendingUpgrade};
 use crate::backend::{
-    Command, ConnHandle, ConnId, ConnectInfo, Event, EventSink, LogLevel, Notify, ServerConfig,
+    Command, ConnHandle, ConnId, ConnectInfo, Event, EventSink, LocalAddr, LogLevel, Notify,
+    ServerConfig, TlsInfo,
 };
 use crate::frame::close_code;
 use crate::handshake::{self, Request};
@@ -127,7 +128,9 @@ pub struct Driver {
     sink: Arc<dyn EventSink>,
     handle: ConnHandle,
     client: Option<SocketAddr>,
-    server: Option<SocketAddr>,
+    server: Option<LocalAddr>,
+    /// What TLS established, for a connection over TLS (set before any byte is read).
+    tls: Option<Arc<TlsInfo>>,
     phase: Phase,
     /// Output before the WebSocket opens (HTTP responses).
     out: OutQueue,
@@ -182,7 +185,7 @@ impl Driver {
         sink: Arc<dyn EventSink>,
         notify: Box<dyn Notify>,
         client: Option<SocketAddr>,
-        server: Option<SocketAddr>,
+        server: Option<LocalAddr>,
         now: Instant,
         wall: SystemTime,
     ) -> Self {
@@ -195,6 +198,7 @@ impl Driver {
             handle,
             client,
             server,
+            tls: None,
             phase: Phase::Head(RequestHead::new(BytesMut::new(), deadline)),
             out: OutQueue::new(),
             announced: false,
@@ -270,6 +274,11 @@ impl Driver {
     #[must_use]
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// Records what the TLS handshake established; every request of the connection reports it.
+    pub fn set_tls(&mut self, info: Arc<TlsInfo>) {
+        self.tls = Some(info);
     }
 
     /// A buffer of the connection's own to read into, when it is mid-frame or mid-request.
@@ -628,7 +637,8 @@ impl Driver {
             request,
             upgrade,
             client: self.client,
-            server: self.server,
+            server: self.server.clone(),
+            tls: self.tls.clone(),
         });
         self.sink.push(if websocket { Event::Connect(info) } else { Event::HttpRequest(info) });
     }

@@ -46,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"zcasgi {__version__}")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default 8000)")
-    p.add_argument("--fd", type=int, help="serve on this already-listening socket descriptor")
-    p.add_argument("--uds", help="bind a Unix domain socket (not supported yet)")
+    p.add_argument(
+        "--fd", type=int, help="serve on this already-listening TCP or Unix socket descriptor"
+    )
+    p.add_argument("--uds", help="bind a Unix domain socket at this path")
+    p.add_argument(
+        "--uds-permissions", help="octal mode of the --uds socket file, e.g. 660 (default: umask)"
+    )
     p.add_argument("--backend", choices=BACKENDS, help="transport backend (default mio)")
     p.add_argument("--io-threads", type=int, help="I/O threads of the backend (default 1)")
     p.add_argument(

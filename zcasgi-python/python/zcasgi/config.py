@@ -130,6 +130,39 @@ def _string(name: str, value: object) -> str:
     return value
 
 
+def _optional_path(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{name} must be a str path, not bytes")
+    if not path:
+        raise ValueError(f"{name} must not be empty")
+    return path
+
+
+def _permissions(value: object) -> int | None:
+    """A file mode: an int (``0o660``) or an octal string (``"660"``, ``"0o660"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.strip().removeprefix("0o"), 8)
+        except ValueError:
+            raise ValueError(
+                f"uds_permissions must be an octal mode such as 660, got {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"uds_permissions must be an int or an octal str, not {type(value).__name__}"
+        )
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"uds_permissions must be a mode between 0o000 and 0o777, got {value:#o}")
+    return value
+
+
 def _env_default(name: str, default: Any) -> Any:
     variable = f"ZCASGI_{name.upper()}"
     raw = os.environ.get(variable)
@@ -159,6 +192,7 @@ _DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 8000,
     "uds": None,
+    "uds_permissions": None,
     "fd": None,
     "backend": "mio",
     "workers": 1,
@@ -186,8 +220,11 @@ class Config:
         app: The ASGI application, or an import string ``"module:attribute"``.
         host: Address to bind.
         port: TCP port to bind (0 picks a free one).
-        uds: Bind a Unix domain socket at this path instead of host/port (not supported yet).
-        fd: Serve on an already-listening socket file descriptor.
+        uds: Bind a Unix domain socket at this path instead of host/port. A stale socket file
+            (nobody listening) is replaced; a live socket or any other file there is an error.
+        uds_permissions: Mode of the ``uds`` socket file (an int such as ``0o660``, or an octal
+            string such as ``"660"``); ``None`` leaves what the umask gives.
+        fd: Serve on an already-listening socket file descriptor (TCP or Unix stream).
         backend: Transport backend, ``"mio"`` or ``"tokio"``.
         io_threads: Number of I/O threads of the backend.
         workers: Number of worker processes; more than 1 runs them under a supervisor that
@@ -244,10 +281,13 @@ class Config:
         self.app = app
         self.host: str = str(values["host"])
         self.port = _count("port", values["port"])
-        self.uds: str | None = values["uds"]
-        if self.uds is not None:
-            raise ValueError("uds (Unix domain sockets) is not supported yet; use host/port or fd")
+        self.uds = _optional_path("uds", values["uds"])
+        self.uds_permissions = _permissions(values["uds_permissions"])
+        if self.uds_permissions is not None and self.uds is None:
+            raise ValueError("uds_permissions is set but uds is not")
         self.fd: int | None = None if values["fd"] is None else _count("fd", values["fd"])
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("uds and fd are exclusive: give one listening socket")
         self.backend: str = values["backend"]
         if self.backend not in BACKENDS:
             raise ValueError(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import _zcasgi
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
-from .sockets import bind_sockets
+from .sockets import bind_sockets, close_sockets, describe
 
 if TYPE_CHECKING:
     from .supervisor import WorkerSlot
@@ -163,12 +163,9 @@ class Server:
         self._install_signal_handlers(loop)
         self.started = True
         for sock in self.sockets:
-            host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
             logger.info(
-                "zcasgi running on http://%s:%d (backend %s, %d I/O thread%s; %s)",
-                shown,
-                port,
+                "zcasgi running on %s (backend %s, %d I/O thread%s; %s)",
+                describe(sock, "http"),
                 config.backend,
                 config.io_threads,
                 "" if config.io_threads == 1 else "s",
@@ -271,8 +268,7 @@ class Server:
             remaining = 0.0 if self.force_exit else max(0.5, deadline - loop.time())
             if not core.join(remaining):
                 logger.warning("Some connections did not close in time and were dropped")
-        for sock in self.sockets:
-            sock.close()
+        close_sockets(self.sockets)
         if self._lifespan is not None:
             await self._lifespan.shutdown()
         for sig in self._handled_signals():

@@ -50,7 +50,7 @@ from typing import Any
 
 from .config import Config
 from .server import Server, configure_logging
-from .sockets import bind_sockets
+from .sockets import bind_sockets, close_sockets, describe
 
 __all__ = ["LIFESPAN_FAILED", "STABLE_SECONDS", "Supervisor", "WorkerSlot"]
 
@@ -212,8 +212,7 @@ class Supervisor:
                 self._step()
         finally:
             self._restore_signals(previous)
-            for sock in self.sockets:
-                sock.close()
+            close_sockets(self.sockets)
         logger.info("Supervisor finished")
         if self._exit_code:
             raise SystemExit(self._exit_code)
@@ -222,13 +221,10 @@ class Supervisor:
         config = self.config
         assert self.sockets is not None
         for sock in self.sockets:
-            host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
             logger.info(
-                "Supervisor (pid %d) serving http://%s:%d with %d workers (backend %s)",
+                "Supervisor (pid %d) serving %s with %d workers (backend %s)",
                 self._pid,
-                shown,
-                port,
+                describe(sock, "http"),
                 config.workers,
                 config.backend,
             )

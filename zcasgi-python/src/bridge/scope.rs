@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
-use zcasgi_core::backend::ConnectInfo;
+use zcasgi_core::backend::{ConnectInfo, LocalAddr};
 
 /// Builds the ASGI `websocket` scope (or the `http` scope for a request without upgrade).
 pub fn scope<'py>(
@@ -21,7 +21,13 @@ pub fn scope<'py>(
     asgi.set_item("spec_version", "2.5")?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
     scope.set_item(intern!(py, "http_version"), if req.http_minor == 0 { "1.0" } else { "1.1" })?;
-    scope.set_item(intern!(py, "scheme"), if websocket { "ws" } else { "http" })?;
+    let scheme = match (websocket, info.tls.is_some()) {
+        (true, false) => "ws",
+        (true, true) => "wss",
+        (false, false) => "http",
+        (false, true) => "https",
+    };
+    scope.set_item(intern!(py, "scheme"), scheme)?;
     if !websocket {
         scope.set_item(intern!(py, "method"), req.method.as_str())?;
     }
@@ -37,14 +43,18 @@ pub fn scope<'py>(
         headers.append(PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    let addr = |a: Option<std::net::SocketAddr>| -> PyResult<Py<PyAny>> {
-        match a {
-            Some(a) => (a.ip().to_string(), a.port()).into_py_any(py),
-            None => Ok(py.None()),
-        }
+    let client = match info.client {
+        Some(a) => (a.ip().to_string(), a.port()).into_py_any(py)?,
+        None => py.None(),
     };
-    scope.set_item(intern!(py, "client"), addr(info.client)?)?;
-    scope.set_item(intern!(py, "server"), addr(info.server)?)?;
+    scope.set_item(intern!(py, "client"), client)?;
+    // ASGI: `server` is (host, port), or (path, None) for a Unix socket.
+    let server = match &info.server {
+        Some(LocalAddr::Inet(a)) => (a.ip().to_string(), a.port()).into_py_any(py)?,
+        Some(LocalAddr::Unix(path)) => (path.to_string_lossy(), py.None()).into_py_any(py)?,
+        None => py.None(),
+    };
+    scope.set_item(intern!(py, "server"), server)?;
     if let Some(upgrade) = &info.upgrade {
         scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
         let ext = PyDict::new(py);

@@ -92,6 +92,7 @@ macro_rules! backend_matrix {
             flood_of_small_frames_stays_in_order,
             reading_pauses_at_max_queue_and_resumes_when_taken,
             emfile_is_logged_and_survived,
+            unix_socket_serves_websocket_and_http,
         );
     };
     (@scenarios $backend:expr; $($name:ident),* $(,)?) => {
@@ -184,7 +185,7 @@ impl<A: EventSink + 'static> TestServer<A> {
         let listener: TcpListener = socket.into();
         let addr = listener.local_addr().unwrap();
         let sink: Arc<dyn EventSink> = app.clone();
-        let server = backend.start(Arc::new(cfg), vec![listener], sink).unwrap();
+        let server = backend.start(Arc::new(cfg), vec![listener.into()], sink).unwrap();
         Self { server, app, addr, _fds: fds }
     }
 
@@ -234,6 +235,33 @@ impl<A: EventSink + 'static> Drop for TestServer<A> {
     }
 }
 
+/// A directory of its own for one test, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system's temporary directory.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("zcasgi-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// The path of `name` in the directory.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Gives a socket the tests' read and write timeouts.
 pub fn with_timeouts(s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -251,7 +279,7 @@ pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
 }
 
 /// Sends `msg` and expects it back (skipping pings and pongs, which tungstenite answers).
-pub fn echo(ws: &mut WebSocket<TcpStream>, msg: Message) {
+pub fn echo<S: Read + Write>(ws: &mut WebSocket<S>, msg: Message) {
     ws.send(msg.clone()).unwrap();
     loop {
         match ws.read().unwrap() {
@@ -262,13 +290,13 @@ pub fn echo(ws: &mut WebSocket<TcpStream>, msg: Message) {
 }
 
 /// Closes a client politely and waits for the server's end of stream.
-pub fn close_client(mut ws: WebSocket<TcpStream>) {
+pub fn close_client<S: Read + Write>(mut ws: WebSocket<S>) {
     let _ = ws.close(None);
     read_until_closed(&mut ws);
 }
 
 /// Reads (answering the server's close frame on the way) until the server closed the stream.
-pub fn read_until_closed(ws: &mut WebSocket<TcpStream>) {
+pub fn read_until_closed<S: Read + Write>(ws: &mut WebSocket<S>) {
     let end = Instant::now() + IO_TIMEOUT;
     while Instant::now() < end {
         if ws.read().is_err() {
@@ -279,7 +307,7 @@ pub fn read_until_closed(ws: &mut WebSocket<TcpStream>) {
 }
 
 /// Reads until a close frame; returns its code and reason.
-pub fn read_close(ws: &mut WebSocket<TcpStream>) -> (u16, String) {
+pub fn read_close<S: Read + Write>(ws: &mut WebSocket<S>) -> (u16, String) {
     loop {
         match ws.read().unwrap() {
             Message::Close(Some(frame)) => return (frame.code.into(), frame.reason.to_string()),
@@ -313,7 +341,7 @@ pub fn read_head(s: &mut TcpStream) -> String {
 }
 
 /// Reads everything until a clean end of stream; returns what arrived.
-pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("a clean end of stream");
     out

@@ -13,12 +13,12 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 use zcasgi_core::backend::{Backend, ServerConfig};
-use zcasgi_core::testing::Seen;
+use zcasgi_core::testing::{EchoApp, Seen};
 
 use super::{
     close_client, close_code, count, disconnected, echo, last_connected, masked_frame, read_close,
     read_frame, read_head, read_to_end, read_until_closed, upgrade_request, wait_until,
-    with_timeouts, DenyApp, HoldApp, TestServer, FDS, IO_TIMEOUT, QUIET,
+    with_timeouts, DenyApp, HoldApp, TempDir, TestServer, FDS, IO_TIMEOUT, QUIET,
 };
 
 /// Message lengths around the 7-, 16- and 64-bit length encodings (RFC 6455 §5.2).
@@ -745,4 +745,33 @@ impl Drop for FdLimit {
         // SAFETY: `setrlimit` reads one `rlimit` from the valid pointer it is given.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const self.0) };
     }
+}
+
+/// A Unix stream listener serves WebSockets and plain HTTP as a TCP one does.
+pub fn unix_socket_serves_websocket_and_http(backend: &dyn Backend) {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let dir = TempDir::new("uds");
+    let path = dir.join("zcasgi.sock");
+    let app = EchoApp::start();
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = backend.start(Arc::new(config()), vec![listener.into()], app.clone()).unwrap();
+    let connect = || {
+        let s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
+    };
+    let (mut ws, _) = tungstenite::client("ws://localhost/over-uds", connect()).unwrap();
+    echo(&mut ws, Message::text("over a unix socket"));
+    echo(&mut ws, Message::binary(vec![7u8; 100_000]));
+    close_client(ws);
+    let mut s = connect();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let response = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(app.wait_for(IO_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Seen::Connected(_, p) if p == "/over-uds"))
+    }));
+    server.shutdown();
+    assert!(server.join(IO_TIMEOUT), "the server did not stop");
 }

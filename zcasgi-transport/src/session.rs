@@ -1,0 +1,76 @@
+//! One connection's byte path, from its socket to its [`Driver`] and back, as every backend
+//! drives it.
+//!
+//! A [`Session`] is what a backend holds per connection. The backend decides *when* to call
+//! [`Session::read`], [`Session::flush`] and the driver's own entry points
+//! ([`Session::driver_mut`]); *what* they do does not depend on the backend.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use zcasgi_core::driver::Driver;
+
+use crate::io::{self, Flush, Read, Socket};
+
+/// One connection's driver and the steps between it and its socket.
+#[derive(Debug)]
+pub struct Session {
+    driver: Driver,
+}
+
+impl Session {
+    /// The session of a plain connection.
+    #[must_use]
+    pub fn plain(driver: Driver) -> Self {
+        Self { driver }
+    }
+
+    /// The connection's protocol state.
+    #[must_use]
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// The connection's protocol state, for `on_tick`, `on_commands`, `on_shutdown`.
+    pub fn driver_mut(&mut self) -> &mut Driver {
+        &mut self.driver
+    }
+
+    /// Reads once from `socket` and hands what it gave to the driver (decrypted, over TLS).
+    ///
+    /// `shared` is the backend's shared read buffer (see [`io::read`]).
+    pub fn read(&mut self, socket: &impl Socket, shared: &mut BytesMut, now: Instant) -> Read {
+        io::read(&mut self.driver, shared, now, |b| io::recv_into(socket, b))
+    }
+
+    /// Writes what the driver has queued (encrypted, over TLS) until it is all written or the
+    /// socket would block.
+    pub fn flush(&mut self, socket: &impl Socket) -> Flush {
+        io::flush(&mut self.driver, |bufs| socket.send(bufs))
+    }
+
+    /// Whether the backend should read from the socket now.
+    #[must_use]
+    pub fn wants_read(&self) -> bool {
+        self.driver.wants_read()
+    }
+
+    /// Whether anything waits to be written.
+    #[must_use]
+    pub fn wants_write(&self) -> bool {
+        self.driver.wants_write()
+    }
+
+    /// Whether the connection is finished: everything is written, and the socket can be
+    /// half-closed and closed.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.driver.is_finished()
+    }
+
+    /// When the driver needs [`Driver::on_tick`].
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.driver.deadline()
+    }
+}
