@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import selectors
@@ -44,6 +45,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,6 +154,29 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def _rekey_socketio_managers() -> None:
+    """Gives this worker's python-socketio pub/sub managers (``AsyncRedisManager`` and the
+    like) a host id of their own.
+
+    A manager created before the fork has the same ``host_id`` in every worker, and a manager
+    drops the messages that carry its own ``host_id`` as its own: the workers of one supervisor
+    would never deliver each other's broadcasts.
+    """
+    kinds = tuple(
+        kind
+        for module, name in (
+            ("socketio.async_pubsub_manager", "AsyncPubSubManager"),
+            ("socketio.pubsub_manager", "PubSubManager"),
+        )
+        if isinstance(kind := getattr(sys.modules.get(module), name, None), type)
+    )
+    if not kinds:
+        return
+    for obj in gc.get_objects():
+        if isinstance(obj, kinds):
+            setattr(obj, "host_id", uuid.uuid4().hex)  # noqa: B010 (typed as a plain object)
 
 
 class Supervisor:
@@ -321,6 +346,7 @@ class Supervisor:
         code = 1
         try:
             self._become_worker()
+            _rekey_socketio_managers()
             slot = WorkerSlot(index, self.config.workers, self.resources, ready_fd)
             Server(self.config, slot=slot).run(self.sockets)
             code = 0
