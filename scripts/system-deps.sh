@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs and that pip cannot provide:
 #   redis-server   a real broker for the python-socketio AsyncRedisManager tests
+#   iproute2       `ip`, with which tests/test_two_hosts.py makes its network namespaces
 # Does nothing when they are already on PATH. Needs root (or sudo) and apt-get; without them it
 # says what is missing and exits 0, and the tests that need a package skip (or fail when CI is set).
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     printf '==> system packages present\n'
