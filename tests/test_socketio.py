@@ -15,6 +15,9 @@ from harness import ZcasgiServer, wait_until_async
 
 pytestmark = pytest.mark.timeout(90)
 
+#: Connections a test opens at most to reach every worker of a server with workers.
+ATTEMPTS = 300
+
 
 @pytest.fixture
 def chat(backend: str):  # type: ignore[no-untyped-def]
@@ -176,3 +179,53 @@ async def test_rooms_across_processes_through_redis(redis_server: RedisServer) -
             await bob.disconnect()
     for server in (one, two):
         assert "Traceback" not in server.output(), server.output()
+
+
+async def test_rooms_across_workers_through_redis(backend: str, redis_server: RedisServer) -> None:
+    """``--workers 4``: websocket-only clients spread over every worker share one room through
+    a real redis-server; a broadcast from one reaches the clients of every worker."""
+    env = {"ZCASGI_CHAT_REDIS": redis_server.url}
+    args = ["--no-access-log"]
+    workers = 4
+    with ZcasgiServer("examples.chat_redis:app", backend, args, env=env, workers=workers) as server:
+        url = server.url("http", "")
+        clients: dict[socketio.AsyncClient, int] = {}
+        inboxes: dict[socketio.AsyncClient, list[Any]] = {}
+        names: dict[socketio.AsyncClient, str] = {}
+
+        async def join(name: str) -> None:
+            client = await _client(url, name)
+            pid = (await client.call("where", timeout=10))["pid"]
+            if list(clients.values()).count(pid) >= 3:
+                await client.disconnect()
+                return
+            clients[client] = pid
+            names[client] = name
+            inboxes[client] = []
+            client.on("message", inboxes[client].append)
+
+        try:
+            # Which worker accepts a connection is the kernel's choice: connect until every
+            # worker serves some clients (at most three each are kept).
+            for i in range(ATTEMPTS):
+                if len(set(clients.values())) == workers:
+                    break
+                await join(f"c{i}")
+            assert set(clients.values()) == set(server.children()), Counter(clients.values())
+            for client in clients:
+                assert await client.call("join", "global", timeout=10) >= 1
+            # Every worker's Redis manager listens before anything is published.
+            assert await wait_until_async(lambda: _subscribers(redis_server.url, workers), 10)
+            sender = next(iter(clients))
+            ack = await sender.call("message", {"room": "global", "text": "hi all"}, timeout=10)
+            assert ack == "ok"
+            everyone = lambda: all(inbox for inbox in inboxes.values())  # noqa: E731
+            assert await wait_until_async(everyone, 10), Counter(
+                pid for c, pid in clients.items() if not inboxes[c]
+            )
+            for inbox in inboxes.values():
+                assert inbox == [{"room": "global", "from": names[sender], "text": "hi all"}]
+        finally:
+            for client in clients:
+                await client.disconnect()
+    assert "Traceback" not in server.output(), server.output()

@@ -182,3 +182,38 @@ def test_workers_need_the_main_thread() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert "must be started from the main thread" in result.stdout, result
+
+
+async def test_sighup_replaces_every_worker_and_refuses_no_connection(backend: str) -> None:
+    with _server(backend) as server:
+        before = set(server.children())
+        refused: list[BaseException] = []
+        answered: list[int] = []
+        done = asyncio.Event()
+
+        async def client() -> None:
+            while not done.is_set():
+                try:
+                    answered.append(await _pid_over_http(server))
+                except OSError as exc:
+                    refused.append(exc)
+
+        loop = asyncio.create_task(client())
+        try:
+            server.proc.send_signal(signal.SIGHUP)
+            replaced = await asyncio.to_thread(
+                server.wait_for_output, f"Replaced all {WORKERS} workers", 60
+            )
+            assert f"Replaced all {WORKERS} workers" in replaced, replaced
+            assert await asyncio.to_thread(wait_until, lambda: _gone(list(before)), 20)
+            after = set(server.children())
+            assert len(after) == WORKERS and not after & before, (before, after)
+            served = len(answered)
+            await asyncio.to_thread(wait_until, lambda: len(answered) > served + 2 * WORKERS, 20)
+        finally:
+            done.set()
+            await loop
+        assert not refused, refused
+        assert after & set(answered), "no request reached a new worker"
+        assert server.alive()
+    assert "Traceback" not in server.output()

@@ -512,6 +512,9 @@ pub trait RunningServer: Send + Sync {
     fn join(&self, timeout: Duration) -> bool;
     /// Number of connections currently open.
     fn connection_count(&self) -> usize;
+    /// Whether every thread, task and connection of the server has ended: after
+    /// [`RunningServer::shutdown`], nothing is accepted or served any more. Returns at once.
+    fn is_finished(&self) -> bool;
 }
 
 /// A transport backend: an event model that serves connections through the driver.

@@ -256,6 +256,10 @@ impl RunningServer for MioServer {
     fn connection_count(&self) -> usize {
         self.state.ctx.connection_count()
     }
+
+    fn is_finished(&self) -> bool {
+        self.state.ctx.tracker().live() == 0
+    }
 }
 
 impl Drop for MioServer {

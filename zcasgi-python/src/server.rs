@@ -162,6 +162,13 @@ impl Core {
         self.server.as_ref().map_or(0, |s| s.connection_count())
     }
 
+    /// Whether the backend has ended every thread and connection (after `shutdown`: no event
+    /// will come any more).
+    #[getter]
+    fn finished(&self) -> bool {
+        self.server.as_ref().is_none_or(|s| s.is_finished())
+    }
+
     /// Number of connections the application side still tracks.
     #[getter]
     fn tracked(&self) -> usize {

@@ -166,6 +166,10 @@ impl RunningServer for Server {
     fn connection_count(&self) -> usize {
         self.shared.ctx.connection_count()
     }
+
+    fn is_finished(&self) -> bool {
+        self.shared.ctx.tracker().live() == 0
+    }
 }
 
 impl Drop for Server {

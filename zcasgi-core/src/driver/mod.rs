@@ -151,6 +151,11 @@ pub struct Driver {
     handed_in: bool,
     /// The connection was handed to another worker: forget the socket, never close it.
     handed_off: bool,
+    /// No request has been completed on this connection: it was accepted for one.
+    first_request: bool,
+    /// The server shuts down: the request already on its way is served, then the connection
+    /// closes.
+    shutting_down: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -210,6 +215,8 @@ impl Driver {
             worker: None,
             handed_in: false,
             handed_off: false,
+            first_request: true,
+            shutting_down: false,
         }
     }
 
@@ -349,8 +356,15 @@ impl Driver {
     /// Starts closing because the server shuts down: an open WebSocket is sent a close frame
     /// with [`ServerConfig::shutdown_close_code`] and its application is told of the
     /// disconnect at once.
+    ///
+    /// A request already on its way is still answered, then the connection closes: one whose
+    /// head has started to arrive, and the first one of a connection accepted before the
+    /// shutdown (its client sent it, or is sending it, in good faith), due by the head's
+    /// deadline. A WebSocket upgrade among them is refused with 503. A keep-alive connection
+    /// idle between two requests is closed at once.
     pub fn on_shutdown(&mut self, now: Instant) {
         self.now = now;
+        self.shutting_down = true;
         self.guard(|d| match &mut d.phase {
             Phase::Open(conn) => {
                 let code = d.cfg.shutdown_close_code;
@@ -362,12 +376,14 @@ impl Driver {
                 // The client's close frame may be among what was held back.
                 d.resume_parsing(now);
             }
-            Phase::Head(_) => {
-                // Between requests (or before the first): close; the handle of a previous
-                // request must take no more bytes.
+            Phase::Head(h) if h.is_idle() && !d.first_request => {
+                // Between requests: close; the handle of the previous request must take no
+                // more bytes.
                 d.phase = Phase::Done;
                 d.handle.mark_closed();
             }
+            // Served when its head is complete (`serve`), or dropped at the head's deadline.
+            Phase::Head(_) => {}
             Phase::Upgrade(u) if u.is_awaiting() => d.reject(503, "server shutting down"),
             Phase::HandOff(_) => d.reject(503, "server shutting down"),
             // Let the request finish; the connection closes after its response.
@@ -605,6 +621,10 @@ impl Driver {
     fn serve(&mut self, parsed: Parsed) {
         let Parsed { request, rest, .. } = parsed;
         if request.is_websocket_upgrade() {
+            if self.shutting_down {
+                self.reject(503, "server shutting down");
+                return;
+            }
             match handshake::validate_upgrade(&request) {
                 Ok(upgrade) => {
                     let pending = PendingUpgrade::new(upgrade.clone(), rest);
@@ -615,7 +635,10 @@ impl Driver {
             }
         } else {
             match Exchange::start(&request, rest, self.cfg.http_max_body_size, &mut self.out) {
-                Ok(exchange) => {
+                Ok(mut exchange) => {
+                    if self.shutting_down {
+                        exchange.close_after_response();
+                    }
                     self.phase = Phase::Http(Box::new(exchange));
                     self.announce(request, None);
                     self.http_read();
@@ -686,6 +709,7 @@ impl Driver {
     fn finish_exchange(&mut self, now: Instant) {
         let Phase::Http(x) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
         self.announced = false;
+        self.first_request = false;
         self.deadline = None;
         match x.into_next() {
             Some(buf) => {

@@ -749,6 +749,46 @@ fn shutdown_between_requests_closes_the_handle() {
     assert_eq!(h.queued_bytes(), 0);
 }
 
+/// A connection accepted just before the shutdown whose request arrives after it (a worker
+/// replaced on SIGHUP took it from the shared backlog): the request is answered, with
+/// `connection: close`, then the connection closes.
+#[test]
+fn shutdown_before_the_first_request_still_answers_it() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    d.on_shutdown(now);
+    assert!(!d.is_finished(), "waits for the request it was accepted for");
+    let (h, _) = http_request(&mut d, &sink, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
+    h.message_taken(0);
+    let response = respond(&mut d, &h, b"ok", now);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("connection: close\r\n"), "{response}");
+    assert!(d.is_finished());
+}
+
+/// The same for a WebSocket upgrade: refused with 503, the server goes away.
+#[test]
+fn shutdown_before_the_first_request_refuses_an_upgrade() {
+    let (mut d, sink, _, now) = setup(ServerConfig::default());
+    d.on_shutdown(now);
+    read(&mut d, REQUEST, now);
+    assert!(sink.take().is_empty(), "the application is not asked");
+    let response = String::from_utf8(output(&mut d)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+}
+
+/// A connection accepted before the shutdown whose client never speaks is dropped at the
+/// head's deadline, silently.
+#[test]
+fn shutdown_before_a_request_that_never_comes() {
+    let (mut d, _, _, now) = setup(ServerConfig::default());
+    d.on_shutdown(now);
+    let at = d.deadline().expect("the head's deadline");
+    assert_eq!(at, now + Duration::from_secs(10));
+    d.on_tick(at);
+    assert!(d.is_finished());
+    assert!(output(&mut d).is_empty());
+}
+
 #[test]
 fn http_chunked_upload_with_100_continue() {
     let (mut d, sink, _, now) = setup(ServerConfig::default());

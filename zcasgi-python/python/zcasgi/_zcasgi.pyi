@@ -474,6 +474,11 @@ class Core:
         """Connections the backend holds open."""
 
     @property
+    def finished(self) -> bool:
+        """Whether the backend has ended every thread and connection (after ``shutdown``: no
+        event will come any more)."""
+
+    @property
     def tracked(self) -> int:
         """Connections the application side still tracks."""
 

@@ -122,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     app: Any = args.pop("app")
     try:
         config = Config(app, **args)
-        config.load_app()
+        if config.workers == 1:
+            config.load_app()
+        else:
+            # Each worker imports the application after the fork (zcasgi.supervisor).
+            config.find_app()
     except (ValueError, TypeError) as exc:
         parser.exit(2, f"zcasgi: error: {exc}\n")
     run(config)

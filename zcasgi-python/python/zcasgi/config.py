@@ -36,15 +36,26 @@ LOOPS = ("auto", "asyncio", "uvloop")
 ASGIApp = Callable[..., Any]
 
 
+def _split_import_string(target: str) -> tuple[str, str]:
+    module_name, _, attrs = target.partition(":")
+    if not module_name or not attrs:
+        raise ValueError(f'import string {target!r} must be in the format "<module>:<attribute>"')
+    return module_name, attrs
+
+
+def _on_path() -> None:
+    """Puts the working directory on ``sys.path``, as ``python -m`` does."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def import_from_string(target: str) -> Any:
     """Imports ``"module.path:attribute"`` (the attribute may be dotted), like uvicorn.
 
     Raises:
         ValueError: if the string is malformed, or the module or attribute does not exist.
     """
-    module_name, _, attrs = target.partition(":")
-    if not module_name or not attrs:
-        raise ValueError(f'import string {target!r} must be in the format "<module>:<attribute>"')
+    module_name, attrs = _split_import_string(target)
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -373,8 +384,7 @@ class Config:
         """
         app: Any = self.app
         if isinstance(app, str):
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
+            _on_path()
             app = import_from_string(app)
         if self.factory:
             if not callable(app):
@@ -386,6 +396,24 @@ class Config:
             raise ValueError("ASGI2 (class-based, two-callable) applications are not supported")
         loaded: ASGIApp = app
         return loaded
+
+    def find_app(self) -> None:
+        """Checks, without importing it, that the application's module exists (for an import
+        string; an application object is there already).
+
+        Raises:
+            ValueError: if the import string is malformed or its module cannot be found.
+        """
+        if not isinstance(self.app, str):
+            return
+        module_name, _ = _split_import_string(self.app)
+        _on_path()
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            raise ValueError(f"could not import module {module_name!r}")
 
     def trusted_proxy(self, host: str | None) -> bool:
         """Whether ``host`` is allowed to set proxy headers."""

@@ -30,6 +30,8 @@ logger = logging.getLogger("zcasgi")
 access_logger = logging.getLogger("zcasgi.access")
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds between two looks at the open connections while a shutdown waits for them.
+_SHUTDOWN_POLL = 0.02
 
 
 #: The console handler `configure_logging` gave the ``zcasgi`` loggers, if it did.
@@ -146,7 +148,7 @@ class Server:
     async def _startup(self, sockets: list[socket.socket] | None) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        self._app = config.load_app()
+        self._app = self._load_app()
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
         self.sockets = sockets if sockets is not None else bind_sockets(config)
@@ -173,6 +175,17 @@ class Server:
             )
         if self.slot is not None:
             self.slot.notify_ready()
+
+    def _load_app(self) -> Any:
+        try:
+            return self.config.load_app()
+        except Exception as exc:
+            if self.slot is None:
+                raise
+            # A worker imports the application itself (see zcasgi.supervisor); failing to is a
+            # startup failure: its supervisor stops rather than start it again and again.
+            logger.error("Could not load the application", exc_info=exc)
+            raise SystemExit(3) from None
 
     def _drain(self) -> None:
         try:
@@ -255,10 +268,20 @@ class Server:
         core = self._core
         if core is not None:
             # Stop accepting; every open WebSocket gets a close frame and its app a disconnect.
+            # A request already on its way is still served (a connection accepted just before,
+            # e.g. from the backlog a worker shares): events are dispatched until the backend
+            # has stopped accepting and closed its last connection.
             core.shutdown()
             deadline = loop.time() + self.config.timeout_graceful_shutdown
-            while self._tasks and not self.force_exit and loop.time() < deadline:
-                await asyncio.wait(set(self._tasks), timeout=min(0.1, deadline - loop.time()))
+            while (
+                (self._tasks or not core.finished)
+                and not self.force_exit
+                and loop.time() < deadline
+            ):
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks), timeout=min(0.1, deadline - loop.time()))
+                else:
+                    await asyncio.sleep(min(_SHUTDOWN_POLL, deadline - loop.time()))
             if self._tasks:
                 logger.warning("Cancelling %d unfinished application task(s)", len(self._tasks))
                 for task in list(self._tasks):

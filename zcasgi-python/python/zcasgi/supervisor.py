@@ -2,10 +2,12 @@
 
 Theory of operation. The supervisor binds the listening sockets once (`bind_sockets`), builds
 the optional per-index resources, and forks N workers. It stays single-threaded and never
-starts a Rust runtime or an asyncio loop, so forking it is safe; the application was imported
-before the fork (as gunicorn's ``--preload`` does), so an application object works as well as
-an import string. Each worker runs a `Server` with its own asyncio loop and backend on the
-inherited sockets, and its own lifespan.
+starts a Rust runtime or an asyncio loop, so forking it is safe. Each worker runs a `Server`
+with its own asyncio loop and backend on the inherited sockets, and its own lifespan. An
+application given as an import string is imported by each worker after the fork (as gunicorn
+does without ``--preload``), so what a module makes at import is each worker's own: python-
+socketio's ``AsyncRedisManager`` gets one host id per process, and ignores messages from its
+own id. An application object is inherited as it is, made once for all workers.
 
 Every worker has a slot: a stable index ``0..N-1`` that a replacement inherits, and the
 resources the supervisor made for every index before the first fork (`WorkerSlot`). A worker
@@ -17,8 +19,9 @@ those ready pipes, and reaps exited workers with ``waitpid``:
 
 - a worker that exits unasked is replaced at once, or after an exponential back-off if it keeps
   dying before it has served for `STABLE_SECONDS`; the other workers are not touched;
-- a worker that exits with code 3 before it was ready (its lifespan startup failed) stops
-  everything: the supervisor exits 3, as uvicorn does, instead of starting it forever;
+- a worker that exits with code 3 before it was ready (it could not import the application,
+  or its lifespan startup failed) stops everything: the supervisor exits 3, as uvicorn does,
+  instead of starting it forever;
 - SIGINT/SIGTERM: each worker gets one SIGTERM (close 1012 to its WebSockets, drain, lifespan
   shutdown) and the supervisor exits 0 once all have exited; a second signal SIGKILLs them and
   the supervisor exits 1;
@@ -54,12 +57,13 @@ from .config import Config
 from .server import Server, configure_logging
 from .sockets import bind_sockets, close_sockets, describe
 
-__all__ = ["LIFESPAN_FAILED", "STABLE_SECONDS", "Supervisor", "WorkerSlot"]
+__all__ = ["STABLE_SECONDS", "STARTUP_FAILED", "Supervisor", "WorkerSlot"]
 
 logger = logging.getLogger("zcasgi")
 
-#: Exit code of a worker, and of the supervisor, whose application's lifespan startup failed.
-LIFESPAN_FAILED = 3
+#: Exit code of a worker, and of the supervisor, when a worker could not load the application
+#: or its lifespan startup failed.
+STARTUP_FAILED = 3
 #: A worker that dies before it has served this long counts towards the respawn back-off.
 STABLE_SECONDS = 5.0
 #: First respawn delay after a worker died early, doubled for each further early death.
@@ -434,11 +438,11 @@ class Supervisor:
         if worker.stopping or self._stopping:
             logger.info("Worker %d (pid %d) exited (%s)", worker.index, worker.pid, _describe(code))
             return
-        if code == LIFESPAN_FAILED and not worker.ready:
+        if code == STARTUP_FAILED and not worker.ready:
             logger.error(
                 "Worker %d (pid %d): application startup failed; stopping", worker.index, worker.pid
             )
-            self._begin_stop(LIFESPAN_FAILED)
+            self._begin_stop(STARTUP_FAILED)
             return
         now = time.monotonic()
         if worker.ready and now - worker.started >= STABLE_SECONDS:

@@ -254,24 +254,31 @@ pub fn many_connections_lose_and_reorder_nothing(backend: &dyn Backend) {
     t.wait_idle();
 }
 
-/// Shutdown closes open WebSockets with 1012 (the application hears it too) and connections
-/// still in their handshake without a word; `join` then succeeds and the listener is closed.
+/// Shutdown closes open WebSockets with 1012 (the application hears it too); a connection
+/// accepted before it whose request comes after it (a worker replaced on SIGHUP took it from
+/// the shared backlog) is still answered, with `connection: close`. `join` then succeeds, the
+/// server is finished and the listener is closed.
 pub fn shutdown_sends_1012_and_join_returns_true(backend: &dyn Backend) {
     let t = TestServer::start(backend, config());
     let mut clients: Vec<_> = (0..6).map(|_| t.ws("/")).collect();
     for ws in &mut clients {
         echo(ws, Message::text("open"));
     }
-    let mut idle = t.tcp();
-    wait_until("the idle connection", || t.server.connection_count() == 7);
+    let mut late = t.tcp();
+    wait_until("the late connection", || t.server.connection_count() == 7);
     t.server.shutdown();
     for mut ws in clients {
         assert_eq!(read_close(&mut ws).0, 1012);
         assert!(matches!(ws.read(), Err(tungstenite::Error::ConnectionClosed)));
     }
-    read_to_end(&mut idle);
-    drop(idle);
+    assert!(!t.server.is_finished(), "the late connection is still served");
+    late.write_all(b"GET /late HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let response = String::from_utf8(read_to_end(&mut late)).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("connection: close\r\n"), "{response}");
+    drop(late);
     assert!(t.server.join(IO_TIMEOUT));
+    assert!(t.server.is_finished());
     assert_eq!(t.server.connection_count(), 0);
     assert!(TcpStream::connect(t.addr).is_err(), "the listener is closed");
     t.wait_for("every disconnect", |s| count(s, |e| matches!(e, Seen::Disconnected(_, 1012))) == 6);
