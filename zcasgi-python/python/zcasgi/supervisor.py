@@ -142,7 +142,7 @@ class _Slot:
     retiring: list[_Worker] = field(default_factory=list)
 
 
-def _describe(code: int) -> str:
+def _exit_status(code: int) -> str:
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -436,7 +436,9 @@ class Supervisor:
             os.close(worker.ready_fd)
             worker.ready_fd = None
         if worker.stopping or self._stopping:
-            logger.info("Worker %d (pid %d) exited (%s)", worker.index, worker.pid, _describe(code))
+            logger.info(
+                "Worker %d (pid %d) exited (%s)", worker.index, worker.pid, _exit_status(code)
+            )
             return
         if code == STARTUP_FAILED and not worker.ready:
             logger.error(
@@ -456,7 +458,7 @@ class Supervisor:
             "Worker %d (pid %d) died (%s); starting a new one in %.1f s",
             worker.index,
             worker.pid,
-            _describe(code),
+            _exit_status(code),
             delay,
         )
 
