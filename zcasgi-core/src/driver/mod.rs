@@ -151,11 +151,12 @@ pub struct Driver {
     handed_in: bool,
     /// The connection was handed to another worker: forget the socket, never close it.
     handed_off: bool,
-    /// No request has been completed on this connection: it was accepted for one.
-    first_request: bool,
-    /// The server shuts down: the request already on its way is served, then the connection
-    /// closes.
-    shutting_down: bool,
+    /// Requests completed on this connection: none means it was accepted for one that is
+    /// still to come.
+    completed: u32,
+    /// When the server's shutdown reached this connection: the request already on its way is
+    /// served, then the connection closes.
+    shutdown_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -215,8 +216,8 @@ impl Driver {
             worker: None,
             handed_in: false,
             handed_off: false,
-            first_request: true,
-            shutting_down: false,
+            completed: 0,
+            shutdown_at: None,
         }
     }
 
@@ -364,7 +365,7 @@ impl Driver {
     /// idle between two requests is closed at once.
     pub fn on_shutdown(&mut self, now: Instant) {
         self.now = now;
-        self.shutting_down = true;
+        self.shutdown_at = Some(now);
         self.guard(|d| match &mut d.phase {
             Phase::Open(conn) => {
                 let code = d.cfg.shutdown_close_code;
@@ -376,19 +377,18 @@ impl Driver {
                 // The client's close frame may be among what was held back.
                 d.resume_parsing(now);
             }
-            Phase::Head(h) if h.is_idle() && !d.first_request => {
+            Phase::Head(h) if h.is_idle() && d.completed > 0 => {
                 // Between requests: close; the handle of the previous request must take no
                 // more bytes.
                 d.phase = Phase::Done;
                 d.handle.mark_closed();
             }
-            // Served when its head is complete (`serve`), or dropped at the head's deadline.
-            Phase::Head(_) => {}
             Phase::Upgrade(u) if u.is_awaiting() => d.reject(503, "server shutting down"),
             Phase::HandOff(_) => d.reject(503, "server shutting down"),
             // Let the request finish; the connection closes after its response.
             Phase::Http(x) => x.close_after_response(),
-            Phase::Upgrade(_) | Phase::Done => {}
+            // A head on its way is served when complete (`serve`), or dropped at its deadline.
+            Phase::Head(_) | Phase::Upgrade(_) | Phase::Done => {}
         });
     }
 
@@ -621,7 +621,7 @@ impl Driver {
     fn serve(&mut self, parsed: Parsed) {
         let Parsed { request, rest, .. } = parsed;
         if request.is_websocket_upgrade() {
-            if self.shutting_down {
+            if self.shutdown_at.is_some() {
                 self.reject(503, "server shutting down");
                 return;
             }
@@ -636,7 +636,7 @@ impl Driver {
         } else {
             match Exchange::start(&request, rest, self.cfg.http_max_body_size, &mut self.out) {
                 Ok(mut exchange) => {
-                    if self.shutting_down {
+                    if self.shutdown_at.is_some() {
                         exchange.close_after_response();
                     }
                     self.phase = Phase::Http(Box::new(exchange));
@@ -709,7 +709,7 @@ impl Driver {
     fn finish_exchange(&mut self, now: Instant) {
         let Phase::Http(x) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
         self.announced = false;
-        self.first_request = false;
+        self.completed = self.completed.saturating_add(1);
         self.deadline = None;
         match x.into_next() {
             Some(buf) => {
