@@ -20,7 +20,18 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from harness import HOST, REPO_ROOT, ZcasgiServer, listen, server_env, wait_until, zcasgi_argv
+from harness import (
+    HOST,
+    REPO_ROOT,
+    Command,
+    LogLine,
+    ServerProcess,
+    ZcasgiServer,
+    listen,
+    server_env,
+    wait_until,
+    zcasgi_argv,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,4 +227,95 @@ async def test_sighup_replaces_every_worker_and_refuses_no_connection(backend: s
         assert not refused, refused
         assert after & set(answered), "no request reached a new worker"
         assert server.alive()
+    assert "Traceback" not in server.output()
+
+
+def test_a_worker_dying_at_start_is_restarted_with_backoff(backend: str) -> None:
+    """Workers that die before they serve are started again after 0.5 s, 1 s, 2 s...; the
+    supervisor keeps going (only exit code 3 stops it) and stops cleanly."""
+    sock = listen()
+    args = ["--workers", "2", "--no-access-log"]
+    argv = zcasgi_argv("apps.workers:crash_app", sock.fileno(), backend, args)
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=server_env(),
+        pass_fds=[sock.fileno()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        sock.close()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if "starting a new one in 2.0 s" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            lines.extend(proc.stdout)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    output = "".join(lines)
+    for delay in ("0.5", "1.0", "2.0"):
+        assert f"died (exit code 1); starting a new one in {delay} s" in output, output
+    assert "Supervisor finished" in output
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(backend: str) -> None:
+    with _server(backend) as server:
+        workers = server.children()
+        async with _one_websocket_per_worker(server, 1) as held:
+            server.proc.kill()
+            for ws in held.values():
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 15)
+                assert ws.close_code == 1012
+        assert await asyncio.to_thread(wait_until, lambda: _gone(workers), 20), workers
+        output = server.output()
+    for pid in workers:
+        assert f"lifespan shutdown pid={pid}" in output, output
+
+
+async def test_a_second_signal_kills_the_workers(backend: str) -> None:
+    args = ["--no-access-log", "--timeout-graceful-shutdown", "60"]
+    server = ZcasgiServer("apps.workers:stuck_app", backend, args, workers=2)
+    with server:
+        tree = server.refresh_pids()
+        async with _one_websocket_per_worker(server, 1):
+            server.proc.send_signal(signal.SIGTERM)
+            server.wait_for_output("Shutting down", 10)
+            server.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(server.proc.wait, 20) == 1
+        assert wait_until(lambda: _gone(tree), 10), tree
+    assert "Stopping now (SIGTERM): killing 2 worker(s)" in server.output()
+
+
+def test_slot_resources_are_made_once_and_kept_across_respawns(backend: str) -> None:
+    """The hook for per-worker resources: made by the supervisor for each index before the
+    first worker starts, given whole to every worker with its index, and given again, the same,
+    to the worker that replaces one."""
+    sock = listen()
+    fd = sock.fileno()
+    argv = [sys.executable, "-m", "apps.slot_resources", "--fd", str(fd), "--workers", "2"]
+    server = ServerProcess(
+        "slot-resources",
+        [Command([*argv, "--backend", backend], [sock])],
+        ready=LogLine("slot index=", 2),
+        port=sock.getsockname()[1],
+    )
+    with server:
+        supervisor = server.proc.pid
+        every = f"resource-0-made-by-{supervisor},resource-1-made-by-{supervisor}"
+        for index in (0, 1):
+            own = f"resource-{index}-made-by-{supervisor}"
+            line = f"slot index={index} count=2 own={own} all={every}"
+            assert line in server.output(), server.output()
+        victim = server.children()[0]
+        os.kill(victim, signal.SIGKILL)
+        output = server.wait_for_output("slot index=", 15, count=3)
+        assert output.count(f"all={every}") == 3, output
     assert "Traceback" not in server.output()

@@ -9,6 +9,7 @@ worker shares with its supervisor.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from .echo import Receive, Scope, Send, _echo, logger
@@ -45,3 +46,24 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.send", "text": str(pid)})
         disconnect = await _echo(receive, send)
         logger.info("disconnect pid=%d code=%s", pid, disconnect.get("code"))
+
+
+async def crash_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """A worker that dies (exit code 1) during its lifespan startup, every time."""
+    if scope["type"] == "lifespan":
+        await receive()
+        logger.info("crashing pid=%d", os.getpid())
+        os._exit(1)
+    await app(scope, receive, send)
+
+
+async def stuck_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept a WebSocket, then never look at it again: its worker's graceful shutdown waits for
+    it until ``timeout_graceful_shutdown``."""
+    if scope["type"] != "websocket":
+        await app(scope, receive, send)
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": str(os.getpid())})
+    await asyncio.Event().wait()
