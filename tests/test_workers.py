@@ -291,7 +291,7 @@ async def test_a_second_signal_kills_the_workers(backend: str) -> None:
             server.proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(server.proc.wait, 20) == 1
         assert wait_until(lambda: _gone(tree), 10), tree
-    assert "Stopping now (SIGTERM): killing 2 worker(s)" in server.output()
+    assert "Stopping now (SIGTERM): killing " in server.output()
 
 
 def test_slot_resources_are_made_once_and_kept_across_respawns(backend: str) -> None:
