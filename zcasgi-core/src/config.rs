@@ -19,6 +19,7 @@
 //! `zcasgi.Config`). Python takes the default and the range from here.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
@@ -83,6 +84,28 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Largest request head accepted, in bytes (larger: 431).
     pub max_header_bytes: usize,
+    /// The TLS certificate chain (PEM), leaf first; `None` serves plain TCP. The core only
+    /// carries the TLS options: `zcasgi-transport` loads and uses them.
+    pub ssl_certfile: Option<PathBuf>,
+    /// The private key (PEM); `None`: it is in `ssl_certfile`.
+    pub ssl_keyfile: Option<PathBuf>,
+    /// The password of an encrypted (PKCS#8) `ssl_keyfile`.
+    pub ssl_keyfile_password: Option<Password>,
+    /// CA certificates (PEM) that client certificates are verified against.
+    pub ssl_ca_certs: Option<PathBuf>,
+    /// Whether clients present a certificate, with uvicorn's numbers (Python's
+    /// `ssl.CERT_*`): 0 none is asked for, 1 optional, 2 required.
+    pub ssl_cert_reqs: u8,
+}
+
+/// A secret string (a key's password) that `Debug` does not show.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
 }
 
 impl Default for ServerConfig {
@@ -105,6 +128,11 @@ impl Default for ServerConfig {
             shutdown_close_code: crate::frame::close_code::SERVICE_RESTART,
             max_headers: 100,
             max_header_bytes: 16 * 1024,
+            ssl_certfile: None,
+            ssl_keyfile: None,
+            ssl_keyfile_password: None,
+            ssl_ca_certs: None,
+            ssl_cert_reqs: 0,
         }
     }
 }
@@ -132,6 +160,7 @@ impl ServerConfig {
             count("shutdown_close_code", self.shutdown_close_code, 1000, 4999),
             count("max_headers", self.max_headers, 1, 10_000),
             count("max_header_bytes", self.max_header_bytes, 256, 1 << 20),
+            count("ssl_cert_reqs", self.ssl_cert_reqs, 0, 2),
         ]
     }
 
@@ -150,6 +179,23 @@ impl ServerConfig {
         }
         if !is_valid_close_code(self.shutdown_close_code) {
             return Err(ConfigError::UnsendableCloseCode(self.shutdown_close_code));
+        }
+        if self.ssl_certfile.is_none() {
+            let tls_only = [
+                ("ssl_keyfile", self.ssl_keyfile.is_some()),
+                ("ssl_keyfile_password", self.ssl_keyfile_password.is_some()),
+                ("ssl_ca_certs", self.ssl_ca_certs.is_some()),
+                ("ssl_cert_reqs", self.ssl_cert_reqs != 0),
+            ];
+            if let Some((option, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::Requires { option, requires: "ssl_certfile" });
+            }
+        }
+        if self.ssl_cert_reqs != 0 && self.ssl_ca_certs.is_none() {
+            return Err(ConfigError::Requires {
+                option: "ssl_cert_reqs",
+                requires: "ssl_ca_certs",
+            });
         }
         Ok(())
     }

@@ -175,6 +175,14 @@ pub enum ConfigError {
     /// A `shutdown_close_code` that a server may not send (RFC 6455 §7.4.1).
     #[error("shutdown_close_code {0} may not be sent")]
     UnsendableCloseCode(u16),
+    /// An option set without another it needs.
+    #[error("{option} requires {requires}")]
+    Requires {
+        /// The option set.
+        option: &'static str,
+        /// The option it needs.
+        requires: &'static str,
+    },
 }
 
 impl ConfigError {
@@ -182,7 +190,9 @@ impl ConfigError {
     #[must_use]
     pub fn option(&self) -> &'static str {
         match self {
-            Self::TooSmall { option, .. } | Self::TooLarge { option, .. } => option,
+            Self::TooSmall { option, .. }
+            | Self::TooLarge { option, .. }
+            | Self::Requires { option, .. } => option,
             Self::LowWaterAboveHighWater => "ws_write_low_water",
             Self::UnsendableCloseCode(_) => "shutdown_close_code",
         }

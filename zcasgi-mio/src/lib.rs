@@ -117,7 +117,7 @@ impl Backend for MioBackend {
         per_thread.push(listeners);
         let state = Arc::new(ServerState {
             max_connections: cfg.max_connections.max(1),
-            ctx: Context::new(cfg, sink),
+            ctx: Context::new(cfg, sink)?,
             accept_paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),

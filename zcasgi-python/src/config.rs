@@ -8,15 +8,16 @@
 //!
 //! Docstrings for Python users are in `python/zcasgi/_zcasgi.pyi`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
-use zcasgi_core::config::Amount;
+use zcasgi_core::config::{Amount, Password};
 use zcasgi_core::ServerConfig;
 
-use crate::errors::config_error;
+use crate::errors::{config_error, tls_error};
 
 /// Adds the configuration functions to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -59,7 +60,42 @@ macro_rules! integer_field {
     )*};
 }
 
-integer_field!(u16, u64, usize);
+integer_field!(u8, u16, u64, usize);
+
+impl Field for Option<PathBuf> {
+    fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if value.is_none() {
+            return Ok(None);
+        }
+        // `zcasgi.Config` turned paths (os.PathLike) into str.
+        let path: String = value.extract().map_err(|_| type_error(name, "a str path", value))?;
+        Ok(Some(PathBuf::from(path)))
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Some(p) => Ok(p.to_string_lossy().into_pyobject(py)?.into_any()),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+}
+
+impl Field for Option<Password> {
+    fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if value.is_none() {
+            return Ok(None);
+        }
+        let secret: String = value.extract().map_err(|_| type_error(name, "a str", value))?;
+        Ok(Some(Password(secret)))
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Some(p) => Ok(p.0.as_str().into_pyobject(py)?.into_any()),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+}
 
 impl Field for bool {
     fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -157,6 +193,11 @@ server_config_fields!(
     shutdown_close_code,
     max_headers,
     max_header_bytes,
+    ssl_certfile,
+    ssl_keyfile,
+    ssl_keyfile_password,
+    ssl_ca_certs,
+    ssl_cert_reqs,
 );
 
 /// Reads and validates the options of `config`: `TypeError` or `ValueError` naming the option.
@@ -185,8 +226,11 @@ fn server_limits(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(dict)
 }
 
-/// Checks the core's options of `config` as the server will: ranges, close code, water marks.
+/// Checks the core's options of `config` as the server will: ranges, close code, water marks,
+/// and the TLS files (read and loaded, the key matched against the certificate).
 #[pyfunction]
 fn validate_config(config: &Bound<'_, PyAny>) -> PyResult<()> {
-    extract(config).map(drop)
+    let cfg = extract(config)?;
+    zcasgi_transport::tls::Acceptor::from_config(&cfg).map_err(|e| tls_error(&e))?;
+    Ok(())
 }

@@ -66,6 +66,11 @@ pub fn config_error(err: ConfigError) -> PyErr {
     PyValueError::new_err(err.to_string())
 }
 
+/// Converts TLS options the server cannot use into `ValueError` naming the option.
+pub fn tls_error(err: &zcasgi_transport::tls::TlsError) -> PyErr {
+    PyValueError::new_err(err.to_string())
+}
+
 /// Adds the exception classes to the module under their public names.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();

@@ -67,8 +67,8 @@ pub(crate) fn start(
             .collect::<io::Result<Vec<_>>>()?
     };
     let permits = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let shared =
-        Arc::new(Shared { ctx: Context::new(cfg, sink), limit: Arc::new(Semaphore::new(permits)) });
+    let ctx = Context::new(cfg, sink)?;
+    let shared = Arc::new(Shared { ctx, limit: Arc::new(Semaphore::new(permits)) });
     let (signal, rx) = watch::channel(false);
     for listener in listeners {
         let guard = shared.ctx.tracker().guard();

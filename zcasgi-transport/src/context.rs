@@ -11,6 +11,7 @@ use zcasgi_core::driver::Driver;
 use crate::accept::{AcceptError, AcceptLog};
 use crate::listener::Accepted;
 use crate::session::Session;
+use crate::tls::Acceptor;
 use crate::tracker::Tracker;
 
 /// The state one server's threads or tasks share: its configuration and sink, connection ids
@@ -19,6 +20,8 @@ use crate::tracker::Tracker;
 pub struct Context {
     cfg: Arc<ServerConfig>,
     sink: Arc<dyn EventSink>,
+    /// The TLS configuration, when the server serves TLS.
+    tls: Option<Acceptor>,
     next_id: AtomicU64,
     accept_log: AcceptLog,
     /// Connections accepted and not yet closed.
@@ -38,16 +41,22 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// The context of a server serving with `cfg` and reporting to `sink`.
-    #[must_use]
-    pub fn new(cfg: Arc<ServerConfig>, sink: Arc<dyn EventSink>) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// `InvalidInput` if the TLS options cannot be used (the message names the option;
+    /// `zcasgi.Config` checks them before a server starts).
+    pub fn new(cfg: Arc<ServerConfig>, sink: Arc<dyn EventSink>) -> io::Result<Self> {
+        let tls = Acceptor::from_config(&cfg)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(Self {
             cfg,
             sink,
+            tls,
             next_id: AtomicU64::new(1),
             accept_log: AcceptLog::default(),
             connections: AtomicUsize::new(0),
             tracker: Tracker::new(),
-        }
+        })
     }
 
     /// The server's configuration.
@@ -78,9 +87,17 @@ impl Context {
         // The core reads no clock: the wall-clock time of the accept dates its responses.
         let wall = SystemTime::now();
         let (client, server) = (accepted.client, accepted.server.clone());
-        let driver =
+        let mut driver =
             Driver::new(id, self.cfg.clone(), self.sink.clone(), notify, client, server, now, wall);
-        Session::plain(driver)
+        match self.tls.as_ref().map(Acceptor::stream) {
+            None => Session::plain(driver),
+            Some(Ok(tls)) => Session::tls(driver, tls),
+            Some(Err(e)) => {
+                // Not expected with a configuration that loaded: the connection is dropped.
+                driver.on_io_error(&io::Error::other(format!("cannot start TLS: {e}")));
+                Session::plain(driver)
+            }
+        }
     }
 
     /// Classifies an `accept` error seen at `now`, and logs it (rate-limited) if accepting has

@@ -15,6 +15,7 @@
 //! - [`listener`]: the kinds of listening socket (TCP, Unix stream, inherited descriptors) and
 //!   accepting from them, so that a connection is a [`socket2::Socket`] whatever its kind;
 //! - [`Session`]: one connection's byte path between its socket and its driver;
+//! - [`tls`]: TLS with rustls inside that path, for both backends;
 //! - [`linger`]: the close sequence — half-close, drain the peer's input for at most
 //!   [`linger::LINGER`], close.
 //!
@@ -34,6 +35,7 @@ pub mod io;
 pub mod linger;
 pub mod listener;
 mod session;
+pub mod tls;
 mod tracker;
 
 #[cfg(feature = "testing")]

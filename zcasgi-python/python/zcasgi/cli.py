@@ -100,8 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-headers", action="store_true", dest="proxy_headers")
     p.add_argument("--no-proxy-headers", action="store_false", dest="proxy_headers")
     p.add_argument("--forwarded-allow-ips", help="proxies trusted for X-Forwarded-* headers")
-    p.add_argument("--ssl-certfile", help="TLS certificate (not supported yet)")
-    p.add_argument("--ssl-keyfile", help="TLS key (not supported yet)")
+    p.add_argument("--ssl-certfile", help="TLS certificate chain (PEM); serve https/wss")
+    p.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+    p.add_argument("--ssl-keyfile-password", help="password of an encrypted --ssl-keyfile")
+    p.add_argument("--ssl-ca-certs", help="CA certificates (PEM) for client certificates")
+    p.add_argument(
+        "--ssl-cert-reqs",
+        type=int,
+        help="client certificate: 0 none (default), 1 optional, 2 required",
+    )
     p.add_argument("--lifespan", choices=LIFESPAN_MODES, help="lifespan mode (default auto)")
     p.add_argument("--log-level", choices=list(LOG_LEVELS), help="log level (default info)")
     p.add_argument("--access-log", action="store_true", dest="access_log")

@@ -212,8 +212,6 @@ _DEFAULTS: dict[str, Any] = {
     "root_path": "",
     "proxy_headers": True,
     "forwarded_allow_ips": "127.0.0.1",
-    "ssl_certfile": None,
-    "ssl_keyfile": None,
     "lifespan": "auto",
     "log_level": "info",
     "access_log": True,
@@ -266,8 +264,14 @@ class Config:
         root_path: ASGI ``root_path`` of the application.
         proxy_headers: Trust ``X-Forwarded-For``/``X-Forwarded-Proto`` from ``forwarded_allow_ips``.
         forwarded_allow_ips: Comma-separated proxy addresses to trust, or ``"*"``.
-        ssl_certfile: TLS certificate (not supported yet: terminate TLS at a proxy).
-        ssl_keyfile: TLS key (not supported yet).
+        ssl_certfile: TLS certificate chain (PEM, leaf first); set, the server speaks only TLS
+            (https, wss). It may hold the private key too.
+        ssl_keyfile: TLS private key (PEM: PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with
+            ``ssl_keyfile_password``).
+        ssl_keyfile_password: Password of an encrypted ``ssl_keyfile``.
+        ssl_ca_certs: CA certificates (PEM) client certificates are verified against.
+        ssl_cert_reqs: Client certificates, as uvicorn numbers them (``ssl.CERT_*``): 0 none
+            asked for, 1 optional (verified if presented), 2 required.
         lifespan: ``"auto"``, ``"on"`` or ``"off"``.
         log_level: ``"critical"``, ``"error"``, ``"warning"``, ``"info"``, ``"debug"``, ``"trace"``.
         access_log: Log each WebSocket handshake outcome to ``zcasgi.access``.
@@ -348,8 +352,14 @@ class Config:
                     raise ValueError(
                         f"forwarded_allow_ips: {ip!r} is not an IP address or network"
                     ) from None
-        if values["ssl_certfile"] or values["ssl_keyfile"]:
-            raise ValueError("TLS is not supported yet; terminate TLS at a reverse proxy")
+        self.ssl_certfile = _optional_path("ssl_certfile", values["ssl_certfile"])
+        self.ssl_keyfile = _optional_path("ssl_keyfile", values["ssl_keyfile"])
+        password = values["ssl_keyfile_password"]
+        if password is not None and not isinstance(password, str):
+            raise TypeError(f"ssl_keyfile_password must be a str, not {type(password).__name__}")
+        self.ssl_keyfile_password: str | None = password
+        self.ssl_ca_certs = _optional_path("ssl_ca_certs", values["ssl_ca_certs"])
+        self.ssl_cert_reqs = int(_count("ssl_cert_reqs", values["ssl_cert_reqs"]))
         self.lifespan: str = values["lifespan"]
         if self.lifespan not in LIFESPAN_MODES:
             raise ValueError(
@@ -373,7 +383,8 @@ class Config:
         self.factory = bool(values["factory"])
         if not isinstance(app, str) and not callable(app):
             raise TypeError("app must be an ASGI callable or an import string 'module:attribute'")
-        # The core's own checks of what it takes: ranges, the close code, the water marks.
+        # The core's own checks of what it takes: ranges, the close code, the water marks; and
+        # the TLS files, loaded as the server will load them.
         validate_config(self)
 
     def load_app(self) -> ASGIApp:

@@ -167,7 +167,7 @@ class Server:
         for sock in self.sockets:
             logger.info(
                 "zcasgi running on %s (backend %s, %d I/O thread%s; %s)",
-                describe(sock, "http"),
+                describe(sock, "https" if config.ssl_certfile else "http"),
                 config.backend,
                 config.io_threads,
                 "" if config.io_threads == 1 else "s",

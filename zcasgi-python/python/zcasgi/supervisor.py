@@ -253,7 +253,7 @@ class Supervisor:
             logger.info(
                 "Supervisor (pid %d) serving %s with %d workers (backend %s)",
                 self._pid,
-                describe(sock, "http"),
+                describe(sock, "https" if config.ssl_certfile else "http"),
                 config.workers,
                 config.backend,
             )

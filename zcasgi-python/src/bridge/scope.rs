@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
-use zcasgi_core::backend::{ConnectInfo, LocalAddr};
+use zcasgi_core::backend::{ConnectInfo, LocalAddr, TlsInfo};
 
 /// Builds the ASGI `websocket` scope (or the `http` scope for a request without upgrade).
 pub fn scope<'py>(
@@ -57,12 +57,47 @@ pub fn scope<'py>(
     scope.set_item(intern!(py, "server"), server)?;
     if let Some(upgrade) = &info.upgrade {
         scope.set_item(intern!(py, "subprotocols"), PyList::new(py, &upgrade.subprotocols)?)?;
+    }
+    if websocket || info.tls.is_some() {
         let ext = PyDict::new(py);
-        ext.set_item("websocket.http.response", PyDict::new(py))?;
+        if websocket {
+            ext.set_item("websocket.http.response", PyDict::new(py))?;
+        }
+        if let Some(tls) = &info.tls {
+            ext.set_item("tls", tls_extension(py, tls)?)?;
+        }
         scope.set_item(intern!(py, "extensions"), ext)?;
     }
     if let Some(state) = state {
         scope.set_item(intern!(py, "state"), state.copy()?)?;
     }
     Ok(scope)
+}
+
+/// The ASGI TLS extension (`scope["extensions"]["tls"]`): certificates as PEM strings.
+fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let ext = PyDict::new(py);
+    ext.set_item("server_cert", tls.server_cert.as_deref().map(pem_certificate))?;
+    let chain: Vec<String> = tls.client_cert_chain.iter().map(|c| pem_certificate(c)).collect();
+    ext.set_item("client_cert_chain", chain)?;
+    // Optional in the spec: the subject's RFC 4514 name would need an X.509 parser.
+    ext.set_item("client_cert_name", py.None())?;
+    // A certificate that failed verification ends the handshake: none reaches the app.
+    ext.set_item("client_cert_error", py.None())?;
+    ext.set_item("tls_version", tls.version)?;
+    ext.set_item("cipher_suite", tls.cipher_suite)?;
+    Ok(ext)
+}
+
+/// A DER certificate as PEM (RFC 7468): base64 in lines of 64 characters.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
