@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::backend::{ConnHandle, ConnId, Event, EventSink};
+use crate::backend::{ConnHandle, ConnId, Event, EventSink, LogLevel};
 use crate::protocol::Message;
 
 /// What [`EchoApp`] observed.
@@ -25,8 +25,8 @@ pub enum Seen {
     Message(ConnId, usize),
     /// A disconnect with its code.
     Disconnected(ConnId, u16),
-    /// A log record.
-    Log(String),
+    /// A log record, with its level.
+    Log(LogLevel, String),
 }
 
 /// An echo application running on its own thread, fed by the backend under test.
@@ -135,7 +135,7 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 }
             }
             Event::Writable { .. } => {}
-            Event::Log { message, .. } => seen.lock().unwrap().push(Seen::Log(message)),
+            Event::Log { level, message } => seen.lock().unwrap().push(Seen::Log(level, message)),
         }
     }
 }

@@ -93,6 +93,8 @@ macro_rules! backend_matrix {
             reading_pauses_at_max_queue_and_resumes_when_taken,
             emfile_is_logged_and_survived,
             unix_socket_serves_websocket_and_http,
+            tls_echo_and_http_with_blocked_writes,
+            tls_refuses_plain_http_garbage_and_stalls_and_goes_on,
         );
     };
     (@scenarios $backend:expr; $($name:ident),* $(,)?) => {
@@ -259,6 +261,61 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for `127.0.0.1` and its key, in PEM files of a [`TempDir`].
+#[derive(Debug)]
+pub struct TlsFiles {
+    dir: TempDir,
+    /// The certificate (DER), for the client's roots.
+    pub cert_der: Vec<u8>,
+}
+
+impl TlsFiles {
+    /// Makes the certificate and key (ECDSA P-256, by rcgen).
+    pub fn new() -> Self {
+        let dir = TempDir::new("tls");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        Self { dir, cert_der: cert.der().to_vec() }
+    }
+
+    /// `cfg` serving TLS with this certificate.
+    pub fn config(&self, cfg: ServerConfig) -> ServerConfig {
+        ServerConfig {
+            ssl_certfile: Some(self.dir.join("cert.pem")),
+            ssl_keyfile: Some(self.dir.join("key.pem")),
+            ..cfg
+        }
+    }
+
+    /// A TLS client over `tcp` that trusts only this certificate.
+    pub fn client(
+        &self,
+        tcp: TcpStream,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(self.cert_der.clone())).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name =
+            rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        rustls::StreamOwned::new(conn, tcp)
+    }
+}
+
+impl Default for TlsFiles {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

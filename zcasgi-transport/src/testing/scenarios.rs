@@ -12,13 +12,13 @@ use socket2::{Domain, SockRef, Socket, Type};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
-use zcasgi_core::backend::{Backend, ServerConfig};
+use zcasgi_core::backend::{Backend, LogLevel, ServerConfig};
 use zcasgi_core::testing::{EchoApp, Seen};
 
 use super::{
     close_client, close_code, count, disconnected, echo, last_connected, masked_frame, read_close,
     read_frame, read_head, read_to_end, read_until_closed, upgrade_request, wait_until,
-    with_timeouts, DenyApp, HoldApp, TempDir, TestServer, FDS, IO_TIMEOUT, QUIET,
+    with_timeouts, DenyApp, HoldApp, TempDir, TestServer, TlsFiles, FDS, IO_TIMEOUT, QUIET,
 };
 
 /// Message lengths around the 7-, 16- and 64-bit length encodings (RFC 6455 §5.2).
@@ -478,7 +478,7 @@ pub fn plain_http_request_is_answered_by_the_app(backend: &dyn Backend) {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("\r\n\r\n7\r\n/health\r\n0\r\n\r\n"), "{response}");
     t.assert_serving();
-    let panics = count(&t.app.seen(), |e| matches!(e, Seen::Log(m) if m.contains("panic")));
+    let panics = count(&t.app.seen(), |e| matches!(e, Seen::Log(_, m) if m.contains("panic")));
     assert_eq!(panics, 0);
 }
 
@@ -507,7 +507,7 @@ pub fn half_closed_peer_message_then_disconnect(backend: &dyn Backend) {
     t.wait_for("the disconnect", |s| disconnected(s, 1006).is_some());
     let seen = t.app.seen();
     let id = last_connected(&seen).unwrap();
-    let events: Vec<_> = seen.into_iter().filter(|e| !matches!(e, Seen::Log(_))).collect();
+    let events: Vec<_> = seen.into_iter().filter(|e| !matches!(e, Seen::Log(..))).collect();
     assert_eq!(
         events,
         [Seen::Connected(id, "/".into()), Seen::Message(id, 5), Seen::Disconnected(id, 1006)]
@@ -709,7 +709,7 @@ pub fn emfile_is_logged_and_survived(backend: &dyn Backend) {
         })
         .collect();
     let logged = t.app.wait_for(IO_TIMEOUT, |seen| {
-        seen.iter().any(|e| matches!(e, Seen::Log(m) if m.starts_with("accept failed")))
+        seen.iter().any(|e| matches!(e, Seen::Log(_, m) if m.starts_with("accept failed")))
     });
     let served_meanwhile = t.server.connection_count();
     drop(limit);
@@ -781,4 +781,62 @@ pub fn unix_socket_serves_websocket_and_http(backend: &dyn Backend) {
     }));
     server.shutdown();
     assert!(server.join(IO_TIMEOUT), "the server did not stop");
+}
+
+/// Over TLS, WebSocket echoes (4 MiB to a reader with a small receive window, so that the
+/// server's encrypted writes block again and again) and a plain HTTP request arrive intact.
+pub fn tls_echo_and_http_with_blocked_writes(backend: &dyn Backend) {
+    const MESSAGES: usize = 16;
+    const SIZE: usize = 256 * 1024;
+    let tls = TlsFiles::new();
+    let t = TestServer::start(backend, tls.config(config()));
+    let stream = tls.client(small_window_client(&t, 8 * 1024));
+    let (mut ws, _) = tungstenite::client(format!("wss://{}/tls", t.addr), stream).unwrap();
+    echo(&mut ws, Message::text("over TLS"));
+    let base = pattern(SIZE + MESSAGES, 5);
+    let payload = |i: usize| &base[i..i + SIZE];
+    for i in 0..MESSAGES {
+        ws.send(Message::binary(payload(i).to_vec())).unwrap();
+    }
+    for i in 0..MESSAGES {
+        let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
+        assert!(got[..] == *payload(i), "message {i} differs");
+    }
+    close_client(ws);
+    let mut s = tls.client(t.tcp());
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    // The server ends with close_notify: a clean end of stream.
+    s.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8(response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// A plain HTTP client on the TLS port gets a plain-text 400, garbage gets at most an alert,
+/// a stalled handshake is closed at `handshake_timeout`; none of it is logged above DEBUG,
+/// and the server goes on serving TLS.
+pub fn tls_refuses_plain_http_garbage_and_stalls_and_goes_on(backend: &dyn Backend) {
+    let tls = TlsFiles::new();
+    let cfg = ServerConfig { handshake_timeout: Duration::from_millis(200), ..config() };
+    let t = TestServer::start(backend, tls.config(cfg));
+    let mut s = t.tcp();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let reply = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(reply.contains("https://"), "{reply}");
+    let mut s = t.tcp();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x08, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).unwrap();
+    let alert = read_to_end(&mut s);
+    assert!(alert.is_empty() || alert[0] == 0x15, "{alert:?}");
+    let mut s = t.tcp();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let closed = read_to_end(&mut s);
+    assert!(closed.is_empty() || closed[0] == 0x15, "{closed:?}");
+    let stream = tls.client(t.tcp());
+    let (mut ws, _) = tungstenite::client(format!("wss://{}/", t.addr), stream).unwrap();
+    echo(&mut ws, Message::text("still serving"));
+    close_client(ws);
+    let seen = t.app.seen();
+    let loud = count(&seen, |e| matches!(e, Seen::Log(level, _) if *level > LogLevel::Debug));
+    assert_eq!(loud, 0, "{seen:?}");
 }
