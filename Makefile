@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak bench-scale fuzz fuzz-tools fuzz-seeds clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak bench-scale bench-tls fuzz fuzz-tools fuzz-seeds clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,9 @@ bench: ## Criterion benchmarks of the zcasgi-core codec
 
 bench-scale: dev ## Idle connections over workers: 100,000 WebSockets and 20,000 Socket.IO clients per backend (docs/benchmarks/scale; ~15 min)
 	$(PYTHON) -m benchmarks.scale
+
+bench-tls: dev ## TLS handshakes/s and 1 MiB wss echo, zcasgi (mio, tokio) beside uvicorn (docs/benchmarks/tls; ~3 min)
+	$(PYTHON) -m benchmarks.tls
 
 # The cargo-fuzz targets (docs/fuzzing.md), one per file in zcasgi-core/fuzz/fuzz_targets.
 FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard zcasgi-core/fuzz/fuzz_targets/*.rs))))

@@ -405,3 +405,62 @@ def scale(records: list[dict[str, Any]], path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def tls(records: list[dict[str, Any]], path: Path) -> bool:
+    """The TLS run (``benchmarks/tls``): handshakes per second and 1 MiB echo throughput, one
+    pair of bars (wss, ws) per server."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        return False
+    done = [r for r in records if "error" not in r]
+    if not done:
+        return False
+    servers = list(dict.fromkeys(r["server"] for r in done))
+    by = {(r["server"], r["transport"]): r for r in done}
+    panels = [
+        (
+            "handshakes_per_s",
+            "handshakes per second",
+            "Connect + handshake + close — higher is better",
+        ),
+        ("large_mb_per_s", "MB/s", "1 MiB message echo, one connection — higher is better"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.8))
+    width = 0.38
+    for ax, (key, ylabel, title) in zip(axes, panels):
+        top = 0.0
+        for offset, transport, alpha in ((-width / 2, "wss", 1.0), (width / 2, "ws", 0.45)):
+            xs, values, colors = [], [], []
+            for i, server in enumerate(servers):
+                record = by.get((server, transport))
+                if record is None:
+                    continue
+                xs.append(i + offset)
+                values.append(record[key])
+                colors.append(_style(server)["color"])
+            bars = ax.bar(xs, values, width, color=colors, alpha=alpha)
+            ax.bar_label(bars, labels=[_short(v) for v in values], padding=2, fontsize=8)
+            top = max([top, *values])
+        ax.set_xticks(range(len(servers)), servers)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=11)
+        ax.set_ylim(bottom=0, top=top * 1.15 if top > 0 else 1)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(
+            handles=[
+                Patch(color="0.35", label="TLS (wss)"),
+                Patch(color="0.35", alpha=0.45, label="plain (ws), for reference"),
+            ],
+            fontsize=8,
+        )
+    fig.suptitle("TLS: zcasgi beside uvicorn (linear axes)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -40,6 +40,10 @@ pub struct HandshakeArgs {
     /// Start handshakes at this many per second instead of back to back.
     #[arg(long)]
     pub conns_per_sec: Option<f64>,
+    /// CA certificate (PEM) to trust for a `wss://` URL (each handshake then includes a full
+    /// TLS handshake).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -64,10 +68,16 @@ pub fn run(args: &HandshakeArgs) -> Result<Value, String> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    Ok(workers::block_on_local(drive(args, target)))
+    let tls = args.ca_file.as_deref().map(crate::tls::connector).transpose()?;
+    Ok(workers::block_on_local(drive(args, target, tls)))
 }
 
-async fn drive(args: &HandshakeArgs, target: Target) -> Value {
+async fn drive(
+    args: &HandshakeArgs,
+    target: Target,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Value {
+    let tls = Rc::new(tls);
     let common = &args.common;
     let target = Rc::new(target);
     let request: Rc<[u8]> = target.upgrade_request().into();
@@ -88,6 +98,7 @@ async fn drive(args: &HandshakeArgs, target: Target) -> Value {
             (Rc::clone(&target), Rc::clone(&request), Rc::clone(&close), Rc::clone(&sources));
         let (next_ticket, tally, hist) =
             (Rc::clone(&next_ticket), Rc::clone(&tally), Rc::clone(&hist));
+        let tls = Rc::clone(&tls);
         let rate = args.conns_per_sec;
         tasks.spawn_local(async move {
             loop {
@@ -105,7 +116,8 @@ async fn drive(args: &HandshakeArgs, target: Target) -> Value {
                 }
                 let began = Instant::now();
                 let source = net::source_for(&sources, ticket as usize);
-                match cycle(&target, &request, &close, source, timeout).await {
+                match cycle(&target, &request, &close, source, timeout, tls.as_ref().as_ref()).await
+                {
                     Ok(upgraded) => {
                         tally.ok.set(tally.ok.get() + 1);
                         let ns = u64::try_from((upgraded - began).as_nanos()).unwrap_or(u64::MAX);
@@ -143,8 +155,9 @@ async fn cycle(
     close: &[u8],
     source: Option<std::net::Ipv4Addr>,
     timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> io::Result<Instant> {
-    let (mut stream, rest) = net::ws_connect(target, request, source, timeout).await?;
+    let (mut stream, rest) = net::stream_connect(target, request, source, timeout, tls).await?;
     let upgraded = Instant::now();
     stream.write_all(close).await?;
     let mut reader = FrameReader::new(false);

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::net::{self, Target};
 use crate::sys::{Sample, Window};
+use crate::tls::Stream;
 use crate::workers;
 use crate::ws::{self, Event, FrameReader};
 use crate::{emit, Common};
@@ -36,6 +37,9 @@ pub struct LargeArgs {
     /// Unmeasured seconds first.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// CA certificate (PEM) to trust for a `wss://` URL.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -66,21 +70,30 @@ pub enum Transport {
 /// A message when the connection fails.
 pub fn run(args: &LargeArgs, transport: Transport) -> Result<Value, String> {
     let target = Target::parse(&args.url)?;
-    workers::block_on_local(echo_large(args, &target, transport)).map_err(|e| e.to_string())
+    let tls = args.ca_file.as_deref().map(crate::tls::connector).transpose()?;
+    workers::block_on_local(echo_large(args, &target, transport, tls.as_ref()))
+        .map_err(|e| e.to_string())
 }
 
-async fn echo_large(args: &LargeArgs, target: &Target, transport: Transport) -> io::Result<Value> {
+async fn echo_large(
+    args: &LargeArgs,
+    target: &Target,
+    transport: Transport,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> io::Result<Value> {
     let common = &args.common;
     let source = net::source_for(&common.sources, 0);
     let (mut stream, rest, message) = match transport {
         Transport::WebSocket => {
             let request = target.upgrade_request();
+            let timeout = common.connect_timeout();
             let (stream, rest) =
-                net::ws_connect(target, &request, source, common.connect_timeout()).await?;
+                net::stream_connect(target, &request, source, timeout, tls).await?;
             (stream, rest, ws::binary_frames(args.size, 1))
         }
         Transport::Tcp => {
-            (net::tcp_connect(target.addr, source).await?, Vec::new(), ws::payload(args.size))
+            let tcp = net::tcp_connect(target.addr, source).await?;
+            (Stream::Plain(tcp), Vec::new(), ws::payload(args.size))
         }
     };
     let mut reader = FrameReader::new(false);
@@ -96,7 +109,7 @@ async fn echo_large(args: &LargeArgs, target: &Target, transport: Transport) -> 
         if first.is_none() && Instant::now() >= window_start {
             first = Some(Sample::take(pids));
         }
-        let (mut rd, mut wr) = stream.split();
+        let (mut rd, mut wr) = tokio::io::split(&mut stream);
         let write = wr.write_all(&message);
         let read = async {
             match transport {

@@ -26,6 +26,7 @@ mod net;
 mod rtt;
 mod sio;
 mod sys;
+mod tls;
 mod workers;
 mod ws;
 

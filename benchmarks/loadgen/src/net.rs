@@ -10,9 +10,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::tls::Stream;
 use crate::ws::{self, Upgrade};
 
 /// Where to connect: a loopback address, and the `Host` and path of the upgrade request.
@@ -24,15 +25,19 @@ pub struct Target {
     pub host: String,
     /// Request path with query, starting with `/`.
     pub path: String,
+    /// A `wss://` or `https://` URL: TLS over the connection.
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses `ws://`, `http://` or `tcp://` URLs (or bare `host:port`) on 127.0.0.0/8.
+    /// Parses `ws://`, `wss://`, `http://`, `https://` or `tcp://` URLs (or bare `host:port`)
+    /// on 127.0.0.0/8.
     ///
     /// # Errors
     /// A message when the URL is malformed or not a loopback IPv4 address.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = ["ws://", "http://", "tcp://"]
+        let tls = url.starts_with("wss://") || url.starts_with("https://");
+        let rest = ["ws://", "wss://", "http://", "https://", "tcp://"]
             .iter()
             .find_map(|scheme| url.strip_prefix(scheme))
             .unwrap_or(url);
@@ -45,13 +50,18 @@ impl Target {
         if !addr.ip().is_loopback() {
             return Err(format!("{url}: only 127.0.0.0/8 targets are allowed"));
         }
-        Ok(Self { addr, host: authority.to_owned(), path: path.to_owned() })
+        Ok(Self { addr, host: authority.to_owned(), path: path.to_owned(), tls })
     }
 
     /// This target with `suffix` appended to its path.
     pub fn join(&self, suffix: &str) -> Self {
         let base = self.path.trim_end_matches('/');
-        Self { addr: self.addr, host: self.host.clone(), path: format!("{base}/{suffix}") }
+        Self {
+            addr: self.addr,
+            host: self.host.clone(),
+            path: format!("{base}/{suffix}"),
+            tls: self.tls,
+        }
     }
 
     /// The upgrade request for this target.
@@ -130,26 +140,69 @@ pub async fn ws_connect(
 ) -> io::Result<(TcpStream, Vec<u8>)> {
     let attempt = async {
         let mut stream = tcp_connect(target.addr, source).await?;
-        stream.write_all(request).await?;
-        let mut head = Vec::with_capacity(256);
-        let mut chunk = [0u8; 2048];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed during the handshake",
-                ));
-            }
-            head.extend_from_slice(&chunk[..n]);
-            if let Upgrade::Switched(rest) = ws::parse_upgrade_response(&head)? {
-                return Ok((stream, rest));
-            }
-        }
+        let rest = upgrade(&mut stream, request).await?;
+        Ok((stream, rest))
     };
+    within(timeout, attempt).await
+}
+
+/// [`ws_connect`] for a target that may be `wss://`: TLS (with `tls`) before the upgrade.
+///
+/// # Errors
+/// As [`ws_connect`], and the TLS handshake's errors; `InvalidInput` for a `wss://` target
+/// without a TLS client.
+pub async fn stream_connect(
+    target: &Target,
+    request: &[u8],
+    source: Option<Ipv4Addr>,
+    timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> io::Result<(Stream, Vec<u8>)> {
+    let attempt = async {
+        let tcp = tcp_connect(target.addr, source).await?;
+        let mut stream = match (target.tls, tls) {
+            (false, _) => Stream::Plain(tcp),
+            (true, Some(connector)) => crate::tls::handshake(connector, tcp).await?,
+            (true, None) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "wss:// needs --ca-file"))
+            }
+        };
+        let rest = upgrade(&mut stream, request).await?;
+        Ok((stream, rest))
+    };
+    within(timeout, attempt).await
+}
+
+async fn within<T>(
+    timeout: Duration,
+    attempt: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+}
+
+/// Sends the upgrade `request` and reads the `101` head; returns what followed it.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> io::Result<Vec<u8>> {
+    stream.write_all(request).await?;
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed during the handshake",
+            ));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Upgrade::Switched(rest) = ws::parse_upgrade_response(&head)? {
+            return Ok(rest);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +218,9 @@ mod tests {
         );
         let t = Target::parse("http://127.0.0.2:9/chat?x=1").unwrap();
         assert_eq!(t.path, "/chat?x=1");
+        assert!(!t.tls);
+        let t = Target::parse("wss://127.0.0.1:443/echo").unwrap();
+        assert!(t.tls && t.path == "/echo");
         assert_eq!(Target::parse("127.0.0.1:7").unwrap().path, "/");
         assert!(Target::parse("ws://10.0.0.1:80/").is_err());
         assert!(Target::parse("ws://localhost:80/").is_err());

@@ -1,0 +1,7 @@
+"""``python -m benchmarks.tls``."""
+
+import sys
+
+from .run import main
+
+sys.exit(main())
