@@ -52,6 +52,7 @@ async def test_no_descriptor_or_task_left_after_the_soak_mix(backend: str) -> No
             port, server.open_fds, timeout=SETTLE_TIMEOUT, fds=baseline["fds"]
         )
         assert after["tasks"] == 0, f"application calls still running: {after}"
+        assert after["connection_objects"] == 0, f"connection objects left: {after}"
         assert after["fds"] == baseline["fds"], f"descriptors: {baseline} -> {after}"
         assert after["asyncio_tasks"] == baseline["asyncio_tasks"], (baseline, after)
     assert "Traceback" not in server.output(), server.output_tail(40)

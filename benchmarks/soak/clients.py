@@ -530,9 +530,10 @@ async def run_mix(
 async def wait_settled(
     port: int, open_fds: Callable[[], int], *, timeout: float, fds: int | None = None
 ) -> dict[str, Any]:
-    """Wait until no application call runs and the server's descriptor count is steady (and
-    equal to ``fds``, if given), at most ``timeout`` seconds; the last look either way:
-    ``{"fds": ..., "tasks": ..., "asyncio_tasks": ..., "settled": bool}``.
+    """Wait until no application call runs, no per-connection object is left and the server's
+    descriptor count is steady (and equal to ``fds``, if given), at most ``timeout`` seconds;
+    the last look either way: ``{"fds": ..., "tasks": ..., "asyncio_tasks": ...,
+    "connection_objects": ..., "settled": bool}``.
 
     The count is read twice, 0.2 s apart and after the ``/stats`` connection has closed, so the
     look's own connection is not in it.
@@ -545,11 +546,17 @@ async def wait_settled(
         first = open_fds()
         await asyncio.sleep(0.2)
         last = open_fds()
-        settled = app["tasks"] == 0 and first == last and (fds is None or last == fds)
+        settled = (
+            app["tasks"] == 0
+            and app["connection_objects"] in (0, None)
+            and first == last
+            and (fds is None or last == fds)
+        )
         if settled or loop.time() >= deadline:
             return {
                 "fds": last,
                 "tasks": app["tasks"],
                 "asyncio_tasks": app["asyncio_tasks"],
+                "connection_objects": app["connection_objects"],
                 "settled": settled,
             }

@@ -9,8 +9,10 @@ can ask how many are still running instead of guessing from time:
 - ``http`` ``GET /stats``: JSON ``{"tasks": N, "asyncio_tasks": M, ...}``, where ``tasks`` is
   the number of application calls (WebSocket or HTTP, this one excluded) that have not
   returned, ``asyncio_tasks`` the number of asyncio tasks of the server's loop besides this
-  call's, and ``sends_after_disconnect`` the WebSocket calls that ended because ``send()``
-  raised ``ClientDisconnected`` (the client had reset; the app treats that as the end);
+  call's, ``connection_objects`` the number of the server's per-connection objects still
+  alive besides this request's (after a garbage collection), and ``sends_after_disconnect``
+  the WebSocket calls that ended because ``send()`` raised ``ClientDisconnected`` (the client
+  had reset; the app treats that as the end);
 - ``http`` ``POST /trim``: glibc's ``malloc_trim(0)`` (frees what the allocator holds but does
   not use, in every arena), then the same JSON as ``/stats``;
 - any other ``http`` request: :func:`apps.http.app` (``/echo`` sends the body back).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import json
 from typing import Any
 
@@ -45,6 +48,18 @@ def _malloc_trim() -> bool:
     return True
 
 
+def _connection_objects(receive: Any) -> int | None:
+    """How many of the server's per-connection objects (the one whose bound methods are
+    ``receive`` and ``send``) are alive, this request's own excepted; None when ``receive`` is
+    not a bound method."""
+    owner = getattr(receive, "__self__", None)
+    if owner is None:
+        return None
+    kind = type(owner)
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind) - 1
+
+
 async def _stats(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while (await receive()).get("more_body", False):
         pass
@@ -56,20 +71,11 @@ async def _stats(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "tasks": _running,
             "asyncio_tasks": len(others),
             "sends_after_disconnect": _sends_after_disconnect,
+            "connection_objects": _connection_objects(receive),
             "trimmed": trimmed,
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await http_apps._respond(send, 200, body, [(b"content-length", str(len(body)).encode())])
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

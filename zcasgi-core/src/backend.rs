@@ -146,7 +146,9 @@ pub enum Event {
         /// The message.
         message: Message,
     },
-    /// The connection is gone; no more events follow for `id`.
+    /// The connection is gone, or (plain HTTP) its request's response is complete; no more
+    /// events follow for `id`, but for the next request of a keep-alive connection, which
+    /// comes as a new [`Event::HttpRequest`].
     Disconnect {
         /// The connection.
         id: ConnId,

@@ -187,7 +187,7 @@ impl Core {
                 let access = self.access_log.as_ref().map(|a| a.clone_ref(py));
                 let conn =
                     Py::new(py, AsgiConn::new(&info, self.event_loop.clone_ref(py), access))?;
-                // A keep-alive connection's next request replaces the previous one.
+                // A keep-alive connection's previous request left with its `Disconnect`.
                 self.conns.insert(info.id, conn.clone_ref(py));
                 self.on_connect.call1(py, (conn, scope))?;
             }

@@ -708,9 +708,19 @@ impl Driver {
     /// The response is complete: serve the next request on this connection, or close.
     fn finish_exchange(&mut self, now: Instant) {
         let Phase::Http(x) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
-        self.announced = false;
         self.completed = self.completed.saturating_add(1);
         self.deadline = None;
+        // The request is over for the application (ASGI: `receive()` now gives
+        // `http.disconnect`), so its side forgets it; a keep-alive connection's next request
+        // is announced afresh. Without this, the application side kept the last request of
+        // every connection, since no other event would ever name it again.
+        if std::mem::take(&mut self.announced) {
+            self.sink.push(Event::Disconnect {
+                id: self.id,
+                code: close_code::NORMAL,
+                reason: String::new(),
+            });
+        }
         match x.into_next() {
             Some(buf) => {
                 let deadline = now + self.cfg.timeout_keep_alive;

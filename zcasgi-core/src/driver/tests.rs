@@ -722,16 +722,23 @@ fn http_keep_alive_and_pipelining() {
         "{out}"
     );
     let mut events = sink.take();
+    // The first request is over for the application before the next one is announced: its
+    // side forgets it (it used to keep the last request of every connection, a leak).
+    let first = events.remove(0);
+    assert!(matches!(first, Event::Disconnect { id: 7, code: 1000, .. }), "{first:?}");
     let Event::HttpRequest(info) = events.remove(0) else { panic!("{events:?}") };
     assert_eq!(info.request.path(), "/b");
     assert_eq!(body_of(&events), (b"xyz".to_vec(), true));
     h.message_taken(3);
     respond(&mut d, &h, b"second", now);
+    assert_eq!(disconnects(&sink.take()), [1000]);
     assert!(!d.is_finished(), "kept alive");
-    // Idle past the keep-alive timeout: closed without a response.
+    // Idle past the keep-alive timeout: closed without a response, and nothing more for the
+    // application, which was told when the second response was complete.
     d.on_tick(now + Duration::from_secs(5));
     assert!(d.is_finished());
     assert!(output(&mut d).is_empty());
+    assert!(sink.take().is_empty());
 }
 
 /// A shutdown while the connection waits for its next request head closes it: the previous
@@ -821,6 +828,7 @@ fn http_head_and_http10() {
         out,
         format!("HTTP/1.1 200 OK\r\n{DEFAULTS}content-length: 5\r\nconnection: close\r\n\r\n")
     );
+    assert_eq!(disconnects(&sink.take()), [1000]);
     assert!(d.is_finished());
     assert_eq!(h.queued_bytes(), 0);
 }
@@ -1117,7 +1125,8 @@ fn a_keep_alive_connection_is_handed_off_once_its_response_is_written() {
     let out = String::from_utf8(output(&mut d)).unwrap();
     assert!(out.ends_with("first\r\n0\r\n\r\n"), "{out}");
     assert_eq!(d.handoff(), Some((0, &polling("xyz.0")[..])));
-    assert!(sink.take().is_empty());
+    // The first request is over (this worker's application forgets it); nothing else.
+    assert_eq!(disconnects(&sink.take()), [1000]);
     d.on_handoff(Ok(()), now);
     assert!(d.is_handed_off() && d.is_finished());
     assert_eq!(h.send(true, Bytes::from_static(b"late")), SendState::Closed);
