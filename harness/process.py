@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -408,6 +408,28 @@ class ServerProcess:
     def children(self) -> list[int]:
         """The living child processes of the first process (a supervisor's workers)."""
         return procfs.children(self.proc.pid)
+
+    @contextlib.contextmanager
+    def only(self, worker: int) -> Iterator[None]:
+        """While inside, of the first process's children only ``worker`` runs: the others are
+        stopped (SIGSTOP) and continued on leaving, so every connection made meanwhile to a
+        socket the workers share is accepted by ``worker``.
+
+        Which worker accepts a connection is otherwise the kernel's choice, and an uneven one:
+        this lets a test reach a given worker without opening connections until one lands.
+        """
+        others = [pid for pid in self.children() if pid != worker]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            # A thread of a worker stops when it next runs: until then it may still accept.
+            if not wait_until(lambda: all(procfs.stopped(pid) for pid in others), STOP_TIMEOUT):
+                raise ServerError(f"{self.name}: workers {others} did not stop")
+            yield
+        finally:
+            for pid in others:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     @property
     def pids(self) -> list[int]:

@@ -57,6 +57,23 @@ def tree(root: int) -> list[int]:
     return [pid for pid in found if (_PROC / str(pid)).exists()]
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (by SIGSTOP: state ``T``); False if it is
+    gone. A stop signal takes effect on each thread when the kernel next schedules it."""
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue  # a thread that just ended
+        if raw[raw.rfind(")") + 1 :].split()[0] not in ("T", "t"):
+            return False
+    return True
+
+
 def children(parent: int) -> list[int]:
     """The living child processes of ``parent``."""
     return sorted(_children_by_parent().get(parent, []))

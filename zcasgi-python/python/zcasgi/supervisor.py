@@ -227,6 +227,7 @@ class Supervisor:
         """
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("workers > 1 must be started from the main thread")
+        self._pid = os.getpid()
         configure_logging(self.config.log_level, f"supervisor pid {self._pid}")
         if self.sockets is None:
             self.sockets = bind_sockets(self.config)
@@ -330,6 +331,8 @@ class Supervisor:
     def _spawn(self, slot: _Slot) -> _Worker:
         """Forks the worker of ``slot``'s index."""
         ready_r, ready_w = os.pipe()
+        # Never a blocking read: a process the worker started may hold the other end open.
+        os.set_blocking(ready_r, False)
         # Output buffered now would be written twice: by the supervisor and by the worker.
         sys.stdout.flush()
         sys.stderr.flush()
