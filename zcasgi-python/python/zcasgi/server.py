@@ -129,8 +129,9 @@ class Server:
         self._exit_event = asyncio.Event()
         try:
             await self._startup(sockets)
-        except LifespanFailure as exc:
-            logger.error("Application startup failed: %s", exc)
+        except LifespanFailure:
+            # The lifespan logged why (the application's message, or its exception).
+            logger.error("Application startup failed. Exiting.")
             raise SystemExit(3) from None
         if self.should_exit:
             self._exit_event.set()

@@ -355,7 +355,16 @@ class Supervisor:
             self._become_worker()
             _rekey_socketio_managers()
             slot = WorkerSlot(index, self.config.workers, self.resources, ready_fd)
-            Server(self.config, slot=slot).run(self.sockets)
+            server = Server(self.config, slot=slot)
+
+            def stop_when_started(signum: int, frame: object) -> None:
+                # SIGTERM before the server's loop handles it (until its lifespan startup is
+                # done): it stops as soon as it has started, and its lifespan shutdown runs.
+                if not server.should_exit:
+                    server.request_exit()
+
+            signal.signal(signal.SIGTERM, stop_when_started)
+            server.run(self.sockets)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
