@@ -157,3 +157,30 @@ def test_workers_serve_one_uds_and_only_the_supervisor_removes_it(
     assert server.proc.returncode == 0, server.output()
     assert not sock_path.exists(), "the supervisor removes the socket file at shutdown"
     assert "Traceback" not in server.output()
+
+
+def test_proxy_headers_over_uds_need_forwarded_allow_ips_star(sock_path: Path) -> None:
+    request = (
+        b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+
+    def scope_of(path: Path) -> dict[str, object]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(request)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        scope: dict[str, object] = json.loads(response.partition(b"\r\n\r\n")[2])
+        return scope
+
+    with _uds_server("apps.echo:transport_app", "mio", sock_path):
+        scope = scope_of(sock_path)
+        # The default (127.0.0.1) does not cover a peer without an address.
+        assert (scope["client"], scope["scheme"]) == (None, "http")
+    star = ("--forwarded-allow-ips", "*")
+    with _uds_server("apps.echo:transport_app", "mio", sock_path, *star):
+        scope = scope_of(sock_path)
+        assert (scope["client"], scope["scheme"]) == (["203.0.113.7", 0], "https")

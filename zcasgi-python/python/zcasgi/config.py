@@ -427,11 +427,14 @@ class Config:
             raise ValueError(f"could not import module {module_name!r}")
 
     def trusted_proxy(self, host: str | None) -> bool:
-        """Whether ``host`` is allowed to set proxy headers."""
-        if not self.proxy_headers or host is None:
+        """Whether ``host`` is allowed to set proxy headers. A peer without an address (a Unix
+        socket's) is trusted only with ``forwarded_allow_ips="*"``, as under uvicorn."""
+        if not self.proxy_headers:
             return False
         if "*" in self.forwarded_allow_ips:
             return True
+        if host is None:
+            return False
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:

@@ -223,7 +223,7 @@ class Server:
 
     def _apply_proxy_headers(self, scope: dict[str, Any]) -> None:
         client = scope.get("client")
-        if client is None or not self.config.trusted_proxy(client[0]):
+        if not self.config.trusted_proxy(None if client is None else client[0]):
             return
         headers = dict(scope["headers"])
         proto = headers.get(b"x-forwarded-proto")
