@@ -363,18 +363,25 @@ def soak(records: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def scale(records: list[dict[str, Any]], path: Path) -> bool:
-    """The scale run (``benchmarks/scale``): memory per idle connection and idle CPU with
-    keepalive pings, one bar per backend and kind of client, labelled with the counts."""
+def _pyplot_and_done(records: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """pyplot (Agg) and the records without an error; ``(None, [])`` when matplotlib is
+    missing or there is nothing to plot."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return None, []
     done = [r for r in records if "error" not in r]
-    if not done:
+    return (plt, done) if done else (None, [])
+
+
+def scale(records: list[dict[str, Any]], path: Path) -> bool:
+    """The scale run (``benchmarks/scale``): memory per idle connection and idle CPU with
+    keepalive pings, one bar per backend and kind of client, labelled with the counts."""
+    plt, done = _pyplot_and_done(records)
+    if plt is None:
         return False
     kinds = {"ws": "WebSockets", "socketio": "Socket.IO clients"}
     labels = [
@@ -410,17 +417,11 @@ def scale(records: list[dict[str, Any]], path: Path) -> bool:
 def tls(records: list[dict[str, Any]], path: Path) -> bool:
     """The TLS run (``benchmarks/tls``): handshakes per second and 1 MiB echo throughput, one
     pair of bars (wss, ws) per server."""
-    try:
-        import matplotlib
+    plt, done = _pyplot_and_done(records)
+    if plt is None:
+        return False
+    from matplotlib.patches import Patch
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError:
-        return False
-    done = [r for r in records if "error" not in r]
-    if not done:
-        return False
     servers = list(dict.fromkeys(r["server"] for r in done))
     by = {(r["server"], r["transport"]): r for r in done}
     panels = [

@@ -234,22 +234,15 @@ def test_bad_certificate_files_are_clear_errors_at_start_up(pki: Pki) -> None:
 
 def test_encrypted_keys(pki: Pki) -> None:
     key = serialization.load_pem_private_key(pki.keyfile.read_bytes(), password=None)
-    encrypted = pki.tmp / "encrypted.pem"
-    encrypted.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"s3cret"),
-        )
-    )
-    legacy = pki.tmp / "legacy.pem"
-    legacy.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.BestAvailableEncryption(b"s3cret"),
-        )
-    )
+
+    def encrypted_as(name: str, form: serialization.PrivateFormat) -> Path:
+        path = pki.tmp / name
+        encryption = serialization.BestAvailableEncryption(b"s3cret")
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, form, encryption))
+        return path
+
+    encrypted = encrypted_as("encrypted.pem", serialization.PrivateFormat.PKCS8)
+    legacy = encrypted_as("legacy.pem", serialization.PrivateFormat.TraditionalOpenSSL)
 
     def config(keyfile: Path, password: str | None) -> Config:
         return Config(

@@ -25,10 +25,7 @@ the servers' output to ``OUT/logs/``. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -36,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import REPO_ROOT, ZcasgiServer, cpu_pinning, procfs
+from harness import REPO_ROOT, ZcasgiServer, procfs
 
-from .. import env, plots
+from .. import plots, standalone
 from ..generator import SOURCES, Hold, Loadgen, LoadgenError
 
 #: Most connections one load generator process holds (a process may open 20,000 files here).
@@ -55,10 +52,6 @@ class Point:
     kind: str
     conns: int
     workers: int
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 def _mib(kib: float) -> str:
@@ -130,7 +123,7 @@ def measure(
             hold = loadgen.hold(_hold_args(point.kind, port, share))
             stack.callback(hold.kill)
             holds.append(hold)
-        _log(
+        standalone.log(
             f"[{point.backend} {point.kind}] opening {point.conns:,} connections "
             f"({procs} load generators)"
         )
@@ -144,7 +137,7 @@ def measure(
         server.wait_quiet(max_seconds=30.0)
         rss = server.rss_kib()
         per_worker = [procfs.open_fds([pid]) for pid in server.children()]
-        _log(
+        standalone.log(
             f"[{point.backend} {point.kind}] {n_open:,} open in {open_s:.1f} s; "
             f"{_mib(rss)} (baseline {_mib(baseline)}); fds per worker {per_worker}; idle {idle:g} s"
         )
@@ -175,7 +168,7 @@ def measure(
         first_error=first_error,
         server_alive=alive,
     )
-    _log(f"[{point.backend} {point.kind}] {summary(record)}")
+    standalone.log(f"[{point.backend} {point.kind}] {summary(record)}")
     return record
 
 
@@ -244,18 +237,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every point, write the results and the plot; 0 unless setting up failed."""
     args = _parser().parse_args(argv)
-    server_cpu, loadgen_cpu = cpu_pinning()
-    pinning = (
-        f"the server's processes on CPU {server_cpu}, the load generators on CPU {loadgen_cpu}"
-        if server_cpu is not None
-        else "none (fewer than two CPUs allowed)"
-    )
-    try:
-        binary = env.build_loadgen(REPO_ROOT, _log)
-    except env.SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    setup = standalone.rig("the server's processes", "the load generators")
+    if setup is None:
         return 1
-    loadgen = Loadgen(binary, loadgen_cpu)
+    loadgen, server_cpu = setup.loadgen, setup.server_cpu
     args.out.mkdir(parents=True, exist_ok=True)
     points = [
         Point(backend, kind, conns, workers)
@@ -268,20 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     records = []
     for i, point in enumerate(points, 1):
-        _log(f"== point {i}/{len(points)}: {point}")
+        standalone.log(f"== point {i}/{len(points)}: {point}")
         records.append(measure(point, loadgen, server_cpu, args.idle, args.out))
-    meta = {
-        "command": "python -m benchmarks.scale "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.date.today().isoformat(),
-        "commit": env.git_describe(REPO_ROOT),
-        "machine": env.machine(),
-        "pinning": pinning,
-        "idle": args.idle,
-    }
-    (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "records": records}, indent=1) + "\n"
-    )
-    (args.out / "results.md").write_text(markdown(meta, records))
+    meta = standalone.meta("benchmarks.scale", argv, setup, idle=args.idle)
+    standalone.write(args.out, meta, records, markdown(meta, records))
     plots.scale(records, args.out / "scale.png")
     return 0

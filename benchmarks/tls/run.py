@@ -21,8 +21,6 @@ Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -36,13 +34,12 @@ from harness import (
     Command,
     ServerProcess,
     ZcasgiServer,
-    cpu_pinning,
     listen,
     server_env,
 )
 from harness.cpus import pinned
 
-from .. import env, plots
+from .. import plots, standalone
 from ..generator import Loadgen, LoadgenError
 
 #: The application every server runs.
@@ -58,10 +55,6 @@ class Certs:
     certfile: Path
     keyfile: Path
     ca_file: Path
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 def make_certs(directory: Path) -> Certs:
@@ -181,7 +174,7 @@ def measure(
         large_server_cpu_util=large.get("server_cpu_util"),
         large_loadgen_cpu_util=large.get("loadgen_cpu_util"),
     )
-    _log(f"[{name} {transport}] {summary(record)}")
+    standalone.log(f"[{name} {transport}] {summary(record)}")
     return record
 
 
@@ -267,43 +260,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run every server on both transports, write the results and the plot; 0 unless setting
     up failed."""
     args = _parser().parse_args(argv)
-    server_cpu, loadgen_cpu = cpu_pinning()
-    pinning = (
-        f"the server on CPU {server_cpu}, the load generator on CPU {loadgen_cpu}"
-        if server_cpu is not None
-        else "none (fewer than two CPUs allowed)"
-    )
-    try:
-        binary = env.build_loadgen(REPO_ROOT, _log)
-    except env.SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    setup = standalone.rig("the server", "the load generator")
+    if setup is None:
         return 1
-    loadgen = Loadgen(binary, loadgen_cpu)
+    loadgen, server_cpu = setup.loadgen, setup.server_cpu
     args.out.mkdir(parents=True, exist_ok=True)
     records = []
     with tempfile.TemporaryDirectory(prefix="zcasgi-tls-bench-") as tmp:
         certs = make_certs(Path(tmp))
         for name in args.servers.split(","):
             for transport in ("wss", "ws"):
-                _log(f"== {name} over {transport}")
+                standalone.log(f"== {name} over {transport}")
                 records.append(measure(name, transport, certs, loadgen, server_cpu, args, args.out))
-    meta = {
-        "command": "python -m benchmarks.tls "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.date.today().isoformat(),
-        "commit": env.git_describe(REPO_ROOT),
-        "machine": env.machine(),
-        "pinning": pinning,
-        "uvicorn": _version("uvicorn"),
-        "uvicorn_http": "httptools" if _version("httptools") != "not installed" else "h11",
-        "duration": args.duration,
-        "concurrency": args.concurrency,
-        "size": args.size,
-    }
-    (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "records": records}, indent=1) + "\n"
+    meta = standalone.meta(
+        "benchmarks.tls",
+        argv,
+        setup,
+        uvicorn=_version("uvicorn"),
+        uvicorn_http="httptools" if _version("httptools") != "not installed" else "h11",
+        duration=args.duration,
+        concurrency=args.concurrency,
+        size=args.size,
     )
-    (args.out / "results.md").write_text(markdown(meta, records))
+    standalone.write(args.out, meta, records, markdown(meta, records))
     plots.tls(records, args.out / "tls.png")
     return 0
 

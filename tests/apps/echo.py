@@ -52,6 +52,14 @@ async def _other_scope(scope: Scope, receive: Receive, send: Send) -> None:
                 return
 
 
+async def _respond(send: Send, kind: str, status: int, content_type: bytes, body: bytes) -> None:
+    """A whole response with a ``content-length``: ``kind`` is ``"http.response"``, or
+    ``"websocket.http.response"`` for a denial."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": f"{kind}.start", "status": status, "headers": headers})
+    await send({"type": f"{kind}.body", "body": body})
+
+
 def _query(scope: Scope) -> dict[str, str]:
     raw: bytes = scope.get("query_string", b"")
     return {key: values[-1] for key, values in parse_qs(raw.decode("latin-1")).items()}
@@ -162,18 +170,7 @@ async def http_deny_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if not await _connect(receive):
         return
-    body = b"denied"
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"text/plain"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "websocket.http.response.body", "body": body})
+    await _respond(send, "websocket.http.response", 401, b"text/plain", b"denied")
 
 
 async def raise_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -341,14 +338,4 @@ async def transport_app(scope: Scope, receive: Receive, send: Send) -> None:
         if not message.get("more_body"):
             break
     payload = json.dumps({**_jsonable(scope), "body": body.decode("latin-1")}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await _respond(send, "http.response", 200, b"application/json", payload)

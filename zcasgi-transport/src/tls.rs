@@ -49,7 +49,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig as RustlsConfig, ServerConnection};
 use zcasgi_core::backend::{ServerConfig, TlsInfo};
-use zcasgi_core::driver::{Driver, MAX_IOVECS};
+use zcasgi_core::driver::Driver;
 
 use crate::io::{Flush, Read, Socket};
 
@@ -467,26 +467,16 @@ impl TlsStream {
         matches!(self.state, State::Handshaking | State::Established)
     }
 
-    /// Moves the driver's output into rustls while its buffer has room.
+    /// Moves the driver's output into rustls while its buffer has room: the transport's flush
+    /// loop, writing into rustls instead of a socket, where a full buffer is a full socket.
     fn encrypt(&mut self, driver: &mut Driver) {
-        while driver.wants_write() {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = driver.io_slices(&mut slices);
-                if n == 0 {
-                    return;
-                }
-                self.conn.writer().write_vectored(&slices[..n])
-            };
-            match written {
-                Ok(0) => return,
-                Ok(n) => driver.on_written(n),
-                Err(e) => {
-                    self.state = State::Failed;
-                    driver.on_io_error(&e);
-                    return;
-                }
-            }
+        let conn = &mut self.conn;
+        let moved = crate::io::flush(driver, |bufs| match conn.writer().write_vectored(bufs) {
+            Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+            other => other,
+        });
+        if moved == Flush::Failed {
+            self.state = State::Failed;
         }
     }
 
