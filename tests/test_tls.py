@@ -267,3 +267,15 @@ def test_key_in_the_certificate_file(backend: str, pki: Pki) -> None:
     with ZcasgiServer(APP, backend, ["--ssl-certfile", str(both)]) as server:
         assert "https://127.0.0.1:" in server.output()
         assert _wss_scope(server, pki.client_context())["scheme"] == "wss"
+
+
+def test_tls_with_workers(backend: str, pki: Pki) -> None:
+    server = ZcasgiServer(APP, backend, pki.server_args(), workers=2)
+    with server:
+        assert "https://127.0.0.1:" in server.output()
+        ctx = pki.client_context()
+        for _ in range(6):
+            assert _wss_scope(server, ctx)["scheme"] == "wss"
+        with httpx.Client(verify=ctx) as client:
+            assert client.get(server.url("https", "/w")).json()["scheme"] == "https"
+    _no_errors(server)
