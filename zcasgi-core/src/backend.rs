@@ -32,6 +32,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,8 +41,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use crate::config::ServerConfig;
+use crate::error::ConfigError;
 use crate::handshake::{Request, Upgrade};
 use crate::protocol::{Message, Room};
+use crate::sticky::WorkerSlot;
 
 /// Identifies a connection for the lifetime of a server.
 pub type ConnId = u64;
@@ -519,11 +522,59 @@ pub trait RunningServer: Send + Sync {
     fn is_finished(&self) -> bool;
 }
 
+/// What a worker process of a server with several workers brings to its backend: its slot and
+/// the sockets on which connections are handed between workers ([`crate::sticky`]; the I/O is
+/// `zcasgi_transport::handoff`'s).
+#[derive(Debug)]
+pub struct WorkerSockets {
+    slot: WorkerSlot,
+    inbox: OwnedFd,
+    peers: Vec<OwnedFd>,
+}
+
+impl WorkerSockets {
+    /// Worker `slot`'s sockets: `inbox`, the receiving end of its own inbox, and `peers`, the
+    /// sending end of every worker's inbox by index (its own included, unused).
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the index is not below the count, or `peers` has not one socket per
+    /// worker.
+    pub fn new(slot: WorkerSlot, inbox: OwnedFd, peers: Vec<OwnedFd>) -> Result<Self, ConfigError> {
+        if slot.index >= slot.count {
+            return Err(ConfigError::WorkerIndex { index: slot.index, count: slot.count });
+        }
+        if peers.len() != usize::from(slot.count) {
+            return Err(ConfigError::WorkerInboxes { inboxes: peers.len(), count: slot.count });
+        }
+        Ok(Self { slot, inbox, peers })
+    }
+
+    /// This worker's slot.
+    #[must_use]
+    pub fn slot(&self) -> WorkerSlot {
+        self.slot
+    }
+
+    /// The receiving end of this worker's inbox.
+    #[must_use]
+    pub fn inbox(&self) -> &OwnedFd {
+        &self.inbox
+    }
+
+    /// The sending end of worker `index`'s inbox.
+    #[must_use]
+    pub fn peer(&self, index: u16) -> Option<&OwnedFd> {
+        self.peers.get(usize::from(index))
+    }
+}
+
 /// A transport backend: an event model that serves connections through the driver.
 pub trait Backend: Send + Sync {
     /// The name users select it by (`"mio"`, `"tokio"`).
     fn name(&self) -> &'static str;
-    /// Starts serving on already-bound listeners, delivering events to `sink`.
+    /// Starts serving on already-bound listeners, delivering events to `sink`; in a worker
+    /// process of a server with several workers, `worker` holds its slot and inboxes, and
+    /// connections also arrive from its inbox.
     ///
     /// # Errors
     /// If threads or the event loop cannot be created.
@@ -532,5 +583,6 @@ pub trait Backend: Send + Sync {
         cfg: Arc<ServerConfig>,
         listeners: Vec<Listener>,
         sink: Arc<dyn EventSink>,
+        worker: Option<WorkerSockets>,
     ) -> std::io::Result<Box<dyn RunningServer>>;
 }

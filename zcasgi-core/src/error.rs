@@ -183,6 +183,22 @@ pub enum ConfigError {
         /// The option it needs.
         requires: &'static str,
     },
+    /// A worker index that is not below the worker count.
+    #[error("worker index {index} must be below the worker count {count}")]
+    WorkerIndex {
+        /// The index given.
+        index: u16,
+        /// The worker count given.
+        count: u16,
+    },
+    /// Not one inbox per worker.
+    #[error("{inboxes} worker inboxes given for {count} workers")]
+    WorkerInboxes {
+        /// The inboxes given.
+        inboxes: usize,
+        /// The worker count given.
+        count: u16,
+    },
 }
 
 impl ConfigError {
@@ -195,6 +211,7 @@ impl ConfigError {
             | Self::Requires { option, .. } => option,
             Self::LowWaterAboveHighWater => "ws_write_low_water",
             Self::UnsendableCloseCode(_) => "shutdown_close_code",
+            Self::WorkerIndex { .. } | Self::WorkerInboxes { .. } => "worker",
         }
     }
 }

@@ -12,6 +12,12 @@
 //! ([`WorkerSlot::route`]), the connection is handed, with every byte already read, to that
 //! worker (see `crate::driver`, and `zcasgi_transport::handoff` for the sockets).
 //!
+//! New sessions are spread the same way: the worker that accepted the connection of an
+//! Engine.IO request without a session (a handshake) passes it on round-robin, so that
+//! sessions spread evenly over the workers whatever the kernel's choice of accepting worker,
+//! and whether the clients come from one address or many. Any worker can create a session, so
+//! when that hand-off cannot be made at once the accepting worker serves the handshake itself.
+//!
 //! # The tag
 //!
 //! A tagged id is the id, a `.`, and the worker index in decimal without leading zeros:
@@ -38,23 +44,48 @@ pub struct WorkerSlot {
 /// Which worker serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// This worker: the request names no session, a session of this worker, or an untagged one.
+    /// This worker: not an Engine.IO request, a session of this worker or an untagged one, or
+    /// a new session that falls to this worker.
     Local,
     /// Another worker, by index: the session is its.
     Worker(u16),
     /// A session tagged with an index no worker has (`>= count`).
     UnknownWorker(u16),
+    /// A new session, for another worker (by index) to create: spreads sessions evenly.
+    NewSession(u16),
+}
+
+/// What an Engine.IO request says about its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// None yet: the request is a handshake and creates one.
+    New,
+    /// A session tagged with the index of the worker that created it.
+    Tagged(u16),
+    /// A session id without a tag.
+    Untagged,
 }
 
 impl WorkerSlot {
-    /// Decides which worker serves `request`.
+    /// Decides which worker serves `request`. `nonce` spreads new sessions round-robin: any
+    /// number that grows by one from one request to the next (a connection id).
     #[must_use]
-    pub fn route(&self, request: &Request) -> Route {
-        match session_owner(&request.query_string) {
-            Some(owner) if owner == self.index => Route::Local,
-            Some(owner) if owner < self.count => Route::Worker(owner),
-            Some(owner) => Route::UnknownWorker(owner),
-            None => Route::Local,
+    pub fn route(&self, request: &Request, nonce: u64) -> Route {
+        match session(&request.query_string) {
+            Some(Session::Tagged(owner)) if owner == self.index => Route::Local,
+            Some(Session::Tagged(owner)) if owner < self.count => Route::Worker(owner),
+            Some(Session::Tagged(owner)) => Route::UnknownWorker(owner),
+            Some(Session::New) if self.count > 1 => {
+                let turn = (u64::from(self.index) + nonce) % u64::from(self.count);
+                // Below `count`, so it fits.
+                let owner = turn as u16;
+                if owner == self.index {
+                    Route::Local
+                } else {
+                    Route::NewSession(owner)
+                }
+            }
+            _ => Route::Local,
         }
     }
 }
@@ -65,10 +96,10 @@ pub fn tag_session_id(sid: &str, worker: u16) -> String {
     format!("{sid}{}{worker}", char::from(TAG_SEPARATOR))
 }
 
-/// The worker index of the Engine.IO session an Engine.IO request's query names, if the query
-/// has `EIO=` and a `sid=` whose value is a tagged id.
+/// What the query of an Engine.IO request (one with `EIO=`) says about its session; `None`
+/// for another request.
 #[must_use]
-pub fn session_owner(query: &[u8]) -> Option<u16> {
+pub fn session(query: &[u8]) -> Option<Session> {
     let mut engineio = false;
     let mut sid = None;
     for pair in query.split(|&b| b == b'&') {
@@ -85,12 +116,9 @@ pub fn session_owner(query: &[u8]) -> Option<u16> {
     if !engineio {
         return None;
     }
-    let sid = sid?;
-    if sid.contains(&b'%') {
-        owner_of(&percent_decode(sid))
-    } else {
-        owner_of(sid)
-    }
+    let Some(sid) = sid else { return Some(Session::New) };
+    let owner = if sid.contains(&b'%') { owner_of(&percent_decode(sid)) } else { owner_of(sid) };
+    Some(owner.map_or(Session::Untagged, Session::Tagged))
 }
 
 /// The worker index of a tagged session id; `None` for an untagged one.
@@ -145,6 +173,14 @@ mod tests {
         }
     }
 
+    /// The worker a query's session is tagged with.
+    fn session_owner(query: &[u8]) -> Option<u16> {
+        match session(query) {
+            Some(Session::Tagged(owner)) => Some(owner),
+            _ => None,
+        }
+    }
+
     #[test]
     fn a_tagged_id_names_its_worker() {
         for worker in [0, 1, 9, 10, 4095, u16::MAX] {
@@ -169,16 +205,16 @@ mod tests {
         for sid in [STOCK, "", ".3", "abc.", "abc.03", "abc.3x", "abc.-3", "abc.65536", "a.123456"]
         {
             let query = format!("EIO=4&transport=polling&sid={sid}");
-            assert_eq!(session_owner(query.as_bytes()), None, "{sid:?}");
+            assert_eq!(session(query.as_bytes()), Some(Session::Untagged), "{sid:?}");
         }
     }
 
     #[test]
-    fn only_engineio_requests_with_a_session_are_routed() {
-        assert_eq!(session_owner(b"sid=abc.1"), None, "not Engine.IO");
-        assert_eq!(session_owner(b"EIO=4&transport=polling"), None, "a new session");
-        assert_eq!(session_owner(b"EIO=4&transport=websocket"), None);
-        assert_eq!(session_owner(b""), None);
+    fn only_engineio_requests_are_routed() {
+        assert_eq!(session(b"sid=abc.1"), None, "not Engine.IO");
+        assert_eq!(session(b""), None);
+        assert_eq!(session(b"EIO=4&transport=polling&t=x"), Some(Session::New));
+        assert_eq!(session(b"EIO=4&transport=websocket"), Some(Session::New));
         assert_eq!(session_owner(b"EIO&sid=abc.1"), Some(1));
         assert_eq!(session_owner(b"sid=abc.2&EIO=3&sid=abc.1"), Some(2), "the first sid counts");
         assert_eq!(session_owner(b"EIO=4&xsid=abc.1"), None);
@@ -197,11 +233,33 @@ mod tests {
     fn route_by_worker() {
         let slot = WorkerSlot { index: 1, count: 4 };
         let sid = |w| format!("EIO=4&transport=polling&sid={}", tag_session_id(STOCK, w));
-        assert_eq!(slot.route(&request(&sid(1))), Route::Local);
-        assert_eq!(slot.route(&request(&sid(0))), Route::Worker(0));
-        assert_eq!(slot.route(&request(&sid(3))), Route::Worker(3));
-        assert_eq!(slot.route(&request(&sid(4))), Route::UnknownWorker(4));
-        assert_eq!(slot.route(&request(&format!("EIO=4&sid={STOCK}"))), Route::Local);
-        assert_eq!(slot.route(&request("EIO=4&transport=websocket")), Route::Local);
+        for nonce in 0..4 {
+            assert_eq!(slot.route(&request(&sid(1)), nonce), Route::Local);
+            assert_eq!(slot.route(&request(&sid(0)), nonce), Route::Worker(0));
+            assert_eq!(slot.route(&request(&sid(3)), nonce), Route::Worker(3));
+            assert_eq!(slot.route(&request(&sid(4)), nonce), Route::UnknownWorker(4));
+            assert_eq!(slot.route(&request(&format!("EIO=4&sid={STOCK}")), nonce), Route::Local);
+            assert_eq!(slot.route(&request("x=1"), nonce), Route::Local);
+        }
+    }
+
+    #[test]
+    fn new_sessions_go_round_robin() {
+        let new = request("EIO=4&transport=polling&t=PZ1");
+        for count in 1..=5 {
+            for index in 0..count {
+                let slot = WorkerSlot { index, count };
+                let owners: Vec<u16> = (0..u64::from(count))
+                    .map(|nonce| match slot.route(&new, nonce) {
+                        Route::Local => index,
+                        Route::NewSession(owner) => owner,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                let mut sorted = owners.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "{slot:?}: {owners:?}");
+            }
+        }
     }
 }

@@ -21,6 +21,8 @@ use crate::protocol::Message;
 pub enum Seen {
     /// A connection was accepted, with the request path.
     Connected(ConnId, String),
+    /// A plain HTTP request was answered, with its target (path, and `?query` if any).
+    Request(ConnId, String),
     /// A message arrived (and was echoed).
     Message(ConnId, usize),
     /// A disconnect with its code.
@@ -125,6 +127,12 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
             }
             Event::HttpRequest(info) => {
                 // Plain HTTP: answer 200 with the path, so backend tests can check routing.
+                let mut target = info.request.path();
+                if !info.request.query_string.is_empty() {
+                    target.push('?');
+                    target.push_str(&String::from_utf8_lossy(&info.request.query_string));
+                }
+                seen.lock().unwrap().push(Seen::Request(info.id, target));
                 let body = bytes::Bytes::from(info.request.path());
                 info.handle.respond(200, Vec::new());
                 let _ = info.handle.respond_body(body, false);

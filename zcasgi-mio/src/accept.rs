@@ -16,14 +16,24 @@
 //! (registering reports a pending backlog at once). An accept error that pauses accepting
 //! ([`AcceptError::Backoff`], the shared policy of `zcasgi_transport::accept`) deregisters the
 //! reactor's listeners for [`BACKOFF`].
+//!
+//! # Hand-offs
+//!
+//! In a worker process, connections also arrive from the worker's inbox (other workers hand
+//! over the connections of Engine.IO sessions this worker owns: `zcasgi_transport::handoff`).
+//! Every reactor registers the inbox beside its listeners and takes hand-offs from it like
+//! connections from a listener, under the same pause: at `max_connections` hand-offs wait in
+//! the inbox.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use zcasgi_core::backend::LogLevel;
 use zcasgi_transport::accept::{AcceptError, BACKOFF};
+use zcasgi_transport::handoff::Receiver;
 use zcasgi_transport::{Accepted, Listener as Socket};
 
 use crate::ServerState;
@@ -50,11 +60,22 @@ struct Listener {
     pending: bool,
 }
 
-/// One reactor's duplicates of the server's listeners.
+/// The worker's inbox, as one reactor polls it.
+#[derive(Debug)]
+struct Inbox {
+    /// The receiving end (owned by the server's `Context`).
+    fd: RawFd,
+    /// Hand-offs may be waiting: set by events, cleared by `WouldBlock`.
+    pending: bool,
+    receiver: Receiver,
+}
+
+/// One reactor's duplicates of the server's listeners, and the worker's inbox.
 #[derive(Debug)]
 pub(crate) struct Listeners {
     sockets: Vec<Listener>,
-    /// Tokens are `first_token - i`, counting down below the waker's.
+    inbox: Option<Inbox>,
+    /// The inbox's token; listener tokens are `first_token - 1 - i`, counting down below it.
     first_token: usize,
     registered: bool,
     /// Accepting paused after an error, until then.
@@ -62,27 +83,37 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    /// The reactor's listeners; listener `i` uses token `first_token - i`.
-    pub(crate) fn new(sockets: Vec<Socket>, first_token: usize) -> Self {
+    /// The reactor's listeners and the worker's inbox (`None` outside a worker process); the
+    /// inbox uses token `first_token` and listener `i` token `first_token - 1 - i`.
+    pub(crate) fn new(
+        sockets: Vec<Socket>,
+        inbox: Option<(RawFd, Receiver)>,
+        first_token: usize,
+    ) -> Self {
         let sockets =
             sockets.into_iter().map(|socket| Listener { socket, pending: true }).collect();
-        Self { sockets, first_token, registered: false, backoff: None }
+        let inbox = inbox.map(|(fd, receiver)| Inbox { fd, pending: true, receiver });
+        Self { sockets, inbox, first_token, registered: false, backoff: None }
     }
 
-    /// The listener index of `token`, if it names one.
-    pub(crate) fn index(&self, token: Token) -> Option<usize> {
-        let i = self.first_token.checked_sub(token.0)?;
-        (i < self.sockets.len()).then_some(i)
-    }
-
-    /// Notes an event on listener `i`.
-    pub(crate) fn mark_pending(&mut self, i: usize) {
-        self.sockets[i].pending = true;
+    /// Notes an event on `token` if it is the inbox's or a listener's; returns whether it was.
+    pub(crate) fn mark_pending(&mut self, token: Token) -> bool {
+        if token.0 == self.first_token {
+            if let Some(inbox) = &mut self.inbox {
+                inbox.pending = true;
+            }
+            return true;
+        }
+        let Some(i) = (self.first_token - 1).checked_sub(token.0) else { return false };
+        let Some(l) = self.sockets.get_mut(i) else { return false };
+        l.pending = true;
+        true
     }
 
     /// Whether a connection may be waiting and accepting is on.
     pub(crate) fn has_pending(&self) -> bool {
-        self.registered && self.sockets.iter().any(|l| l.pending)
+        let inbox = self.inbox.as_ref().is_some_and(|i| i.pending);
+        self.registered && (inbox || self.sockets.iter().any(|l| l.pending))
     }
 
     /// When the back-off after an accept error ends.
@@ -93,7 +124,7 @@ impl Listeners {
     /// Registers or deregisters the listeners as the server's state asks; call once per turn
     /// and after [`Step::Paused`].
     pub(crate) fn update(&mut self, registry: &Registry, state: &ServerState, now: Instant) {
-        if self.sockets.is_empty() {
+        if self.sockets.is_empty() && self.inbox.is_none() {
             return;
         }
         if self.backoff.is_some_and(|until| now >= until) {
@@ -137,6 +168,31 @@ impl Listeners {
                 }
             }
         }
+        self.receive(state)
+    }
+
+    /// Takes one connection handed over from the inbox, if one waits.
+    fn receive(&mut self, state: &ServerState) -> Step {
+        let Some(inbox) = &mut self.inbox else { return Step::Idle };
+        while inbox.pending {
+            if state.at_limit() {
+                return Step::Paused;
+            }
+            match state.ctx.receive(&mut inbox.receiver) {
+                Ok(Some(accepted)) => {
+                    state.ctx.connection_opened();
+                    return Step::Conn(accepted);
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => inbox.pending = false,
+                Err(e) => {
+                    // Not expected of a socket pair the supervisor keeps open: stop polling
+                    // it rather than spin.
+                    state.ctx.log(LogLevel::Error, format!("cannot receive hand-offs: {e}"));
+                    inbox.pending = false;
+                }
+            }
+        }
         Step::Idle
     }
 
@@ -146,9 +202,14 @@ impl Listeners {
             for l in &mut self.sockets {
                 let _ = registry.deregister(&mut SourceFd(&l.socket.as_raw_fd()));
             }
+            if let Some(inbox) = &self.inbox {
+                let _ = registry.deregister(&mut SourceFd(&inbox.fd));
+            }
             self.registered = false;
         }
         self.sockets.clear();
+        // Hand-offs that arrive from now on wait in the inbox for this worker's successor.
+        self.inbox = None;
     }
 
     fn set_registered(&mut self, registry: &Registry, state: &ServerState, on: bool) {
@@ -156,16 +217,25 @@ impl Listeners {
             let result = if on {
                 // Whatever waits in the backlog is accepted on the next turn.
                 l.pending = true;
-                let token = Token(self.first_token - i);
+                let token = Token(self.first_token - 1 - i);
                 registry.register(&mut SourceFd(&l.socket.as_raw_fd()), token, Interest::READABLE)
             } else {
                 registry.deregister(&mut SourceFd(&l.socket.as_raw_fd()))
             };
             if let Err(e) = result {
-                state.ctx.log(
-                    zcasgi_core::backend::LogLevel::Error,
-                    format!("cannot (de)register a listener: {e}"),
-                );
+                state.ctx.log(LogLevel::Error, format!("cannot (de)register a listener: {e}"));
+            }
+        }
+        if let Some(inbox) = &mut self.inbox {
+            let mut source = SourceFd(&inbox.fd);
+            let result = if on {
+                inbox.pending = true;
+                registry.register(&mut source, Token(self.first_token), Interest::READABLE)
+            } else {
+                registry.deregister(&mut source)
+            };
+            if let Err(e) = result {
+                state.ctx.log(LogLevel::Error, format!("cannot (de)register the inbox: {e}"));
             }
         }
         self.registered = on;

@@ -52,7 +52,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::Poll;
-use zcasgi_core::backend::{Backend, EventSink, Listener, LogLevel, RunningServer, ServerConfig};
+use zcasgi_core::backend::{
+    Backend, EventSink, Listener, LogLevel, RunningServer, ServerConfig, WorkerSockets,
+};
 use zcasgi_transport::Context;
 
 use crate::reactor::{Reactor, Remote};
@@ -77,7 +79,7 @@ const FORCE_GRACE: Duration = Duration::from_secs(1);
 ///
 /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 /// let cfg = Arc::new(ServerConfig { io_threads: 2, ..ServerConfig::default() });
-/// let server = MioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore))?;
+/// let server = MioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore), None)?;
 /// server.shutdown();
 /// assert!(server.join(Duration::from_secs(5)));
 /// # Ok::<(), std::io::Error>(())
@@ -95,6 +97,7 @@ impl Backend for MioBackend {
         cfg: Arc<ServerConfig>,
         listeners: Vec<Listener>,
         sink: Arc<dyn EventSink>,
+        worker: Option<WorkerSockets>,
     ) -> std::io::Result<Box<dyn RunningServer>> {
         let threads = cfg.io_threads.max(1);
         let mut polls = Vec::with_capacity(threads);
@@ -117,7 +120,7 @@ impl Backend for MioBackend {
         per_thread.push(listeners);
         let state = Arc::new(ServerState {
             max_connections: cfg.max_connections.max(1),
-            ctx: Context::new(cfg, sink)?,
+            ctx: Context::new(cfg, sink, worker)?,
             accept_paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),

@@ -47,6 +47,16 @@
 //! A connection's socket is a [`socket2::Socket`] of either kind (TCP, Unix), registered by its
 //! descriptor; the read step and the flush loop are its [`Session`]'s.
 //!
+//! # Hand-offs
+//!
+//! In a worker process, a connection whose request names another worker's Engine.IO session
+//! is handed to that worker (`zcasgi_transport::handoff`): step 2 of the routine above is
+//! followed by [`Context::hand_off`](zcasgi_transport::Context::hand_off), and a connection
+//! that went to its owner is deregistered and dropped at once, never half-closed (the socket
+//! lives on in the owner). A hand-off the owner's inbox has no room for is retried at the
+//! driver's deadline. Connections handed over by other workers arrive through the inbox, as
+//! from a listener (see `accept.rs`).
+//!
 //! [`Driver`]: zcasgi_core::driver::Driver
 //! [`Driver::wants_read`]: zcasgi_core::driver::Driver::wants_read
 //! [`Driver::wants_write`]: zcasgi_core::driver::Driver::wants_write
@@ -58,7 +68,7 @@
 //! [`Driver::read_buffer`]: zcasgi_core::driver::Driver::read_buffer
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -233,12 +243,13 @@ impl Reactor {
         registry: Registry,
         listeners: Vec<zcasgi_transport::Listener>,
     ) -> Self {
+        let inbox = state.ctx.inbox().map(|fd| (fd.as_raw_fd(), state.ctx.receiver()));
         Self {
             index,
             state,
             remote,
             registry,
-            listeners: Listeners::new(listeners, WAKER.0 - 1),
+            listeners: Listeners::new(listeners, inbox, WAKER.0 - 1),
             conns: Slab::new(),
             timers: Timers::default(),
             buf: BytesMut::with_capacity(zcasgi_transport::io::READ_BUF_SIZE),
@@ -296,8 +307,7 @@ impl Reactor {
                     woken = true;
                     continue;
                 }
-                if let Some(i) = self.listeners.index(token) {
-                    self.listeners.mark_pending(i);
+                if self.listeners.mark_pending(token) {
                     continue;
                 }
                 let Some(conn) = self.conns.get_mut(token.0) else { continue };
@@ -367,6 +377,15 @@ impl Reactor {
         }
         let more_to_read = budget == 0 && conn.readable && conn.session.wants_read();
         flush(conn);
+        if self.state.ctx.hand_off(&mut conn.session, conn.socket.as_fd(), now) {
+            // The owner has the socket: forget it, without shutting it down.
+            self.close(slot);
+            return;
+        }
+        if conn.session.wants_write() {
+            // A hand-off that failed at once queued its answer (503).
+            flush(conn);
+        }
         if conn.session.is_finished() {
             self.finish(slot, now);
             return;
@@ -491,7 +510,7 @@ impl Reactor {
         self.inbox = inbox;
     }
 
-    fn add(&mut self, accepted: Accepted, now: Instant) {
+    fn add(&mut self, mut accepted: Accepted, now: Instant) {
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) = self.registry.register(
@@ -506,7 +525,7 @@ impl Reactor {
         }
         let id = self.state.ctx.next_id();
         let notify = Box::new(ConnNotify { remote: self.remote.clone(), key: Key { slot, id } });
-        let session = self.state.ctx.session(id, notify, &accepted, now);
+        let session = self.state.ctx.session(id, notify, &mut accepted, now);
         // Not readable or writable until told: registration reports the current state at once.
         entry.insert(Conn {
             id,

@@ -8,6 +8,7 @@ mod codec;
 mod config;
 mod errors;
 mod server;
+mod workers;
 
 /// The compiled part of zcasgi.
 #[pyo3::pymodule(gil_used = false)]
@@ -26,6 +27,7 @@ mod _zcasgi {
         crate::errors::register(m)?;
         crate::codec::register(m)?;
         crate::config::register(m)?;
+        crate::workers::register(m)?;
         Ok(())
     }
 }

@@ -75,9 +75,11 @@ pub struct Core {
 #[pymethods]
 impl Core {
     /// Starts the backend `config.backend` with the options of `config` (a `zcasgi.Config`) on
-    /// the listening sockets `fds` (they are duplicated, not taken).
+    /// the listening sockets `fds` (they are duplicated, not taken); in a worker process,
+    /// `worker` is `(index, count, inbox_fd, peer_fds)` (see `crate::workers`).
     #[new]
-    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state))]
+    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state, worker=None))]
+    #[allow(clippy::too_many_arguments)] // keyword arguments from Python
     fn new(
         config: &Bound<'_, PyAny>,
         fds: Vec<i32>,
@@ -86,18 +88,20 @@ impl Core {
         logger: Py<PyAny>,
         access_log: Option<Py<PyAny>>,
         state: Option<Py<PyDict>>,
+        worker: Option<crate::workers::WorkerArg>,
     ) -> PyResult<Self> {
         let py = config.py();
         let backend: String = config.getattr(intern!(py, "backend"))?.extract()?;
         let be = backend_by_name(&backend)?;
         let root_path: String = config.getattr(intern!(py, "root_path"))?.extract()?;
         let cfg = crate::config::extract(config)?;
+        let worker = worker.map(crate::workers::worker_sockets).transpose()?;
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {
             listeners.push(adopt(fd)?);
         }
         let queue = Arc::new(EventQueue::new()?);
-        let server = be.start(Arc::new(cfg), listeners, queue.clone())?;
+        let server = be.start(Arc::new(cfg), listeners, queue.clone(), worker)?;
         Ok(Self {
             queue,
             server: Some(server),

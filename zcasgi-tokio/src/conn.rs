@@ -28,6 +28,11 @@
 //! `linger`), whose socket calls run inside `AsyncFd::try_io` ([`Tracked`]), so that tokio
 //! learns of `WouldBlock` and clears the readiness it cached.
 //!
+//! In a worker process, each turn also makes the hand-off the driver may wait for, once its
+//! output is written (`Context::hand_off`): a connection that went to the worker owning its
+//! Engine.IO session ends its task without closing the socket (dropping the `AsyncFd` only
+//! deregisters it and closes this process's descriptor).
+//!
 //! # Buffers
 //!
 //! An idle connection owns no read buffer. Reads go into the driver's own buffer when it is in
@@ -47,6 +52,7 @@
 use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,11 +104,12 @@ enum Step {
     Readable(io::Result<()>),
 }
 
-/// Serves connection `id`, just `accepted`, until it is finished.
-pub(crate) async fn run(ctx: &Context, id: ConnId, accepted: Accepted, mut shutdown: Shutdown) {
+/// Serves connection `id`, just `accepted` (or handed over by another worker), until it is
+/// finished or handed to another worker.
+pub(crate) async fn run(ctx: &Context, id: ConnId, mut accepted: Accepted, mut shutdown: Shutdown) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let notify = Box::new(Wake(wake.clone()));
-    let session = ctx.session(id, notify, &accepted, Instant::now());
+    let session = ctx.session(id, notify, &mut accepted, Instant::now());
     let socket = match register(accepted.socket, Interest::READABLE | Interest::WRITABLE) {
         Ok(socket) => socket,
         Err(e) => {
@@ -112,8 +119,10 @@ pub(crate) async fn run(ctx: &Context, id: ConnId, accepted: Accepted, mut shutd
         }
     };
     let mut conn = Conn { session, socket, read_closed: false, failed: false };
-    conn.serve(&wake, &mut shutdown).await;
-    conn.close().await;
+    conn.serve(ctx, &wake, &mut shutdown).await;
+    if !conn.session.driver().is_handed_off() {
+        conn.close().await;
+    }
 }
 
 /// A connection's socket and protocol state.
@@ -127,8 +136,9 @@ struct Conn {
 }
 
 impl Conn {
-    /// The loop described in the module docs; returns once the driver is finished.
-    async fn serve(&mut self, wake: &tokio::sync::Notify, shutdown: &mut Shutdown) {
+    /// The loop described in the module docs; returns once the driver is finished (or the
+    /// connection was handed to another worker).
+    async fn serve(&mut self, ctx: &Context, wake: &tokio::sync::Notify, shutdown: &mut Shutdown) {
         // Resolves at once for a connection accepted just after the signal.
         let mut shutting_down = false;
         let shutdown_signal = shutdown.recv();
@@ -140,6 +150,9 @@ impl Conn {
         let mut armed: Option<Instant> = None;
         loop {
             self.flush();
+            if ctx.hand_off(&mut self.session, self.socket.get_ref().as_fd(), Instant::now()) {
+                return;
+            }
             if self.session.is_finished() {
                 return;
             }

@@ -9,12 +9,15 @@
 //!   [`ServerConfig::max_connections`] permits is acquired *before* `accept`, so excess clients
 //!   wait in the listen backlog. Accept errors are skipped or back off as the shared policy
 //!   (`zcasgi_transport::accept`) says. Listeners and connections of either kind (TCP, Unix)
-//!   are `AsyncFd`s over the transport's sockets; each connection gets its own task.
+//!   are `AsyncFd`s over the transport's sockets; each connection gets its own task. In a
+//!   worker process, one more loop takes the connections other workers hand over from the
+//!   worker's inbox (an `AsyncFd` too), under the same semaphore.
 //! - `conn`: the connection task, a biased `select!` over the shutdown signal, the
 //!   connection's wake-up (a [`tokio::sync::Notify`] the application side pokes through
 //!   [`zcasgi_core::backend::ConnHandle`]), socket writability while output is pending, the
 //!   driver's deadline and socket readability. Reads, vectored writes and the linger are the
-//!   shared steps of `zcasgi_transport`.
+//!   shared steps of `zcasgi_transport`, and so is the hand-off of a connection whose request
+//!   names another worker's Engine.IO session: the task then ends without closing the socket.
 //! - `shutdown`: a `watch` channel every task listens on. Every task also holds a guard of the
 //!   server's `zcasgi_transport::Tracker`, which [`RunningServer::join`] waits on from any
 //!   thread, tokio or not.
@@ -40,7 +43,7 @@
 //!
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let cfg = Arc::new(ServerConfig::default());
-//! let server = TokioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore))?;
+//! let server = TokioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore), None)?;
 //! server.shutdown();
 //! assert!(server.join(Duration::from_secs(5)));
 //! # Ok::<(), std::io::Error>(())
@@ -54,7 +57,9 @@ mod shutdown;
 
 use std::sync::Arc;
 
-use zcasgi_core::backend::{Backend, EventSink, Listener, RunningServer, ServerConfig};
+use zcasgi_core::backend::{
+    Backend, EventSink, Listener, RunningServer, ServerConfig, WorkerSockets,
+};
 
 /// The tokio backend: one task per connection on a multi-thread runtime.
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,7 +79,8 @@ impl Backend for TokioBackend {
         cfg: Arc<ServerConfig>,
         listeners: Vec<Listener>,
         sink: Arc<dyn EventSink>,
+        worker: Option<WorkerSockets>,
     ) -> std::io::Result<Box<dyn RunningServer>> {
-        server::start(cfg, listeners, sink)
+        server::start(cfg, listeners, sink, worker)
     }
 }

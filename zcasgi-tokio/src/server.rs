@@ -1,7 +1,7 @@
 //! The runtime, the accept loops and the [`RunningServer`] handle.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,9 +10,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
-use zcasgi_core::backend::{EventSink, Listener, RunningServer, ServerConfig};
+use zcasgi_core::backend::{
+    EventSink, Listener, LogLevel, RunningServer, ServerConfig, WorkerSockets,
+};
 use zcasgi_transport::accept::{AcceptError, BACKOFF};
-use zcasgi_transport::{Context, Guard};
+use zcasgi_transport::{Accepted, Context, Guard};
 
 use crate::conn;
 use crate::shutdown::Shutdown;
@@ -43,11 +45,13 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Builds the runtime and starts one accept loop per listener.
+/// Builds the runtime and starts one accept loop per listener, and in a worker process the
+/// loop of its inbox.
 pub(crate) fn start(
     cfg: Arc<ServerConfig>,
     listeners: Vec<Listener>,
     sink: Arc<dyn EventSink>,
+    worker: Option<WorkerSockets>,
 ) -> io::Result<Box<dyn RunningServer>> {
     let thread_no = AtomicUsize::new(0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -58,21 +62,32 @@ pub(crate) fn start(
         .enable_io()
         .enable_time()
         .build()?;
-    let listeners = {
+    let permits = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let shared = Arc::new(Shared {
+        ctx: Context::new(cfg, sink, worker)?,
+        limit: Arc::new(Semaphore::new(permits)),
+    });
+    let (listeners, inbox) = {
         // `AsyncFd` registers with the runtime's reactor.
         let _entered = runtime.enter();
-        listeners
+        let listeners = listeners
             .into_iter()
             .map(|l| register(zcasgi_transport::Listener::new(l)?, Interest::READABLE))
-            .collect::<io::Result<Vec<_>>>()?
+            .collect::<io::Result<Vec<_>>>()?;
+        let inbox = match shared.ctx.inbox() {
+            Some(fd) => Some(register(fd.try_clone_to_owned()?, Interest::READABLE)?),
+            None => None,
+        };
+        (listeners, inbox)
     };
-    let permits = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let ctx = Context::new(cfg, sink)?;
-    let shared = Arc::new(Shared { ctx, limit: Arc::new(Semaphore::new(permits)) });
     let (signal, rx) = watch::channel(false);
     for listener in listeners {
         let guard = shared.ctx.tracker().guard();
         runtime.spawn(accept_loop(listener, shared.clone(), Shutdown::new(rx.clone()), guard));
+    }
+    if let Some(inbox) = inbox {
+        let guard = shared.ctx.tracker().guard();
+        runtime.spawn(inbox_loop(inbox, shared.clone(), Shutdown::new(rx.clone()), guard));
     }
     Ok(Box::new(Server { shared, signal, runtime: Mutex::new(Some(runtime)) }))
 }
@@ -123,19 +138,66 @@ async fn accept_loop(
                 },
             }
         };
-        shared.ctx.connection_opened();
-        let guard = ConnGuard {
-            shared: shared.clone(),
-            _permit: permit,
-            _task: shared.ctx.tracker().guard(),
-        };
-        let id = shared.ctx.next_id();
-        let conn_shutdown = shutdown.listener();
-        tokio::spawn(async move {
-            conn::run(&guard.shared.ctx, id, accepted, conn_shutdown).await;
-            drop(guard);
-        });
+        spawn_conn(&shared, permit, accepted, &shutdown);
     }
+}
+
+/// Takes the connections other workers hand over from the inbox until shutdown, spawning one
+/// task per connection. At shutdown the inbox is left alone: what arrives later waits in it
+/// for this worker's successor.
+async fn inbox_loop(
+    inbox: AsyncFd<OwnedFd>,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+    _guard: Guard,
+) {
+    let mut receiver = shared.ctx.receiver();
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.recv() => return,
+            permit = shared.limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => return,
+            },
+        };
+        let accepted = loop {
+            let received = tokio::select! {
+                biased;
+                () = shutdown.recv() => return,
+                received = inbox.async_io(Interest::READABLE, |_| shared.ctx.receive(&mut receiver)) => received,
+            };
+            match received {
+                Ok(Some(accepted)) => break accepted,
+                // A message without a connection (logged).
+                Ok(None) => {}
+                Err(e) => {
+                    shared.ctx.log(LogLevel::Error, format!("cannot receive hand-offs: {e}"));
+                    return;
+                }
+            }
+        };
+        spawn_conn(&shared, permit, accepted, &shutdown);
+    }
+}
+
+/// Serves a connection, accepted or handed over by another worker, on a task of its own.
+fn spawn_conn(
+    shared: &Arc<Shared>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    accepted: Accepted,
+    shutdown: &Shutdown,
+) {
+    shared.ctx.connection_opened();
+    let guard =
+        ConnGuard { shared: shared.clone(), _permit: permit, _task: shared.ctx.tracker().guard() };
+    let id = shared.ctx.next_id();
+    let conn_shutdown = shutdown.listener();
+    tokio::spawn(async move {
+        conn::run(&guard.shared.ctx, id, accepted, conn_shutdown).await;
+        drop(guard);
+    });
 }
 
 /// A started [`crate::TokioBackend`] server.

@@ -1,27 +1,33 @@
 //! What every thread or task of one server shares, whatever the event model.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use zcasgi_core::backend::{ConnId, Event, EventSink, LogLevel, Notify, ServerConfig};
-use zcasgi_core::driver::Driver;
+use zcasgi_core::backend::{
+    ConnId, Event, EventSink, LogLevel, Notify, ServerConfig, WorkerSockets,
+};
+use zcasgi_core::driver::{max_handoff_bytes, Driver};
 
 use crate::accept::{AcceptError, AcceptLog};
+use crate::handoff::{self, Received, Receiver};
 use crate::listener::Accepted;
 use crate::session::Session;
 use crate::tls::Acceptor;
 use crate::tracker::Tracker;
 
 /// The state one server's threads or tasks share: its configuration and sink, connection ids
-/// (unique within the server), the accept error log, the open connection count and the
-/// tracker that `join` waits on.
+/// (unique within the server), the accept error log, the open connection count, the
+/// tracker that `join` waits on, and in a worker process its slot and inboxes.
 pub struct Context {
     cfg: Arc<ServerConfig>,
     sink: Arc<dyn EventSink>,
     /// The TLS configuration, when the server serves TLS.
     tls: Option<Acceptor>,
+    /// In a worker process: its slot, and the sockets connections are handed over on.
+    worker: Option<WorkerSockets>,
     next_id: AtomicU64,
     accept_log: AcceptLog,
     /// Connections accepted and not yet closed.
@@ -40,18 +46,24 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// The context of a server serving with `cfg` and reporting to `sink`.
+    /// The context of a server serving with `cfg` and reporting to `sink`; in a worker process,
+    /// `worker` is its slot and inboxes.
     ///
     /// # Errors
     /// `InvalidInput` if the TLS options cannot be used (the message names the option;
     /// `zcasgi.Config` checks them before a server starts).
-    pub fn new(cfg: Arc<ServerConfig>, sink: Arc<dyn EventSink>) -> io::Result<Self> {
+    pub fn new(
+        cfg: Arc<ServerConfig>,
+        sink: Arc<dyn EventSink>,
+        worker: Option<WorkerSockets>,
+    ) -> io::Result<Self> {
         let tls = Acceptor::from_config(&cfg)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(Self {
             cfg,
             sink,
             tls,
+            worker,
             next_id: AtomicU64::new(1),
             accept_log: AcceptLog::default(),
             connections: AtomicUsize::new(0),
@@ -75,13 +87,14 @@ impl Context {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The session of connection `id`, just `accepted` at `now`.
+    /// The session of connection `id`, just `accepted` (or handed over) at `now`; the bytes
+    /// another worker read from a connection it handed over are taken and fed to the driver.
     #[must_use]
     pub fn session(
         &self,
         id: ConnId,
         notify: Box<dyn Notify>,
-        accepted: &Accepted,
+        accepted: &mut Accepted,
         now: Instant,
     ) -> Session {
         // The core reads no clock: the wall-clock time of the accept dates its responses.
@@ -89,6 +102,15 @@ impl Context {
         let (client, server) = (accepted.client, accepted.server.clone());
         let mut driver =
             Driver::new(id, self.cfg.clone(), self.sink.clone(), notify, client, server, now, wall);
+        if let Some(worker) = &self.worker {
+            driver.set_worker(worker.slot());
+        }
+        if let Some(mut bytes) = accepted.handed.take() {
+            // Another worker read this much of it: a plain connection (TLS ones stay where
+            // they are, see `hand_off`).
+            driver.on_handed_in(&mut bytes, now);
+            return Session::plain(driver);
+        }
         match self.tls.as_ref().map(Acceptor::stream) {
             None => Session::plain(driver),
             Some(Ok(tls)) => Session::tls(driver, tls),
@@ -98,6 +120,65 @@ impl Context {
                 Session::plain(driver)
             }
         }
+    }
+
+    /// The receiving end of this worker's inbox, for the backend to wait on; `None` outside a
+    /// worker process.
+    #[must_use]
+    pub fn inbox(&self) -> Option<BorrowedFd<'_>> {
+        self.worker.as_ref().map(|w| w.inbox().as_fd())
+    }
+
+    /// A buffer to receive hand-offs from the inbox with (one per thread or task that does).
+    #[must_use]
+    pub fn receiver(&self) -> Receiver {
+        Receiver::new(max_handoff_bytes(&self.cfg))
+    }
+
+    /// Receives one connection handed over from the inbox; `Ok(None)` when a message carried
+    /// none (it is logged).
+    ///
+    /// # Errors
+    /// `WouldBlock` once the inbox is empty (or outside a worker process); any other error of
+    /// `recvmsg`.
+    pub fn receive(&self, receiver: &mut Receiver) -> io::Result<Option<Accepted>> {
+        let inbox = self.inbox().ok_or(io::ErrorKind::WouldBlock)?;
+        match receiver.recv(inbox)? {
+            Received::Conn(conn) => Ok(Some(conn)),
+            Received::Dropped(why) => {
+                self.log(
+                    LogLevel::Warning,
+                    format!("dropped a hand-off from another worker: {why}"),
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes the hand-off that the connection of `session`, on socket `conn`, waits for, if
+    /// any, and tells its driver how it went. Returns whether the connection went to its
+    /// owner: the backend then deregisters and drops the socket, without shutting it down or
+    /// lingering (the owner serves it now).
+    ///
+    /// A TLS connection cannot be handed over: its TLS state is in this process. Its request
+    /// for another worker's session is answered 503 (and logged), never served here; a new
+    /// session it starts is created here.
+    pub fn hand_off(&self, session: &mut Session, conn: BorrowedFd<'_>, now: Instant) -> bool {
+        let Some(worker) = &self.worker else { return false };
+        let tls = session.is_tls();
+        let driver = session.driver_mut();
+        let Some((owner, bytes)) = driver.handoff() else { return false };
+        let result = match worker.peer(owner) {
+            _ if tls => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a TLS connection cannot leave the process that holds its TLS state \
+                 (terminate TLS in front of the workers, see docs/deployment.md)",
+            )),
+            Some(inbox) => handoff::send(inbox.as_fd(), conn, bytes),
+            None => Err(io::Error::other("no inbox for that worker")),
+        };
+        driver.on_handoff(result, now);
+        driver.is_handed_off()
     }
 
     /// Classifies an `accept` error seen at `now`, and logs it (rate-limited) if accepting has

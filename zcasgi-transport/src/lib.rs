@@ -17,7 +17,10 @@
 //! - [`Session`]: one connection's byte path between its socket and its driver;
 //! - [`tls`]: TLS with rustls inside that path, for both backends;
 //! - [`linger`]: the close sequence — half-close, drain the peer's input for at most
-//!   [`linger::LINGER`], close.
+//!   [`linger::LINGER`], close;
+//! - [`handoff`]: in a worker process, the inboxes and the `sendmsg`/`recvmsg` calls that hand
+//!   a connection, and the bytes read from it, to the worker that owns its Engine.IO session
+//!   ([`Context::hand_off`], [`Context::receive`]).
 //!
 //! It depends on no runtime: socket calls take a [`socket2::SockRef`], and the read and flush
 //! steps take the socket call as a closure, so a readiness loop calls them directly and tokio
@@ -31,6 +34,7 @@
 
 pub mod accept;
 mod context;
+pub mod handoff;
 pub mod io;
 pub mod linger;
 pub mod listener;

@@ -41,6 +41,9 @@ pub struct Accepted {
     pub client: Option<SocketAddr>,
     /// The local address.
     pub server: Option<LocalAddr>,
+    /// For a connection another worker handed over ([`crate::handoff`]): the bytes it read
+    /// from it, which the driver starts with.
+    pub handed: Option<bytes::BytesMut>,
 }
 
 impl Listener {
@@ -98,7 +101,7 @@ impl Listener {
                 socket.local_addr().ok().and_then(|a| a.as_socket()).map(LocalAddr::Inet)
             })
         };
-        Ok(Accepted { socket, client: peer.as_socket(), server })
+        Ok(Accepted { socket, client: peer.as_socket(), server, handed: None })
     }
 }
 

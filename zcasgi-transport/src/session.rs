@@ -35,6 +35,13 @@ impl Session {
         Self { driver, tls: Some(Box::new(tls)) }
     }
 
+    /// Whether the connection is over TLS (its TLS state lives in this process: it cannot be
+    /// handed to another one).
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The connection's protocol state.
     #[must_use]
     pub fn driver(&self) -> &Driver {

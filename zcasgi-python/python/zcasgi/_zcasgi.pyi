@@ -30,9 +30,11 @@ __all__ = [
     "accept_key",
     "apply_mask",
     "encode_frame",
+    "inbox_pair",
     "parse_handshake",
     "server_defaults",
     "server_limits",
+    "tag_session_id",
     "validate_config",
     "validate_utf8_stream",
 ]
@@ -434,6 +436,7 @@ class Core:
         logger: Any,
         access_log: Any | None,
         state: dict[str, Any] | None,
+        worker: tuple[int, int, int, list[int]] | None = None,
     ) -> Self:
         """Start the backend ``config.backend`` on the listening sockets ``fds``.
 
@@ -446,11 +449,18 @@ class Core:
             logger: Where records from the I/O threads are logged.
             access_log: Where each handshake's outcome is logged, or ``None``.
             state: The lifespan state copied into each scope, or ``None``.
+            worker: In a worker process of a server with several workers,
+                ``(index, count, inbox_fd, peer_fds)``: this worker's index ``0..count``, the
+                receiving end of its inbox, and the sending end of every worker's inbox by
+                index (all from ``inbox_pair``, duplicated, not taken). Requests for the
+                Engine.IO sessions of another worker are handed to it through its inbox.
 
         Raises:
-            ValueError: For an unknown backend or an option out of range.
+            ValueError: For an unknown backend, an option out of range, or a ``worker``
+                whose index is not below its count, whose peers are not one per worker, or
+                whose descriptors are not inboxes.
             TypeError: For an option of the wrong type.
-            OSError: If the backend cannot start.
+            OSError: If the backend cannot start, or a ``worker`` descriptor is not open.
         """
 
     def fileno(self) -> int:
@@ -577,4 +587,29 @@ def validate_config(config: Config) -> None:
     Raises:
         ValueError: Naming the first option out of range or unusable.
         TypeError: Naming an option of the wrong type.
+    """
+
+# ---- sticky Engine.IO sessions (zcasgi-python/src/workers.rs) ----
+
+def tag_session_id(sid: str, worker: int) -> str:
+    """Tag an Engine.IO session id with the index of the worker that created it.
+
+    The tagged id is ``sid``, a ``.`` and the index: URL-safe, and never an id that
+    python-engineio makes (its ids have no ``.``), so an untagged id is served where it arrives.
+
+    Args:
+        sid: The session id.
+        worker: The worker index, ``0..65535``.
+
+    Returns:
+        The tagged id, which routes every request of the session to that worker.
+    """
+
+def inbox_pair() -> tuple[int, int]:
+    """Make the inbox of one worker index: a ``SOCK_SEQPACKET`` socket pair.
+
+    A supervisor makes one per index before it forks, and keeps both ends across respawns.
+
+    Returns:
+        ``(receiving_fd, sending_fd)``, close-on-exec, owned by the caller.
     """

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import _zcasgi
+from . import _zcasgi, sticky
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
 from .sockets import bind_sockets, close_sockets, describe
@@ -150,6 +150,10 @@ class Server:
         config = self.config
         loop = asyncio.get_running_loop()
         self._app = self._load_app()
+        worker = None if self.slot is None else sticky.core_worker(self.slot)
+        if worker is not None:
+            # Before any session exists: the lifespan startup may create some.
+            sticky.tag_sessions(worker[0])
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
         self.sockets = sockets if sockets is not None else bind_sockets(config)
@@ -161,6 +165,7 @@ class Server:
             logger=logger,
             access_log=access_logger if config.access_log else None,
             state=self._lifespan.state if self._lifespan.supported else None,
+            worker=worker,
         )
         loop.add_reader(self._core.fileno(), self._drain)
         self._install_signal_handlers(loop)
@@ -313,7 +318,8 @@ def run(config: Config) -> None:
         return
     from .supervisor import Supervisor
 
-    Supervisor(config).run()
+    # One inbox per worker index: Engine.IO sessions stay with the worker that made them.
+    Supervisor(config, resources=sticky.make_inbox).run()
 
 
 def serve(app: Any, **options: Any) -> None:

@@ -29,7 +29,7 @@ use socket2::{Domain, Socket, Type};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::{Request, Response};
 use tungstenite::{Message, WebSocket};
-use zcasgi_core::backend::{Backend, EventSink, RunningServer, ServerConfig};
+use zcasgi_core::backend::{Backend, EventSink, RunningServer, ServerConfig, WorkerSockets};
 use zcasgi_core::testing::{EchoApp, Seen};
 
 pub use apps::{DenyApp, HoldApp};
@@ -95,6 +95,10 @@ macro_rules! backend_matrix {
             unix_socket_serves_websocket_and_http,
             tls_echo_and_http_with_blocked_writes,
             tls_refuses_plain_http_garbage_and_stalls_and_goes_on,
+            engineio_sessions_reach_their_worker,
+            a_hand_off_waits_in_the_inbox_for_a_worker_being_replaced,
+            a_hand_off_to_a_full_inbox_is_answered_503,
+            over_tls_another_workers_session_is_answered_503,
         );
     };
     (@scenarios $backend:expr; $($name:ident),* $(,)?) => {
@@ -150,6 +154,22 @@ impl TestServer<EchoApp> {
         Self::with_app(backend, cfg, EchoApp::start())
     }
 
+    /// Starts `backend` with `cfg` and an [`EchoApp`] as the worker `worker` says, on a
+    /// listener of its own.
+    pub fn start_worker(backend: &dyn Backend, cfg: ServerConfig, worker: WorkerSockets) -> Self {
+        let fds = FDS.read().unwrap_or_else(PoisonError::into_inner);
+        Self::holding(backend, cfg, EchoApp::start(), Some(fds), Some(worker))
+    }
+
+    /// The targets of the plain HTTP requests the app answered.
+    pub fn requests(&self) -> Vec<String> {
+        let target = |s: Seen| match s {
+            Seen::Request(_, target) => Some(target),
+            _ => None,
+        };
+        self.app.seen().into_iter().filter_map(target).collect()
+    }
+
     /// Waits until the app saw something matching `pred`.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&[Seen]) -> bool) {
         assert!(self.app.wait_for(IO_TIMEOUT, pred), "timed out waiting for {what}: {:?}", {
@@ -169,7 +189,7 @@ impl<A: EventSink + 'static> TestServer<A> {
     /// Starts `backend` with `cfg`, feeding `app`.
     pub fn with_app(backend: &dyn Backend, cfg: ServerConfig, app: Arc<A>) -> Self {
         let fds = FDS.read().unwrap_or_else(PoisonError::into_inner);
-        Self::holding(backend, cfg, app, Some(fds))
+        Self::holding(backend, cfg, app, Some(fds), None)
     }
 
     /// Starts a server holding `fds`, a share of the descriptors (`None`: its caller holds
@@ -179,6 +199,7 @@ impl<A: EventSink + 'static> TestServer<A> {
         cfg: ServerConfig,
         app: Arc<A>,
         fds: Option<RwLockReadGuard<'static, ()>>,
+        worker: Option<WorkerSockets>,
     ) -> Self {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
@@ -187,7 +208,7 @@ impl<A: EventSink + 'static> TestServer<A> {
         let listener: TcpListener = socket.into();
         let addr = listener.local_addr().unwrap();
         let sink: Arc<dyn EventSink> = app.clone();
-        let server = backend.start(Arc::new(cfg), vec![listener.into()], sink).unwrap();
+        let server = backend.start(Arc::new(cfg), vec![listener.into()], sink, worker).unwrap();
         Self { server, app, addr, _fds: fds }
     }
 

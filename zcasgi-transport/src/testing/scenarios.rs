@@ -12,7 +12,8 @@ use socket2::{Domain, SockRef, Socket, Type};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
-use zcasgi_core::backend::{Backend, LogLevel, ServerConfig};
+use zcasgi_core::backend::{Backend, LogLevel, ServerConfig, WorkerSockets};
+use zcasgi_core::sticky::{tag_session_id, WorkerSlot};
 use zcasgi_core::testing::{EchoApp, Seen};
 
 use super::{
@@ -696,6 +697,7 @@ pub fn emfile_is_logged_and_survived(backend: &dyn Backend) {
         ServerConfig { io_threads: 1, ..ServerConfig::default() },
         zcasgi_core::testing::EchoApp::start(),
         None,
+        None,
     );
     // Client sockets exist before the limit drops; connecting needs no new descriptor.
     let sockets: Vec<Socket> =
@@ -723,6 +725,186 @@ pub fn emfile_is_logged_and_survived(backend: &dyn Backend) {
         assert_eq!(read_frame(c), (0x1, msg.into_bytes()));
     }
     t.assert_serving();
+}
+
+/// The inboxes of `count` workers: (receiving end, sending end) each.
+fn inboxes(count: u16) -> Vec<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    (0..count).map(|_| crate::handoff::inbox_pair().unwrap()).collect()
+}
+
+/// Worker `index`'s sockets among the workers of `inboxes`.
+fn worker(inboxes: &[(std::os::fd::OwnedFd, std::os::fd::OwnedFd)], index: u16) -> WorkerSockets {
+    let count = u16::try_from(inboxes.len()).unwrap();
+    let inbox = inboxes[usize::from(index)].0.try_clone().unwrap();
+    let peers = inboxes.iter().map(|(_, sending)| sending.try_clone().unwrap()).collect();
+    WorkerSockets::new(WorkerSlot { index, count }, inbox, peers).unwrap()
+}
+
+/// An Engine.IO polling request of session `sid`, kept alive.
+fn polling(sid: &str) -> Vec<u8> {
+    format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: test\r\n\r\n")
+        .into_bytes()
+}
+
+/// Reads one response to a [`polling`] request: its head and its chunked body.
+fn read_response(s: &mut impl Read) -> (String, Vec<u8>) {
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        head.push_str(&read_head_line(s));
+    }
+    let mut body = Vec::new();
+    if !head.contains("transfer-encoding: chunked") {
+        return (head, body);
+    }
+    loop {
+        let size_line = read_head_line(s);
+        let size = usize::from_str_radix(size_line.trim_end(), 16).unwrap();
+        let mut chunk = vec![0; size + 2];
+        s.read_exact(&mut chunk).unwrap();
+        if size == 0 {
+            return (head, body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// Reads one CRLF-terminated line, byte by byte.
+fn read_head_line(s: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        let mut byte = [0];
+        s.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// Whether `t` answered the polling request of session `sid`.
+fn answered(t: &TestServer, sid: &str) -> bool {
+    t.requests().iter().any(|r| r.ends_with(&format!("&sid={sid}")))
+}
+
+/// Sticky sessions: every request of an Engine.IO session reaches the worker whose id tags it,
+/// whichever worker it reached first. One keep-alive connection (a reverse proxy's upstream
+/// connection) carries polling requests of sessions of both workers: each request for the
+/// other worker's session hands the connection over, with its bytes; an untagged session is
+/// served by whichever worker holds the connection. A WebSocket upgrade of a session goes to
+/// its worker too. New sessions accepted by one worker are spread over both.
+pub fn engineio_sessions_reach_their_worker(backend: &dyn Backend) {
+    let inboxes = inboxes(2);
+    let workers = [0, 1].map(|i| TestServer::start_worker(backend, config(), worker(&inboxes, i)));
+    let mut s = workers[0].tcp();
+    let a = |w| tag_session_id("aaaaaaaaaaaaaaaaaaaa", w);
+    let b = |w| tag_session_id("bbbbbbbbbbbbbbbbbbbb", w);
+    // Which worker holds the connection after each request, and so serves the untagged one.
+    for (sid, owner) in [(a(1), 1), (b(0), 0), (b(1), 1), ("untagged".into(), 1), (a(0), 0)] {
+        s.write_all(&polling(&sid)).unwrap();
+        let (head, body) = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"/socket.io/");
+        assert!(answered(&workers[owner], &sid), "{sid} not answered by worker {owner}");
+        assert!(!answered(&workers[1 - owner], &sid), "{sid} answered by both");
+    }
+    // Two pipelined requests of different workers, in one write.
+    let mut two = polling(&a(1));
+    two.extend(polling(&b(0)));
+    s.write_all(&two).unwrap();
+    for _ in 0..2 {
+        let (head, _) = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    assert_eq!(workers[1].requests().len(), 4);
+    assert_eq!(workers[0].requests().len(), 3);
+    // The upgrade of a polling session of worker 1, arriving at worker 0.
+    let mut ws = workers[0].ws(&format!("/socket.io/?EIO=4&transport=websocket&sid={}", a(1)));
+    echo(&mut ws, Message::text("2probe"));
+    workers[1].wait_for("the upgrade", |s| s.iter().any(|e| matches!(e, Seen::Connected(..))));
+    assert!(!workers[0].app.seen().iter().any(|e| matches!(e, Seen::Connected(..))));
+    close_client(ws);
+    drop(s);
+    // New sessions (handshakes, no `sid`) all accepted by worker 0 are spread over both.
+    for t in 0..4 {
+        let mut s = workers[0].tcp();
+        let handshake = format!("GET /socket.io/?EIO=4&transport=polling&t={t} HTTP/1.1\r\n");
+        s.write_all(format!("{handshake}Host: test\r\n\r\n").as_bytes()).unwrap();
+        let (head, _) = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let handshakes = |w: &TestServer| w.requests().iter().filter(|r| r.contains("&t=")).count();
+    assert_eq!([handshakes(&workers[0]), handshakes(&workers[1])], [2, 2]);
+    for w in &workers {
+        w.wait_idle();
+    }
+}
+
+/// A hand-off to a worker that is not running yet (being replaced) waits in its inbox, and the
+/// worker that starts with that inbox serves it.
+pub fn a_hand_off_waits_in_the_inbox_for_a_worker_being_replaced(backend: &dyn Backend) {
+    let inboxes = inboxes(2);
+    let first = TestServer::start_worker(backend, config(), worker(&inboxes, 0));
+    let mut s = first.tcp();
+    let sid = tag_session_id("cccccccccccccccccccc", 1);
+    s.write_all(&polling(&sid)).unwrap();
+    wait_until("the hand-off", || first.server.connection_count() == 0);
+    let second = TestServer::start_worker(backend, config(), worker(&inboxes, 1));
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(answered(&second, &sid) && !answered(&first, &sid));
+    drop(s);
+}
+
+/// A hand-off that the owner's inbox has no room for is retried until `handshake_timeout`,
+/// then answered 503 by the worker that holds it, which logs a warning; it goes on serving.
+pub fn a_hand_off_to_a_full_inbox_is_answered_503(backend: &dyn Backend) {
+    let inboxes = inboxes(2);
+    // Fill worker 1's inbox (nobody reads it) with hand-offs of one connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (filler, _) = listener.accept().unwrap();
+    let sending = std::os::fd::AsFd::as_fd(&inboxes[1].1);
+    let filler = std::os::fd::AsFd::as_fd(&filler);
+    while crate::handoff::send(sending, filler, &[b'x'; 16 * 1024]).is_ok() {}
+    let cfg = ServerConfig { handshake_timeout: Duration::from_millis(300), ..config() };
+    let t = TestServer::start_worker(backend, cfg, worker(&inboxes, 0));
+    let mut s = t.tcp();
+    s.write_all(&polling(&tag_session_id("dddddddddddddddddddd", 1))).unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let warned = |e: &Seen| matches!(e, Seen::Log(LogLevel::Warning, m) if m.contains("worker 1"));
+    t.wait_for("the warning", |seen| count(seen, warned) == 1);
+    drop(s);
+    t.assert_serving();
+}
+
+/// Over TLS a connection cannot leave the worker that holds its TLS state: a request for
+/// another worker's session is answered 503 and logged, never served by the wrong worker; a
+/// new session is created where its connection is.
+pub fn over_tls_another_workers_session_is_answered_503(backend: &dyn Backend) {
+    let tls = TlsFiles::new();
+    let inboxes = inboxes(2);
+    let workers = [0, 1]
+        .map(|i| TestServer::start_worker(backend, tls.config(config()), worker(&inboxes, i)));
+    let mut s = tls.client(workers[0].tcp());
+    let here = tag_session_id("eeeeeeeeeeeeeeeeeeee", 0);
+    s.write_all(&polling(&here)).unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let there = tag_session_id("ffffffffffffffffffff", 1);
+    s.write_all(&polling(&there)).unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(answered(&workers[0], &here));
+    assert!(!answered(&workers[0], &there) && !answered(&workers[1], &there));
+    let warned = |e: &Seen| matches!(e, Seen::Log(LogLevel::Warning, m) if m.contains("TLS") && m.contains("worker 1"));
+    workers[0].wait_for("the warning", |seen| count(seen, warned) == 1);
+    for t in 0..2 {
+        let mut s = tls.client(workers[0].tcp());
+        let handshake = format!("GET /socket.io/?EIO=4&transport=polling&t={t} HTTP/1.1\r\n");
+        s.write_all(format!("{handshake}Host: test\r\n\r\n").as_bytes()).unwrap();
+        let (head, _) = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    assert!(workers[1].requests().is_empty(), "{:?}", workers[1].requests());
 }
 
 /// The process's descriptor limit lowered so that no new descriptor can be made; restored
@@ -761,7 +943,8 @@ pub fn unix_socket_serves_websocket_and_http(backend: &dyn Backend) {
     let path = dir.join("zcasgi.sock");
     let app = EchoApp::start();
     let listener = UnixListener::bind(&path).unwrap();
-    let server = backend.start(Arc::new(config()), vec![listener.into()], app.clone()).unwrap();
+    let server =
+        backend.start(Arc::new(config()), vec![listener.into()], app.clone(), None).unwrap();
     let connect = || {
         let s = UnixStream::connect(&path).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
