@@ -16,7 +16,7 @@ CORE_FORBIDDEN_DEPS := tokio|mio|pyo3
 # Targets run one after another even under -j: several of them share .venv and target/.
 .NOTPARALLEL:
 
-.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak bench-scale bench-tls fuzz fuzz-tools fuzz-seeds clean
+.PHONY: help venv dev system-deps run fmt lint lint-rust lint-python stubtest test bench bench-quick bench-suite soak bench-scale bench-tls wheels fuzz fuzz-tools fuzz-seeds clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ test: dev system-deps lint stubtest ## Every test: lints, stubs, Rust tests and 
 	$(CARGO) nextest run --workspace --exclude zcasgi-python --cargo-profile ci
 	$(CARGO) test --doc --workspace --exclude zcasgi-python --profile ci
 	$(PYTHON) -m pytest -q
+
+wheels: venv ## Wheels into dist/: abi3 for CPython >= 3.10 and one for 3.9, manylinux2014 (via zig), and the sdist
+	@bash scripts/wheels.sh
 
 bench-quick: dev ## Benchmark smoke run (benchmarks/): 3 servers, figures printed, nothing asserted (~1-3 min)
 	$(PYTHON) -m benchmarks --quick

@@ -67,12 +67,13 @@ class ZcasgiServer(ServerProcess):
         cpu: int | None = None,
         log_dir: Path | None = None,
         workers: int = 1,
+        python: str = sys.executable,
     ) -> None:
         """Prepare the server (nothing is bound or started before the ``with`` block).
 
         ``cpu`` pins the server to that CPU (taskset); ``log_dir`` keeps its output file there.
         ``workers`` > 1 runs a supervisor (``--workers``) whose worker processes are its
-        :meth:`children`.
+        :meth:`children`. ``python`` is the interpreter that runs it (another virtualenv's).
 
         Raises:
             ValueError: If ``args`` set a log level that hides the ready line.
@@ -91,12 +92,14 @@ class ZcasgiServer(ServerProcess):
         self.backend = backend
         self.args = list(args)
         self.cpu = cpu
+        self.python = python
         self.command: list[str] = []
 
     def _launch(self) -> Sequence[Command]:
         sock = listen()
         self.port = sock.getsockname()[1]
         self.command = pinned(
-            zcasgi_argv(self.app, sock.fileno(), self.backend, self.args), self.cpu
+            zcasgi_argv(self.app, sock.fileno(), self.backend, self.args, python=self.python),
+            self.cpu,
         )
         return [Command(self.command, [sock])]
