@@ -109,15 +109,7 @@ async fn accept_loop(
     _guard: Guard,
 ) {
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.recv() => return,
-            permit = shared.limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => return,
-            },
-        };
+        let Some(permit) = permit(&shared, &mut shutdown).await else { return };
         let accepted = loop {
             let accepted = tokio::select! {
                 biased;
@@ -142,6 +134,19 @@ async fn accept_loop(
     }
 }
 
+/// A connection's permit, once one is free; `None` at shutdown.
+async fn permit(
+    shared: &Shared,
+    shutdown: &mut Shutdown,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        () = shutdown.recv() => None,
+        // The semaphore is never closed.
+        permit = shared.limit.clone().acquire_owned() => permit.ok(),
+    }
+}
+
 /// Takes the connections other workers hand over from the inbox until shutdown, spawning one
 /// task per connection. At shutdown the inbox is left alone: what arrives later waits in it
 /// for this worker's successor.
@@ -153,15 +158,7 @@ async fn inbox_loop(
 ) {
     let mut receiver = shared.ctx.receiver();
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.recv() => return,
-            permit = shared.limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => return,
-            },
-        };
+        let Some(permit) = permit(&shared, &mut shutdown).await else { return };
         let accepted = loop {
             let received = tokio::select! {
                 biased;

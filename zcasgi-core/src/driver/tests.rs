@@ -1067,6 +1067,16 @@ fn warnings(events: &[Event]) -> Vec<&str> {
         .collect()
 }
 
+/// Checks that the driver answered `status` itself, finished, and logged one warning; returns it.
+fn answered_and_warned(d: &mut Driver, sink: &Sink, status: u16) -> String {
+    let out = String::from_utf8(output(d)).unwrap();
+    assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+    assert!(d.is_finished() && !d.is_handed_off());
+    let events = sink.take();
+    let [warning] = &warnings(&events)[..] else { panic!("{events:?}") };
+    (*warning).to_owned()
+}
+
 #[test]
 fn a_request_for_another_workers_session_is_handed_off_with_every_byte() {
     let (mut d, sink, now) = worker_setup();
@@ -1149,11 +1159,7 @@ fn a_full_inbox_is_retried_then_answered_503() {
         d.on_tick(at);
     }
     assert_eq!(at, now + ServerConfig::default().handshake_timeout);
-    let out = String::from_utf8(output(&mut d)).unwrap();
-    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
-    let events = sink.take();
-    assert_eq!(warnings(&events).len(), 1, "{events:?}");
-    assert!(!d.is_handed_off());
+    answered_and_warned(&mut d, &sink, 503);
 }
 
 #[test]
@@ -1161,11 +1167,7 @@ fn a_failed_hand_off_is_answered_503_and_logged() {
     let (mut d, sink, now) = worker_setup();
     read(&mut d, &polling("abc.0"), now);
     d.on_handoff(Err(std::io::ErrorKind::BrokenPipe.into()), now);
-    let out = String::from_utf8(output(&mut d)).unwrap();
-    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
-    assert!(d.is_finished() && !d.is_handed_off());
-    let events = sink.take();
-    let [warning] = &warnings(&events)[..] else { panic!("{events:?}") };
+    let warning = answered_and_warned(&mut d, &sink, 503);
     assert!(warning.contains("worker 0"), "{warning}");
 }
 
@@ -1176,20 +1178,14 @@ fn too_many_bytes_read_ahead_are_answered_503() {
     sent.resize(sent.len() + max_handoff_bytes(&ServerConfig::default()), b'x');
     read(&mut d, &sent, now);
     assert_eq!(d.handoff(), None);
-    let out = String::from_utf8(output(&mut d)).unwrap();
-    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
-    assert_eq!(warnings(&sink.take()).len(), 1);
+    answered_and_warned(&mut d, &sink, 503);
 }
 
 #[test]
 fn a_session_of_a_worker_that_does_not_exist_is_answered_400() {
     let (mut d, sink, now) = worker_setup();
     read(&mut d, &polling("abc.3"), now);
-    let out = String::from_utf8(output(&mut d)).unwrap();
-    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
-    assert!(d.is_finished());
-    let events = sink.take();
-    let [warning] = &warnings(&events)[..] else { panic!("{events:?}") };
+    let warning = answered_and_warned(&mut d, &sink, 400);
     assert!(warning.contains("worker 3, of 3 workers"), "{warning}");
 }
 
