@@ -144,11 +144,28 @@ def _host(network: Network, role: str, backend: str) -> ServerProcess:
     return server
 
 
-async def _client(url: str, name: str, got: list[tuple[str, Any]]) -> socketio.AsyncClient:
+#: The clients' transports, in turn: python-socketio's default (long-polling, then upgrade to
+#: websocket), websocket only, long-polling only. The polling ones need every request of their
+#: session to reach the worker that holds it (sticky sessions, docs/deployment.md).
+TRANSPORTS: tuple[list[str] | None, ...] = (None, ["websocket"], ["polling"])
+
+
+async def _client(
+    url: str, name: str, transports: list[str] | None, got: list[tuple[str, Any]]
+) -> socketio.AsyncClient:
     client = socketio.AsyncClient(reconnection=False)
     client.on("message", lambda data: got.append((name, data)))
-    await client.connect(url, transports=["websocket"], auth={"name": name}, wait_timeout=10)
+    await client.connect(url, transports=transports, auth={"name": name}, wait_timeout=10)
     return client
+
+
+async def _leave(client: socketio.AsyncClient) -> None:
+    """Disconnects ``client``; a polling-only one is aborted: python-engineio's client waits
+    for its pending long-poll to end (about 30 s, whatever the server) before it returns."""
+    if client.transport() == "polling":
+        await client.eio.disconnect(abort=True)
+    else:
+        await client.disconnect()
 
 
 async def _subscribers(url: str) -> int:
@@ -164,7 +181,8 @@ async def _subscribers(url: str) -> int:
 async def test_a_room_spans_two_hosts_with_workers_through_redis(
     network: Network, backend: str, tmp_path: Path
 ) -> None:
-    """A broadcast from a client of either host reaches every client of both hosts."""
+    """A broadcast from a client of either host reaches every client of both hosts, whatever
+    its transport."""
     with (
         _redis(network, tmp_path) as broker,
         _host(network, "a", backend) as a,
@@ -179,11 +197,13 @@ async def test_a_room_spans_two_hosts_with_workers_through_redis(
         clients: dict[str, socketio.AsyncClient] = {}
         try:
             # A worker's Redis manager subscribes when its first client connects: add clients
-            # to both hosts until every worker of both holds one (the kernel picks the worker).
+            # (of every transport) to both hosts until every worker of both holds one (the
+            # kernel picks the worker of a new session).
             for i in range(MAX_CLIENTS):
                 host = (a, b)[i % 2]
                 name = f"{host.name}-{i // 2}"
-                clients[name] = await _client(host.url("http", ""), name, got)
+                transports = TRANSPORTS[(i // 2) % len(TRANSPORTS)]
+                clients[name] = await _client(host.url("http", ""), name, transports, got)
                 assert await clients[name].call("join", "global", timeout=10) >= 1
                 if i >= 2 * WORKERS and await all_workers_subscribed():
                     break
@@ -204,6 +224,6 @@ async def test_a_room_spans_two_hosts_with_workers_through_redis(
                 )
                 assert all(d["from"] == sender for _, d in got if d["text"] == text)
         finally:
-            await asyncio.gather(*(c.disconnect() for c in clients.values()))
+            await asyncio.gather(*(_leave(c) for c in clients.values()))
     for server in (a, b):
         assert "Traceback" not in server.output(), server.output()
