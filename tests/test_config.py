@@ -293,6 +293,15 @@ def test_cli_rejects_values_out_of_bounds(flag: str, value: str, message: str) -
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--http", "--backl", "--handshake"])
+def test_cli_takes_no_abbreviation(flag: str) -> None:
+    """A prefix of an option (uvicorn's `--http h11` is one of `--http-max-body-size`) is an
+    unknown option, not the longer one."""
+    result = _cli("apps.echo:app", "--port", "0", flag, "1")
+    assert result.returncode == 2
+    assert f"unrecognized arguments: {flag} 1" in result.stderr
+
+
 def test_cli_rejects_a_bad_boolean_in_the_environment() -> None:
     result = _cli("apps.echo:app", "--port", "0", env={"ZCASGI_WS_PER_MESSAGE_DEFLATE": "maybe"})
     assert result.returncode == 2

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zcasgi",
         description="Serve an ASGI application with zcasgi (WebSocket-first, Rust I/O).",
         argument_default=argparse.SUPPRESS,
+        # `--http h11` must not be taken for `--http-max-body-size`.
+        allow_abbrev=False,
     )
     p.add_argument("app", help="the ASGI application, as MODULE:ATTRIBUTE")
     p.add_argument("--version", action="version", version=f"zcasgi {__version__}")
