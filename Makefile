@@ -31,7 +31,7 @@ system-deps: ## Install the apt packages the tests need (redis-server) when miss
 	@bash scripts/system-deps.sh
 
 run: dev ## Serve the example chat app (examples/chat.py) on 127.0.0.1:8000
-	$(PYTHON) -m zcasgi examples.chat:app --host 127.0.0.1 --port 8000
+	$(PYTHON) -m zcasgi examples.chat:app --host 127.0.0.1 --port 8000 --log-config examples/logging.json
 
 fmt: venv ## Format Rust and Python code, apply safe ruff fixes
 	$(CARGO) fmt --all

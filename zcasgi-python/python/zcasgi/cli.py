@@ -112,7 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="client certificate: 0 none (default), 1 optional, 2 required",
     )
     p.add_argument("--lifespan", choices=LIFESPAN_MODES, help="lifespan mode (default auto)")
-    p.add_argument("--log-level", choices=list(LOG_LEVELS), help="log level (default info)")
+    p.add_argument(
+        "--log-level",
+        choices=list(LOG_LEVELS),
+        help="level of the zcasgi loggers your --log-config leaves unset (default info)",
+    )
+    p.add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="logging configuration: dictConfig as .json or .yaml/.yml, else fileConfig INI",
+    )
     p.add_argument("--access-log", action="store_true", dest="access_log")
     p.add_argument("--no-access-log", action="store_false", dest="access_log")
     p.add_argument("--loop", choices=LOOPS, help="event loop (default auto: uvloop if installed)")

@@ -7,10 +7,12 @@ wrong type) before anything is bound or started.
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import importlib.util
 import inspect
 import ipaddress
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -214,6 +216,7 @@ _DEFAULTS: dict[str, Any] = {
     "forwarded_allow_ips": "127.0.0.1",
     "lifespan": "auto",
     "log_level": "info",
+    "log_config": None,
     "access_log": True,
     "loop": "auto",
     "factory": False,
@@ -273,7 +276,12 @@ class Config:
         ssl_cert_reqs: Client certificates, as uvicorn numbers them (``ssl.CERT_*``): 0 none
             asked for, 1 optional (verified if presented), 2 required.
         lifespan: ``"auto"``, ``"on"`` or ``"off"``.
-        log_level: ``"critical"``, ``"error"``, ``"warning"``, ``"info"``, ``"debug"``, ``"trace"``.
+        log_level: ``"critical"``, ``"error"``, ``"warning"``, ``"info"``, ``"debug"``, ``"trace"``:
+            the level of the ``zcasgi`` loggers that ``log_config`` (or the application's own
+            logging setup) leaves unset; a level set there is never overwritten.
+        log_config: A logging configuration applied at start-up: a `logging.config.dictConfig`
+            dict, a path to one as JSON (``.json``) or YAML (``.yaml``/``.yml``, needs PyYAML),
+            or any other path as a `logging.config.fileConfig` INI file.
         access_log: Log each WebSocket handshake outcome to ``zcasgi.access``.
         loop: ``"auto"`` (uvloop if installed), ``"asyncio"`` or ``"uvloop"``.
         factory: Treat ``app`` as a factory to call with no arguments.
@@ -374,6 +382,7 @@ class Config:
             self.log_level = level
         else:
             raise TypeError("log_level must be a level name or an int")
+        self.log_config: dict[str, Any] | str | None = _log_config(values["log_config"])
         self.access_log = bool(values["access_log"])
         self.loop: str = values["loop"]
         if self.loop not in LOOPS:
@@ -444,6 +453,54 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         """The effective options (for logging and tests)."""
         return {k: getattr(self, k) for k in _DEFAULTS if hasattr(self, k)}
+
+
+def _log_config(value: Any) -> dict[str, Any] | str | None:
+    """Checks ``log_config``: a dict, or a readable JSON, YAML or INI file (read now, so that a
+    bad file stops the start-up with the option's name); returns the dict or the INI path."""
+    if value is None or isinstance(value, dict):
+        return value
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"log_config must be a dict or a path, not {type(value).__name__}")
+    path = os.fspath(value)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ValueError(f"log_config: cannot read {path!r}: {exc.strerror}") from None
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".json":
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"log_config: {path!r} is not valid JSON: {exc}") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            raise ValueError(
+                f"log_config: {path!r} is YAML, which needs PyYAML (pip install pyyaml)"
+            ) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"log_config: {path!r} is not valid YAML: {exc}") from None
+    else:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read_string(text, source=path)
+        except configparser.Error as exc:
+            raise ValueError(f"log_config: {path!r} is not an INI file: {exc}") from None
+        missing = [s for s in ("loggers", "handlers", "formatters") if not parser.has_section(s)]
+        if missing:
+            raise ValueError(
+                f"log_config: {path!r} has no [{'], ['.join(missing)}] section "
+                "(logging.config.fileConfig needs them)"
+            )
+        return path
+    if not isinstance(loaded, dict):
+        raise ValueError(f"log_config: {path!r} must hold a mapping (a dictConfig schema)")
+    return loaded
 
 
 def option_names() -> Sequence[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.config
 import signal
 import socket
 import sys
@@ -36,19 +37,38 @@ _SHUTDOWN_POLL = 0.02
 
 #: The console handler `configure_logging` gave the ``zcasgi`` loggers, if it did.
 _console: list[logging.Handler] = []
+#: Loggers whose level `configure_logging` set (it may set them again; not those set elsewhere).
+_levels_set: set[str] = set()
+#: Whether `configure_logging` applied a ``log_config`` in this process (a forked worker inherits
+#: the configuration and the flag).
+_configured: list[bool] = []
 
 
-def configure_logging(level: int, tag: str = "") -> None:
-    """Gives the ``zcasgi`` loggers a console handler unless logging is configured already.
+def configure_logging(
+    level: int, tag: str = "", log_config: dict[str, Any] | str | None = None
+) -> None:
+    """Applies ``log_config``, sets the ``zcasgi`` loggers' level, and gives them a console
+    handler unless logging is configured already.
 
     Args:
-        level: The loggers' level.
+        level: The level of the ``zcasgi`` loggers that nothing else set: a level set by
+            ``log_config`` or the application's own logging setup is kept.
         tag: Shown in brackets before each message of this process (``worker 1 pid 42``); a
             later call (in a forked worker) replaces the tag of the handler made before.
+        log_config: A `logging.config.dictConfig` dict or a `logging.config.fileConfig` path
+            (`Config` has read a JSON or YAML file into a dict); applied once per process.
     """
+    if log_config is not None and not _configured:
+        if isinstance(log_config, dict):
+            logging.config.dictConfig(log_config)
+        else:
+            logging.config.fileConfig(log_config, disable_existing_loggers=False)
+        _configured.append(True)
     for name in ("zcasgi", "zcasgi.access"):
         log = logging.getLogger(name)
-        log.setLevel(level)
+        if log.level == logging.NOTSET or name in _levels_set:
+            log.setLevel(level)
+            _levels_set.add(name)
     if not _console:
         if logging.getLogger().handlers or logging.getLogger("zcasgi").handlers:
             return
@@ -112,7 +132,8 @@ class Server:
                 loop.close()
 
     def _configure_logging(self) -> None:
-        configure_logging(self.config.log_level, "" if self.slot is None else self.slot.tag)
+        tag = "" if self.slot is None else self.slot.tag
+        configure_logging(self.config.log_level, tag, self.config.log_config)
 
     def _loop_factory(self) -> Any:
         if self.config.loop == "asyncio":

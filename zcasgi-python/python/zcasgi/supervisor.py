@@ -228,7 +228,9 @@ class Supervisor:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("workers > 1 must be started from the main thread")
         self._pid = os.getpid()
-        configure_logging(self.config.log_level, f"supervisor pid {self._pid}")
+        configure_logging(
+            self.config.log_level, f"supervisor pid {self._pid}", self.config.log_config
+        )
         if self.sockets is None:
             self.sockets = bind_sockets(self.config)
         if self._factory is not None:
