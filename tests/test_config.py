@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import zcasgi
-from harness import REPO_ROOT, ZcasgiServer, server_env
+from harness import REPO_ROOT, ZcasgiServer, listen, server_env
 from zcasgi import _zcasgi
 from zcasgi.config import LIMITS, Config, defaults, option_names
 
@@ -291,6 +291,18 @@ def test_cli_rejects_values_out_of_bounds(flag: str, value: str, message: str) -
     result = _cli("apps.echo:app", "--port", "0", flag, value)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_port_in_use_stops_the_start_up_before_the_application_starts() -> None:
+    """Exit 1 with the bind error; the application's lifespan never starts (so nothing is left
+    to shut down, and no misleading "lifespan unsupported" line)."""
+    with listen() as taken:
+        port = taken.getsockname()[1]
+        result = _cli("apps.echo:app", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert f"could not bind 127.0.0.1:{port}" in result.stderr
+    assert "Waiting for application startup" not in result.stderr
+    assert "lifespan" not in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--http", "--backl", "--handshake"])

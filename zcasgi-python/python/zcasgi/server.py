@@ -175,19 +175,26 @@ class Server:
         if worker is not None:
             # Before any session exists: the lifespan startup may create some.
             sticky.tag_sessions(worker[0])
+        # Bound before the application starts: a port in use stops the start-up before the
+        # application has done anything (its lifespan never starts, so nothing to undo).
+        self.sockets = sockets if sockets is not None else bind_sockets(config)
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
-        self.sockets = sockets if sockets is not None else bind_sockets(config)
-        self._core = _zcasgi.Core(
-            config,
-            [s.fileno() for s in self.sockets],
-            on_connect=self._on_connect,
-            event_loop=loop,
-            logger=logger,
-            access_log=access_logger if config.access_log else None,
-            state=self._lifespan.state if self._lifespan.supported else None,
-            worker=worker,
-        )
+        try:
+            self._core = _zcasgi.Core(
+                config,
+                [s.fileno() for s in self.sockets],
+                on_connect=self._on_connect,
+                event_loop=loop,
+                logger=logger,
+                access_log=access_logger if config.access_log else None,
+                state=self._lifespan.state if self._lifespan.supported else None,
+                worker=worker,
+            )
+        except BaseException:
+            # The application started: it gets its lifespan shutdown before the error goes on.
+            await self._lifespan.shutdown()
+            raise
         loop.add_reader(self._core.fileno(), self._drain)
         self._install_signal_handlers(loop)
         self.started = True
