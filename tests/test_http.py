@@ -10,6 +10,8 @@ import struct
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as connect_async
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from harness import ZcasgiServer
@@ -355,3 +357,36 @@ def test_websocket_and_http_on_one_listener(backend: str) -> None:
         with connect(server.url("ws", "/")) as ws:
             ws.send("both")
             assert ws.recv() == "both"
+
+
+async def test_limit_concurrency_answers_503_above_the_limit(backend: str) -> None:
+    """``--limit-concurrency 2``: with two WebSockets open, a third connection's HTTP request
+    and upgrade get 503 (as uvicorn answers), and once one closes a new client is served.
+    ``max_connections`` (which pauses accepting instead) is far above."""
+    with ZcasgiServer("apps.echo:app", backend, ["--limit-concurrency", "2"]) as srv:
+        first = await connect_async(srv.url("ws", "/echo"))
+        second = await connect_async(srv.url("ws", "/echo"))
+        try:
+            async with httpx.AsyncClient() as http:
+                response = await http.get(srv.url("http", "/"), timeout=10)
+            assert response.status_code == 503
+            with pytest.raises(InvalidStatus) as refused:
+                await connect_async(srv.url("ws", "/echo"))
+            assert refused.value.response.status_code == 503
+            # The first two are served all along.
+            await second.send("still here")
+            assert await second.recv() == "still here"
+        finally:
+            await first.close()
+        # One left: a new client is served (the server counts it as gone once it closed).
+        for _ in range(50):
+            try:
+                async with connect_async(srv.url("ws", "/echo")) as third:
+                    await third.send("in")
+                    assert await third.recv() == "in"
+                break
+            except InvalidStatus:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("no client served after one of two closed")
+        await second.close()

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub io_threads: usize,
     /// Most connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections above which a new connection's requests are answered 503 (uvicorn's
+    /// `--limit-concurrency`); `None`: no such limit.
+    pub limit_concurrency: Option<usize>,
     /// Largest WebSocket message accepted, in bytes (a larger one closes the connection with
     /// 1009); for a compressed message, the inflated size.
     pub ws_max_size: usize,
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
         Self {
             io_threads: 1,
             max_connections: 100_000,
+            limit_concurrency: None,
             ws_max_size: 16 * 1024 * 1024,
             ws_max_queue: 32,
             ws_max_queue_bytes: 1024 * 1024,
@@ -146,6 +150,7 @@ impl ServerConfig {
         vec![
             count("io_threads", self.io_threads, 1, 1024),
             count("max_connections", self.max_connections, 1, 10_000_000),
+            optional_count("limit_concurrency", self.limit_concurrency, 1, 10_000_000),
             count("ws_max_size", self.ws_max_size, 1, MAX_BYTES),
             count("ws_max_queue", self.ws_max_queue, 1, 1 << 20),
             count("ws_max_queue_bytes", self.ws_max_queue_bytes, 1, MAX_BYTES),
@@ -280,6 +285,17 @@ fn count(
     (Limit { option, min: Amount::Count(min), max: Amount::Count(max) }, Some(Amount::Count(value)))
 }
 
+/// An optional count's range and value (`None`: disabled).
+fn optional_count(
+    option: &'static str,
+    value: Option<usize>,
+    min: u64,
+    max: u64,
+) -> (Limit, Option<Amount>) {
+    let (limit, amount) = count(option, value.unwrap_or_default(), min, max);
+    (limit, value.and(amount))
+}
+
 /// A duration option's range (`min..=MAX_DURATION`) and value.
 fn seconds(
     option: &'static str,
@@ -376,6 +392,8 @@ mod tests {
         assert_eq!(error(&cfg), "io_threads must be >= 1, got 0");
         let cfg = ServerConfig { max_connections: usize::MAX, ..ServerConfig::default() };
         assert_eq!(error(&cfg), format!("max_connections must be <= 10000000, got {}", usize::MAX));
+        let cfg = ServerConfig { limit_concurrency: Some(0), ..ServerConfig::default() };
+        assert_eq!(error(&cfg), "limit_concurrency must be >= 1, got 0");
         let cfg = ServerConfig { http_max_body_size: u64::MAX, ..ServerConfig::default() };
         assert_eq!(cfg.validate().unwrap_err().option(), "http_max_body_size");
         let cfg = ServerConfig { ws_max_size: (1 << 40) + 1, ..ServerConfig::default() };

@@ -62,6 +62,22 @@ macro_rules! integer_field {
 
 integer_field!(u8, u16, u64, usize);
 
+impl Field for Option<usize> {
+    fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if value.is_none() {
+            return Ok(None);
+        }
+        usize::read(name, value).map(Some)
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Some(n) => n.to_py(py),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+}
+
 impl Field for Option<PathBuf> {
     fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
         if value.is_none() {
@@ -178,6 +194,7 @@ macro_rules! server_config_fields {
 server_config_fields!(
     io_threads,
     max_connections,
+    limit_concurrency,
     ws_max_size,
     ws_max_queue,
     ws_max_queue_bytes,

@@ -105,6 +105,9 @@ impl Context {
         if let Some(worker) = &self.worker {
             driver.set_worker(worker.slot());
         }
+        if self.cfg.limit_concurrency.is_some_and(|limit| self.connection_count() > limit) {
+            driver.set_overloaded();
+        }
         if let Some(mut bytes) = accepted.handed.take() {
             // Another worker read this much of it: a plain connection (TLS ones stay where
             // they are, see `hand_off`).

@@ -121,6 +121,17 @@ enum Phase {
     Done,
 }
 
+/// How a driver dispatches the next request head it parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Routed by the Engine.IO session it names (with workers), then served.
+    Route,
+    /// Served here whatever session it names: it was handed here. Later ones are routed.
+    Here,
+    /// Answered 503: the connection was accepted over `limit_concurrency`.
+    Refuse,
+}
+
 /// One connection's protocol state, from the first byte to the close.
 pub struct Driver {
     id: ConnId,
@@ -147,8 +158,8 @@ pub struct Driver {
     commands: Vec<Command>,
     /// This worker's place among the server's workers: routes requests for sessions.
     worker: Option<WorkerSlot>,
-    /// The next request head is served here whatever session it names (it was handed here).
-    handed_in: bool,
+    /// How the next request head is dispatched.
+    admission: Admission,
     /// The connection was handed to another worker: forget the socket, never close it.
     handed_off: bool,
     /// Requests completed on this connection: none means it was accepted for one that is
@@ -216,11 +227,24 @@ impl Driver {
             clock: WallClock::new(now, wall),
             commands: Vec::new(),
             worker: None,
-            handed_in: false,
+            admission: Admission::Route,
             handed_off: false,
             completed: 0,
             shutdown_at: None,
             requests: 0,
+        }
+    }
+
+    /// Answers every request of this connection 503 and closes it: it was accepted with more
+    /// connections open than `limit_concurrency` allows.
+    pub fn set_overloaded(&mut self) {
+        self.admission = Admission::Refuse;
+    }
+
+    /// The next request head is served here, whatever session it names (unless refused).
+    fn serve_next_here(&mut self) {
+        if self.admission == Admission::Route {
+            self.admission = Admission::Here;
         }
     }
 
@@ -233,7 +257,7 @@ impl Driver {
     /// Starts a connection another worker handed over, with the bytes it read, `input` (which
     /// is emptied): its first request is served here, whatever session it names.
     pub fn on_handed_in(&mut self, input: &mut BytesMut, now: Instant) {
-        self.handed_in = true;
+        self.serve_next_here();
         self.on_read(input, now);
     }
 
@@ -576,7 +600,10 @@ impl Driver {
         match h.parse(&self.cfg.handshake()) {
             Ok(None) => {}
             Ok(Some(parsed)) => {
-                let handed_in = std::mem::take(&mut self.handed_in);
+                let handed_in = self.admission == Admission::Here;
+                if handed_in {
+                    self.admission = Admission::Route;
+                }
                 let route = match self.worker {
                     Some(slot) if !handed_in => {
                         let nonce = self.id.wrapping_add(self.requests);
@@ -632,7 +659,7 @@ impl Driver {
         let deadline = self.now + self.cfg.handshake_timeout;
         self.phase = Phase::Head(RequestHead::new(h.into_bytes(), deadline));
         self.deadline = Some(deadline);
-        self.handed_in = true;
+        self.serve_next_here();
         self.parse_request();
     }
 
@@ -644,6 +671,10 @@ impl Driver {
 
     /// Serves a request here: a WebSocket upgrade or a plain HTTP request.
     fn serve(&mut self, parsed: Parsed) {
+        if self.admission == Admission::Refuse {
+            self.reject(503, "service unavailable");
+            return;
+        }
         let Parsed { request, rest, .. } = parsed;
         if request.is_websocket_upgrade() {
             if self.shutdown_at.is_some() {

@@ -783,6 +783,21 @@ fn shutdown_before_the_first_request_refuses_an_upgrade() {
     assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
 }
 
+/// A connection accepted over `limit_concurrency` gets 503 for an HTTP request and for an
+/// upgrade alike, and the application is not asked.
+#[test]
+fn an_overloaded_connection_is_answered_503() {
+    for request in [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], REQUEST] {
+        let (mut d, sink, _, now) = setup(ServerConfig::default());
+        d.set_overloaded();
+        read(&mut d, request, now);
+        assert!(sink.take().iter().all(|e| matches!(e, Event::Log { .. })), "not announced");
+        let response = String::from_utf8(output(&mut d)).unwrap();
+        assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{response}");
+        assert!(d.is_finished());
+    }
+}
+
 /// A connection accepted before the shutdown whose client never speaks is dropped at the
 /// head's deadline, silently.
 #[test]

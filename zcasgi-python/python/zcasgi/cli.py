@@ -65,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backlog", type=int, help="listen backlog (default 2048)")
     p.add_argument(
         "--max-connections",
-        "--limit-concurrency",
-        dest="max_connections",
         type=int,
-        help="connections served at once (default 100000)",
+        help="connections served at once; more wait in the backlog (default 100000)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        help="open connections above which new ones are answered 503 (default: no limit)",
     )
     p.add_argument("--ws-max-size", type=int, help="largest WebSocket message in bytes")
     p.add_argument("--ws-max-queue", type=int, help="received messages buffered per connection")

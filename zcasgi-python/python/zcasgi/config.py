@@ -176,11 +176,20 @@ def _permissions(value: object) -> int | None:
     return value
 
 
+#: Integer options whose default is None (so the environment's string is read as an int).
+_OPTIONAL_INTS = frozenset({"fd", "limit_concurrency"})
+
+
 def _env_default(name: str, default: Any) -> Any:
     variable = f"ZCASGI_{name.upper()}"
     raw = os.environ.get(variable)
     if raw is None:
         return default
+    if name in _OPTIONAL_INTS:
+        try:
+            return None if raw.lower() == "none" else int(raw)
+        except ValueError:
+            raise ValueError(f"{variable} must be an integer, got {raw!r}") from None
     if isinstance(default, bool):
         try:
             return parse_bool(raw)
@@ -244,6 +253,8 @@ class Config:
             at a time on SIGHUP (docs/deployment.md).
         backlog: Listen backlog.
         max_connections: Connections served at once; more wait in the backlog.
+        limit_concurrency: Open connections above which a new connection's requests are
+            answered 503 Service Unavailable, as uvicorn's option (``None``: no such limit).
         ws_max_size: Largest WebSocket message accepted, in bytes (larger: close 1009).
         ws_max_queue: Received messages buffered per connection before reading pauses.
         ws_max_queue_bytes: Bytes of received messages (inflated) and request body buffered per
@@ -320,6 +331,10 @@ class Config:
         self.workers = _count("workers", values["workers"])
         self.backlog = _count("backlog", values["backlog"])
         self.max_connections = _count("max_connections", values["max_connections"])
+        limit = values["limit_concurrency"]
+        self.limit_concurrency: int | None = (
+            None if limit is None else _count("limit_concurrency", limit)
+        )
         self.ws_max_size = _count("ws_max_size", values["ws_max_size"])
         self.ws_max_queue = _count("ws_max_queue", values["ws_max_queue"])
         self.ws_max_queue_bytes = _count("ws_max_queue_bytes", values["ws_max_queue_bytes"])
