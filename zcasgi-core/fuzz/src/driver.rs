@@ -4,7 +4,9 @@
 //! (`accept`, `send`, `close`, `respond`, `respond_body`, `abort`, `message_taken`,
 //! `receive_waiting`), wake-ups
 //! (`on_commands`), time passing (`on_tick` at the deadline), partial writes (`on_written`),
-//! end of stream, socket errors and server shutdown, under small arbitrary limits.
+//! end of stream, socket errors and server shutdown, under small arbitrary limits. As worker 1
+//! of 3, Engine.IO requests of every worker's sessions are routed: hand-offs the backend
+//! makes, finds the owner's inbox full for, or fails.
 //!
 //! The harness keeps the backend's side of the contract (it reads only while the driver
 //! wants to, through the driver's own buffer when it has one; writes only what `io_slices`
@@ -37,6 +39,7 @@ use zcasgi_core::backend::{
 use zcasgi_core::deflate::{Deflate, DeflateParams};
 use zcasgi_core::driver::{Driver, MAX_IOVECS};
 use zcasgi_core::frame::{decode_header, OpCode};
+use zcasgi_core::sticky::WorkerSlot;
 
 use super::common::{client_frame, wall};
 
@@ -56,6 +59,8 @@ struct Setup {
     max_body: u8,
     small_heads: bool,
     wall: u64,
+    /// Worker 1 of 3: Engine.IO requests are routed.
+    worker: bool,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -104,17 +109,31 @@ enum Op {
     Write(u16),
     WriteAll,
     Shutdown,
+    /// The hand-off the driver waits for, if any, as the backend makes it: sent (0), the
+    /// owner's inbox full (1), or failed (2).
+    HandOff(u8),
 }
 
 #[derive(Debug, Arbitrary)]
 enum Request {
-    Upgrade { deflate: bool, protocol: bool },
-    Get { close: bool },
+    Upgrade {
+        deflate: bool,
+        protocol: bool,
+    },
+    Get {
+        close: bool,
+    },
     Head,
     Post(u8),
     Chunked,
     Expect(u8),
     Http10,
+    /// An Engine.IO request: a handshake (0), a session of worker 0..=3 (1..=4; worker 3 does
+    /// not exist), an untagged session (5); a WebSocket upgrade if `upgrade`.
+    Engineio {
+        session: u8,
+        upgrade: bool,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -203,6 +222,20 @@ fn request(r: &Request) -> String {
             )
         }
         Request::Http10 => "GET / HTTP/1.0\r\n\r\n".into(),
+        &Request::Engineio { session, upgrade } => {
+            let sid = match session % 6 {
+                0 => String::new(),
+                5 => "&sid=untagged".to_owned(),
+                n => format!("&sid=abc.{}", n - 1),
+            };
+            let transport = if upgrade { "websocket" } else { "polling" };
+            let target = format!("/socket.io/?EIO=4&transport={transport}{sid}");
+            if upgrade {
+                UPGRADE.replacen("/ws", &target, 1) + "\r\n"
+            } else {
+                format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")
+            }
+        }
     }
 }
 
@@ -237,7 +270,7 @@ impl Harness {
     fn new(setup: &Setup) -> Self {
         let sink = Arc::new(Sink::default());
         let now = Instant::now();
-        let driver = Driver::new(
+        let mut driver = Driver::new(
             1,
             Arc::new(config(setup)),
             sink.clone(),
@@ -247,6 +280,9 @@ impl Harness {
             now,
             wall(setup.wall),
         );
+        if setup.worker {
+            driver.set_worker(WorkerSlot { index: 1, count: 3 });
+        }
         let handle = driver.handle().clone();
         Self {
             driver,
@@ -359,6 +395,19 @@ impl Harness {
                 if !self.shut_down {
                     self.shut_down = true;
                     self.driver.on_shutdown(self.now);
+                }
+            }
+            Op::HandOff(outcome) => {
+                if self.driver.handoff().is_some() {
+                    let result = match outcome % 3 {
+                        0 => Ok(()),
+                        1 => Err(std::io::ErrorKind::WouldBlock.into()),
+                        _ => Err(std::io::ErrorKind::BrokenPipe.into()),
+                    };
+                    self.driver.on_handoff(result, self.now);
+                    if self.driver.is_handed_off() {
+                        assert!(self.driver.is_finished(), "handed off but not finished");
+                    }
                 }
             }
             _ => self.app_op(op),
