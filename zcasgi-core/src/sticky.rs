@@ -12,11 +12,11 @@
 //! ([`WorkerSlot::route`]), the connection is handed, with every byte already read, to that
 //! worker (see `crate::driver`, and `zcasgi_transport::handoff` for the sockets).
 //!
-//! New sessions are spread the same way: the worker that accepted the connection of an
-//! Engine.IO request without a session (a handshake) passes it on round-robin, so that
-//! sessions spread evenly over the workers whatever the kernel's choice of accepting worker,
-//! and whether the clients come from one address or many. Any worker can create a session, so
-//! when that hand-off cannot be made at once the accepting worker serves the handshake itself.
+//! A new session (a handshake, with no `sid=`) is created by the worker that accepted its
+//! connection: the kernel spreads connections over the workers accepting on the shared socket,
+//! whatever the clients' addresses. Handing handshakes on round-robin would balance sessions
+//! better, but would also send new clients to a worker that is stalled or being replaced,
+//! which the kernel's choice avoids.
 //!
 //! # The tag
 //!
@@ -44,15 +44,13 @@ pub struct WorkerSlot {
 /// Which worker serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// This worker: not an Engine.IO request, a session of this worker or an untagged one, or
-    /// a new session that falls to this worker.
+    /// This worker: not an Engine.IO request, a new session, a session of this worker or an
+    /// untagged one.
     Local,
     /// Another worker, by index: the session is its.
     Worker(u16),
     /// A session tagged with an index no worker has (`>= count`).
     UnknownWorker(u16),
-    /// A new session, for another worker (by index) to create: spreads sessions evenly.
-    NewSession(u16),
 }
 
 /// What an Engine.IO request says about its session.
@@ -67,24 +65,13 @@ pub enum Session {
 }
 
 impl WorkerSlot {
-    /// Decides which worker serves `request`. `nonce` spreads new sessions round-robin: any
-    /// number that grows by one from one request to the next (a connection id).
+    /// Decides which worker serves `request`.
     #[must_use]
-    pub fn route(&self, request: &Request, nonce: u64) -> Route {
+    pub fn route(&self, request: &Request) -> Route {
         match session(&request.query_string) {
             Some(Session::Tagged(owner)) if owner == self.index => Route::Local,
             Some(Session::Tagged(owner)) if owner < self.count => Route::Worker(owner),
             Some(Session::Tagged(owner)) => Route::UnknownWorker(owner),
-            Some(Session::New) if self.count > 1 => {
-                let turn = (u64::from(self.index) + nonce) % u64::from(self.count);
-                // Below `count`, so it fits.
-                let owner = turn as u16;
-                if owner == self.index {
-                    Route::Local
-                } else {
-                    Route::NewSession(owner)
-                }
-            }
             _ => Route::Local,
         }
     }
@@ -233,33 +220,12 @@ mod tests {
     fn route_by_worker() {
         let slot = WorkerSlot { index: 1, count: 4 };
         let sid = |w| format!("EIO=4&transport=polling&sid={}", tag_session_id(STOCK, w));
-        for nonce in 0..4 {
-            assert_eq!(slot.route(&request(&sid(1)), nonce), Route::Local);
-            assert_eq!(slot.route(&request(&sid(0)), nonce), Route::Worker(0));
-            assert_eq!(slot.route(&request(&sid(3)), nonce), Route::Worker(3));
-            assert_eq!(slot.route(&request(&sid(4)), nonce), Route::UnknownWorker(4));
-            assert_eq!(slot.route(&request(&format!("EIO=4&sid={STOCK}")), nonce), Route::Local);
-            assert_eq!(slot.route(&request("x=1"), nonce), Route::Local);
-        }
-    }
-
-    #[test]
-    fn new_sessions_go_round_robin() {
-        let new = request("EIO=4&transport=polling&t=PZ1");
-        for count in 1..=5 {
-            for index in 0..count {
-                let slot = WorkerSlot { index, count };
-                let owners: Vec<u16> = (0..u64::from(count))
-                    .map(|nonce| match slot.route(&new, nonce) {
-                        Route::Local => index,
-                        Route::NewSession(owner) => owner,
-                        other => panic!("{other:?}"),
-                    })
-                    .collect();
-                let mut sorted = owners.clone();
-                sorted.sort_unstable();
-                assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "{slot:?}: {owners:?}");
-            }
-        }
+        assert_eq!(slot.route(&request(&sid(1))), Route::Local);
+        assert_eq!(slot.route(&request(&sid(0))), Route::Worker(0));
+        assert_eq!(slot.route(&request(&sid(3))), Route::Worker(3));
+        assert_eq!(slot.route(&request(&sid(4))), Route::UnknownWorker(4));
+        assert_eq!(slot.route(&request(&format!("EIO=4&sid={STOCK}"))), Route::Local);
+        assert_eq!(slot.route(&request("EIO=4&transport=polling&t=x")), Route::Local, "new");
+        assert_eq!(slot.route(&request("x=1")), Route::Local);
     }
 }

@@ -164,8 +164,7 @@ impl Context {
     /// lingering (the owner serves it now).
     ///
     /// A TLS connection cannot be handed over: its TLS state is in this process. Its request
-    /// for another worker's session is answered 503 (and logged), never served here; a new
-    /// session it starts is created here.
+    /// for another worker's session is answered 503 (and logged), never served here.
     pub fn hand_off(&self, session: &mut Session, conn: BorrowedFd<'_>, now: Instant) -> bool {
         let Some(worker) = &self.worker else { return false };
         let tls = session.is_tls();

@@ -59,8 +59,8 @@ struct Setup {
     max_body: u8,
     small_heads: bool,
     wall: u64,
-    /// Worker 1 of 3: Engine.IO requests are routed.
-    worker: bool,
+    /// Odd: worker 1 of 3, whose Engine.IO requests are routed.
+    worker: u8,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -280,7 +280,7 @@ impl Harness {
             now,
             wall(setup.wall),
         );
-        if setup.worker {
+        if setup.worker % 2 == 1 {
             driver.set_worker(WorkerSlot { index: 1, count: 3 });
         }
         let handle = driver.handle().clone();

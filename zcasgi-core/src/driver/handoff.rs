@@ -10,15 +10,11 @@
 //! gone through by `handshake_timeout` after the request arrived, the driver answers the
 //! request itself with 503.
 //!
-//! A new session handed on only to spread sessions ([`crate::sticky::Route::NewSession`]) is
-//! never retried: any worker can create it, so when the hand-off cannot be made at once the
-//! request is served here.
-//!
 //! ```text
 //!   Waiting ──output written, retry time──► (backend sends) ──sent──► handed off
 //!      ▲                                          │ inbox full
 //!      └──────────── retry later ◄────────────────┘
-//!      └─ give-up time, or the send failed ──► 503 (a new session: served here)
+//!      └─ give-up time, or the send failed ──► 503
 //! ```
 
 use std::time::{Duration, Instant};
@@ -44,25 +40,12 @@ pub(super) struct HandOff {
     retry_at: Option<Instant>,
     /// The delay before the next retry.
     delay: Duration,
-    /// A new session, handed on to spread sessions: served here if it cannot go at once.
-    new_session: bool,
 }
 
 impl HandOff {
-    /// A hand-off of `bytes` to worker `owner`, given up at `give_up`; `new_session`: the
-    /// request creates a session, which this worker may create as well.
-    pub(super) fn new(owner: u16, bytes: BytesMut, give_up: Instant, new_session: bool) -> Self {
-        Self { owner, bytes, give_up, retry_at: None, delay: FIRST_RETRY, new_session }
-    }
-
-    /// Whether the request creates a session, which this worker may create as well.
-    pub(super) fn is_new_session(&self) -> bool {
-        self.new_session
-    }
-
-    /// The bytes to serve here instead.
-    pub(super) fn into_bytes(self) -> BytesMut {
-        self.bytes
+    /// A hand-off of `bytes` to worker `owner`, given up at `give_up`.
+    pub(super) fn new(owner: u16, bytes: BytesMut, give_up: Instant) -> Self {
+        Self { owner, bytes, give_up, retry_at: None, delay: FIRST_RETRY }
     }
 
     /// The owner's index and the bytes to pass along, if it may be tried at `now`.
@@ -100,7 +83,7 @@ mod tests {
     fn retries_back_off_until_the_give_up_time() {
         let now = Instant::now();
         let give_up = now + Duration::from_secs(1);
-        let mut h = HandOff::new(2, BytesMut::from(&b"GET"[..]), give_up, false);
+        let mut h = HandOff::new(2, BytesMut::from(&b"GET"[..]), give_up);
         assert_eq!(h.ready(now), Some((2, &b"GET"[..])));
         assert_eq!(h.deadline(), give_up);
         h.busy(now);

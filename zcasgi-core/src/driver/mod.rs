@@ -168,8 +168,6 @@ pub struct Driver {
     /// When the server's shutdown reached this connection: the request already on its way is
     /// served, then the connection closes.
     shutdown_at: Option<Instant>,
-    /// Request heads routed on this connection: with the id, spreads new sessions.
-    requests: u64,
 }
 
 impl std::fmt::Debug for Driver {
@@ -231,7 +229,6 @@ impl Driver {
             handed_off: false,
             completed: 0,
             shutdown_at: None,
-            requests: 0,
         }
     }
 
@@ -286,7 +283,6 @@ impl Driver {
                     d.handed_off = true;
                     d.handle.mark_closed();
                 }
-                Err(_) if h.is_new_session() => d.serve_here(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     h.busy(now);
                     d.deadline = Some(h.deadline());
@@ -605,17 +601,12 @@ impl Driver {
                     self.admission = Admission::Route;
                 }
                 let route = match self.worker {
-                    Some(slot) if !handed_in => {
-                        let nonce = self.id.wrapping_add(self.requests);
-                        self.requests += 1;
-                        slot.route(&parsed.request, nonce)
-                    }
+                    Some(slot) if !handed_in => slot.route(&parsed.request),
                     _ => Route::Local,
                 };
                 match route {
                     Route::Local => self.serve(parsed),
-                    Route::Worker(owner) => self.hand_off(owner, parsed, false),
-                    Route::NewSession(owner) => self.hand_off(owner, parsed, true),
+                    Route::Worker(owner) => self.hand_off(owner, parsed.into_bytes()),
                     Route::UnknownWorker(owner) => {
                         let count = self.worker.map_or(0, |slot| slot.count);
                         self.log(
@@ -634,33 +625,17 @@ impl Driver {
         }
     }
 
-    /// Waits to hand the connection, with every byte read from it (`parsed`, the request and
-    /// what followed), to worker `owner`; `new_session`: only to spread sessions.
-    fn hand_off(&mut self, owner: u16, parsed: Parsed, new_session: bool) {
-        let len = parsed.head.len() + parsed.rest.len();
-        if len > max_handoff_bytes(&self.cfg) {
-            if new_session {
-                self.serve(parsed);
-            } else {
-                let why = format!("{len} bytes read ahead, more than a hand-off carries");
-                self.handoff_failed(&format!("cannot hand a connection to worker {owner}: {why}"));
-            }
+    /// Waits to hand the connection, and `bytes`, every byte read from it, to worker `owner`.
+    fn hand_off(&mut self, owner: u16, bytes: BytesMut) {
+        if bytes.len() > max_handoff_bytes(&self.cfg) {
+            let why = format!("{} bytes read ahead, more than a hand-off carries", bytes.len());
+            self.handoff_failed(&format!("cannot hand a connection to worker {owner}: {why}"));
             return;
         }
         let give_up = self.now + self.cfg.handshake_timeout;
-        let h = HandOff::new(owner, parsed.into_bytes(), give_up, new_session);
+        let h = HandOff::new(owner, bytes, give_up);
         self.deadline = Some(h.deadline());
         self.phase = Phase::HandOff(Box::new(h));
-    }
-
-    /// Serves here the request of a new session that could not be handed on at once.
-    fn serve_here(&mut self) {
-        let Phase::HandOff(h) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
-        let deadline = self.now + self.cfg.handshake_timeout;
-        self.phase = Phase::Head(RequestHead::new(h.into_bytes(), deadline));
-        self.deadline = Some(deadline);
-        self.serve_next_here();
-        self.parse_request();
     }
 
     /// A hand-off cannot be made: answer the request here with 503, and say why.

@@ -1231,49 +1231,9 @@ fn shutdown_during_a_hand_off_answers_503() {
 const HANDSHAKE: &[u8] = b"GET /socket.io/?EIO=4&transport=polling&t=1 HTTP/1.1\r\nHost: x\r\n\r\n";
 
 #[test]
-fn new_sessions_are_spread_over_the_workers() {
-    // One keep-alive connection (id 7) of worker 1 of 3 carries three handshakes: the first
-    // goes to worker (1 + 7) % 3 = 2; served here instead (its inbox is full), the connection
-    // stays, and the next handshakes go to workers 0 and then 1, this one.
+fn handshakes_are_served_by_the_worker_that_accepted_them() {
     let (mut d, sink, now) = worker_setup();
-    let mut owners = Vec::new();
-    let mut pending = HANDSHAKE.repeat(3);
-    loop {
-        read(&mut d, &pending, now);
-        pending.clear();
-        if let Some((owner, bytes)) = d.handoff() {
-            assert!(bytes.starts_with(HANDSHAKE));
-            owners.push(owner);
-            d.on_handoff(Err(std::io::ErrorKind::WouldBlock.into()), now);
-        } else {
-            owners.push(1);
-        }
-        let events = sink.take();
-        let request = |e: &&Event| matches!(e, Event::HttpRequest(_));
-        let Some(Event::HttpRequest(info)) = events.iter().find(request) else { break };
-        respond(&mut d, &info.handle, b"0{}", now);
-        if owners.len() == 3 {
-            break;
-        }
-    }
-    assert_eq!(owners, [2, 0, 1]);
-}
-
-#[test]
-fn a_new_session_that_cannot_be_handed_on_at_once_is_served_here() {
-    for error in [std::io::ErrorKind::WouldBlock, std::io::ErrorKind::BrokenPipe] {
-        let (mut d, sink, now) = worker_setup();
-        read(&mut d, HANDSHAKE, now);
-        // Connection 7 of worker 1 of 3: (1 + 7) % 3 = 2.
-        assert_eq!(d.handoff(), Some((2, HANDSHAKE)));
-        d.on_handoff(Err(error.into()), now);
-        let events = sink.take();
-        assert!(warnings(&events).is_empty(), "{events:?}");
-        let [Event::HttpRequest(info), Event::HttpBody { .. }] = &events[..] else {
-            panic!("{events:?}")
-        };
-        assert_eq!(info.request.query_string, b"EIO=4&transport=polling&t=1");
-        respond(&mut d, &info.handle, b"0{}", now);
-        assert!(!d.is_handed_off());
-    }
+    let (h, _) = http_request(&mut d, &sink, HANDSHAKE, now);
+    respond(&mut d, &h, b"0{}", now);
+    assert_eq!(d.handoff(), None);
 }
