@@ -13,8 +13,8 @@ and on every machine that uses the same Redis. The events are those of ``example
 ``where`` -> {"pid": int}
     The process id of the worker that serves this client.
 
-Websocket-only clients (``transports=["websocket"]``) need nothing more; HTTP long-polling
-needs every request of a session to reach the same worker (docs/deployment.md).
+Default clients (long-polling, then upgrade), polling-only and websocket-only clients all
+work: zcasgi keeps each Engine.IO session on the worker that created it (docs/deployment.md).
 """
 
 from __future__ import annotations

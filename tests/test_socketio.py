@@ -23,6 +23,15 @@ def chat(backend: str):  # type: ignore[no-untyped-def]
     assert "Traceback" not in server.output(), server.output()
 
 
+async def _leave(client: socketio.AsyncClient) -> None:
+    """Disconnects ``client``; a polling one aborts its transport instead: python-socketio's
+    polling client waits out its ping cycle (~55 s, with uvicorn too) on a clean disconnect."""
+    if client.transport() == "websocket":
+        await client.disconnect()
+    else:
+        await client.eio.disconnect(abort=True)
+
+
 async def _client(url: str, name: str, transports: list[str] | None = None) -> socketio.AsyncClient:
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(
@@ -111,12 +120,7 @@ async def test_default_and_polling_transports(chat: ZcasgiServer, transports: li
         assert blobs == [blob]
     finally:
         for client in (alice, bob):
-            if client.transport() == "websocket":
-                await client.disconnect()
-            else:
-                # python-socketio's polling client waits out its ping cycle (~55 s, with
-                # uvicorn too) on a clean disconnect; abort the transport instead.
-                await client.eio.disconnect(abort=True)
+            await _leave(client)
 
 
 async def test_companion_app_health_and_static_file(backend: str) -> None:
@@ -178,9 +182,15 @@ async def test_rooms_across_processes_through_redis(redis_server: RedisServer) -
         assert "Traceback" not in server.output(), server.output()
 
 
+#: python-socketio client kinds: default (long-polling, then upgrade), polling-only and
+#: websocket-only.
+KINDS = {"default": ["polling", "websocket"], "polling": ["polling"], "websocket": ["websocket"]}
+
+
 async def test_rooms_across_workers_through_redis(backend: str, redis_server: RedisServer) -> None:
-    """``--workers 4``: websocket-only clients spread over every worker share one room through
-    a real redis-server; a broadcast from one reaches the clients of every worker."""
+    """``--workers 4``: default, polling-only and websocket-only clients on every worker (zcasgi
+    keeps each Engine.IO session on its worker) share one room through a real redis-server; a
+    broadcast from one reaches the clients of every worker."""
     env = {"ZCASGI_CHAT_REDIS": redis_server.url}
     args = ["--no-access-log"]
     workers = 4
@@ -190,20 +200,22 @@ async def test_rooms_across_workers_through_redis(backend: str, redis_server: Re
         inboxes: dict[socketio.AsyncClient, list[Any]] = {}
         names: dict[socketio.AsyncClient, str] = {}
 
-        async def join(name: str) -> int:
-            client = await _client(url, name)
+        async def join(name: str, transports: list[str]) -> None:
+            client = await _client(url, name, transports)
             clients[client] = (await client.call("where", timeout=10))["pid"]
             names[client] = name
             inboxes[client] = []
             client.on("message", inboxes[client].append)
-            return clients[client]
 
         try:
-            # Two clients on each worker, each connected while the other workers are stopped
-            # (which worker accepts a connection is otherwise the kernel's uneven choice).
+            # A client of each kind on each worker, each connected while the other workers are
+            # stopped: a new session stays with the worker that accepted its first request,
+            # which is otherwise the kernel's (uneven) choice.
             for pid in server.children():
                 with server.only(pid):
-                    assert [await join(f"{pid}-{i}") for i in range(2)] == [pid, pid]
+                    for kind, transports in KINDS.items():
+                        await join(f"{kind}-{pid}", transports)
+            assert set(clients.values()) == set(server.children()), Counter(clients.values())
             for client in clients:
                 assert await client.call("join", "global", timeout=10) >= 1
             # Every worker's Redis manager listens before anything is published.
@@ -212,12 +224,14 @@ async def test_rooms_across_workers_through_redis(backend: str, redis_server: Re
             ack = await sender.call("message", {"room": "global", "text": "hi all"}, timeout=10)
             assert ack == "ok"
             everyone = lambda: all(inbox for inbox in inboxes.values())  # noqa: E731
-            assert await wait_until_async(everyone, 10), Counter(
-                pid for c, pid in clients.items() if not inboxes[c]
-            )
-            for inbox in inboxes.values():
-                assert inbox == [{"room": "global", "from": names[sender], "text": "hi all"}]
+            assert await wait_until_async(everyone, 10), [
+                names[c] for c in clients if not inboxes[c]
+            ]
+            for client, inbox in inboxes.items():
+                expected = {"room": "global", "from": names[sender], "text": "hi all"}
+                assert inbox == [expected], names[client]
+            assert {c.transport() for c in clients} == {"websocket", "polling"}
         finally:
             for client in clients:
-                await client.disconnect()
+                await _leave(client)
     assert "Traceback" not in server.output(), server.output()
