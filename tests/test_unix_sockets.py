@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,15 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import unix_connect
 
-from harness import READY_LINE, Command, LogLine, ServerProcess, server_env, zcasgi_argv
+from harness import (
+    READY_LINE,
+    REPO_ROOT,
+    Command,
+    LogLine,
+    ServerProcess,
+    server_env,
+    zcasgi_argv,
+)
 from harness.process import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -184,3 +193,12 @@ def test_proxy_headers_over_uds_need_forwarded_allow_ips_star(sock_path: Path) -
     with _uds_server("apps.echo:transport_app", "mio", sock_path, *star):
         scope = scope_of(sock_path)
         assert (scope["client"], scope["scheme"]) == (["203.0.113.7", 0], "https")
+
+
+def test_a_failed_start_up_removes_the_socket_file(sock_path: Path) -> None:
+    argv = _uds_argv("apps.lifespan_fail:app", "mio", sock_path, "--lifespan", "on")
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=server_env()
+    )
+    assert result.returncode == 3, result.stderr
+    assert not sock_path.exists(), "the socket file of a failed start-up is removed"

@@ -178,6 +178,29 @@ class Server:
         # Bound before the application starts: a port in use stops the start-up before the
         # application has done anything (its lifespan never starts, so nothing to undo).
         self.sockets = sockets if sockets is not None else bind_sockets(config)
+        try:
+            await self._start(loop, worker)
+        except BaseException:
+            if sockets is None:
+                # Ours to undo: a Unix socket's file must not outlive a start-up that failed.
+                close_sockets(self.sockets)
+            raise
+        for sock in self.sockets:
+            logger.info(
+                "zcasgi running on %s (backend %s, %d I/O thread%s; %s)",
+                describe(sock, "https" if config.ssl_certfile else "http"),
+                config.backend,
+                config.io_threads,
+                "" if config.io_threads == 1 else "s",
+                "CTRL+C to quit" if self.slot is None else self.slot.tag,
+            )
+        if self.slot is not None:
+            self.slot.notify_ready()
+
+    async def _start(self, loop: asyncio.AbstractEventLoop, worker: Any) -> None:
+        """The lifespan startup, then the core on the bound sockets; a core that cannot start
+        gives the application its lifespan shutdown before the error goes on."""
+        config = self.config
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
         try:
@@ -198,17 +221,6 @@ class Server:
         loop.add_reader(self._core.fileno(), self._drain)
         self._install_signal_handlers(loop)
         self.started = True
-        for sock in self.sockets:
-            logger.info(
-                "zcasgi running on %s (backend %s, %d I/O thread%s; %s)",
-                describe(sock, "https" if config.ssl_certfile else "http"),
-                config.backend,
-                config.io_threads,
-                "" if config.io_threads == 1 else "s",
-                "CTRL+C to quit" if self.slot is None else self.slot.tag,
-            )
-        if self.slot is not None:
-            self.slot.notify_ready()
 
     def _load_app(self) -> Any:
         try:
