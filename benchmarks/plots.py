@@ -317,14 +317,8 @@ def _handshakes_fanout(results: Results, path: Path) -> bool:
 def soak(records: list[dict[str, Any]], path: Path) -> bool:
     """The soak run (``benchmarks/soak``): RSS, open descriptors and running application calls
     over time, one line per backend, its baseline dashed and the clients' departure marked."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    if not records:
+    plt, records = _pyplot_and_done(records)
+    if plt is None:
         return False
     panels = [
         ("rss_kib", "server RSS, MiB", 1 / 1024),
