@@ -62,22 +62,6 @@ macro_rules! integer_field {
 
 integer_field!(u8, u16, u64, usize);
 
-impl Field for Option<usize> {
-    fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if value.is_none() {
-            return Ok(None);
-        }
-        usize::read(name, value).map(Some)
-    }
-
-    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match self {
-            Some(n) => n.to_py(py),
-            None => Ok(py.None().into_bound(py)),
-        }
-    }
-}
-
 impl Field for Option<PathBuf> {
     fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
         if value.is_none() {
@@ -148,17 +132,18 @@ impl Field for Duration {
     }
 }
 
-impl Field for Option<Duration> {
+/// An optional option: `None` disables it (a count or a duration).
+impl<T: Field> Field for Option<T> {
     fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
         if value.is_none() {
             return Ok(None);
         }
-        Duration::read(name, value).map(Some)
+        T::read(name, value).map(Some)
     }
 
     fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Some(d) => d.to_py(py),
+            Some(v) => v.to_py(py),
             None => Ok(py.None().into_bound(py)),
         }
     }

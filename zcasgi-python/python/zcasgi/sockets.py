@@ -76,6 +76,20 @@ def _bind_unix(path: str, permissions: int | None) -> socket.socket:
     return sock
 
 
+def _listening(path: str) -> bool:
+    """Whether a server accepts connections on the Unix socket file ``path`` (refused: the file
+    is stale)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return False
+        except OSError as exc:
+            logger.error("uds: cannot check whether %s is in use: %s", path, exc.strerror)
+            raise SystemExit(1) from None
+    return True
+
+
 def _remove_stale(path: str) -> None:
     try:
         mode = os.lstat(path).st_mode
@@ -87,17 +101,9 @@ def _remove_stale(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         logger.error("uds: %s exists and is not a socket; not replacing it", path)
         raise SystemExit(1)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            pass  # Nobody listens: a stale socket file.
-        except OSError as exc:
-            logger.error("uds: cannot check whether %s is in use: %s", path, exc.strerror)
-            raise SystemExit(1) from None
-        else:
-            logger.error("uds: another server is listening on %s", path)
-            raise SystemExit(1)
+    if _listening(path):
+        logger.error("uds: another server is listening on %s", path)
+        raise SystemExit(1)
     logger.info("uds: removing the stale socket file %s", path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
