@@ -315,3 +315,22 @@ def test_slot_resources_are_made_once_and_kept_across_respawns(backend: str) -> 
         output = server.wait_for_output("slot index=", 15, count=3)
         assert output.count(f"all={every}") == 3, output
     assert "Traceback" not in server.output()
+
+
+def test_an_app_objects_socketio_managers_get_a_host_id_per_worker() -> None:
+    """An application object passed to ``serve(app, workers=N)`` was made before the fork: its
+    python-socketio pub/sub managers would share one ``host_id`` (and drop each other's
+    broadcasts); each worker gives them a new one."""
+    import socketio
+
+    from zcasgi.supervisor import _rekey_socketio_managers
+
+    managers = [
+        socketio.AsyncRedisManager("redis://127.0.0.1:1/0"),
+        socketio.RedisManager("redis://127.0.0.1:1/0"),
+    ]
+    before = [m.host_id for m in managers]
+    _rekey_socketio_managers()
+    after = [m.host_id for m in managers]
+    assert all(a != b for a, b in zip(after, before)), (before, after)
+    assert after[0] != after[1]
