@@ -334,3 +334,25 @@ def test_an_app_objects_socketio_managers_get_a_host_id_per_worker() -> None:
     after = [m.host_id for m in managers]
     assert all(a != b for a, b in zip(after, before)), (before, after)
     assert after[0] != after[1]
+
+
+def test_rekeying_passes_over_dead_weak_proxies_in_the_heap() -> None:
+    """The heap walk meets weak proxies whose target is gone (the full test run leaves some);
+    asking one for its class raises ReferenceError, which must not stop a worker starting."""
+    import weakref
+
+    import socketio
+
+    from zcasgi.supervisor import _rekey_socketio_managers
+
+    class Gone:
+        pass
+
+    target = Gone()
+    dead = [weakref.proxy(target)]
+    del target
+    manager = socketio.AsyncRedisManager("redis://127.0.0.1:1/0")
+    before = manager.host_id
+    _rekey_socketio_managers()
+    assert manager.host_id != before
+    assert len(dead) == 1

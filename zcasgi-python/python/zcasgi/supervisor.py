@@ -179,7 +179,9 @@ def _rekey_socketio_managers() -> None:
     if not kinds:
         return
     for obj in gc.get_objects():
-        if isinstance(obj, kinds):
+        # type(), not isinstance(): the heap holds weak proxies too, and asking a dead one for
+        # its class raises ReferenceError (a live one's target is in the heap itself).
+        if issubclass(type(obj), kinds):
             setattr(obj, "host_id", uuid.uuid4().hex)  # noqa: B010 (typed as a plain object)
 
 
