@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from .cpus import pinned
 from .env import server_env
 from .process import STARTUP_TIMEOUT, Command, LogLine, ServerProcess
-from .sockets import listen
+from .sockets import HOST, listen
 
 #: What zcasgi prints (logger ``zcasgi``, level info) once it serves a listening socket.
 READY_LINE = "zcasgi running on"
@@ -68,12 +69,17 @@ class ZcasgiServer(ServerProcess):
         log_dir: Path | None = None,
         workers: int = 1,
         python: str = sys.executable,
+        own_port: bool = False,
     ) -> None:
         """Prepare the server (nothing is bound or started before the ``with`` block).
 
         ``cpu`` pins the server to that CPU (taskset); ``log_dir`` keeps its output file there.
         ``workers`` > 1 runs a supervisor (``--workers``) whose worker processes are its
         :meth:`children`. ``python`` is the interpreter that runs it (another virtualenv's).
+        ``own_port`` has zcasgi bind ``--host``/``--port`` itself, as a user runs it (with
+        workers: a ``SO_REUSEPORT`` socket per worker) instead of serving one socket bound here;
+        the port is held meanwhile by a bound, not listening ``SO_REUSEPORT`` socket, which
+        keeps other processes off it and takes no connections.
 
         Raises:
             ValueError: If ``args`` set a log level that hides the ready line.
@@ -93,9 +99,21 @@ class ZcasgiServer(ServerProcess):
         self.args = list(args)
         self.cpu = cpu
         self.python = python
+        self.own_port = own_port
         self.command: list[str] = []
+        self._hold: socket.socket | None = None
 
     def _launch(self) -> Sequence[Command]:
+        if self.own_port:
+            if self._hold is None:
+                self._hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                self._hold.bind((HOST, 0))
+            self.port = self._hold.getsockname()[1]
+            argv = [self.python, "-m", "zcasgi", self.app, "--backend", self.backend]
+            argv += ["--host", HOST, "--port", str(self.port), *self.args]
+            self.command = pinned(argv, self.cpu)
+            return [Command(self.command, [])]
         sock = listen()
         self.port = sock.getsockname()[1]
         self.command = pinned(
@@ -103,3 +121,12 @@ class ZcasgiServer(ServerProcess):
             self.cpu,
         )
         return [Command(self.command, [sock])]
+
+    def stop(self) -> None:
+        """Stops the server (see :meth:`ServerProcess.stop`) and lets go of its port."""
+        try:
+            super().stop()
+        finally:
+            if self._hold is not None:
+                self._hold.close()
+                self._hold = None

@@ -2,9 +2,10 @@
 
 The application (``tests/apps/workers.py``) answers with the PID of the worker that serves it,
 so a test sees which worker each connection landed on; the workers are the supervisor's child
-processes. Worker processes share one listening socket: which one accepts a connection is up to
-the kernel, and uneven, so a test that needs a given worker stops the others meanwhile
-(`ServerProcess.only`).
+processes. Most tests pass one listening socket with ``--fd``, which every worker shares: which
+one accepts a connection is up to the kernel, and uneven, so a test that needs a given worker
+stops the others meanwhile (`ServerProcess.only`). On ``--host``/``--port`` (``own_port=True``)
+each worker has a socket of its own.
 """
 
 from __future__ import annotations
@@ -356,3 +357,65 @@ def test_rekeying_passes_over_dead_weak_proxies_in_the_heap() -> None:
     _rekey_socketio_managers()
     assert manager.host_id != before
     assert len(dead) == 1
+
+
+def _newcomers(server: ZcasgiServer, known: set[int]) -> set[int]:
+    """The workers not in ``known``, once there is one (at most 15 s)."""
+    wait_until(lambda: bool(set(server.children()) - known), 15)
+    return set(server.children()) - known
+
+
+def _own_port_server(backend: str, workers: int = WORKERS) -> ZcasgiServer:
+    args = ["--no-access-log"]
+    return ZcasgiServer("apps.workers:app", backend, args, workers=workers, own_port=True)
+
+
+def _listeners_on(port: int) -> int:
+    """How many TCP sockets listen on ``port`` (``/proc/net/tcp``, state 0A)."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "0A")
+
+
+async def test_each_worker_has_its_own_listening_socket_and_an_even_share(backend: str) -> None:
+    """On ``--host``/``--port`` every worker listens on a ``SO_REUSEPORT`` socket of its own,
+    and the kernel spreads new connections over them by address: each of 4 workers gets a
+    share of 200 connections from one client address (binomial: 50 ± 6 expected)."""
+    with _own_port_server(backend) as server:
+        assert _listeners_on(server.require_port()) == WORKERS
+        counts: dict[int, int] = {}
+        for _ in range(200):
+            pid = await _pid_over_http(server)
+            counts[pid] = counts.get(pid, 0) + 1
+        assert set(counts) == set(server.children()), counts
+        assert min(counts.values()) >= 20, counts
+        output = server.output()
+    assert "a listening socket per worker" in output, output
+    assert "Traceback" not in output, output
+
+
+async def test_a_worker_in_back_off_leaves_new_connections_to_the_others(backend: str) -> None:
+    """A worker killed again and again waits longer and longer before it is replaced; meanwhile
+    its listening socket is closed, so no connection waits for it: every one is served by the
+    other worker at once."""
+    with _own_port_server(backend, 2) as server:
+        victim = server.children()[0]
+        delay = 0.0
+        for _ in range(8):
+            others = set(server.children()) - {victim}
+            os.kill(victim, signal.SIGKILL)
+            died = f"(pid {victim}) died (killed by SIGKILL); starting a new one in "
+            output = server.wait_for_output(died, 15)
+            delay = float(output.split(died)[1].split(" s")[0])
+            if delay >= 4.0:
+                break
+            newcomers = await asyncio.to_thread(_newcomers, server, others)
+            assert len(newcomers) == 1, output
+            [victim] = newcomers
+            server.wait_for_output(f"pid {victim}] zcasgi running on", 15)
+        assert delay >= 4.0, server.output()
+        [survivor] = server.children()
+        for _ in range(20):
+            assert await asyncio.wait_for(_pid_over_http(server), 2.0) == survivor
+        assert _listeners_on(server.require_port()) in (1, 2)
+    assert "Traceback" not in server.output()

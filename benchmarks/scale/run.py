@@ -2,8 +2,9 @@
 
 For each backend and each kind of client, in turn:
 
-1. start ``python -m zcasgi APP --workers W`` (the supervisor and its workers) pinned to one
-   CPU, its output in a file, the load generators pinned to the other;
+1. start ``python -m zcasgi APP --host 127.0.0.1 --port P --workers W`` (the supervisor and
+   its workers, a listening socket per worker) pinned to one CPU, its output in a file, the
+   load generators pinned to the other;
 2. take the baseline RSS of the process tree once it is quiet;
 3. open the connections with ``zcasgi-loadgen hold`` processes (each holds at most
    :data:`CONNS_PER_LOADGEN`, under the 20,000 open files a process may have here), spread over
@@ -104,6 +105,7 @@ def measure(
         log_dir=logs,
         startup_timeout=120.0,
         workers=point.workers,
+        own_port=True,
     )
     record: dict[str, Any] = {
         "backend": point.backend,

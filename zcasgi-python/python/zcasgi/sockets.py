@@ -17,7 +17,7 @@ import weakref
 
 from .config import Config
 
-__all__ = ["bind_sockets", "close_sockets", "describe"]
+__all__ = ["bind_sockets", "close_sockets", "describe", "port_of"]
 
 logger = logging.getLogger("zcasgi")
 
@@ -28,9 +28,18 @@ _CREATED: weakref.WeakKeyDictionary[socket.socket, tuple[str, int, int]] = (
 )
 
 
-def bind_sockets(config: Config) -> list[socket.socket]:
+def bind_sockets(
+    config: Config, *, reuse_port: bool = False, port: int | None = None
+) -> list[socket.socket]:
     """The listening, non-blocking sockets ``config`` asks for (``fd``, ``uds``, or
     ``host``/``port``).
+
+    Args:
+        config: The server configuration.
+        reuse_port: Set ``SO_REUSEPORT`` on a TCP socket, so that other sockets bound the same
+            way share its address and the kernel spreads new connections over them.
+        port: The TCP port to bind instead of ``config.port`` (a group's later members bind the
+            port its first member got for ``port=0``).
 
     Raises:
         SystemExit: with code 1 if the address cannot be bound (the reason is logged, naming
@@ -41,18 +50,26 @@ def bind_sockets(config: Config) -> list[socket.socket]:
     elif config.uds is not None:
         sock = _bind_unix(config.uds, config.uds_permissions)
     else:
+        port = config.port if port is None else port
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((config.host, config.port))
+            sock.bind((config.host, port))
         except OSError as exc:
             sock.close()
-            logger.error("could not bind %s:%d: %s", config.host, config.port, exc.strerror)
+            logger.error("could not bind %s:%d: %s", config.host, port, exc.strerror)
             raise SystemExit(1) from None
     sock.listen(config.backlog)
     sock.setblocking(False)
     return [sock]
+
+
+def port_of(sockets: list[socket.socket]) -> int:
+    """The TCP port the first of ``sockets`` listens on."""
+    return int(sockets[0].getsockname()[1])
 
 
 def _bind_unix(path: str, permissions: int | None) -> socket.socket:

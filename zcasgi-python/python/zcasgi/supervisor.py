@@ -10,9 +10,20 @@ socketio's ``AsyncRedisManager`` gets one host id per process, and ignores messa
 own id. An application object is inherited as it is, made once for all workers.
 
 Every worker has a slot: a stable index ``0..N-1`` that a replacement inherits, and the
-resources the supervisor made for every index before the first fork (`WorkerSlot`). A worker
-tells the supervisor it serves by writing one byte to a pipe once its lifespan startup is done
-and its backend accepts.
+resources the supervisor made for every index before the first fork (`WorkerSlot`).
+
+Listening sockets. On a TCP address each slot has a listening socket of its own, all bound to
+the same port with ``SO_REUSEPORT``: the kernel spreads new connections evenly over them by
+their addresses, where workers sharing one socket take what they win in a race, and the worker
+that wins most fills up first. A worker serves only its slot's socket; the supervisor keeps
+them all, so a replacement takes over the queue of the worker it replaces. A slot whose worker
+died and is waiting out a back-off has its socket closed meanwhile (new connections then go to
+the other workers; the few queued on it are reset, or moved to the others where the
+``net.ipv4.tcp_migrate_req`` sysctl is set) and bound anew for its next worker. A Unix socket
+or a socket passed with ``fd`` (or to `Supervisor`) has no such groups: every worker shares it.
+
+A worker tells the supervisor it serves by writing one byte to a pipe once its lifespan startup
+is done and its backend accepts.
 
 The supervisor waits in one ``select`` on a self-pipe written by its signal handlers and on
 those ready pipes, and reaps exited workers with ``waitpid``:
@@ -55,7 +66,7 @@ from typing import Any
 
 from .config import Config
 from .server import Server, configure_logging
-from .sockets import bind_sockets, close_sockets, describe
+from .sockets import bind_sockets, close_sockets, describe, port_of
 
 __all__ = ["STABLE_SECONDS", "STARTUP_FAILED", "Supervisor", "WorkerSlot"]
 
@@ -140,6 +151,8 @@ class _Slot:
     failures: int = 0
     respawn_at: float = 0.0
     retiring: list[_Worker] = field(default_factory=list)
+    #: The listening sockets this index's workers serve (None while closed for a back-off).
+    sockets: list[socket.socket] | None = None
 
 
 def _exit_status(code: int) -> str:
@@ -216,6 +229,8 @@ class Supervisor:
         self._selector: selectors.BaseSelector | None = None
         self._wake: tuple[int, int] | None = None
         self._pid = os.getpid()
+        #: Each slot binds its own ``SO_REUSEPORT`` socket (a TCP address) on this port.
+        self._port: int | None = None
 
     # ---- the supervisor's loop ----
 
@@ -233,8 +248,7 @@ class Supervisor:
         configure_logging(
             self.config.log_level, f"supervisor pid {self._pid}", self.config.log_config
         )
-        if self.sockets is None:
-            self.sockets = bind_sockets(self.config)
+        self._bind()
         if self._factory is not None:
             self.resources = tuple(self._factory(i) for i in range(self.config.workers))
         previous = self._install_signals()
@@ -246,21 +260,48 @@ class Supervisor:
                 self._step()
         finally:
             self._restore_signals(previous)
-            close_sockets(self.sockets)
+            close_sockets(self._listening())
         logger.info("Supervisor finished")
         if self._exit_code:
             raise SystemExit(self._exit_code)
 
+    def _bind(self) -> None:
+        """Binds the listening sockets: one ``SO_REUSEPORT`` socket per slot for a TCP address,
+        else one set every worker shares (see the module doc)."""
+        config = self.config
+        if self.sockets is not None or config.fd is not None or config.uds is not None:
+            self.sockets = self.sockets if self.sockets is not None else bind_sockets(config)
+            for slot in self._slots:
+                slot.sockets = self.sockets
+            return
+        try:
+            for slot in self._slots:
+                slot.sockets = bind_sockets(config, reuse_port=True, port=self._port)
+                self._port = port_of(slot.sockets)
+        except SystemExit:
+            close_sockets(self._listening())
+            raise
+
+    def _listening(self) -> list[socket.socket]:
+        """Every listening socket the supervisor holds, each once."""
+        seen: dict[int, socket.socket] = {}
+        for slot in self._slots:
+            for sock in slot.sockets or ():
+                seen.setdefault(id(sock), sock)
+        return list(seen.values())
+
     def _log_serving(self) -> None:
         config = self.config
-        assert self.sockets is not None
-        for sock in self.sockets:
+        per_worker = self._port is not None
+        first = self._slots[0].sockets or []
+        for sock in first:
             logger.info(
-                "Supervisor (pid %d) serving %s with %d workers (backend %s)",
+                "Supervisor (pid %d) serving %s with %d workers (backend %s%s)",
                 self._pid,
                 describe(sock, "https" if config.ssl_certfile else "http"),
                 config.workers,
                 config.backend,
+                ", a listening socket per worker" if per_worker else "",
             )
 
     def _step(self) -> None:
@@ -333,7 +374,7 @@ class Supervisor:
     # ---- workers ----
 
     def _spawn(self, slot: _Slot) -> _Worker:
-        """Forks the worker of ``slot``'s index."""
+        """Forks the worker of ``slot``'s index (its listening socket bound already)."""
         ready_r, ready_w = os.pipe()
         # Never a blocking read: a process the worker started may hold the other end open.
         os.set_blocking(ready_r, False)
@@ -356,7 +397,7 @@ class Supervisor:
         """The worker process's life; returns its exit code (it never returns to the caller)."""
         code = 1
         try:
-            self._become_worker()
+            self._become_worker(index)
             _rekey_socketio_managers()
             slot = WorkerSlot(index, self.config.workers, self.resources, ready_fd)
             server = Server(self.config, slot=slot)
@@ -368,7 +409,7 @@ class Supervisor:
                     server.request_exit()
 
             signal.signal(signal.SIGTERM, stop_when_started)
-            server.run(self.sockets)
+            server.run(self._slots[index].sockets)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -380,8 +421,8 @@ class Supervisor:
                 sys.stderr.flush()
         return code
 
-    def _become_worker(self) -> None:
-        """Drops what is the supervisor's in a freshly forked worker."""
+    def _become_worker(self, index: int) -> None:
+        """Drops what is the supervisor's in a freshly forked worker of slot ``index``."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -394,6 +435,11 @@ class Supervisor:
             self._selector.close()
         if self._wake is not None:
             os.close(self._wake[1])
+        # Another slot's socket held here would outlive that slot's closing for a back-off.
+        own = {id(sock) for sock in self._slots[index].sockets or ()}
+        for sock in self._listening():
+            if id(sock) not in own:
+                sock.close()
 
     def _read_ready(self, worker: _Worker) -> None:
         """Takes ``worker``'s ready byte, or the end of its pipe."""
@@ -470,6 +516,10 @@ class Supervisor:
         delay = 0.0 if not slot.failures else BACKOFF_FIRST * 2 ** (slot.failures - 1)
         delay = min(delay, BACKOFF_MAX)
         slot.respawn_at = now + delay
+        if delay and self._port is not None and slot.current is None and slot.successor is None:
+            # Nobody would accept what the kernel queues on this slot's socket meanwhile.
+            close_sockets(slot.sockets or [])
+            slot.sockets = None
         logger.warning(
             "Worker %d (pid %d) died (%s); starting a new one in %.1f s",
             worker.index,
@@ -486,7 +536,8 @@ class Supervisor:
             return
         now = time.monotonic()
         for slot in self._slots:
-            if slot.current is None and slot.successor is None and now >= slot.respawn_at:
+            due = slot.current is None and slot.successor is None and now >= slot.respawn_at
+            if due and self._rebind(slot):
                 slot.current = self._spawn(slot)
         if not self._reloading or any(slot.successor for slot in self._slots):
             return
@@ -499,6 +550,18 @@ class Supervisor:
         if all(slot.current is not None and slot.current.ready for slot in self._slots):
             self._reloading = False
             logger.info("Replaced all %d workers", len(self._slots))
+
+    def _rebind(self, slot: _Slot) -> bool:
+        """Binds ``slot``'s socket again if a back-off closed it; False (retried in a second)
+        if the port cannot be bound now."""
+        if slot.sockets is not None:
+            return True
+        try:
+            slot.sockets = bind_sockets(self.config, reuse_port=True, port=self._port)
+        except SystemExit:
+            slot.respawn_at = time.monotonic() + 1.0
+            return False
+        return True
 
     # ---- stopping ----
 
