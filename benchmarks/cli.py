@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import shlex
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from typing import Any
 
 from harness import REPO_ROOT, ServerError, cpu_pinning, server_env
 
-from . import env, plots, report, scenarios
+from . import env, plots, record, report, scenarios
 from .generator import Loadgen, LoadgenError
 from .profiles import FULL, QUICK, SCENARIOS, Profile
 from .report import PROG
@@ -65,11 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "(default: full release, quick current)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="measure nothing: rewrite results.md and the plots from OUT/results.json",
-    )
+    record.add_options(parser)
     return parser
 
 
@@ -160,11 +154,9 @@ def _plan(
         for scenario in chosen:
             if rep > profile.max_repeat.get(scenario, repeat):
                 continue
-            names = list(servers)
-            if scenario == "memory-50k":
-                if not profile.memory_multi_conns:
-                    continue
-                names = [s for s in names if SERVERS[s].serves_fd]
+            if scenario == "memory-50k" and not profile.memory_multi_conns:
+                continue
+            names = [s for s in servers if not scenarios.excluded(scenario, SERVERS[s])]
             if scenario == "large":
                 names = [RAW_TCP, *names]
             steps.extend((rep, scenario, name) for name in names)
@@ -173,16 +165,17 @@ def _plan(
 
 def _write(out_dir: Path, results: report.Results, meta: dict[str, Any], plot: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json(out_dir / "results.json", results, meta)
-    written = plots.write_all(results, out_dir) if plot else []
-    (out_dir / "results.md").write_text(report.markdown(results, meta, written))
+    written = plots.write_all(results, meta, out_dir) if plot else []
+    record.write(
+        out_dir,
+        {"meta": meta, "summary": results.summary(), "records": results.records},
+        report.markdown(results, meta, written, out_dir),
+    )
 
 
 def _report_only(out_dir: Path, plot: bool) -> int:
-    try:
-        data = json.loads((out_dir / "results.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"benchmarks: cannot read {out_dir / 'results.json'}: {exc}", file=sys.stderr)
+    data = record.read(out_dir)
+    if data is None:
         return 2
     _write(out_dir, report.Results(data["records"]), data["meta"], plot)
     print(f"==> rewrote {out_dir / 'results.md'}", flush=True)
@@ -206,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.report_only:
         return _report_only(out_dir, not args.no_plots)
+    try:
+        state = record.require_clean(out_dir, args.allow_dirty)
+    except record.DirtyTree as exc:
+        print(f"benchmarks: {exc}", file=sys.stderr)
+        return 2
     zcasgi_mode = args.zcasgi or ("current" if args.quick else "release")
     peers_dir: Path = args.peers_venv or repo / "benchmarks" / ".venv-peers"
     skipped: dict[str, str] = {}
@@ -288,29 +286,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s, n in profile.max_repeat.items()
         if s in chosen and n < repeat
     )
-    meta: dict[str, Any] = {
-        "mode": profile.name,
-        "command": PROG + (" " + shlex.join(argv or sys.argv[1:])).rstrip(),
-        "date": started_at.strftime("%Y-%m-%d %H:%M UTC"),
-        "duration_s": round(total_s, 1),
-        "setup_s": round(setup_s, 1),
-        "run_s": round(run_s, 1),
-        "duration_h": f"{_human(total_s)} (setup {_human(setup_s)}, measuring {_human(run_s)})",
-        "repeat": repeat,
-        "repeat_note": (
+    meta = record.meta(
+        "benchmarks",
+        argv,
+        state,
+        pinning,
+        started=started_at,
+        mode=profile.name,
+        duration_s=round(total_s, 1),
+        setup_s=round(setup_s, 1),
+        run_s=round(run_s, 1),
+        duration_h=f"{_human(total_s)} (setup {_human(setup_s)}, measuring {_human(run_s)})",
+        repeat=repeat,
+        repeat_note=(
             f"fewer for slow-to-set-up scenarios: {repeat_note}" if repeat_note else "all"
         ),
-        "servers": servers,
-        "scenarios": chosen,
-        "skipped": skipped,
-        "notes": notes,
-        "machine": env.machine(),
-        "pinning": pinning,
-        "zcasgi": zcasgi_desc,
-        "commit": env.git_describe(repo),
-        "versions": peers.versions(),
-        "profile": {k: v for k, v in vars(profile).items() if k != "max_repeat"},
-    }
+        servers=servers,
+        scenarios=chosen,
+        skipped=skipped,
+        notes=notes,
+        zcasgi=zcasgi_desc,
+        versions=peers.versions(),
+        profile={k: v for k, v in vars(profile).items() if k != "max_repeat"},
+    )
     _write(out_dir, results, meta, not args.no_plots)
     print(f"==> done in {_human(total_s)}: {out_dir / 'results.md'}", flush=True)
     for target in report.targets(results):

@@ -1,11 +1,25 @@
-"""PNG plots of the results (matplotlib, headless)."""
+"""PNG plots of the results (matplotlib, headless).
+
+Bar charts have linear axes from 0; a server whose bars dwarf every other's is cut at the top,
+hatched, and labelled with its value. Every reference line is in the legend, and every server of
+the run missing from a panel is named under it with the reason the run recorded.
+"""
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .report import Results
+from .report import (
+    TARGET_CPU_US_PER_HANDSHAKE,
+    TARGET_KIB_PER_CONN,
+    Results,
+    absent,
+    fmt,
+    processes,
+)
 from .scenarios import RAW_TCP
 from .servers import SERVERS
 
@@ -60,7 +74,13 @@ def _plain_log_axis(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def write_all(results: Results, out_dir: Path) -> list[str]:
+#: Draws one plot from the results and the run's meta into a file; False when nothing to draw.
+DrawFn = Callable[[Results, dict[str, Any], Path], bool]
+#: A server's bars are cut when its largest value is more than this many times any other's.
+CUT_RATIO = 3.0
+
+
+def write_all(results: Results, meta: dict[str, Any], out_dir: Path) -> list[str]:
     """Write every plot the results allow into ``out_dir``; return the file names."""
     try:
         import matplotlib
@@ -69,19 +89,58 @@ def write_all(results: Results, out_dir: Path) -> list[str]:
     except ImportError:
         return []
     written = []
-    for name, draw in [
+    draws: list[tuple[str, DrawFn]] = [
         ("echo_throughput.png", _echo_throughput),
         ("echo_cpu.png", _echo_cpu),
         ("latency_cdf.png", _latency_cdf),
         ("memory.png", _memory),
         ("handshakes_fanout.png", _handshakes_fanout),
-    ]:
-        if draw(results, out_dir / name):
+    ]
+    for name, draw in draws:
+        if draw(results, meta, out_dir / name):
             written.append(name)
     return written
 
 
-def _echo_grid(results: Results, path: Path, metric: str, ylabel: str, title: str) -> bool:
+def _missing(
+    results: Results, meta: dict[str, Any], scenario: str, points: list[dict[str, Any]]
+) -> dict[str, str]:
+    """The run's servers with no figure at any of ``points``, each with its reason."""
+    reasons = [absent(results, meta, scenario, p) for p in points]
+    if not reasons:
+        return {}
+    return {s: why for s, why in reasons[0].items() if all(s in r for r in reasons[1:])}
+
+
+def _xlabel(ax: Any, label: str, missing: dict[str, str], where: str = "") -> None:
+    """The x label, then the servers missing from the panel (``where``: at which group), one
+    line per reason."""
+    width = max(40, int(ax.get_position().width * ax.figure.get_figwidth() * 15))
+    by_reason: dict[str, list[str]] = {}
+    for server, why in missing.items():
+        by_reason.setdefault(why, []).append(server)
+    lines = [label] if label else []
+    for why, servers in by_reason.items():
+        text = f"not shown{where}: {', '.join(servers)} \u2014 {why}"
+        lines.append(textwrap.fill(text, width))
+    ax.set_xlabel("\n".join(lines), fontsize=9 if missing else None)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _echo_grid(
+    results: Results,
+    meta: dict[str, Any],
+    path: Path,
+    metric: str,
+    ylabel: str,
+    title: str,
+) -> bool:
     import matplotlib.pyplot as plt
 
     points = results.points("echo")
@@ -92,6 +151,7 @@ def _echo_grid(results: Results, path: Path, metric: str, ylabel: str, title: st
     rows = (len(combos) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.2 * rows), squeeze=False)
     for ax, (size, inflight) in zip(axes.flat, combos):
+        panel = [p for p in points if (p["size"], p["inflight"]) == (size, inflight)]
         for server in results.servers("echo"):
             xs, ys, lo, hi = [], [], [], []
             for conns in sorted({p["conns"] for p in points}):
@@ -109,8 +169,8 @@ def _echo_grid(results: Results, path: Path, metric: str, ylabel: str, title: st
         ax.set_yscale("log")
         _plain_log_axis(ax.xaxis)
         _plain_log_axis(ax.yaxis)
-        ax.set_xlabel("connections")
-        ax.set_ylabel(ylabel)
+        _xlabel(ax, "connections (log scale)", _missing(results, meta, "echo", panel))
+        ax.set_ylabel(f"{ylabel} (log scale)")
         depth = "1 in flight" if inflight == 1 else f"{inflight} in flight"
         ax.set_title(f"{size} B messages, {depth}")
         ax.grid(True, which="both", alpha=0.3)
@@ -120,32 +180,33 @@ def _echo_grid(results: Results, path: Path, metric: str, ylabel: str, title: st
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout(rect=(0, 0.07, 1, 0.96))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
-def _echo_throughput(results: Results, path: Path) -> bool:
+def _echo_throughput(results: Results, meta: dict[str, Any], path: Path) -> bool:
     return _echo_grid(
         results,
+        meta,
         path,
         "msgs_per_s",
         "messages echoed per second",
-        "Echo throughput vs connections (median, bars: min\u2013max) — higher is better",
+        "Echo throughput vs connections (median, bars: min\u2013max) \u2014 higher is better",
     )
 
 
-def _echo_cpu(results: Results, path: Path) -> bool:
+def _echo_cpu(results: Results, meta: dict[str, Any], path: Path) -> bool:
     return _echo_grid(
         results,
+        meta,
         path,
         "cpu_us_per_msg",
         "server CPU µs per echoed message",
-        "Server CPU per echoed message vs connections — lower is better",
+        "Server CPU per echoed message vs connections \u2014 lower is better",
     )
 
 
-def _latency_cdf(results: Results, path: Path) -> bool:
+def _latency_cdf(results: Results, meta: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
@@ -183,17 +244,16 @@ def _latency_cdf(results: Results, path: Path) -> bool:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: labels.get(round(v), "")))
     ax.xaxis.set_minor_locator(FixedLocator([]))
     ax.set_xlim(1, 100000)
-    ax.set_xlabel("percentile")
-    ax.set_ylabel("round-trip latency, µs")
+    _xlabel(ax, "percentile (nines scale)", _missing(results, meta, "latency", [p]))
+    ax.set_ylabel("round-trip latency, µs (log scale)")
     ax.set_title(
         f"Latency by percentile at {p['rate']:,.0f} msg/s over {p['conns']} connections "
-        f"({p['size']} B) — lower is better"
+        f"({p['size']} B) \u2014 lower is better"
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -201,27 +261,38 @@ def _bars(
     ax: Any,
     groups: list[str],
     series: dict[str, list[float | None]],
+    reference: tuple[float, str] | None = None,
 ) -> None:
-    """Grouped bars, one colour per server, each labelled with its value; a log scale when
-    the values span more than 20x (bars then start at a third of the smallest value)."""
-    values_all = [v for vs in series.values() for v in vs if v is not None and v > 0]
-    if values_all and max(values_all) / min(values_all) > 20:
-        ax.set_yscale("log")
-        _plain_log_axis(ax.yaxis)
-        ax.set_ylim(bottom=min(values_all) / 3, top=max(values_all) * 3)
-    elif values_all:
-        ax.set_ylim(bottom=0, top=max(values_all) * 1.15)
+    """Grouped bars on a linear axis from 0, one colour per server, each labelled with its
+    value, and an optional labelled reference line ``(value, label)``. A server whose largest
+    value is more than :data:`CUT_RATIO` times every other server's is cut at the top of the
+    axis (hatched, labelled with its value and "cut")."""
+    peaks = sorted(
+        ((max(v for v in vs if v is not None), s) for s, vs in series.items()), reverse=True
+    )
+    top = peaks[0][0] * 1.15 if peaks else 1.0
+    cut: float | None = None
+    if len(peaks) > 1 and peaks[0][0] > CUT_RATIO * peaks[1][0]:
+        cut = peaks[1][0] * 1.3
+        top = peaks[1][0] * 1.5
+    if reference is not None:
+        top = max(top, reference[0] * 1.15)
+    ax.set_ylim(bottom=0, top=top)
     n = max(len(series), 1)
     width = 0.8 / n
     for i, (server, values) in enumerate(series.items()):
         style = _style(server)
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
-        heights = [v if v is not None else 0.0 for v in values]
+        heights = [min(v, cut) if v is not None and cut else (v or 0.0) for v in values]
         bars = ax.bar(xs, heights, width=width, color=style["color"], label=server)
         for bar, value in zip(bars, values):
             if value is None:
                 continue
-            text = f"{value:.1f}" if value < 100 else _short(value)
+            text = fmt(value)
+            if cut is not None and value > cut:
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+                text = f"{text}\n(cut)"
             ax.annotate(
                 text,
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -231,50 +302,57 @@ def _bars(
                 xytext=(0, 2),
                 textcoords="offset points",
             )
+    if reference is not None:
+        ax.axhline(reference[0], color="black", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
+    ax.grid(True, axis="y", alpha=0.3)
 
 
-def _memory(results: Results, path: Path) -> bool:
+def _memory(results: Results, meta: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     groups: list[tuple[str, str, dict[str, Any]]] = []
     for p in sorted(results.points("memory"), key=lambda p: p["conns"]):
-        groups.append((f"{p['conns']:,} conns\n1 process", "memory", p))
+        groups.append((f"{p['conns']:,} connections\n{processes(p)}", "memory", p))
     for p in results.points("memory-50k"):
-        groups.append((f"{p['conns']:,} conns\n{p['workers']} workers", "memory-50k", p))
+        groups.append((f"{p['conns']:,} connections\n{processes(p)}", "memory-50k", p))
     if not groups:
         return False
-    servers = [s for s in results.servers() if s != RAW_TCP]
     series: dict[str, list[float | None]] = {}
-    for server in servers:
+    for server in results.servers():
+        if server == RAW_TCP:
+            continue
         values: list[float | None] = []
         for _, scenario, p in groups:
             cell = results.cell(scenario, server, **p)
             values.append(cell.median("kib_per_conn") if cell else None)
         if any(v is not None for v in values):
             series[server] = values
-    fig, ax = plt.subplots(figsize=(10, 5.2))
-    _bars(ax, [g[0] for g in groups], series)
-    ax.set_ylabel("KiB of server RSS per idle connection")
-    ax.set_title("Memory per idle WebSocket connection — lower is better")
-    ax.axhline(4.0, color="black", linestyle="--", linewidth=1)
-    ax.annotate(
-        "zcasgi target: 4 KiB",
-        (ax.get_xlim()[0], 4.0),
-        xytext=(4, 4),
-        textcoords="offset points",
-        fontsize=8,
+    fig, ax = plt.subplots(figsize=(10.5, 5.2))
+    _bars(
+        ax,
+        [g[0] for g in groups],
+        series,
+        (TARGET_KIB_PER_CONN, f"zcasgi's target: {TARGET_KIB_PER_CONN:g} KiB"),
     )
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(loc="upper left", ncol=3, frameon=False, fontsize=8)
+    lines = []
+    for label, scenario, p in groups:
+        where = " at " + label.replace("\n", ", ")
+        missing = absent(results, meta, scenario, p)
+        if missing:
+            _xlabel(ax, "", missing, where)
+            lines.append(ax.get_xlabel())
+    ax.set_xlabel("\n".join(lines), fontsize=9)
+    ax.set_ylabel("KiB of server RSS per idle connection")
+    ax.set_title("Memory per idle WebSocket connection \u2014 lower is better")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
-def _handshakes_fanout(results: Results, path: Path) -> bool:
+def _handshakes_fanout(results: Results, meta: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     hs_points = results.points("handshakes")
@@ -282,35 +360,48 @@ def _handshakes_fanout(results: Results, path: Path) -> bool:
     if not hs_points and not fan_points:
         return False
     servers = [s for s in results.servers() if s != RAW_TCP]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = len(hs_points[:1]) + len(fan_points)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.8), squeeze=False)
+    flat = list(axes.flat)
     if hs_points:
+        ax = flat.pop(0)
         series: dict[str, list[float | None]] = {}
         for server in servers:
             cell = results.cell("handshakes", server, **hs_points[0])
-            if cell is not None:
-                series[server] = [cell.median("cpu_us_per_handshake")]
-        _bars(left, ["server CPU per handshake"], series)
-        left.set_ylabel("server CPU µs per handshake")
-        left.axhline(40.0, color="black", linestyle="--", linewidth=1)
-        left.set_title("Handshake cost — lower is better")
-        left.grid(True, axis="y", which="both", alpha=0.3)
-        left.legend(loc="upper left", ncol=2, frameon=False, fontsize=8)
-    if fan_points:
+            value = cell.median("cpu_us_per_handshake") if cell else None
+            if value is not None:
+                series[server] = [value]
+        target = TARGET_CPU_US_PER_HANDSHAKE
+        _bars(ax, [""], series, (target, f"zcasgi's target: {target:g} µs"))
+        ax.set_xticks([])
+        _xlabel(ax, "", _missing(results, meta, "handshakes", hs_points[:1]))
+        ax.set_ylabel("server CPU µs per handshake")
+        ax.set_title("Handshake cost\nlower is better")
+    for ax, p in zip(flat, fan_points):
         series = {}
         for server in servers:
-            values: list[float | None] = []
-            for p in fan_points:
-                cell = results.cell("fanout", server, **p)
-                values.append(cell.median("p50_ms") if cell else None)
-            if any(v is not None for v in values):
-                series[server] = values
-        _bars(right, [f"{p['members']:,} members" for p in fan_points], series)
-        right.set_ylabel("ms until the last member has it")
-        right.set_title("Socket.IO room broadcast — lower is better")
-        right.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+            cell = results.cell("fanout", server, **p)
+            value = cell.median("p50_ms") if cell else None
+            if value is not None:
+                series[server] = [value]
+        _bars(ax, [""], series)
+        ax.set_xticks([])
+        _xlabel(ax, "", _missing(results, meta, "fanout", [p]))
+        ax.set_ylabel("ms until the last member has it")
+        ax.set_title(f"Socket.IO broadcast to {p['members']:,} members\nlower is better")
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="lower center",
+        ncol=min(len(handles), 5),
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _save(fig, path)
     return True
 
 
@@ -345,15 +436,22 @@ def soak(records: list[dict[str, Any]], path: Path) -> bool:
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    axes[-1].set_xlabel("minutes since the server started (dotted: the last client starts)")
-    axes[0].legend(loc="lower center", ncol=len(records), frameon=False)
+    from matplotlib.lines import Line2D
+
+    axes[-1].set_xlabel("minutes since the server started")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="0.3", linestyle="--", linewidth=0.9),
+        Line2D([], [], color="0.3", linestyle=":", linewidth=1.0),
+    ]
+    labels += ["baseline at rest (backend's colour)", "the last client starts"]
+    axes[0].legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=9)
     fig.suptitle(
-        "Soak: server memory and descriptors under churn, then back at the baseline (dashed)",
+        "Soak: server memory and descriptors under churn, then back at the baseline",
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -379,7 +477,7 @@ def scale(records: list[dict[str, Any]], path: Path) -> bool:
         return False
     kinds = {"ws": "WebSockets", "socketio": "Socket.IO clients"}
     labels = [
-        f"{r['backend']}\n{r['open']:,} {kinds[r['kind']]}\n{r['workers']} workers" for r in done
+        f"{r['backend']}, {r['workers']} workers\n{r['open']:,}\n{kinds[r['kind']]}" for r in done
     ]
     colors = [_style(f"zcasgi-{r['backend']}")["color"] for r in done]
     panels = [
@@ -403,8 +501,7 @@ def scale(records: list[dict[str, Any]], path: Path) -> bool:
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle("Idle connections held over worker processes (linear axes)", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -456,6 +553,5 @@ def tls(records: list[dict[str, Any]], path: Path) -> bool:
         )
     fig.suptitle("TLS: zcasgi beside uvicorn (linear axes)", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True

@@ -417,10 +417,21 @@ def memory(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
     return [_hold_point(ctx, spec, rep, "memory", n, 1) for n in ctx.profile.memory_conns]
 
 
+def excluded(scenario: str, spec: ServerSpec) -> str | None:
+    """Why the suite does not run ``spec`` in ``scenario``, or None when it does."""
+    if scenario == "memory-50k" and not spec.serves_fd:
+        return (
+            "not run: the suite runs this point only for the servers it starts on a listening "
+            "socket passed with --fd (one per process, SO_REUSEPORT)"
+        )
+    return None
+
+
 def memory_multi(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
-    """Memory per idle connection over several worker processes."""
+    """Memory per idle connection over several independent server processes, each serving
+    its own ``SO_REUSEPORT`` listening socket (``--fd``); no server's own ``--workers``."""
     p = ctx.profile
-    if not spec.serves_fd:
+    if excluded("memory-50k", spec):
         return []
     return [_hold_point(ctx, spec, rep, "memory-50k", p.memory_multi_conns, p.memory_multi_workers)]
 

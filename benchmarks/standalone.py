@@ -1,19 +1,18 @@
 """What the stand-alone runs (``benchmarks.scale``, ``benchmarks.tls``) share: the CPUs and
-the load generator, the run's conditions, and the results files they write."""
+the load generator. Their records and results pages go through :mod:`benchmarks.record`."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import REPO_ROOT, cpu_pinning
 
-from . import env
+from . import env, record
 from .generator import Loadgen
 
 
@@ -49,21 +48,62 @@ def rig(server: str, loadgen: str) -> Rig | None:
     return Rig(server_cpu, Loadgen(binary, loadgen_cpu), pinning)
 
 
-def meta(module: str, argv: Sequence[str] | None, rig: Rig, **extra: Any) -> dict[str, Any]:
-    """The run's conditions: its command, date, commit, machine, pinning and ``extra``."""
-    return {
-        "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.date.today().isoformat(),
-        "commit": env.git_describe(REPO_ROOT),
-        "machine": env.machine(),
-        "pinning": rig.pinning,
-        **extra,
-    }
+#: Writes a results page from the meta, the records and the output directory.
+PageFn = Callable[[dict[str, Any], list[dict[str, Any]], Path], str]
+#: Draws the plot of the records into a file; False when there is nothing to draw.
+PlotFn = Callable[[list[dict[str, Any]], Path], bool]
 
 
-def write(out: Path, meta: dict[str, Any], records: list[dict[str, Any]], markdown: str) -> None:
-    """``out/results.json`` (the conditions and every record) and ``out/results.md``."""
-    (out / "results.json").write_text(
-        json.dumps({"meta": meta, "records": records}, indent=1) + "\n"
-    )
-    (out / "results.md").write_text(markdown)
+@dataclass(frozen=True)
+class Report:
+    """How a stand-alone run presents its records: its results page and its plot."""
+
+    page: PageFn
+    plot: PlotFn
+    #: The plot's file name in the output directory.
+    plot_name: str
+
+    def publish(self, out: Path, data: dict[str, Any]) -> None:
+        """Write ``results.json``, ``results.md`` and the plot into ``out``."""
+        record.write(out, data, self.page(data["meta"], data["records"], out))
+        self.plot(data["records"], out / self.plot_name)
+
+
+def run(
+    module: str,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    roles: tuple[str, str],
+    measure: Callable[[Rig], tuple[list[dict[str, Any]], dict[str, Any]]],
+    report: Report,
+) -> int:
+    """A stand-alone run from its parsed ``args`` (``out``, ``allow_dirty``, ``report_only``):
+    refuse a tree that cannot be reproduced, pin ``roles`` (the server's, the load
+    generator's), ``measure`` (its records and the meta it adds), record and publish them.
+
+    Returns:
+        The exit status: 0, 1 when the load generator cannot be built, 2 when the tree is
+        refused or ``--report-only`` finds no record.
+    """
+    out: Path = args.out
+    if args.report_only:
+        data = record.read(out)
+        if data is None:
+            return 2
+        report.publish(out, data)
+        log(f"==> rewrote {out / 'results.md'}")
+        return 0
+    try:
+        state = record.require_clean(out, args.allow_dirty)
+    except record.DirtyTree as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup = rig(*roles)
+    if setup is None:
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    records, extra = measure(setup)
+    meta = record.meta(module, argv, state, setup.pinning, **extra)
+    report.publish(out, {"meta": meta, "records": records})
+    log(f"==> {out / 'results.md'}")
+    return 0

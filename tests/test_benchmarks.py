@@ -5,11 +5,14 @@ into the results page. No server runs and nothing is measured here.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
 
-from benchmarks import cli, report
+import pytest
+
+from benchmarks import cli, record, report
 from benchmarks.profiles import QUICK
 from benchmarks.servers import QUICK_SERVERS
 from harness import REPO_ROOT, server_env
@@ -42,7 +45,7 @@ def test_make_targets_options_parse() -> None:
 
 
 def _record(
-    scenario: str, server: str, rep: int, point: dict[str, Any], **metrics: float
+    scenario: str, server: str, rep: int, point: dict[str, Any], **metrics: float | None
 ) -> dict[str, Any]:
     return {
         "scenario": scenario,
@@ -53,6 +56,29 @@ def _record(
         "flags": [],
         "error": None,
     }
+
+
+_META: dict[str, Any] = {
+    "mode": "test",
+    "date": "today",
+    "duration_h": "0 s",
+    "command": "python -m benchmarks",
+    "repeat": 2,
+    "repeat_note": "all",
+    "servers": ["zcasgi-mio", "uvicorn"],
+    "machine": {
+        "cpu": "cpu",
+        "cores": 2,
+        "hypervisor": "",
+        "memory_gib": 1,
+        "kernel": "",
+        "python": "",
+        "open_files": 1,
+        "loadavg_at_start": 0,
+    },
+    "pinning": "none",
+    "zcasgi": "test",
+}
 
 
 def test_report_markdown_and_targets() -> None:
@@ -70,32 +96,66 @@ def test_report_markdown_and_targets() -> None:
     assert verdicts[("zcasgi-mio", "msgs/s vs uvicorn")] is True  # 190k / 39k
     assert verdicts[("zcasgi-mio", "memory per idle connection")] is False
     assert verdicts[("zcasgi-tokio", "server CPU per handshake")] is None
-    meta = {
-        "mode": "test",
-        "date": "today",
-        "duration_h": "0 s",
-        "command": "python -m benchmarks",
-        "repeat": 2,
-        "repeat_note": "all",
-        "servers": ["zcasgi-mio", "uvicorn"],
-        "machine": {
-            "cpu": "cpu",
-            "cores": 2,
-            "hypervisor": "",
-            "memory_gib": 1,
-            "kernel": "",
-            "python": "",
-            "open_files": 1,
-            "loadavg_at_start": 0,
-        },
-        "pinning": "none",
-        "zcasgi": "test",
-        "commit": "abc",
-    }
-    text = report.markdown(results, meta, [])
+    meta = {**_META, "commit": "abc"}
+    docs = REPO_ROOT / "docs" / "benchmarks"
+    text = report.markdown(results, meta, [], docs)
     assert "190,000 (180,000\u2013200,000)" in text
     assert "4.87\u00d7" in text
     assert "**not met**" in text
     assert "old location" not in text
-    old = report.markdown(results, {**meta, "command": "python -m zcasgi.bench --repeat 3"}, [])
-    assert "`python -m zcasgi.bench` (test run; the suite's old location, today " in old
+    assert "[README.md](README.md)" in text
+    old = report.markdown(
+        results, {**meta, "command": "python -m zcasgi.bench --repeat 3"}, [], docs
+    )
+    assert "`python -m zcasgi.bench` (the suite's old location in the zcasgi package)" in old
+
+
+def test_quick_results_page_links_to_the_guide() -> None:
+    """A quick run writes to benchmarks/results/quick/: its page's link reaches the guide."""
+    out = REPO_ROOT / "benchmarks" / "results" / "quick"
+    meta = {**_META, "commit": "0123456789abcdef", "changes": []}
+    text = report.markdown(report.Results([]), meta, [], out)
+    [link] = re.findall(r"\[README\.md\]\(([^)]+)\)", text)
+    assert (out / link).resolve() == (REPO_ROOT / "docs" / "benchmarks" / "README.md")
+    assert "`git checkout 0123456789ab`" in text
+
+
+def test_dirty_tree_is_named_on_the_page() -> None:
+    changed = {**_META, "commit": "0123456789abcdef", "changes": [" M benchmarks/cli.py"]}
+    assert "**with uncommitted changes** (`benchmarks/cli.py`)" in record.commit_text(changed)
+    old = {**_META, "commit": "0123456789ab-dirty"}
+    assert "cannot be reproduced" in record.commit_text(old)
+    assert "git checkout" not in record.commit_text(old)
+
+
+def test_dirty_tree_refused_for_docs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    dirty = record.Checkout("0" * 40, (" M README.md",))
+    monkeypatch.setattr(record, "checkout", lambda: dirty)
+    with pytest.raises(record.DirtyTree, match=r"README\.md"):
+        record.require_clean(REPO_ROOT / "docs" / "benchmarks", allow_dirty=False)
+    assert record.require_clean(REPO_ROOT / "docs" / "benchmarks", allow_dirty=True) == dirty
+    assert record.require_clean(REPO_ROOT / "benchmarks" / "results", allow_dirty=False) == dirty
+
+
+def test_missing_servers_have_a_reason() -> None:
+    """A server that failed keeps its recorded error; one the suite does not run, the rule."""
+    records = [
+        _record("fanout", "zcasgi-mio", 1, {"members": 10}, p50_ms=3.0),
+        {
+            **_record("fanout", "socketify", 1, {"members": 10}, p50_ms=None, errors=11),
+            "error": "member 0: upgrade refused: HTTP/1.1 403 Forbidden",
+        },
+        _record("memory-50k", "zcasgi-mio", 1, {"conns": 50, "workers": 4}, kib_per_conn=6.0),
+    ]
+    results = report.Results(records)
+    meta = {"servers": ["zcasgi-mio", "socketify", "granian"], "skipped": {"hypercorn": "no pip"}}
+    fan = report.absent(results, meta, "fanout", {"members": 10})
+    assert fan["socketify"] == (
+        "failed (11 errors): member 0: upgrade refused: HTTP/1.1 403 Forbidden"
+    )
+    assert fan["granian"] == "not measured in this run"
+    assert fan["hypercorn"] == "skipped: no pip"
+    assert "zcasgi-mio" not in fan
+    multi = report.absent(results, meta, "memory-50k", {"conns": 50, "workers": 4})
+    assert "--fd" in multi["granian"]
+    assert report.processes({"conns": 50, "workers": 4}) == "4 separate processes"
