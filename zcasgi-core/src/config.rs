@@ -20,11 +20,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::ConfigError;
 use crate::frame::is_valid_close_code;
 use crate::handshake::HandshakeConfig;
+use crate::http::DefaultHeaders;
 use crate::protocol::ProtocolConfig;
 
 /// Longest duration any option accepts: one day.
@@ -99,6 +100,13 @@ pub struct ServerConfig {
     /// Whether clients present a certificate, with uvicorn's numbers (Python's
     /// `ssl.CERT_*`): 0 none is asked for, 1 optional, 2 required.
     pub ssl_cert_reqs: u8,
+    /// Whether responses carry `server: zcasgi` (unless the application sends its own).
+    pub server_header: bool,
+    /// Whether responses carry a `date` header (unless the application sends its own).
+    pub date_header: bool,
+    /// Extra headers, `(name, value)`, on every response and WebSocket accept (uvicorn's
+    /// `--header`); the application's header of the same name wins.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A secret string (a key's password) that `Debug` does not show.
@@ -137,6 +145,9 @@ impl Default for ServerConfig {
             ssl_keyfile_password: None,
             ssl_ca_certs: None,
             ssl_cert_reqs: 0,
+            server_header: true,
+            date_header: true,
+            headers: Vec::new(),
         }
     }
 }
@@ -196,6 +207,18 @@ impl ServerConfig {
                 return Err(ConfigError::Requires { option, requires: "ssl_certfile" });
             }
         }
+        for (name, value) in &self.headers {
+            let problem = if name.is_empty() || !name.bytes().all(is_token_byte) {
+                Some("has a name that is not an HTTP token")
+            } else if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                Some("has a control character in its value")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::InvalidHeader { name: name.clone(), problem });
+            }
+        }
         if self.ssl_cert_reqs != 0 && self.ssl_ca_certs.is_none() {
             return Err(ConfigError::Requires {
                 option: "ssl_cert_reqs",
@@ -217,6 +240,16 @@ impl ServerConfig {
         }
     }
 
+    /// The headers added to a response written at the wall-clock time `date`.
+    #[must_use]
+    pub fn default_headers(&self, date: SystemTime) -> DefaultHeaders<'_> {
+        DefaultHeaders {
+            date: self.date_header.then_some(date),
+            server: self.server_header,
+            extra: &self.headers,
+        }
+    }
+
     /// The limits applied while reading a request head.
     #[must_use]
     pub fn handshake(&self) -> HandshakeConfig {
@@ -226,6 +259,11 @@ impl ServerConfig {
             max_request_line: self.max_header_bytes.min(MAX_REQUEST_LINE),
         }
     }
+}
+
+/// Whether `b` may appear in an HTTP token (RFC 9110 §5.6.2 `tchar`), as a header name must.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A value of a numeric option: a count (of bytes, messages, threads ...) or a duration.
@@ -312,6 +350,35 @@ mod tests {
 
     fn error(cfg: &ServerConfig) -> String {
         cfg.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn extra_headers_are_checked() {
+        let with = |name: &str, value: &str| ServerConfig {
+            headers: vec![(name.to_owned(), value.to_owned())],
+            ..ServerConfig::default()
+        };
+        assert_eq!(with("x-frame-options", "DENY\tnow").validate(), Ok(()));
+        assert_eq!(
+            error(&with("x frame", "1")),
+            r#"headers: "x frame" has a name that is not an HTTP token"#
+        );
+        assert_eq!(error(&with("", "1")), r#"headers: "" has a name that is not an HTTP token"#);
+        let err = with("x-a", "1\r\nset-cookie: a=b").validate().unwrap_err();
+        assert_eq!(err.to_string(), r#"headers: "x-a" has a control character in its value"#);
+        assert_eq!(err.option(), "headers");
+    }
+
+    #[test]
+    fn default_headers_follow_the_options() {
+        let date = SystemTime::UNIX_EPOCH;
+        let cfg =
+            ServerConfig { server_header: false, date_header: false, ..ServerConfig::default() };
+        assert_eq!(
+            cfg.default_headers(date),
+            DefaultHeaders { date: None, server: false, extra: &[] }
+        );
+        assert_eq!(ServerConfig::default().default_headers(date), DefaultHeaders::dated(date));
     }
 
     #[test]

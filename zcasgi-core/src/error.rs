@@ -147,7 +147,7 @@ impl HandshakeError {
 }
 
 /// A configuration value the server cannot run with; each names its option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A value below the option's documented minimum.
     #[error("{option} must be >= {min}, got {value}")]
@@ -183,6 +183,15 @@ pub enum ConfigError {
         /// The option it needs.
         requires: &'static str,
     },
+    /// An extra response header (`headers`) that cannot be sent: its name is not an
+    /// RFC 9110 §5.6.2 token, or its value holds a control character (RFC 9110 §5.5).
+    #[error("headers: {name:?} {problem}")]
+    InvalidHeader {
+        /// The header's name.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// A worker index that is not below the worker count.
     #[error("worker index {index} must be below the worker count {count}")]
     WorkerIndex {
@@ -211,6 +220,7 @@ impl ConfigError {
             | Self::Requires { option, .. } => option,
             Self::LowWaterAboveHighWater => "ws_write_low_water",
             Self::UnsendableCloseCode(_) => "shutdown_close_code",
+            Self::InvalidHeader { .. } => "headers",
             Self::WorkerIndex { .. } | Self::WorkerInboxes { .. } => "worker",
         }
     }

@@ -6,13 +6,11 @@
 //! rules to it; [`write_accept`] writes the 101 into a caller-supplied `Vec<u8>`. A rejection
 //! (`HandshakeError::status`) is written by [`crate::http::response::write_reject`].
 
-use std::time::SystemTime;
-
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use crate::error::HandshakeError;
-use crate::http::response::{push_default_headers, push_header, push_status_line};
+use crate::http::response::{push_default_headers, push_header, push_status_line, DefaultHeaders};
 
 /// The GUID appended to the client's key (RFC 6455 §1.3).
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -252,24 +250,24 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// Writes the `101 Switching Protocols` response, dated `date`.
+/// Writes the `101 Switching Protocols` response, with the server's `defaults`.
 ///
 /// `extra_headers` come from the application (ASGI `websocket.accept` `headers`); headers that
-/// the handshake itself controls are skipped if the application repeats them, and the default
-/// `date` and `server` headers are added unless it gave them.
+/// the handshake itself controls are skipped if the application repeats them, and the
+/// server's default headers are added unless it gave them.
 pub fn write_accept(
     out: &mut Vec<u8>,
     upgrade: &Upgrade,
     subprotocol: Option<&str>,
     extensions: Option<&str>,
     extra_headers: &[(Vec<u8>, Vec<u8>)],
-    date: SystemTime,
+    defaults: DefaultHeaders<'_>,
 ) {
     push_status_line(out, 101);
     out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     out.extend_from_slice(upgrade.accept_key.as_bytes());
     out.extend_from_slice(b"\r\n");
-    push_default_headers(out, extra_headers, date);
+    push_default_headers(out, extra_headers, defaults);
     if let Some(p) = subprotocol {
         push_header(out, b"Sec-WebSocket-Protocol", p.as_bytes());
     }
@@ -346,7 +344,7 @@ mod tests {
             Some("chat"),
             None,
             &[(b"x-a".to_vec(), b"1".to_vec())],
-            std::time::UNIX_EPOCH,
+            DefaultHeaders::dated(std::time::UNIX_EPOCH),
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList};
 use zcasgi_core::config::{Amount, Password};
 use zcasgi_core::ServerConfig;
 
@@ -132,6 +132,17 @@ impl Field for Duration {
     }
 }
 
+/// Extra response headers: a list of `(name, value)` str pairs.
+impl Field for Vec<(String, String)> {
+    fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        value.extract().map_err(|_| type_error(name, "a list of (name, value) str pairs", value))
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(PyList::new(py, self)?.into_any())
+    }
+}
+
 /// An optional option: `None` disables it (a count or a duration).
 impl<T: Field> Field for Option<T> {
     fn read(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -200,6 +211,9 @@ server_config_fields!(
     ssl_keyfile_password,
     ssl_ca_certs,
     ssl_cert_reqs,
+    server_header,
+    date_header,
+    headers,
 );
 
 /// Reads and validates the options of `config`: `TypeError` or `ValueError` naming the option.

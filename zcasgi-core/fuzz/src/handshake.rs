@@ -19,6 +19,7 @@ use zcasgi_core::handshake::{
     accept_key, parse_request, validate_upgrade, write_accept, HandshakeConfig,
 };
 use zcasgi_core::http::response::write_reject;
+use zcasgi_core::http::DefaultHeaders;
 
 use super::common::{check_default_headers, parse_response, values, wall, MAX_HEADERS};
 
@@ -185,7 +186,7 @@ pub fn run(input: &[u8]) {
     let (status, message) = &input.reject;
     let status = 400 + status % 200;
     let mut out = Vec::new();
-    write_reject(&mut out, status, message, wall(input.wall));
+    write_reject(&mut out, status, message, DefaultHeaders::dated(wall(input.wall)));
     let (code, headers, len) = parse_response(&out);
     assert_eq!(code, status);
     check_default_headers(&headers, &[]);
@@ -212,7 +213,14 @@ fn check_accept(
         })
         .collect();
     let mut out = Vec::new();
-    write_accept(&mut out, up, chosen, Some("permessage-deflate"), &extra, wall(secs));
+    write_accept(
+        &mut out,
+        up,
+        chosen,
+        Some("permessage-deflate"),
+        &extra,
+        DefaultHeaders::dated(wall(secs)),
+    );
     let (status, headers, len) = parse_response(&out);
     assert_eq!((status, len), (101, out.len()));
     assert_eq!(values(&headers, "upgrade"), [b"websocket"]);

@@ -18,7 +18,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
-use zcasgi_core::http::{BodyDecoder, HttpError, RequestFraming, ResponseWriter};
+use zcasgi_core::http::{BodyDecoder, DefaultHeaders, HttpError, RequestFraming, ResponseWriter};
 use zcasgi_core::outq::OutQueue;
 
 use super::common::{
@@ -189,7 +189,7 @@ fn check_response(r: &Response) {
         .collect();
     let http_minor = u8::from(!r.http_10);
     let mut out = OutQueue::new();
-    let date = wall(r.wall);
+    let date = DefaultHeaders::dated(wall(r.wall));
     let mut writer =
         ResponseWriter::start(&mut out, status, &headers, r.keep_alive, r.head, http_minor, date);
     let mut body = Vec::new();

@@ -20,7 +20,9 @@ use std::time::UNIX_EPOCH;
 use zcasgi_core::handshake::{
     accept_key, parse_request, validate_upgrade, write_accept, HandshakeConfig, Request,
 };
-use zcasgi_core::http::{expects_continue, keep_alive, request_framing, RequestFraming};
+use zcasgi_core::http::{
+    expects_continue, keep_alive, request_framing, DefaultHeaders, RequestFraming,
+};
 use zcasgi_core::HandshakeError;
 
 use super::common::{parse_response, values};
@@ -116,7 +118,14 @@ fn check_upgrade(req: &Request) {
             }
             let mut out = Vec::new();
             let subprotocol = upgrade.subprotocols.first().map(String::as_str);
-            write_accept(&mut out, &upgrade, subprotocol, None, &[], UNIX_EPOCH);
+            write_accept(
+                &mut out,
+                &upgrade,
+                subprotocol,
+                None,
+                &[],
+                DefaultHeaders::dated(UNIX_EPOCH),
+            );
             let (status, headers, len) = parse_response(&out);
             assert_eq!((status, len), (101, out.len()));
             assert_eq!(values(&headers, "sec-websocket-accept"), [upgrade.accept_key.as_bytes()]);

@@ -510,7 +510,12 @@ impl Driver {
                 self.out.push_bytes(Bytes::from_static(&[0x88, 0x02, 0x03, 0xf3]), 0);
             } else if can_answer {
                 let mut out = Vec::new();
-                write_reject(&mut out, 500, "internal server error", self.date());
+                write_reject(
+                    &mut out,
+                    500,
+                    "internal server error",
+                    self.cfg.default_headers(self.date()),
+                );
                 self.out.push_bytes(Bytes::from(out), 0);
             }
             self.phase = Phase::Done;
@@ -771,7 +776,7 @@ impl Driver {
 
     fn reject(&mut self, status: u16, message: &str) {
         let mut out = Vec::new();
-        write_reject(&mut out, status, message, self.date());
+        write_reject(&mut out, status, message, self.cfg.default_headers(self.date()));
         self.out.push_bytes(Bytes::from(out), 0);
         self.deadline = None;
         self.close_abnormally();
@@ -886,7 +891,12 @@ impl Driver {
                 self.reject(500, "internal server error");
             }
             (Phase::Upgrade(u), Command::HttpResponseStart { status, headers }) => {
-                u.deny(&mut self.out, status, &headers, self.clock.at(now));
+                u.deny(
+                    &mut self.out,
+                    status,
+                    &headers,
+                    self.cfg.default_headers(self.clock.at(now)),
+                );
             }
             (Phase::Upgrade(u), Command::HttpResponseBody { body, more }) => {
                 let unqueued = u.deny_body(&mut self.out, body, more);
@@ -898,7 +908,12 @@ impl Driver {
             }
             // A plain HTTP request.
             (Phase::Http(x), Command::HttpResponseStart { status, headers }) => {
-                x.respond(&mut self.out, status, &headers, self.clock.at(now));
+                x.respond(
+                    &mut self.out,
+                    status,
+                    &headers,
+                    self.cfg.default_headers(self.clock.at(now)),
+                );
             }
             (Phase::Http(x), Command::HttpResponseBody { body, more }) => {
                 let unqueued = x.respond_body(&mut self.out, body, more);
@@ -929,9 +944,9 @@ impl Driver {
 
     fn accept(&mut self, subprotocol: Option<&str>, headers: &[(Vec<u8>, Vec<u8>)], now: Instant) {
         let Phase::Upgrade(u) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
-        let date = self.date();
+        let defaults = self.cfg.default_headers(self.date());
         let Accepted { mut conn, mut early, eof } =
-            u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out, date);
+            u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out, defaults);
         conn.hold_failures();
         self.phase = Phase::Open(Box::new(conn));
         if eof {

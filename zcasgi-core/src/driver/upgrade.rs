@@ -16,13 +16,11 @@
 //! written by a [`ResponseWriter`]; what the client sends during it is discarded, and the
 //! connection closes after it.
 
-use std::time::SystemTime;
-
 use bytes::{Bytes, BytesMut};
 
 use crate::deflate::{self, DeflateParams};
 use crate::handshake::{self, Upgrade};
-use crate::http::ResponseWriter;
+use crate::http::{DefaultHeaders, ResponseWriter};
 use crate::outq::OutQueue;
 use crate::protocol::{Connection, ProtocolConfig};
 
@@ -87,7 +85,7 @@ impl PendingUpgrade {
         self.eof = true;
     }
 
-    /// Accepts: writes the `101 Switching Protocols`, dated `date`, with the application's
+    /// Accepts: writes the `101 Switching Protocols`, with the server's `defaults` and the application's
     /// `subprotocol` and `headers` into `out`, negotiating permessage-deflate (RFC 7692) if `cfg`
     /// enables it.
     pub(super) fn accept(
@@ -96,7 +94,7 @@ impl PendingUpgrade {
         subprotocol: Option<&str>,
         headers: &[(Vec<u8>, Vec<u8>)],
         out: &mut OutQueue,
-        date: SystemTime,
+        defaults: DefaultHeaders<'_>,
     ) -> Accepted {
         // RFC 7692 §5: accept the first permessage-deflate offer we can honour, if enabled.
         let deflate = if cfg.per_message_deflate {
@@ -112,7 +110,7 @@ impl PendingUpgrade {
             subprotocol,
             extensions.as_deref(),
             headers,
-            date,
+            defaults,
         );
         out.push_bytes(Bytes::from(head), 0);
         let conn = match deflate {
@@ -122,17 +120,18 @@ impl PendingUpgrade {
         Accepted { conn, early: self.early, eof: self.eof }
     }
 
-    /// Starts the denial response (ASGI `websocket.http.response.start`), dated `date`; ignored
+    /// Starts the denial response (ASGI `websocket.http.response.start`), with the server's `defaults`; ignored
     /// once one has started. The connection closes after it, whatever its headers say.
     pub(super) fn deny(
         &mut self,
         out: &mut OutQueue,
         status: u16,
         headers: &[(Vec<u8>, Vec<u8>)],
-        date: SystemTime,
+        defaults: DefaultHeaders<'_>,
     ) {
         if self.denial.is_none() {
-            self.denial = Some(ResponseWriter::start(out, status, headers, false, false, 1, date));
+            self.denial =
+                Some(ResponseWriter::start(out, status, headers, false, false, 1, defaults));
         }
     }
 
@@ -169,7 +168,7 @@ mod tests {
         assert!(!p.wants_read());
         let mut out = OutQueue::new();
         let cfg = ProtocolConfig { per_message_deflate: true, ..ProtocolConfig::default() };
-        let a = p.accept(&cfg, None, &[], &mut out, SystemTime::UNIX_EPOCH);
+        let a = p.accept(&cfg, None, &[], &mut out, DefaultHeaders::dated(std::time::UNIX_EPOCH));
         assert_eq!(&a.early[..], b"early frames");
         assert!(a.eof && a.conn.is_deflate());
         assert!(!out.is_empty());
@@ -180,7 +179,7 @@ mod tests {
         let mut p = pending();
         let mut out = OutQueue::new();
         assert_eq!(p.deny_body(&mut out, Bytes::from_static(b"x"), false), 1, "not started");
-        p.deny(&mut out, 401, &[], SystemTime::UNIX_EPOCH);
+        p.deny(&mut out, 401, &[], DefaultHeaders::dated(std::time::UNIX_EPOCH));
         assert!(!p.is_awaiting() && p.wants_read());
         let mut input = BytesMut::from(&b"ignored"[..]);
         p.receive(&mut input);

@@ -25,12 +25,10 @@
 //! to close). Then the buffered bytes are the start of the next request head; else the
 //! connection closes once the response is written.
 
-use std::time::SystemTime;
-
 use bytes::{Bytes, BytesMut};
 
 use super::{expects_continue, keep_alive, request_framing, BodyDecoder, HttpError};
-use super::{RequestFraming, ResponseWriter};
+use super::{DefaultHeaders, RequestFraming, ResponseWriter};
 use crate::handshake::Request;
 use crate::outq::OutQueue;
 
@@ -124,14 +122,14 @@ impl Exchange {
         }
     }
 
-    /// Writes the response head (ASGI `http.response.start`), dated `date`; a second one is
+    /// Writes the response head (ASGI `http.response.start`), with the server's `defaults`; a second one is
     /// ignored.
     pub fn respond(
         &mut self,
         out: &mut OutQueue,
         status: u16,
         headers: &[(Vec<u8>, Vec<u8>)],
-        date: SystemTime,
+        defaults: DefaultHeaders<'_>,
     ) {
         if self.response.is_none() {
             self.response = Some(ResponseWriter::start(
@@ -141,7 +139,7 @@ impl Exchange {
                 self.keep_alive,
                 self.head,
                 self.http_minor,
-                date,
+                defaults,
             ));
         }
     }
@@ -203,7 +201,7 @@ mod tests {
             start(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(x.next_body().unwrap(), Some((Bytes::from_static(b"ab"), false)));
         assert_eq!(x.next_body().unwrap(), None, "the pipelined request is not body");
-        x.respond(&mut out, 204, &[], SystemTime::UNIX_EPOCH);
+        x.respond(&mut out, 204, &[], DefaultHeaders::dated(std::time::UNIX_EPOCH));
         assert!(x.is_response_started() && !x.is_response_complete());
         assert_eq!(x.respond_body(&mut out, Bytes::new(), false), 0);
         assert!(x.is_response_complete());
@@ -214,14 +212,14 @@ mod tests {
     fn unread_body_or_shutdown_closes() {
         let (mut x, mut out) = start(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab");
         assert_eq!(x.respond_body(&mut out, Bytes::from_static(b"x"), false), 1, "not started");
-        x.respond(&mut out, 200, &[], SystemTime::UNIX_EPOCH);
+        x.respond(&mut out, 200, &[], DefaultHeaders::dated(std::time::UNIX_EPOCH));
         let _ = x.respond_body(&mut out, Bytes::new(), false);
         assert!(x.into_next().is_none(), "the body's rest would be read as a request");
 
         let (mut x, mut out) = start(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(x.next_body().unwrap().is_some());
         x.close_after_response();
-        x.respond(&mut out, 200, &[], SystemTime::UNIX_EPOCH);
+        x.respond(&mut out, 200, &[], DefaultHeaders::dated(std::time::UNIX_EPOCH));
         let _ = x.respond_body(&mut out, Bytes::new(), false);
         assert!(x.into_next().is_none());
     }

@@ -13,7 +13,7 @@ mod exchange;
 pub mod response;
 
 pub use exchange::Exchange;
-pub use response::{ResponseWriter, WallClock};
+pub use response::{DefaultHeaders, ResponseWriter, WallClock};
 
 use bytes::{Buf, Bytes, BytesMut};
 

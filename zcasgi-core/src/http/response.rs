@@ -3,8 +3,9 @@
 //! Every response head the core writes — an application's response or WebSocket denial
 //! ([`ResponseWriter`]), the core's own rejections ([`write_reject`]) and the `101 Switching
 //! Protocols` ([`crate::handshake::write_accept`]) — starts with [`push_status_line`] and
-//! [`push_default_headers`], so each carries a reason phrase, `date` and `server` unless the
-//! application supplied them.
+//! [`push_default_headers`], so each carries a reason phrase and the server's
+//! [`DefaultHeaders`] (`date`, `server` and the configured extra headers, each as configured)
+//! unless the application supplied a header of the same name.
 //!
 //! # Time
 //!
@@ -14,7 +15,11 @@
 //! driver call receives anyway. A step of the system clock during a connection's life (an NTP
 //! correction) therefore shows in its dates only on the next connection, which for a header of
 //! one-second resolution is the cheaper trade than a second clock argument on every call.
+//!
+//! The `date` value has one-second resolution, so each thread formats it at most once a second
+//! and reuses the text for every response of that second.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +32,31 @@ pub const SERVER: &str = "zcasgi";
 
 /// Latest time an IMF-fixdate can show (9999-12-31T23:59:59Z).
 const LAST_DATE: Duration = Duration::from_secs(253_402_300_799);
+
+/// Length of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7).
+const IMF_FIXDATE_LEN: usize = 29;
+
+/// The headers the server adds to a response head it writes, unless the application's headers
+/// have one of the same name: `date` (RFC 9110 §6.6.1), `server: zcasgi` (RFC 9110 §10.2.4)
+/// and the configured extra headers (uvicorn's `--header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultHeaders<'a> {
+    /// The wall-clock time of the response, for its `date` header; `None`: no `date` header.
+    pub date: Option<SystemTime>,
+    /// Whether to send `server: zcasgi`.
+    pub server: bool,
+    /// Further headers, `(name, value)`, in order; a `server` or `date` among them replaces the
+    /// server's own.
+    pub extra: &'a [(String, String)],
+}
+
+impl DefaultHeaders<'static> {
+    /// The default configuration's headers: `date` at `date` and `server: zcasgi`.
+    #[must_use]
+    pub fn dated(date: SystemTime) -> Self {
+        Self { date: Some(date), server: true, extra: &[] }
+    }
+}
 
 /// The wall-clock time of one connection, derived from the monotonic time passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,18 +87,51 @@ pub fn push_status_line(out: &mut Vec<u8>, status: u16) {
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
 }
 
-/// Writes the headers every response carries unless the application's `headers` have them:
-/// `date: <date>` (RFC 9110 §6.6.1) and `server: zcasgi` (RFC 9110 §10.2.4).
-pub fn push_default_headers(out: &mut Vec<u8>, headers: &[(Vec<u8>, Vec<u8>)], date: SystemTime) {
+/// Writes the [`DefaultHeaders`] the application's `headers` do not have already.
+pub fn push_default_headers(
+    out: &mut Vec<u8>,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    defaults: DefaultHeaders<'_>,
+) {
     let given = |name: &[u8]| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    if !given(b"date") {
-        // HttpDate panics outside 1970..=9999; a clock that far off still gets a valid header.
-        let date = date.clamp(UNIX_EPOCH, UNIX_EPOCH + LAST_DATE);
-        let _ = write!(out, "date: {}\r\n", httpdate::HttpDate::from(date));
+    let configured =
+        |name: &[u8]| defaults.extra.iter().any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name));
+    if let Some(date) = defaults.date {
+        if !given(b"date") && !configured(b"date") {
+            push_date(out, date);
+        }
     }
-    if !given(b"server") {
+    if defaults.server && !given(b"server") && !configured(b"server") {
         push_header(out, b"server", SERVER.as_bytes());
     }
+    for (name, value) in defaults.extra {
+        if !given(name.as_bytes()) {
+            push_header(out, name.as_bytes(), value.as_bytes());
+        }
+    }
+}
+
+/// Writes `date: <IMF-fixdate>`, formatting it at most once a second per thread.
+fn push_date(out: &mut Vec<u8>, date: SystemTime) {
+    thread_local! {
+        /// The second last formatted on this thread, and its text.
+        static LAST: Cell<(u64, [u8; IMF_FIXDATE_LEN])> = const { Cell::new((u64::MAX, [0; IMF_FIXDATE_LEN])) };
+    }
+    // HttpDate panics outside 1970..=9999; a clock that far off still gets a valid header.
+    let date = date.clamp(UNIX_EPOCH, UNIX_EPOCH + LAST_DATE);
+    let second = date.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    out.extend_from_slice(b"date: ");
+    let (cached, text) = LAST.get();
+    if cached == second {
+        out.extend_from_slice(&text);
+    } else {
+        let formatted = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
+        out.extend_from_slice(formatted.as_bytes());
+        if let Ok(text) = <[u8; IMF_FIXDATE_LEN]>::try_from(formatted.as_bytes()) {
+            LAST.set((second, text));
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes one `name: value` header line; line breaks in the value become spaces (no response
@@ -81,7 +144,7 @@ pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes a complete HTTP/1.1 response head: status line, default headers, `headers`,
+/// Writes a complete HTTP/1.1 response head: status line, `defaults`, `headers`,
 /// `Content-Length` if `content_length` is given, and the blank line. Ends with
 /// `Connection: close`.
 pub fn write_response_head(
@@ -89,10 +152,10 @@ pub fn write_response_head(
     status: u16,
     headers: &[(Vec<u8>, Vec<u8>)],
     content_length: Option<usize>,
-    date: SystemTime,
+    defaults: DefaultHeaders<'_>,
 ) {
     push_status_line(out, status);
-    push_default_headers(out, headers, date);
+    push_default_headers(out, headers, defaults);
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"content-length")
         {
@@ -108,14 +171,14 @@ pub fn write_response_head(
 
 /// Writes a whole rejection response of the core's own (400, 403, 408, 413, 426, 500, …) with
 /// a plain-text body, after which the connection closes.
-pub fn write_reject(out: &mut Vec<u8>, status: u16, message: &str, date: SystemTime) {
+pub fn write_reject(out: &mut Vec<u8>, status: u16, message: &str, defaults: DefaultHeaders<'_>) {
     let mut headers = vec![(b"Content-Type".to_vec(), b"text/plain; charset=utf-8".to_vec())];
     if status == 426 {
         headers.push((b"Upgrade".to_vec(), b"websocket".to_vec()));
         headers.push((b"Sec-WebSocket-Version".to_vec(), b"13".to_vec()));
     }
     let body = format!("{message}\n");
-    write_response_head(out, status, &headers, Some(body.len()), date);
+    write_response_head(out, status, &headers, Some(body.len()), defaults);
     out.extend_from_slice(body.as_bytes());
 }
 
@@ -145,7 +208,7 @@ impl ResponseWriter {
     /// `Connection: close` when the connection will not be kept alive, and the
     /// [default headers](push_default_headers) the application left out. `keep_alive` is what
     /// the request allows; `head` is true for a HEAD request; `http_minor` is the request's
-    /// version; `date` is the wall-clock time of the response.
+    /// version; `defaults` carries the wall-clock time of the response.
     pub fn start(
         out: &mut OutQueue,
         status: u16,
@@ -153,14 +216,14 @@ impl ResponseWriter {
         keep_alive: bool,
         head: bool,
         http_minor: u8,
-        date: SystemTime,
+        defaults: DefaultHeaders<'_>,
     ) -> Self {
         let bodyless = head || status < 200 || status == 204 || status == 304;
         let mut length = None;
         let mut app_close = false;
         let mut buf = Vec::with_capacity(128 + headers.len() * 32);
         push_status_line(&mut buf, status);
-        push_default_headers(&mut buf, headers, date);
+        push_default_headers(&mut buf, headers, defaults);
         for (name, value) in headers {
             if name.eq_ignore_ascii_case(b"content-length") {
                 // RFC 9110 §8.6: 1*DIGIT. The first valid length frames the body; an invalid
@@ -281,6 +344,10 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(784_111_777)
     }
 
+    fn dated() -> DefaultHeaders<'static> {
+        DefaultHeaders::dated(date())
+    }
+
     const DEFAULTS: &str = "date: Sun, 06 Nov 1994 08:49:37 GMT\r\nserver: zcasgi\r\n";
 
     fn written(out: &mut OutQueue) -> String {
@@ -309,18 +376,66 @@ mod tests {
     #[test]
     fn default_headers_unless_given() {
         let mut out = Vec::new();
-        push_default_headers(&mut out, &[], date());
+        push_default_headers(&mut out, &[], dated());
         assert_eq!(String::from_utf8(out).unwrap(), DEFAULTS);
         let mut out = Vec::new();
-        push_default_headers(&mut out, &[(b"Server".to_vec(), b"mine".to_vec())], date());
+        push_default_headers(&mut out, &[(b"Server".to_vec(), b"mine".to_vec())], dated());
         assert_eq!(String::from_utf8(out).unwrap(), "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
         let mut out = Vec::new();
-        push_default_headers(&mut out, &[(b"date".to_vec(), b"x".to_vec())], UNIX_EPOCH);
+        push_default_headers(
+            &mut out,
+            &[(b"date".to_vec(), b"x".to_vec())],
+            DefaultHeaders::dated(UNIX_EPOCH),
+        );
         assert_eq!(String::from_utf8(out).unwrap(), "server: zcasgi\r\n");
         let mut out = Vec::new();
         let far = UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 100);
-        push_default_headers(&mut out, &[], far);
+        push_default_headers(&mut out, &[], DefaultHeaders::dated(far));
         assert!(String::from_utf8(out).unwrap().starts_with("date: Fri, 31 Dec 9999 23:59:59 GMT"));
+    }
+
+    #[test]
+    fn configured_default_headers() {
+        let extra = [
+            ("x-frame-options".to_owned(), "DENY".to_owned()),
+            ("Server".to_owned(), "edge".to_owned()),
+        ];
+        let mut out = Vec::new();
+        let defaults = DefaultHeaders { date: None, server: true, extra: &extra };
+        push_default_headers(
+            &mut out,
+            &[(b"X-Frame-Options".to_vec(), b"SAMEORIGIN".to_vec())],
+            defaults,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Server: edge\r\n",
+            "the application's header wins"
+        );
+        let mut out = Vec::new();
+        let defaults = DefaultHeaders { date: None, server: false, extra: &[] };
+        push_default_headers(&mut out, &[], defaults);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn dates_follow_the_second() {
+        // Formatted once a second per thread: the text must still change with the second, and
+        // the fraction of a second must not matter.
+        let at = |secs: u64, nanos: u32| {
+            let mut out = Vec::new();
+            let defaults = DefaultHeaders {
+                date: Some(UNIX_EPOCH + Duration::new(secs, nanos)),
+                server: false,
+                extra: &[],
+            };
+            push_default_headers(&mut out, &[], defaults);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(at(784_111_777, 0), "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+        assert_eq!(at(784_111_777, 999_999_999), "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+        assert_eq!(at(784_111_778, 0), "date: Sun, 06 Nov 1994 08:49:38 GMT\r\n");
+        assert_eq!(at(784_111_777, 5), "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
     }
 
     #[test]
@@ -334,7 +449,7 @@ mod tests {
     #[test]
     fn rejections() {
         let mut out = Vec::new();
-        write_reject(&mut out, 426, "upgrade required", date());
+        write_reject(&mut out, 426, "upgrade required", dated());
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with(&format!("HTTP/1.1 426 Upgrade Required\r\n{DEFAULTS}")));
         assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
@@ -342,7 +457,7 @@ mod tests {
         assert!(text.ends_with("\r\n\r\nupgrade required\n"));
         let mut out = Vec::new();
         let evil = [(b"x-evil".to_vec(), b"a\r\nb".to_vec())];
-        write_response_head(&mut out, 403, &evil, Some(0), date());
+        write_response_head(&mut out, 403, &evil, Some(0), dated());
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
         assert!(text.contains("x-evil: a  b\r\n"));
@@ -358,7 +473,7 @@ mod tests {
             true,
             false,
             1,
-            date(),
+            dated(),
         );
         assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), true), 0);
         assert_eq!(w.body(&mut out, Bytes::from_static(b""), false), 0);
@@ -369,7 +484,7 @@ mod tests {
         assert!(w.is_finished() && w.keep_alive());
 
         let h = [(b"content-length".to_vec(), b"2".to_vec())];
-        let mut w = ResponseWriter::start(&mut out, 200, &h, true, true, 1, date());
+        let mut w = ResponseWriter::start(&mut out, 200, &h, true, true, 1, dated());
         assert_eq!(w.body(&mut out, Bytes::from_static(b"ab"), false), 2);
         assert_eq!(
             written(&mut out),
@@ -377,7 +492,7 @@ mod tests {
             "HEAD"
         );
 
-        let mut w = ResponseWriter::start(&mut out, 200, &[], false, false, 0, date());
+        let mut w = ResponseWriter::start(&mut out, 200, &[], false, false, 0, dated());
         assert_eq!(w.body(&mut out, Bytes::from_static(b"old"), false), 0);
         assert_eq!(
             written(&mut out),
@@ -385,7 +500,7 @@ mod tests {
         );
         assert!(!w.keep_alive());
 
-        let mut w = ResponseWriter::start(&mut out, 200, &h, true, false, 1, date());
+        let mut w = ResponseWriter::start(&mut out, 200, &h, true, false, 1, dated());
         assert_eq!(w.body(&mut out, Bytes::from_static(b"abc"), false), 0);
         assert_eq!(
             written(&mut out),
@@ -400,7 +515,7 @@ mod tests {
         // each of several lengths was sent while the last one framed the body.
         let mut out = OutQueue::new();
         let odd = [(b"content-length".to_vec(), b"+3".to_vec())];
-        let mut w = ResponseWriter::start(&mut out, 200, &odd, true, false, 1, date());
+        let mut w = ResponseWriter::start(&mut out, 200, &odd, true, false, 1, dated());
         let _ = w.body(&mut out, Bytes::from_static(b"abc"), false);
         assert_eq!(
             written(&mut out),
@@ -410,7 +525,7 @@ mod tests {
             (b"Content-Length".to_vec(), b" 2 ".to_vec()),
             (b"content-length".to_vec(), b"3".to_vec()),
         ];
-        let mut w = ResponseWriter::start(&mut out, 200, &two, true, false, 1, date());
+        let mut w = ResponseWriter::start(&mut out, 200, &two, true, false, 1, dated());
         let _ = w.body(&mut out, Bytes::from_static(b"abc"), false);
         assert_eq!(
             written(&mut out),

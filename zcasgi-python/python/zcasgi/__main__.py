@@ -2,4 +2,6 @@
 
 from .cli import main
 
-main()
+# Guarded: the reloader's server process (multiprocessing, spawn) imports this module again.
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._zcasgi import BACKENDS, server_defaults, server_limits, validate_config
+from ._zcasgi import BACKENDS, server_limits, validate_config
+from .options import BOOLEANS, LIFESPAN_MODES, LOG_LEVELS, LOOPS, OPTIONS, Option, parse_bool
 
 __all__ = [
     "BOOLEANS",
@@ -30,10 +31,6 @@ __all__ = [
     "import_from_string",
     "parse_bool",
 ]
-
-LIFESPAN_MODES = ("auto", "on", "off")
-LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
-LOOPS = ("auto", "asyncio", "uvloop")
 
 ASGIApp = Callable[..., Any]
 
@@ -86,21 +83,6 @@ LIMITS: dict[str, tuple[int, int] | tuple[float, float]] = {
     "timeout_graceful_shutdown": _SERVER_LIMITS["close_timeout"],
     **_SERVER_LIMITS,
 }
-
-#: The spellings of a boolean accepted from the command line and the environment.
-BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def parse_bool(raw: str) -> bool:
-    """Reads a boolean flag or environment value: true/false, 1/0 or yes/no, any case.
-
-    Raises:
-        ValueError: for any other spelling.
-    """
-    try:
-        return BOOLEANS[raw.strip().lower()]
-    except KeyError:
-        raise ValueError(f"expected true/false, 1/0 or yes/no, got {raw!r}") from None
 
 
 def _show(limit: float) -> str:
@@ -176,62 +158,73 @@ def _permissions(value: object) -> int | None:
     return value
 
 
-#: Integer options whose default is None (so the environment's string is read as an int).
-_OPTIONAL_INTS = frozenset({"fd", "limit_concurrency"})
+_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
 
-def _env_default(name: str, default: Any) -> Any:
-    variable = f"ZCASGI_{name.upper()}"
-    raw = os.environ.get(variable)
-    if raw is None:
-        return default
-    if name in _OPTIONAL_INTS:
-        try:
-            return None if raw.lower() == "none" else int(raw)
-        except ValueError:
-            raise ValueError(f"{variable} must be an integer, got {raw!r}") from None
-    if isinstance(default, bool):
-        try:
-            return parse_bool(raw)
-        except ValueError as exc:
-            raise ValueError(f"{variable}: {exc}") from None
-    if isinstance(default, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"{variable} must be an integer, got {raw!r}") from None
-    if isinstance(default, float):
-        if raw.lower() == "none":
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{variable} must be a number, got {raw!r}") from None
-    return raw
+class _Default:
+    """A keyword's default in `Config`'s signature: shown as the option's default, and told
+    apart from a value the caller gave (a ``ZCASGI_*`` variable applies then)."""
+
+    __slots__ = ("option",)
+
+    def __init__(self, option: Option) -> None:
+        self.option = option
+
+    def __repr__(self) -> str:
+        return repr(self.option.default)
 
 
-_DEFAULTS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "port": 8000,
-    "uds": None,
-    "uds_permissions": None,
-    "fd": None,
-    "backend": "mio",
-    "workers": 1,
-    "backlog": 2048,
-    "timeout_graceful_shutdown": 10.0,
-    "root_path": "",
-    "proxy_headers": True,
-    "forwarded_allow_ips": "127.0.0.1",
-    "lifespan": "auto",
-    "log_level": "info",
-    "log_config": None,
-    "access_log": True,
-    "loop": "auto",
-    "factory": False,
-    # What the Rust core takes (io_threads, ws_*, timeouts, limits): defaults of ServerConfig.
-    **server_defaults(),
-}
+def default(name: str) -> Any:
+    """The default of keyword ``name`` in a signature (`OPTIONS` holds the value)."""
+    return _Default(_BY_NAME[name])
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _strings(name: str, value: object) -> list[str]:
+    """A list of str from a list (or tuple) of them, one str, or None (an empty list)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{name} must be a str or a list of str")
+    return list(value)
+
+
+def _headers(value: object) -> list[tuple[str, str]]:
+    """``headers``: a list of ``(name, value)`` str pairs (the core checks the names and
+    values)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(p, str) for p in h)
+        for h in value
+    ):
+        raise TypeError("headers must be a list of (name, value) str pairs")
+    return [(name, text) for name, text in value]
+
+
+def _load_env_file(value: object) -> str | None:
+    """Checks ``env_file`` and loads it into the environment (python-dotenv; variables already
+    set win, as under uvicorn)."""
+    path = _optional_path("env_file", value)
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ValueError(f"env_file: {path!r} is not a file")
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        raise ValueError(
+            "env_file needs python-dotenv (pip install python-dotenv, or zcasgi[standard])"
+        ) from None
+    load_dotenv(path)
+    return path
 
 
 class Config:
@@ -295,6 +288,20 @@ class Config:
             or any other path as a `logging.config.fileConfig` INI file.
         access_log: Log each WebSocket handshake outcome to ``zcasgi.access``.
         loop: ``"auto"`` (uvloop if installed), ``"asyncio"`` or ``"uvloop"``.
+        headers: Extra ``(name, value)`` headers on every HTTP response and WebSocket accept
+            (uvicorn's ``--header``); a header the application sends itself wins.
+        server_header: Send ``server: zcasgi`` (unless the application sends a ``server``).
+        date_header: Send a ``date`` header (unless the application sends one).
+        env_file: A file of environment variables (python-dotenv) loaded before the other
+            options are read, so ``ZCASGI_*`` variables in it apply; variables already set win.
+        reload: Restart the server process when a watched file changes (development only;
+            needs an import string ``app``, one worker, and watchfiles).
+        reload_dirs: Directories ``reload`` watches (default: the working directory).
+        reload_includes: Globs of files ``reload`` watches besides ``*.py``.
+        reload_excludes: Globs of files ``reload`` ignores (besides ``.*``, ``.py[cod]``,
+            ``.sw.*`` and ``~*``).
+        use_colors: Colour the level names of the default log format; ``None``: when the
+            stream is a terminal.
         factory: Treat ``app`` as a factory to call with no arguments.
 
     Numeric options must lie in their documented range (`LIMITS`, docs/configuration.md).
@@ -305,12 +312,72 @@ class Config:
         TypeError: for a value of the wrong type, naming the option.
     """
 
-    def __init__(self, app: ASGIApp | str, **options: Any) -> None:
-        unknown = set(options) - set(_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    def __init__(
+        self,
+        app: ASGIApp | str,
+        *,
+        host: str = default("host"),
+        port: int = default("port"),
+        uds: str | os.PathLike[str] | None = default("uds"),
+        uds_permissions: int | str | None = default("uds_permissions"),
+        fd: int | None = default("fd"),
+        backend: str = default("backend"),
+        io_threads: int = default("io_threads"),
+        workers: int = default("workers"),
+        backlog: int = default("backlog"),
+        max_connections: int = default("max_connections"),
+        limit_concurrency: int | None = default("limit_concurrency"),
+        ws_max_size: int = default("ws_max_size"),
+        ws_max_queue: int = default("ws_max_queue"),
+        ws_max_queue_bytes: int = default("ws_max_queue_bytes"),
+        ws_ping_interval: float | None = default("ws_ping_interval"),
+        ws_ping_timeout: float | None = default("ws_ping_timeout"),
+        ws_per_message_deflate: bool = default("ws_per_message_deflate"),
+        ws_write_high_water: int = default("ws_write_high_water"),
+        ws_write_low_water: int = default("ws_write_low_water"),
+        handshake_timeout: float = default("handshake_timeout"),
+        timeout_keep_alive: float = default("timeout_keep_alive"),
+        http_max_body_size: int = default("http_max_body_size"),
+        close_timeout: float = default("close_timeout"),
+        timeout_graceful_shutdown: float = default("timeout_graceful_shutdown"),
+        shutdown_close_code: int = default("shutdown_close_code"),
+        max_headers: int = default("max_headers"),
+        max_header_bytes: int = default("max_header_bytes"),
+        root_path: str = default("root_path"),
+        proxy_headers: bool = default("proxy_headers"),
+        forwarded_allow_ips: str | list[str] = default("forwarded_allow_ips"),
+        ssl_certfile: str | os.PathLike[str] | None = default("ssl_certfile"),
+        ssl_keyfile: str | os.PathLike[str] | None = default("ssl_keyfile"),
+        ssl_keyfile_password: str | None = default("ssl_keyfile_password"),
+        ssl_ca_certs: str | os.PathLike[str] | None = default("ssl_ca_certs"),
+        ssl_cert_reqs: int = default("ssl_cert_reqs"),
+        headers: list[tuple[str, str]] | None = default("headers"),
+        server_header: bool = default("server_header"),
+        date_header: bool = default("date_header"),
+        env_file: str | os.PathLike[str] | None = default("env_file"),
+        reload: bool = default("reload"),
+        reload_dirs: list[str] | str | None = default("reload_dirs"),
+        reload_includes: list[str] | str | None = default("reload_includes"),
+        reload_excludes: list[str] | str | None = default("reload_excludes"),
+        lifespan: str = default("lifespan"),
+        log_level: str | int = default("log_level"),
+        log_config: dict[str, Any] | str | os.PathLike[str] | None = default("log_config"),
+        access_log: bool = default("access_log"),
+        use_colors: bool | None = default("use_colors"),
+        loop: str = default("loop"),
+        factory: bool = default("factory"),
+    ) -> None:
+        # Every keyword the caller gave; the others come from ZCASGI_* or their default, read
+        # after env_file is loaded (so that the file's ZCASGI_* apply).
+        given = {
+            name: value
+            for name, value in locals().items()
+            if name in _BY_NAME and not isinstance(value, _Default)
+        }
+        env_option = _BY_NAME["env_file"]
+        self.env_file = _load_env_file(given.get("env_file", env_option.from_environment()))
         values = {
-            k: options[k] if k in options else _env_default(k, v) for k, v in _DEFAULTS.items()
+            o.name: given[o.name] if o.name in given else o.from_environment() for o in OPTIONS
         }
         self.app = app
         self.host: str = str(values["host"])
@@ -342,9 +409,9 @@ class Config:
             "ws_ping_interval", values["ws_ping_interval"], zero_is_none=True
         )
         self.ws_ping_timeout = _optional_seconds("ws_ping_timeout", values["ws_ping_timeout"])
-        if not isinstance(values["ws_per_message_deflate"], bool):
-            raise TypeError("ws_per_message_deflate must be a bool")
-        self.ws_per_message_deflate = values["ws_per_message_deflate"]
+        self.ws_per_message_deflate = _bool(
+            "ws_per_message_deflate", values["ws_per_message_deflate"]
+        )
         self.ws_write_high_water = _count("ws_write_high_water", values["ws_write_high_water"])
         self.ws_write_low_water = _count("ws_write_low_water", values["ws_write_low_water"])
         self.handshake_timeout = _seconds("handshake_timeout", values["handshake_timeout"])
@@ -360,7 +427,7 @@ class Config:
         self.root_path = _string("root_path", values["root_path"])
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError("root_path must start with '/' and not end with '/' (or be empty)")
-        self.proxy_headers = bool(values["proxy_headers"])
+        self.proxy_headers = _bool("proxy_headers", values["proxy_headers"])
         allow = values["forwarded_allow_ips"]
         if isinstance(allow, str):
             allow = [a.strip() for a in allow.split(",") if a.strip()]
@@ -398,15 +465,26 @@ class Config:
         else:
             raise TypeError("log_level must be a level name or an int")
         self.log_config: dict[str, Any] | str | None = _log_config(values["log_config"])
-        self.access_log = bool(values["access_log"])
+        self.access_log = _bool("access_log", values["access_log"])
+        colors = values["use_colors"]
+        self.use_colors: bool | None = None if colors is None else _bool("use_colors", colors)
         self.loop: str = values["loop"]
         if self.loop not in LOOPS:
             raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         if self.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             raise ValueError("loop='uvloop' but uvloop is not installed (pip install uvloop)")
-        self.factory = bool(values["factory"])
+        self.factory = _bool("factory", values["factory"])
         if not isinstance(app, str) and not callable(app):
             raise TypeError("app must be an ASGI callable or an import string 'module:attribute'")
+        self.headers = _headers(values["headers"])
+        self.server_header = _bool("server_header", values["server_header"])
+        self.date_header = _bool("date_header", values["date_header"])
+        self.reload = _bool("reload", values["reload"])
+        self.reload_dirs = _strings("reload_dirs", values["reload_dirs"])
+        self.reload_includes = _strings("reload_includes", values["reload_includes"])
+        self.reload_excludes = _strings("reload_excludes", values["reload_excludes"])
+        if self.reload:
+            self._check_reload()
         # The core's own checks of what it takes: ranges, the close code, the water marks; and
         # the TLS files, loaded as the server will load them.
         validate_config(self)
@@ -467,7 +545,28 @@ class Config:
 
     def as_dict(self) -> dict[str, Any]:
         """The effective options (for logging and tests)."""
-        return {k: getattr(self, k) for k in _DEFAULTS if hasattr(self, k)}
+        return {o.name: getattr(self, o.name) for o in OPTIONS if hasattr(self, o.name)}
+
+    def _check_reload(self) -> None:
+        """``reload`` restarts a process that imports the application: it needs an import
+        string, one worker, watchfiles, and directories that exist."""
+        if not isinstance(self.app, str):
+            raise ValueError(
+                "reload needs the application as an import string 'module:attribute' "
+                "(the reloader imports it afresh in each new process)"
+            )
+        if self.workers > 1:
+            raise ValueError(
+                f"reload and workers={self.workers} cannot be combined: reload runs one server "
+                "process (use reload for development, workers in production)"
+            )
+        for directory in self.reload_dirs:
+            if not os.path.isdir(directory):
+                raise ValueError(f"reload_dirs: {directory!r} is not a directory")
+        if importlib.util.find_spec("watchfiles") is None:
+            raise ValueError(
+                "reload needs watchfiles (pip install watchfiles, or zcasgi[standard])"
+            )
 
 
 def _log_config(value: Any) -> dict[str, Any] | str | None:
@@ -520,9 +619,9 @@ def _log_config(value: Any) -> dict[str, Any] | str | None:
 
 def option_names() -> Sequence[str]:
     """All option names."""
-    return list(_DEFAULTS)
+    return [o.name for o in OPTIONS]
 
 
 def defaults() -> dict[str, Any]:
     """The default of every option (before ``ZCASGI_*`` environment variables apply)."""
-    return dict(_DEFAULTS)
+    return {o.name: o.default for o in OPTIONS}

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import logging.config
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _zcasgi, sticky
+from .colors import LevelFormatter, wants_colors
 from .config import Config
 from .lifespan import Lifespan, LifespanFailure
 from .sockets import bind_sockets, close_sockets, describe
 
 if TYPE_CHECKING:
+    from typing import ParamSpec
+
     from .supervisor import WorkerSlot
+
+    P = ParamSpec("P")
 
 __all__ = ["Server", "run", "serve"]
 
@@ -45,7 +52,10 @@ _configured: list[bool] = []
 
 
 def configure_logging(
-    level: int, tag: str = "", log_config: dict[str, Any] | str | None = None
+    level: int,
+    tag: str = "",
+    log_config: dict[str, Any] | str | None = None,
+    use_colors: bool | None = None,
 ) -> None:
     """Applies ``log_config``, sets the ``zcasgi`` loggers' level, and gives them a console
     handler unless logging is configured already.
@@ -57,6 +67,8 @@ def configure_logging(
             later call (in a forked worker) replaces the tag of the handler made before.
         log_config: A `logging.config.dictConfig` dict or a `logging.config.fileConfig` path
             (`Config` has read a JSON or YAML file into a dict); applied once per process.
+        use_colors: Colour the level names of the console handler; None: when its stream
+            (stderr) is a terminal.
     """
     if log_config is not None and not _configured:
         if isinstance(log_config, dict):
@@ -78,7 +90,10 @@ def configure_logging(
             log.addHandler(_console[0])
             log.propagate = False
     shown = f"[{tag}] " if tag else ""
-    _console[0].setFormatter(logging.Formatter(f"%(levelname)-9s {shown}%(message)s"))
+    console = _console[0]
+    stream = console.stream if isinstance(console, logging.StreamHandler) else sys.stderr
+    colors = wants_colors(use_colors, stream)
+    console.setFormatter(LevelFormatter(f"%(levelname)-9s {shown}%(message)s", colors))
 
 
 class Server:
@@ -133,7 +148,9 @@ class Server:
 
     def _configure_logging(self) -> None:
         tag = "" if self.slot is None else self.slot.tag
-        configure_logging(self.config.log_level, tag, self.config.log_config)
+        configure_logging(
+            self.config.log_level, tag, self.config.log_config, self.config.use_colors
+        )
 
     def _loop_factory(self) -> Any:
         if self.config.loop == "asyncio":
@@ -347,12 +364,18 @@ class Server:
 
 
 def run(config: Config) -> None:
-    """Serves ``config`` until SIGINT/SIGTERM: in this process, or with ``workers > 1`` in
-    worker processes under a supervisor (`zcasgi.supervisor.Supervisor`).
+    """Serves ``config`` until SIGINT/SIGTERM: in this process, with ``workers > 1`` in
+    worker processes under a supervisor (`zcasgi.supervisor.Supervisor`), or with ``reload``
+    in a process restarted on changes (`zcasgi.reload.Reloader`).
 
     Raises:
         SystemExit: with code 3 if the application's lifespan startup failed.
     """
+    if config.reload:
+        from .reload import Reloader
+
+        Reloader(config).run()
+        return
     if config.workers == 1:
         Server(config).run()
         return
@@ -362,16 +385,33 @@ def run(config: Config) -> None:
     Supervisor(config, resources=sticky.make_inbox).run()
 
 
-def serve(app: Any, **options: Any) -> None:
-    """Serves ``app`` until SIGINT/SIGTERM.
+def _takes_the_options_of(
+    config: Callable[P, Config],
+) -> Callable[[Callable[..., None]], Callable[P, None]]:
+    """Gives the decorated function `Config`'s parameters: for type checkers (through the
+    ParamSpec) and for `inspect.signature` (``__signature__``)."""
+
+    def decorate(function: Callable[..., None]) -> Callable[P, None]:
+        signature = inspect.signature(config).replace(return_annotation="None")
+        function.__signature__ = signature  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+@_takes_the_options_of(Config)
+def serve(*args: Any, **options: Any) -> None:
+    """Serves ``app`` until SIGINT/SIGTERM, or with ``reload`` until a watched file changes,
+    then anew.
 
     Args:
         app: An ASGI application, or an import string ``"module:attribute"``.
-        **options: Any `Config` option, e.g. ``host``, ``port``, ``backend="mio"``,
-            ``workers=4``.
+        **options: The keywords of `Config`, e.g. ``host``, ``port``, ``backend="mio"``,
+            ``workers=4``; a type checker checks their names and types.
 
     Raises:
         ValueError: for a bad option value, before anything starts.
+        TypeError: for an unknown keyword or a value of the wrong type.
         SystemExit: with code 3 if the application's lifespan startup failed.
     """
-    run(Config(app, **options))
+    run(Config(*args, **options))

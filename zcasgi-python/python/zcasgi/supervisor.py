@@ -246,7 +246,10 @@ class Supervisor:
             raise RuntimeError("workers > 1 must be started from the main thread")
         self._pid = os.getpid()
         configure_logging(
-            self.config.log_level, f"supervisor pid {self._pid}", self.config.log_config
+            self.config.log_level,
+            f"supervisor pid {self._pid}",
+            self.config.log_config,
+            self.config.use_colors,
         )
         self._bind()
         if self._factory is not None:
