@@ -223,7 +223,7 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.ws_max_size, config.backend, config.ws_ping_interval) == (1234, "tokio", None)
     assert Config(_app, backend="mio").backend == "mio"  # keyword beats environment
     monkeypatch.setenv("ZCASGI_PORT", "eighty")
-    with pytest.raises(ValueError, match="^ZCASGI_PORT: expected an integer, got 'eighty'$"):
+    with pytest.raises(ValueError, match=r"^ZCASGI_PORT: expected an integer, got 'eighty'$"):
         Config(_app)
 
 

@@ -61,9 +61,7 @@ def test_the_cli_is_the_list() -> None:
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
-def test_flags_and_variables_read_the_same(
-    option: Option, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_flags_and_variables_read_the_same(option: Option, monkeypatch: pytest.MonkeyPatch) -> None:
     """A flag and ``ZCASGI_<NAME>`` give an option the same value."""
     sample = _sample(option)
     parser = build_parser()
@@ -130,7 +128,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     [
         (["--ws-per-message-deflate", "maybe"], "argument --ws-per-message-deflate: expected"),
         (["--header", "no-colon"], "argument --header: expected NAME:VALUE, got 'no-colon'"),
-        (["--header", "x y:1"], "headers: \"x y\" has a name that is not an HTTP token"),
+        (["--header", "x y:1"], 'headers: "x y" has a name that is not an HTTP token'),
         (["--port", "eighty"], "argument --port: expected an integer, got 'eighty'"),
         (["--env-file", "no-such.env"], "env_file: 'no-such.env' is not a file"),
         (["--reload", "--workers", "2"], "reload and workers=2 cannot be combined"),

@@ -562,11 +562,12 @@ class SendWait:
 
 # ---- configuration (zcasgi-python/src/config.rs) ----
 
-def server_defaults() -> dict[str, int | float | bool | None]:
+def server_defaults() -> dict[str, int | float | bool | list[tuple[str, str]] | None]:
     """The default of every option the Rust core takes (``ServerConfig::default()``).
 
     Returns:
-        Option name to default: ints for counts, floats for seconds, ``None`` for off.
+        Option name to default: ints for counts, floats for seconds, bools for switches, a
+        list of ``(name, value)`` pairs for ``headers``, ``None`` for off.
     """
 
 def server_limits() -> dict[str, tuple[int, int] | tuple[float, float]]:
