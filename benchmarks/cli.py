@@ -173,15 +173,6 @@ def _write(out_dir: Path, results: report.Results, meta: dict[str, Any], plot: b
     )
 
 
-def _report_only(out_dir: Path, plot: bool) -> int:
-    data = record.read(out_dir)
-    if data is None:
-        return 2
-    _write(out_dir, report.Results(data["records"]), data["meta"], plot)
-    print(f"==> rewrote {out_dir / 'results.md'}", flush=True)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -197,13 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir: Path = args.out or (
         repo / "benchmarks" / "results" / "quick" if args.quick else repo / "docs" / "benchmarks"
     )
-    if args.report_only:
-        return _report_only(out_dir, not args.no_plots)
-    try:
-        state = record.require_clean(out_dir, args.allow_dirty)
-    except record.DirtyTree as exc:
-        print(f"benchmarks: {exc}", file=sys.stderr)
-        return 2
+    state = record.begin(
+        out_dir,
+        args,
+        lambda data: _write(
+            out_dir, report.Results(data["records"]), data["meta"], not args.no_plots
+        ),
+    )
+    if isinstance(state, int):
+        return state
     zcasgi_mode = args.zcasgi or ("current" if args.quick else "release")
     peers_dir: Path = args.peers_venv or repo / "benchmarks" / ".venv-peers"
     skipped: dict[str, str] = {}

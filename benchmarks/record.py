@@ -21,7 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,29 @@ def require_clean(out: Path, allow_dirty: bool) -> Checkout:
             "commit (or stash) them first, or pass --allow-dirty to record them"
         )
     return state
+
+
+def begin(
+    out: Path, args: argparse.Namespace, rewrite: Callable[[dict[str, Any]], None]
+) -> Checkout | int:
+    """Where every runner starts, from its parsed ``args`` (:func:`add_options`).
+
+    With ``--report-only``: ``rewrite`` the record of ``out`` and return the exit status (0, or
+    2 when there is no record). Otherwise: the checkout to record, or 2 (the reason printed)
+    when the tree is refused (:func:`require_clean`).
+    """
+    if args.report_only:
+        data = read(out)
+        if data is None:
+            return 2
+        rewrite(data)
+        print(f"==> rewrote {out / 'results.md'}", flush=True)
+        return 0
+    try:
+        return require_clean(out, args.allow_dirty)
+    except DirtyTree as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

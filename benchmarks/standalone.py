@@ -86,18 +86,9 @@ def run(
         refused or ``--report-only`` finds no record.
     """
     out: Path = args.out
-    if args.report_only:
-        data = record.read(out)
-        if data is None:
-            return 2
-        report.publish(out, data)
-        log(f"==> rewrote {out / 'results.md'}")
-        return 0
-    try:
-        state = record.require_clean(out, args.allow_dirty)
-    except record.DirtyTree as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    state = record.begin(out, args, lambda data: report.publish(out, data))
+    if isinstance(state, int):
+        return state
     setup = rig(*roles)
     if setup is None:
         return 1

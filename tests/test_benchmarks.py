@@ -5,9 +5,12 @@ into the results page. No server runs and nothing is measured here.
 
 from __future__ import annotations
 
+import importlib
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +162,30 @@ def test_missing_servers_have_a_reason() -> None:
     multi = report.absent(results, meta, "memory-50k", {"conns": 50, "workers": 4})
     assert "--fd" in multi["granian"]
     assert report.processes({"conns": 50, "workers": 4}) == "4 separate processes"
+
+
+@pytest.mark.parametrize(
+    ("module", "record_dir", "extra"),
+    [
+        ("benchmarks", "docs/benchmarks", ["--no-plots"]),
+        ("benchmarks.scale", "docs/benchmarks/scale", []),
+        ("benchmarks.tls", "docs/benchmarks/tls", []),
+        ("benchmarks.soak", "docs/soak", []),
+    ],
+)
+def test_report_only_rewrites_the_committed_record(
+    module: str, record_dir: str, extra: list[str], tmp_path: Path
+) -> None:
+    """``--report-only`` rewrites each committed record's page (here into a copy) as the
+    committed page says it, the commit line included; it measures nothing."""
+    committed = REPO_ROOT / record_dir
+    shutil.copy(committed / "results.json", tmp_path / "results.json")
+    main = importlib.import_module(module if module == "benchmarks" else f"{module}.run").main
+    assert main(["--report-only", "--out", str(tmp_path), *extra]) == 0
+    page = (tmp_path / "results.md").read_text()
+    [commit_line] = [line for line in page.splitlines() if line.startswith("- Commit: ")]
+    assert commit_line in (committed / "results.md").read_text()
+
+
+def test_report_only_without_a_record(tmp_path: Path) -> None:
+    assert cli.main(["--report-only", "--out", str(tmp_path)]) == 2

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -396,17 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.minutes >= 30
         else REPO_ROOT / "benchmarks" / "results" / "soak"
     )
-    if args.report_only:
-        data = record.read(out)
-        if data is None:
-            return 2
-        _publish(out, data)
-        return 0
-    try:
-        state = record.require_clean(out, args.allow_dirty)
-    except record.DirtyTree as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    state = record.begin(out, args, lambda data: _publish(out, data))
+    if isinstance(state, int):
+        return state
     out.mkdir(parents=True, exist_ok=True)
     server_cpu, client_cpu = cpu_pinning()
     if client_cpu is not None:
