@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import subprocess
 import sys
 import time
@@ -177,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; returns the exit status."""
     args = _parser().parse_args(argv)
     started = time.monotonic()
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = record.Start.now()
     profile = QUICK if args.quick else FULL
     repo = REPO_ROOT
     servers = _names(

@@ -243,16 +243,6 @@ def install_release_zcasgi(repo: Path, peers: PeerEnv, log: PrintFn) -> None:
     )
 
 
-def git_describe(repo: Path) -> str:
-    """The checked-out commit, with ``-dirty`` when the work tree has changes."""
-    try:
-        commit = _run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, timeout=30).strip()
-        dirty = _run(["git", "status", "--porcelain"], cwd=repo, timeout=30).strip()
-    except SetupError:
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
-
-
 def machine() -> dict[str, object]:
     """Facts about this machine for the report."""
     model = ""

@@ -112,18 +112,21 @@ def _missing(
     return {s: why for s, why in reasons[0].items() if all(s in r for r in reasons[1:])}
 
 
-def _xlabel(ax: Any, label: str, missing: dict[str, str], where: str = "") -> None:
-    """The x label, then the servers missing from the panel (``where``: at which group), one
-    line per reason."""
+def _xlabel(ax: Any, label: str, missing: dict[str, dict[str, str]]) -> None:
+    """The x label, then the servers missing from the panel, one line per group of the panel
+    (``missing``: group label, "" for the whole panel, to server to reason) and reason."""
     width = max(40, int(ax.get_position().width * ax.figure.get_figwidth() * 15))
-    by_reason: dict[str, list[str]] = {}
-    for server, why in missing.items():
-        by_reason.setdefault(why, []).append(server)
     lines = [label] if label else []
-    for why, servers in by_reason.items():
-        text = f"not shown{where}: {', '.join(servers)} \u2014 {why}"
-        lines.append(textwrap.fill(text, width))
-    ax.set_xlabel("\n".join(lines), fontsize=9 if missing else None)
+    for group, servers in missing.items():
+        by_reason: dict[str, list[str]] = {}
+        for server, why in servers.items():
+            by_reason.setdefault(why, []).append(server)
+        where = f" at {group}" if group else ""
+        for why, names in by_reason.items():
+            text = f"not shown{where}: {', '.join(names)} \u2014 {why}"
+            lines.append(textwrap.fill(text, width))
+    noted = any(missing.values())
+    ax.set_xlabel("\n".join(lines), fontsize=9 if noted else None)
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -169,7 +172,7 @@ def _echo_grid(
         ax.set_yscale("log")
         _plain_log_axis(ax.xaxis)
         _plain_log_axis(ax.yaxis)
-        _xlabel(ax, "connections (log scale)", _missing(results, meta, "echo", panel))
+        _xlabel(ax, "connections (log scale)", {"": _missing(results, meta, "echo", panel)})
         ax.set_ylabel(f"{ylabel} (log scale)")
         depth = "1 in flight" if inflight == 1 else f"{inflight} in flight"
         ax.set_title(f"{size} B messages, {depth}")
@@ -244,7 +247,7 @@ def _latency_cdf(results: Results, meta: dict[str, Any], path: Path) -> bool:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: labels.get(round(v), "")))
     ax.xaxis.set_minor_locator(FixedLocator([]))
     ax.set_xlim(1, 100000)
-    _xlabel(ax, "percentile (nines scale)", _missing(results, meta, "latency", [p]))
+    _xlabel(ax, "percentile (nines scale)", {"": _missing(results, meta, "latency", [p])})
     ax.set_ylabel("round-trip latency, µs (log scale)")
     ax.set_title(
         f"Latency by percentile at {p['rate']:,.0f} msg/s over {p['conns']} connections "
@@ -336,14 +339,11 @@ def _memory(results: Results, meta: dict[str, Any], path: Path) -> bool:
         series,
         (TARGET_KIB_PER_CONN, f"zcasgi's target: {TARGET_KIB_PER_CONN:g} KiB"),
     )
-    lines = []
-    for label, scenario, p in groups:
-        where = " at " + label.replace("\n", ", ")
-        missing = absent(results, meta, scenario, p)
-        if missing:
-            _xlabel(ax, "", missing, where)
-            lines.append(ax.get_xlabel())
-    ax.set_xlabel("\n".join(lines), fontsize=9)
+    missing = {
+        label.replace("\n", ", "): absent(results, meta, scenario, p)
+        for label, scenario, p in groups
+    }
+    _xlabel(ax, "", missing)
     ax.set_ylabel("KiB of server RSS per idle connection")
     ax.set_title("Memory per idle WebSocket connection \u2014 lower is better")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
@@ -374,7 +374,7 @@ def _handshakes_fanout(results: Results, meta: dict[str, Any], path: Path) -> bo
         target = TARGET_CPU_US_PER_HANDSHAKE
         _bars(ax, [""], series, (target, f"zcasgi's target: {target:g} µs"))
         ax.set_xticks([])
-        _xlabel(ax, "", _missing(results, meta, "handshakes", hs_points[:1]))
+        _xlabel(ax, "", {"": _missing(results, meta, "handshakes", hs_points[:1])})
         ax.set_ylabel("server CPU µs per handshake")
         ax.set_title("Handshake cost\nlower is better")
     for ax, p in zip(flat, fan_points):
@@ -386,7 +386,7 @@ def _handshakes_fanout(results: Results, meta: dict[str, Any], path: Path) -> bo
                 series[server] = [value]
         _bars(ax, [""], series)
         ax.set_xticks([])
-        _xlabel(ax, "", _missing(results, meta, "fanout", [p]))
+        _xlabel(ax, "", {"": _missing(results, meta, "fanout", [p])})
         ax.set_ylabel("ms until the last member has it")
         ax.set_title(f"Socket.IO broadcast to {p['members']:,} members\nlower is better")
     handles: dict[str, Any] = {}

@@ -53,6 +53,19 @@ class Checkout:
         return self.commit != "unknown" and not self.changes
 
 
+@dataclass(frozen=True)
+class Start:
+    """When a run started and the machine then (its load average before the run loads it)."""
+
+    date: dt.datetime
+    machine: dict[str, object]
+
+    @classmethod
+    def now(cls) -> Start:
+        """The present moment and machine."""
+        return cls(dt.datetime.now(dt.timezone.utc), env.machine())
+
+
 class DirtyTree(RuntimeError):
     """The tree has uncommitted changes and the run would write a committed record."""
 
@@ -156,18 +169,18 @@ def meta(
     state: Checkout,
     pinning: str,
     *,
-    started: dt.datetime | None = None,
+    started: Start | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The run's conditions: command, date (``started``, else now), commit and changes,
-    machine, pinning and ``extra``."""
-    when = started or dt.datetime.now(dt.timezone.utc)
+    """The run's conditions: command, date and machine (as of ``started``, else now), commit
+    and changes, pinning and ``extra``."""
+    when = started or Start.now()
     return {
         "command": command(module, argv),
-        "date": when.strftime("%Y-%m-%d %H:%M UTC"),
+        "date": when.date.strftime("%Y-%m-%d %H:%M UTC"),
         "commit": state.commit,
         "changes": list(state.changes),
-        "machine": env.machine(),
+        "machine": when.machine,
         "pinning": pinning,
         **extra,
     }

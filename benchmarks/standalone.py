@@ -93,8 +93,9 @@ def run(
     if setup is None:
         return 1
     out.mkdir(parents=True, exist_ok=True)
+    started = record.Start.now()
     records, extra = measure(setup)
-    meta = record.meta(module, argv, state, setup.pinning, **extra)
+    meta = record.meta(module, argv, state, setup.pinning, started=started, **extra)
     report.publish(out, {"meta": meta, "records": records})
     log(f"==> {out / 'results.md'}")
     return 0
