@@ -291,6 +291,7 @@ def test_client_that_leaves_mid_body_is_not_a_server_error(backend: str) -> None
     # The three clients that left are logged at debug level, the app's own fault at error.
     assert sum(ln.startswith("DEBUG") and "client had disconnected" in ln for ln in lines) == 3
     assert sum(ln.startswith("ERROR") for ln in lines) == 1, lines
+    assert all(", client 127.0.0.1:" in ln for ln in lines), "they name the client"
 
 
 def test_long_poll_is_not_timed_out_and_disconnect_is_seen(backend: str) -> None:

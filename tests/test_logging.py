@@ -1,8 +1,11 @@
 """``log_config`` (``--log-config``) and ``log_level``: a user's logging configuration is
-applied, and the levels it sets are never overwritten; a bad one stops the start-up."""
+applied, and the levels it sets are never overwritten; a bad one stops the start-up. The
+access log writes uvicorn's records (the forwarded client, the status phrase), the requests the
+server refuses itself included; ``trace`` shows connections and frames."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 import socketio
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from harness import REPO_ROOT, ZcasgiServer, server_env, wait_until_async
 
@@ -126,3 +130,182 @@ async def test_make_run_shows_the_examples_own_log_lines(backend: str) -> None:
         await client.disconnect()
         assert await wait_until_async(lambda: "name=logged" in server.output(), 10)
     assert "examples.chat: connect sid=" in server.output()
+
+
+def _access_config(plain: Path, uvicorn_style: Path) -> dict[str, object]:
+    """zcasgi.access to two files: the message as is, and formatted by uvicorn's own
+    ``AccessFormatter`` (which unpacks the record's args as uvicorn's)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(message)s"},
+            "uvicorn": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": '%(client_addr)s - "%(request_line)s" %(status_code)s',
+                "use_colors": False,
+            },
+        },
+        "handlers": {
+            name: {"class": "logging.FileHandler", "formatter": name, "filename": str(path)}
+            for name, path in (("plain", plain), ("uvicorn", uvicorn_style))
+        },
+        "loggers": {
+            "zcasgi.access": {"handlers": ["plain", "uvicorn"], "propagate": False},
+        },
+    }
+
+
+async def _exchange(port: int, request: bytes) -> bytes:
+    """Sends ``request`` on a new connection and reads until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_access_lines_are_uvicorns_with_the_forwarded_client(
+    backend: str, workers: int, tmp_path: Path
+) -> None:
+    """A trusted proxy's X-Forwarded-For client is the one logged (as in the ASGI scope), with
+    the status phrase; uvicorn's AccessFormatter formats the same records."""
+    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
+    args = ["--log-config", str(config), "--forwarded-allow-ips", "127.0.0.1"]
+    with ZcasgiServer("apps.echo:deny_path_app", backend, args, workers=workers) as server:
+        forwarded = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "X-Forwarded-Proto": "https"}
+        async with connect(server.url("ws", "/echo?x=1"), additional_headers=forwarded) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        with pytest.raises(InvalidStatus):
+            async with connect(server.url("ws", "/deny")):
+                pass
+        request = b"GET /nope?q=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.4\r\n"
+        assert b" 404 " in await _exchange(server.port, request + b"Connection: close\r\n\r\n")
+        assert await wait_until_async(lambda: len(_lines(uvicorn_style)) == 3, 10)
+    # The denied client sent no X-Forwarded-For: its own address.
+    denied = next(line for line in _lines(plain) if "/deny" in line).split(" ", 1)[0]
+    assert denied.startswith("127.0.0.1:")
+    assert sorted(_lines(plain)) == sorted(
+        [
+            '203.0.113.9:0 - "WebSocket /echo?x=1" [accepted]',
+            f'{denied} - "WebSocket /deny" 403 Forbidden',
+            '198.51.100.4:0 - "GET /nope?q=1 HTTP/1.1" 404 Not Found',
+        ]
+    )
+    assert sorted(_lines(uvicorn_style)) == sorted(
+        [
+            '203.0.113.9:0 - "WebSocket /echo?x=1 HTTP/1.1" 101 Switching Protocols',
+            f'{denied} - "WebSocket /deny HTTP/1.1" 403 Forbidden',
+            '198.51.100.4:0 - "GET /nope?q=1 HTTP/1.1" 404 Not Found',
+        ]
+    )
+
+
+async def test_an_untrusted_proxy_is_logged_as_the_client(backend: str, tmp_path: Path) -> None:
+    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
+    args = ["--log-config", str(config), "--forwarded-allow-ips", "192.0.2.1"]
+    with ZcasgiServer("apps.echo:app", backend, args) as server:
+        request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.4\r\n"
+        await _exchange(server.port, request + b"Connection: close\r\n\r\n")
+        assert await wait_until_async(lambda: len(_lines(plain)) == 1, 10)
+    assert _lines(plain)[0].startswith("127.0.0.1:")
+
+
+async def test_requests_the_server_refuses_are_logged(backend: str, tmp_path: Path) -> None:
+    """400, 408, 413, 414 and 431 never reach the application, yet each has its access line:
+    the request line when it was parsed, ``"-"`` when not; the forwarded client when known."""
+    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
+    args = [
+        "--log-config", str(config),
+        "--handshake-timeout", "0.5",
+        "--http-max-body-size", "10",
+        "--max-header-bytes", "1024",
+    ]  # fmt: skip
+    requests = {
+        "400": b"BAD\r\n\r\n",
+        "408": b"GET /slow HTTP/1.1\r\nHost: a\r\n",
+        "413": b"POST /up HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.4\r\n"
+        b"Content-Length: 11\r\n\r\n",
+        "414": b"GET /" + b"u" * 1100 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        "431": b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"h" * 1100 + b"\r\n\r\n",
+    }
+    with ZcasgiServer("apps.echo:app", backend, args) as server:
+        for status, request in requests.items():
+            answer = await _exchange(server.port, request)
+            assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:40]
+        assert await wait_until_async(lambda: len(_lines(plain)) == len(requests), 10)
+    lines = [line.split(" - ", 1) for line in _lines(plain)]
+    assert all(client.startswith("127.0.0.1:") for client, _ in lines if "POST" not in _)
+    assert sorted(rest for _, rest in lines) == [
+        '"-" 400 Bad Request',
+        '"-" 408 Request Timeout',
+        '"-" 414 URI Too Long',
+        '"-" 431 Request Header Fields Too Large',
+        '"POST /up HTTP/1.1" 413 Payload Too Large',
+    ]
+    assert '198.51.100.4:0 - "POST /up HTTP/1.1" 413 Payload Too Large' in _lines(plain)
+    assert len(_lines(uvicorn_style)) == len(requests), "uvicorn's formatter formats them all"
+
+
+async def test_over_limit_concurrency_is_logged_503(backend: str, tmp_path: Path) -> None:
+    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
+    args = ["--log-config", str(config), "--limit-concurrency", "1"]
+    with ZcasgiServer("apps.echo:app", backend, args) as server:
+        async with connect(server.url("ws", "/held")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            request = b"GET /over HTTP/1.1\r\nHost: a\r\n\r\n"
+            assert (await _exchange(server.port, request)).startswith(b"HTTP/1.1 503 ")
+        assert await wait_until_async(lambda: len(_lines(plain)) == 2, 10)
+    assert _lines(plain)[1].endswith(' - "GET /over HTTP/1.1" 503 Service Unavailable')
+
+
+async def test_trace_shows_connections_and_frames_but_no_payload(backend: str) -> None:
+    """``--log-level trace``: each connection's open and close (code, reason, who closed) and
+    a summary of each frame, never its payload; debug lines name the client."""
+    with ZcasgiServer("apps.echo:app", backend, ["--log-level", "trace"]) as server:
+        async with connect(server.url("ws", "/echo")) as ws:
+            await ws.send("secret-payload")
+            assert await ws.recv() == "secret-payload"
+            port = ws.local_address[1]
+        await _exchange(server.port, b"BAD\r\n\r\n")
+        conn = f"(127.0.0.1:{port}): "
+        assert await wait_until_async(lambda: conn + "closed by client" in server.output(), 10)
+        assert await wait_until_async(lambda: "closed by server" in server.output(), 10)
+    output = server.output()
+    assert "secret-payload" not in output
+    for line in [
+        f"TRACE     connection 1 {conn}open, server 127.0.0.1:{server.port}, tcp",
+        f"TRACE     connection 1 {conn}received text frame, 14 bytes, fin=1",
+        f"TRACE     connection 1 {conn}sent text frame, 14 bytes, fin=1",
+        f'TRACE     connection 1 {conn}closed by client: code 1000, reason ""',
+        "DEBUG     connection 2 (127.0.0.1:",
+        "): malformed HTTP request: invalid token",
+        "TRACE     connection 2 (127.0.0.1:",
+        "): closed by server after 0 requests",
+    ]:
+        assert line in output
+
+
+async def test_no_trace_or_debug_records_at_info(backend: str) -> None:
+    with ZcasgiServer("apps.echo:app", backend) as server:
+        await _one_websocket(server)
+        await _exchange(server.port, b"BAD\r\n\r\n")
+    assert "TRACE" not in server.output()
+    assert "DEBUG" not in server.output()

@@ -339,3 +339,11 @@ async def transport_app(scope: Scope, receive: Receive, send: Send) -> None:
             break
     payload = json.dumps({**_jsonable(scope), "body": body.decode("latin-1")}).encode()
     await _respond(send, "http.response", 200, b"application/json", payload)
+
+
+async def deny_path_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """`app`, but a WebSocket to ``/deny`` is denied (403), as `deny_app` does."""
+    if scope["type"] == "websocket" and scope["path"] == "/deny":
+        await deny_app(scope, receive, send)
+    else:
+        await app(scope, receive, send)

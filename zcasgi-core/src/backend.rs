@@ -52,6 +52,9 @@ pub type ConnId = u64;
 /// Severity of a log record produced on an I/O thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Each connection's open and close, and a summary of every WebSocket frame (uvicorn's
+    /// `trace`, below debug).
+    Trace,
     /// Detail for debugging.
     Debug,
     /// Normal operation.
@@ -126,6 +129,22 @@ pub struct ConnectInfo {
     pub tls: Option<Arc<TlsInfo>>,
 }
 
+/// A request the server answered itself, without the application (a malformed or oversized
+/// request, a timeout, an overload): what the access log says of it.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The connection.
+    pub id: ConnId,
+    /// The status the server answered with.
+    pub status: u16,
+    /// The request head, when one was parsed.
+    pub request: Option<Request>,
+    /// The peer's address, if known.
+    pub client: Option<SocketAddr>,
+    /// Whether the connection is over TLS.
+    pub tls: bool,
+}
+
 /// Something the I/O side reports to the application.
 #[derive(Debug)]
 pub enum Event {
@@ -165,6 +184,9 @@ pub enum Event {
         /// The connection.
         id: ConnId,
     },
+    /// The server answered a request itself (see
+    /// [`LogConfig::access`](crate::config::LogConfig::access)).
+    Refused(Box<Refusal>),
     /// A log record from an I/O thread, to be logged by the application side.
     Log {
         /// Severity.

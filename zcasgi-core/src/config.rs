@@ -16,12 +16,14 @@
 //! [`ServerConfig::limits`]); its name in the binding's field list
 //! (`zcasgi-python/src/config.rs`, the compiler asks for it); one line in `zcasgi.Config` that
 //! checks its type; and its row in `docs/configuration.md` (a test compares the table with
-//! `zcasgi.Config`). Python takes the default and the range from here.
+//! `zcasgi.Config`). Python takes the default and the range from here. One field is not an
+//! option: [`ServerConfig::log`], which the binding sets from the loggers it logs to.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::backend::LogLevel;
 use crate::error::ConfigError;
 use crate::frame::is_valid_close_code;
 use crate::handshake::HandshakeConfig;
@@ -107,6 +109,27 @@ pub struct ServerConfig {
     /// Extra headers, `(name, value)`, on every response and WebSocket accept (uvicorn's
     /// `--header`); the application's header of the same name wins.
     pub headers: Vec<(String, String)>,
+    /// What the I/O side logs: not an option, the binding sets it from the loggers it logs to.
+    pub log: LogConfig,
+}
+
+/// What the I/O side logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The lowest severity of the log records made: those below it are never built (the
+    /// application side's logger level, read once when the server starts).
+    pub level: LogLevel,
+    /// Whether requests the server answers itself are reported ([`Event::Refused`]).
+    ///
+    /// [`Event::Refused`]: crate::backend::Event::Refused
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    /// Every record, and no refusals.
+    fn default() -> Self {
+        Self { level: LogLevel::Debug, access: false }
+    }
 }
 
 /// A secret string (a key's password) that `Debug` does not show.
@@ -148,6 +171,7 @@ impl Default for ServerConfig {
             server_header: true,
             date_header: true,
             headers: Vec::new(),
+            log: LogConfig::default(),
         }
     }
 }

@@ -166,6 +166,41 @@ pub enum Event {
     },
 }
 
+/// One frame received or sent, as the trace log shows it: never its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSummary {
+    /// Whether this side sent it (else it was received).
+    pub sent: bool,
+    /// The opcode.
+    pub opcode: OpCode,
+    /// The payload length, in bytes (as on the wire: compressed, for a compressed message).
+    pub len: u64,
+    /// The FIN bit.
+    pub fin: bool,
+    /// The RSV bits (RSV1: a compressed message, RFC 7692 §6).
+    pub rsv: u8,
+}
+
+impl std::fmt::Display for FrameSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dir = if self.sent { "sent" } else { "received" };
+        let op = match self.opcode {
+            OpCode::Continuation => "continuation",
+            OpCode::Text => "text",
+            OpCode::Binary => "binary",
+            OpCode::Close => "close",
+            OpCode::Ping => "ping",
+            OpCode::Pong => "pong",
+            OpCode::Reserved(_) => "reserved",
+        };
+        write!(f, "{dir} {op} frame, {} bytes, fin={}", self.len, u8::from(self.fin))?;
+        if self.rsv != 0 {
+            write!(f, ", rsv={:#05b}", self.rsv)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
@@ -224,6 +259,8 @@ pub struct Connection {
     room: Room,
     /// Parsing stopped because `room` ran out.
     held_back: bool,
+    /// Frames received and sent since the last [`Connection::take_frames`], when traced.
+    frames: Option<Vec<FrameSummary>>,
 }
 
 impl Connection {
@@ -247,7 +284,19 @@ impl Connection {
             hold_failures: false,
             room: Room::UNLIMITED,
             held_back: false,
+            frames: None,
         }
+    }
+
+    /// Records a [`FrameSummary`] of every frame received and sent from now on, for
+    /// [`Connection::take_frames`] (the trace log); untraced, a frame costs one branch.
+    pub fn trace_frames(&mut self) {
+        self.frames.get_or_insert_with(Vec::new);
+    }
+
+    /// Takes the frames recorded since the last call (none unless traced).
+    pub fn take_frames(&mut self) -> Vec<FrameSummary> {
+        self.frames.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// A connection in the `Open` state with permessage-deflate negotiated (RFC 7692).
@@ -556,14 +605,18 @@ impl Connection {
     }
 
     fn push_frame_rsv(&mut self, opcode: OpCode, rsv: u8, payload: Bytes, accounted: usize) {
-        let header = HeaderBytes::new(&FrameHeader {
-            fin: true,
-            rsv,
-            opcode,
-            mask: None,
-            payload_len: payload.len() as u64,
-        });
-        self.out.push_frame(header, payload, accounted);
+        let header =
+            FrameHeader { fin: true, rsv, opcode, mask: None, payload_len: payload.len() as u64 };
+        self.record(true, &header);
+        self.out.push_frame(HeaderBytes::new(&header), payload, accounted);
+    }
+
+    /// Records a frame's summary, when traced.
+    fn record(&mut self, sent: bool, h: &FrameHeader) {
+        if let Some(frames) = &mut self.frames {
+            let (opcode, len, fin, rsv) = (h.opcode, h.payload_len, h.fin, h.rsv);
+            frames.push(FrameSummary { sent, opcode, len, fin, rsv });
+        }
     }
 
     fn push_close(&mut self, code: u16, reason: &str) {
@@ -591,6 +644,7 @@ impl Connection {
                 p
             } else {
                 let Some((header, n)) = decode_header(buf)? else { return Ok(()) };
+                self.record(false, &header);
                 let (mask, len) = self.check_header(&header)?;
                 buf.advance(n);
                 Pending { header, mask, len, done: 0 }

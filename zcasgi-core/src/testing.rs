@@ -29,6 +29,8 @@ pub enum Seen {
     Disconnected(ConnId, u16),
     /// A log record, with its level.
     Log(LogLevel, String),
+    /// The server answered a request itself, with this status.
+    Refused(ConnId, u16),
 }
 
 /// An echo application running on its own thread, fed by the backend under test.
@@ -143,6 +145,7 @@ fn run(rx: &Receiver<Event>, seen: &Mutex<Vec<Seen>>) {
                 }
             }
             Event::Writable { .. } => {}
+            Event::Refused(r) => seen.lock().unwrap().push(Seen::Refused(r.id, r.status)),
             Event::Log { level, message } => seen.lock().unwrap().push(Seen::Log(level, message)),
         }
     }

@@ -161,10 +161,10 @@ impl<T: Field> Field for Option<T> {
 }
 
 /// The fields of [`ServerConfig`], each read from the `zcasgi.Config` attribute of the same
-/// name. A new field is one more name in the list below; the compiler insists, since both the
+/// name, but those listed after `not options`, which keep their default here. A new field is one more name in the list below; the compiler insists, since both the
 /// struct literal and the destructuring must name every field.
 macro_rules! server_config_fields {
-    ($($field:ident),* $(,)?) => {
+    ($($field:ident),* $(,)?; not options: $($other:ident),* $(,)?) => {
         /// Reads the options of `config` (a `zcasgi.Config`, or any object with the same
         /// attributes) into a [`ServerConfig`], without validating it.
         fn read(config: &Bound<'_, PyAny>) -> PyResult<ServerConfig> {
@@ -173,13 +173,14 @@ macro_rules! server_config_fields {
                     stringify!($field),
                     &config.getattr(pyo3::intern!(config.py(), stringify!($field)))?,
                 )?,)*
+                $($other: ServerConfig::default().$other,)*
             })
         }
 
         /// The default of every [`ServerConfig`] field, by name, as Python holds it.
         #[pyfunction]
         fn server_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-            let ServerConfig { $($field),* } = ServerConfig::default();
+            let ServerConfig { $($field,)* $($other: _,)* } = ServerConfig::default();
             let dict = PyDict::new(py);
             $(dict.set_item(stringify!($field), $field.to_py(py)?)?;)*
             Ok(dict)
@@ -213,7 +214,9 @@ server_config_fields!(
     ssl_cert_reqs,
     server_header,
     date_header,
-    headers,
+    headers;
+    // Set by `Core` from the loggers it logs to.
+    not options: log,
 );
 
 /// Reads and validates the options of `config`: `TypeError` or `ValueError` naming the option.

@@ -3,6 +3,7 @@
 // Python classes are inspected from Python (repr), not with `{:?}`.
 #![allow(missing_debug_implementations)]
 
+mod access;
 mod bridge;
 mod codec;
 mod config;

@@ -9,9 +9,24 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, RunningServer};
+use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, Refusal, RunningServer};
 
-use crate::bridge::{scope, wake, AsgiConn, EventQueue, Inbound};
+use crate::access::{self, AccessLog, Kind, Outcome};
+use crate::bridge::{request_scope, scope, wake, AsgiConn, EventQueue, Inbound};
+
+/// uvicorn's `TRACE` logging level, below `DEBUG`.
+const TRACE: i32 = 5;
+
+/// The lowest [`LogLevel`] a Python logger of effective level `level` shows.
+fn log_level(level: i32) -> LogLevel {
+    match level {
+        ..=TRACE => LogLevel::Trace,
+        6..=10 => LogLevel::Debug,
+        11..=20 => LogLevel::Info,
+        21..=30 => LogLevel::Warning,
+        _ => LogLevel::Error,
+    }
+}
 
 /// Names of the available backends, in the order they are listed to users.
 pub const BACKENDS: [&str; 2] = ["mio", "tokio"];
@@ -66,6 +81,8 @@ pub struct Core {
     event_loop: Py<PyAny>,
     logger: Py<PyAny>,
     access_log: Option<Py<PyAny>>,
+    /// Applies `proxy_headers` to a scope (the client and scheme a trusted proxy forwarded).
+    resolve_client: Option<Py<PyAny>>,
     root_path: String,
     state: Option<Py<PyDict>>,
     batch: Vec<Event>,
@@ -76,9 +93,10 @@ pub struct Core {
 impl Core {
     /// Starts the backend `config.backend` with the options of `config` (a `zcasgi.Config`) on
     /// the listening sockets `fds` (they are duplicated, not taken); in a worker process,
-    /// `worker` is `(index, count, inbox_fd, peer_fds)` (see `crate::workers`).
+    /// `worker` is `(index, count, inbox_fd, peer_fds)` (see `crate::workers`). The I/O threads
+    /// make the log records of `logger`'s level and above, read now.
     #[new]
-    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state, worker=None))]
+    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state, worker=None, resolve_client=None))]
     #[allow(clippy::too_many_arguments)] // keyword arguments from Python
     fn new(
         config: &Bound<'_, PyAny>,
@@ -89,12 +107,16 @@ impl Core {
         access_log: Option<Py<PyAny>>,
         state: Option<Py<PyDict>>,
         worker: Option<crate::workers::WorkerArg>,
+        resolve_client: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let py = config.py();
         let backend: String = config.getattr(intern!(py, "backend"))?.extract()?;
         let be = backend_by_name(&backend)?;
         let root_path: String = config.getattr(intern!(py, "root_path"))?.extract()?;
-        let cfg = crate::config::extract(config)?;
+        let mut cfg = crate::config::extract(config)?;
+        let level: i32 = logger.call_method0(py, intern!(py, "getEffectiveLevel"))?.extract(py)?;
+        cfg.log.level = log_level(level);
+        cfg.log.access = access_log.is_some();
         let worker = worker.map(crate::workers::worker_sockets).transpose()?;
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {
@@ -110,6 +132,7 @@ impl Core {
             event_loop,
             logger,
             access_log,
+            resolve_client,
             root_path,
             state,
             batch: Vec::new(),
@@ -188,7 +211,9 @@ impl Core {
             Event::Connect(info) | Event::HttpRequest(info) => {
                 let state = self.state.as_ref().map(|s| s.bind(py));
                 let scope = scope(py, &info, &self.root_path, state)?;
-                let access = self.access_log.as_ref().map(|a| a.clone_ref(py));
+                let logger = self.access_log.as_ref().map(|a| a.clone_ref(py));
+                let kind = if info.upgrade.is_some() { Kind::WebSocket } else { Kind::Http };
+                let access = AccessLog::new(logger, &scope, kind);
                 let conn =
                     Py::new(py, AsgiConn::new(&info, self.event_loop.clone_ref(py), access))?;
                 // A keep-alive connection's previous request left with its `Disconnect`.
@@ -208,8 +233,10 @@ impl Core {
                     wake(py, waiter);
                 }
             }
+            Event::Refused(refusal) => self.refused(py, &refusal)?,
             Event::Log { level, message } => {
                 let level = match level {
+                    LogLevel::Trace => TRACE,
                     LogLevel::Debug => 10,
                     LogLevel::Info => 20,
                     LogLevel::Warning => 30,
@@ -219,6 +246,28 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Writes the access record of a request the server answered itself: its client is the
+    /// one its scope would have had (`proxy_headers` applied).
+    fn refused(&self, py: Python<'_>, refusal: &Refusal) -> PyResult<()> {
+        let Some(logger) = &self.access_log else { return Ok(()) };
+        let (scope, kind) = if let Some(req) = &refusal.request {
+            let websocket = req.is_websocket_upgrade();
+            let kind = if websocket { Kind::WebSocket } else { Kind::Http };
+            let (tls, client) = (refusal.tls, refusal.client);
+            let scope = request_scope(py, req, websocket, tls, client, &self.root_path)?;
+            if let Some(resolve) = &self.resolve_client {
+                resolve.call1(py, (&scope,))?;
+            }
+            (scope, kind)
+        } else {
+            let scope = PyDict::new(py);
+            let client = refusal.client.map(|a| (a.ip().to_string(), a.port()));
+            scope.set_item(intern!(py, "client"), client)?;
+            (scope, Kind::Unknown)
+        };
+        access::write(logger.bind(py), &scope, kind, Outcome::Status(refusal.status))
     }
 
     /// Hands an event to connection `id`'s application side and wakes whoever it unblocks.

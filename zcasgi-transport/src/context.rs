@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use zcasgi_core::backend::{
-    ConnId, Event, EventSink, LogLevel, Notify, ServerConfig, WorkerSockets,
+    ConnId, Event, EventSink, LocalAddr, LogLevel, Notify, ServerConfig, WorkerSockets,
 };
 use zcasgi_core::driver::{max_handoff_bytes, Driver};
 
@@ -107,6 +107,14 @@ impl Context {
         }
         if self.cfg.limit_concurrency.is_some_and(|limit| self.connection_count() > limit) {
             driver.set_overloaded();
+        }
+        if self.cfg.log.level == LogLevel::Trace {
+            let socket =
+                if matches!(accepted.server, Some(LocalAddr::Unix(_))) { "unix" } else { "tcp" };
+            let tls = if self.tls.is_some() && accepted.handed.is_none() { "+tls" } else { "" };
+            let from =
+                if accepted.handed.is_some() { ", handed over by another worker" } else { "" };
+            driver.trace_open(&format!("{socket}{tls}{from}"));
         }
         if let Some(mut bytes) = accepted.handed.take() {
             // Another worker read this much of it: a plain connection (TLS ones stay where

@@ -472,6 +472,9 @@ impl Harness {
                     panic!("the driver's panic guard caught a panic: {message}")
                 }
                 Event::Log { .. } | Event::Writable { .. } => {}
+                Event::Refused(refusal) => {
+                    assert!((400..600).contains(&refusal.status), "{refusal:?}");
+                }
                 Event::Connect(info) | Event::HttpRequest(info) => {
                     assert_eq!(info.id, 1);
                     self.app = Some(info.handle.clone());

@@ -73,6 +73,11 @@ impl HandOff {
     pub(super) fn owner(&self) -> u16 {
         self.owner
     }
+
+    /// Every byte read from the connection: the request head first.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,15 @@
 //!  └──────────────────────── next request (pipelined) ──────────────┘
 //! ```
 //!
+//! # Logging
+//!
+//! Log records name the connection and its client (`connection 7 (127.0.0.1:5000): …`) and are
+//! only made at or above [`LogConfig::level`]. A request the driver answers itself (400, 408,
+//! 413, 414, 431, 503) is reported as an [`Event::Refused`] for the access log. At
+//! [`LogLevel::Trace`] the driver also logs the connection's open ([`Driver::trace_open`]), a
+//! summary of every WebSocket frame, and its close: the close code and reason, and who ended
+//! it (client, server, application or a timeout), when the driver is dropped.
+//!
 //! # Sticky sessions
 //!
 //! In a worker process ([`Driver::set_worker`]), every request head is routed when it is
@@ -81,8 +90,10 @@ use self::head::{Expired, Parsed, RequestHead};
 use self::upgrade::{Accepted, PendingUpgrade};
 use crate::backend::{
     Command, ConnHandle, ConnId, ConnectInfo, Event, EventSink, LocalAddr, LogLevel, Notify,
-    ServerConfig, TlsInfo,
+    Refusal, ServerConfig, TlsInfo,
 };
+#[cfg(doc)]
+use crate::config::LogConfig;
 use crate::frame::close_code;
 use crate::handshake::{self, Request};
 use crate::http::response::write_reject;
@@ -100,6 +111,15 @@ pub const MAX_HANDOFF_TAIL: usize = 64 * 1024;
 #[must_use]
 pub fn max_handoff_bytes(cfg: &ServerConfig) -> usize {
     cfg.max_header_bytes + MAX_HANDOFF_TAIL
+}
+
+/// The request head at the front of `bytes`, for the access log (`None` when `cfg` turns it
+/// off).
+fn request_in(cfg: &ServerConfig, bytes: &[u8]) -> Option<Request> {
+    if !cfg.log.access {
+        return None;
+    }
+    handshake::parse_request(bytes, &cfg.handshake()).ok().flatten().map(|(r, _)| r)
 }
 
 /// Most slices handed to one vectored write.
@@ -130,6 +150,32 @@ enum Admission {
     Here,
     /// Answered 503: the connection was accepted over `limit_concurrency`.
     Refuse,
+}
+
+/// Who ended a connection, as the trace log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closer {
+    /// The client: its close frame, end of stream, or a reset.
+    Client,
+    /// The server: a request it refused, a protocol violation, the end of a non-keep-alive
+    /// exchange, a shutdown.
+    Server,
+    /// The application: `websocket.close`, a denial, an exception.
+    App,
+    /// A deadline: handshake, keep-alive, request body, ping, close handshake, or a peer that
+    /// stopped reading.
+    Timeout,
+}
+
+impl Closer {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+            Self::App => "app",
+            Self::Timeout => "timeout",
+        }
+    }
 }
 
 /// One connection's protocol state, from the first byte to the close.
@@ -168,6 +214,10 @@ pub struct Driver {
     /// When the server's shutdown reached this connection: the request already on its way is
     /// served, then the connection closes.
     shutdown_at: Option<Instant>,
+    /// Who ended the connection (the first to, for the trace log).
+    closer: Option<Closer>,
+    /// The WebSocket's close code and reason, once closed (kept when tracing).
+    ws_close: Option<(u16, String)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -229,6 +279,21 @@ impl Driver {
             handed_off: false,
             completed: 0,
             shutdown_at: None,
+            closer: None,
+            ws_close: None,
+        }
+    }
+
+    /// Logs the connection's open at [`LogLevel::Trace`]: its client, its server address and
+    /// `transport` (e.g. `tcp`, `unix+tls`).
+    pub fn trace_open(&self, transport: &str) {
+        if self.tracing() {
+            let server = match &self.server {
+                Some(LocalAddr::Inet(a)) => a.to_string(),
+                Some(LocalAddr::Unix(path)) => path.display().to_string(),
+                None => "-".to_owned(),
+            };
+            self.log(LogLevel::Trace, format_args!("open, server {server}, {transport}"));
         }
     }
 
@@ -289,7 +354,9 @@ impl Driver {
                 }
                 Err(e) => {
                     let owner = h.owner();
-                    d.handoff_failed(&format!("cannot hand a connection to worker {owner}: {e}"));
+                    let request = request_in(&d.cfg, h.bytes());
+                    let why = format!("cannot hand a connection to worker {owner}: {e}");
+                    d.handoff_failed(&why, request);
                 }
             }
         });
@@ -345,13 +412,15 @@ impl Driver {
 
     /// The peer closed its side of the stream.
     pub fn on_eof(&mut self) {
+        self.closed_by(Closer::Client);
         self.guard(Self::eof);
     }
 
     /// The socket failed (reset, broken pipe): nothing more can be written.
     pub fn on_io_error(&mut self, err: &std::io::Error) {
+        self.closed_by(Closer::Client);
         self.guard(|d| {
-            d.log(LogLevel::Debug, format!("connection {}: {err}", d.id));
+            d.log(LogLevel::Debug, format_args!("{err}"));
             d.eof();
             d.discard_output();
             d.phase = Phase::Done;
@@ -390,6 +459,7 @@ impl Driver {
     pub fn on_shutdown(&mut self, now: Instant) {
         self.now = now;
         self.shutdown_at = Some(now);
+        self.closed_by(Closer::Server);
         self.guard(|d| match &mut d.phase {
             Phase::Open(conn) => {
                 let code = d.cfg.shutdown_close_code;
@@ -407,8 +477,13 @@ impl Driver {
                 d.phase = Phase::Done;
                 d.handle.mark_closed();
             }
-            Phase::Upgrade(u) if u.is_awaiting() => d.reject(503, "server shutting down"),
-            Phase::HandOff(_) => d.reject(503, "server shutting down"),
+            Phase::Upgrade(u) if u.is_awaiting() => {
+                d.reject_request(503, "server shutting down", None);
+            }
+            Phase::HandOff(h) => {
+                let request = request_in(&d.cfg, h.bytes());
+                d.reject_request(503, "server shutting down", request);
+            }
             // Let the request finish; the connection closes after its response.
             Phase::Http(x) => x.close_after_response(),
             // A head on its way is served when complete (`serve`), or dropped at its deadline.
@@ -519,9 +594,11 @@ impl Driver {
                 self.out.push_bytes(Bytes::from(out), 0);
             }
             self.phase = Phase::Done;
-            self.log(LogLevel::Error, format!("connection {}: panic on an I/O thread", self.id));
+            self.closed_by(Closer::Server);
+            self.log(LogLevel::Error, format_args!("panic on an I/O thread"));
             self.disconnect(close_code::INTERNAL_ERROR, String::new());
         }
+        self.trace_frames();
         if self.handle.is_closed() && self.wants_write() {
             if self.drain_deadline.is_none() {
                 self.drain_deadline = Some(self.now + self.cfg.close_timeout);
@@ -536,8 +613,35 @@ impl Driver {
         self.clock.at(self.now)
     }
 
-    fn log(&self, level: LogLevel, message: String) {
-        self.sink.push(Event::Log { level, message });
+    /// Whether log records are made at [`LogLevel::Trace`].
+    fn tracing(&self) -> bool {
+        self.cfg.log.level == LogLevel::Trace
+    }
+
+    /// Logs `what` about this connection, naming it and its client, if records of `level` are
+    /// made at all ([`LogConfig::level`]).
+    fn log(&self, level: LogLevel, what: std::fmt::Arguments<'_>) {
+        if level >= self.cfg.log.level {
+            let client = self.client.map_or_else(|| "-".to_owned(), |a| a.to_string());
+            let message = format!("connection {} ({client}): {what}", self.id);
+            self.sink.push(Event::Log { level, message });
+        }
+    }
+
+    /// Records who ended the connection, unless someone did already.
+    fn closed_by(&mut self, closer: Closer) {
+        self.closer.get_or_insert(closer);
+    }
+
+    /// Logs the frames the open WebSocket received and sent since the last call (tracing).
+    fn trace_frames(&mut self) {
+        if !self.tracing() {
+            return;
+        }
+        let Phase::Open(conn) = &mut self.phase else { return };
+        for frame in conn.take_frames() {
+            self.log(LogLevel::Trace, format_args!("{frame}"));
+        }
     }
 
     fn disconnect(&mut self, code: u16, reason: String) {
@@ -616,17 +720,17 @@ impl Driver {
                         let count = self.worker.map_or(0, |slot| slot.count);
                         self.log(
                             LogLevel::Warning,
-                            format!(
-                                "connection {}: a request for an Engine.IO session of worker \
-                                 {owner}, of {count} workers (a session of an earlier run?)",
-                                self.id
+                            format_args!(
+                                "a request for an Engine.IO session of worker {owner}, of \
+                                 {count} workers (a session of an earlier run?)"
                             ),
                         );
-                        self.reject(400, "unknown engine.io session");
+                        let request = Some(parsed.request);
+                        self.reject_request(400, "unknown engine.io session", request);
                     }
                 }
             }
-            Err(e) => self.refuse(e.status(), &e),
+            Err(e) => self.refuse(e.status(), &e, None),
         }
     }
 
@@ -634,7 +738,11 @@ impl Driver {
     fn hand_off(&mut self, owner: u16, bytes: BytesMut) {
         if bytes.len() > max_handoff_bytes(&self.cfg) {
             let why = format!("{} bytes read ahead, more than a hand-off carries", bytes.len());
-            self.handoff_failed(&format!("cannot hand a connection to worker {owner}: {why}"));
+            let request = request_in(&self.cfg, &bytes);
+            self.handoff_failed(
+                &format!("cannot hand a connection to worker {owner}: {why}"),
+                request,
+            );
             return;
         }
         let give_up = self.now + self.cfg.handshake_timeout;
@@ -643,22 +751,22 @@ impl Driver {
         self.phase = Phase::HandOff(Box::new(h));
     }
 
-    /// A hand-off cannot be made: answer the request here with 503, and say why.
-    fn handoff_failed(&mut self, why: &str) {
-        self.log(LogLevel::Warning, format!("connection {}: {why}", self.id));
-        self.reject(503, "service unavailable");
+    /// A hand-off of `request` cannot be made: answer it here with 503, and say why.
+    fn handoff_failed(&mut self, why: &str, request: Option<Request>) {
+        self.log(LogLevel::Warning, format_args!("{why}"));
+        self.reject_request(503, "service unavailable", request);
     }
 
     /// Serves a request here: a WebSocket upgrade or a plain HTTP request.
     fn serve(&mut self, parsed: Parsed) {
+        let Parsed { request, rest, .. } = parsed;
         if self.admission == Admission::Refuse {
-            self.reject(503, "service unavailable");
+            self.reject_request(503, "service unavailable", Some(request));
             return;
         }
-        let Parsed { request, rest, .. } = parsed;
         if request.is_websocket_upgrade() {
             if self.shutdown_at.is_some() {
-                self.reject(503, "server shutting down");
+                self.reject_request(503, "server shutting down", Some(request));
                 return;
             }
             match handshake::validate_upgrade(&request) {
@@ -667,7 +775,7 @@ impl Driver {
                     self.phase = Phase::Upgrade(Box::new(pending));
                     self.announce(request, Some(upgrade));
                 }
-                Err(e) => self.refuse(e.status(), &e),
+                Err(e) => self.refuse(e.status(), &e, Some(request)),
             }
         } else {
             match Exchange::start(&request, rest, self.cfg.http_max_body_size, &mut self.out) {
@@ -680,7 +788,7 @@ impl Driver {
                     self.http_read();
                     self.arm_body_deadline(self.now, true);
                 }
-                Err(e) => self.refuse(e.status(), &e),
+                Err(e) => self.refuse(e.status(), &e, Some(request)),
             }
         }
     }
@@ -716,12 +824,13 @@ impl Driver {
                 }
                 Ok(None) => return,
                 Err(e) if x.is_response_started() => {
-                    self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+                    self.log(LogLevel::Debug, format_args!("{e}"));
+                    self.closed_by(Closer::Server);
                     self.close_abnormally();
                     return;
                 }
                 Err(e) => {
-                    self.refuse(e.status(), &e);
+                    self.refuse(e.status(), &e, None);
                     return;
                 }
             }
@@ -757,21 +866,33 @@ impl Driver {
                 reason: String::new(),
             });
         }
-        match x.into_next() {
-            Some(buf) => {
-                let deadline = now + self.cfg.timeout_keep_alive;
-                self.phase = Phase::Head(RequestHead::new(buf, deadline));
-                self.deadline = Some(deadline);
-                self.parse_request();
-            }
-            None => self.handle.mark_closed(),
+        if let Some(buf) = x.into_next() {
+            let deadline = now + self.cfg.timeout_keep_alive;
+            self.phase = Phase::Head(RequestHead::new(buf, deadline));
+            self.deadline = Some(deadline);
+            self.parse_request();
+        } else {
+            self.closed_by(Closer::Server);
+            self.handle.mark_closed();
         }
     }
 
     /// Answers a request that cannot be served with `status`, logging why.
-    fn refuse(&mut self, status: u16, why: &dyn std::fmt::Display) {
-        self.log(LogLevel::Debug, format!("connection {}: {why}", self.id));
-        self.reject(status, &why.to_string());
+    fn refuse(&mut self, status: u16, why: &dyn std::fmt::Display, request: Option<Request>) {
+        self.log(LogLevel::Debug, format_args!("{why}"));
+        self.reject_request(status, &why.to_string(), request);
+    }
+
+    /// Answers `request` (`None`: none was parsed, or the application has it) with `status`
+    /// and `message` on the server's own behalf, and reports it to the access log.
+    fn reject_request(&mut self, status: u16, message: &str, request: Option<Request>) {
+        self.closed_by(Closer::Server);
+        if self.cfg.log.access {
+            let tls = self.tls.is_some();
+            let (id, client) = (self.id, self.client);
+            self.sink.push(Event::Refused(Box::new(Refusal { id, status, request, client, tls })));
+        }
+        self.reject(status, message);
     }
 
     fn reject(&mut self, status: u16, message: &str) {
@@ -815,7 +936,8 @@ impl Driver {
             None => conn.receive_buffered(),
         };
         if let Err(e) = result {
-            self.log(LogLevel::Debug, format!("connection {}: {e}", self.id));
+            self.log(LogLevel::Debug, format_args!("{e}"));
+            self.closed_by(Closer::Server);
         }
         self.after_protocol(now);
     }
@@ -868,6 +990,7 @@ impl Driver {
                 }
             }
             (Phase::Open(conn), Command::Close { code, reason }) => {
+                self.closer.get_or_insert(Closer::App);
                 let (code, reason) = if protocol::check_close(code, &reason).is_ok() {
                     (code, reason)
                 } else {
@@ -877,6 +1000,7 @@ impl Driver {
                 self.after_protocol(now);
             }
             (Phase::Open(conn), Command::Abort) => {
+                self.closer.get_or_insert(Closer::App);
                 let _ = conn.send_close(close_code::INTERNAL_ERROR, "");
                 self.after_protocol(now);
             }
@@ -885,12 +1009,15 @@ impl Driver {
                 self.accept(subprotocol.as_deref(), &headers, now);
             }
             (Phase::Upgrade(u), Command::Close { .. }) if u.is_awaiting() => {
+                self.closed_by(Closer::App);
                 self.reject(403, "forbidden");
             }
             (Phase::Upgrade(u), Command::Abort) if u.is_awaiting() => {
+                self.closed_by(Closer::App);
                 self.reject(500, "internal server error");
             }
             (Phase::Upgrade(u), Command::HttpResponseStart { status, headers }) => {
+                self.closer.get_or_insert(Closer::App);
                 u.deny(
                     &mut self.out,
                     status,
@@ -924,10 +1051,14 @@ impl Driver {
                 }
             }
             (Phase::Http(x), Command::Abort) if !x.is_response_started() => {
+                self.closed_by(Closer::App);
                 self.reject(500, "internal server error");
             }
             // A response (or denial) broken half way: all we can do is close.
-            (Phase::Http(_) | Phase::Upgrade(_), Command::Abort) => self.close_abnormally(),
+            (Phase::Http(_) | Phase::Upgrade(_), Command::Abort) => {
+                self.closed_by(Closer::App);
+                self.close_abnormally();
+            }
             // Accounted bytes that no phase will write.
             (
                 _,
@@ -948,6 +1079,9 @@ impl Driver {
         let Accepted { mut conn, mut early, eof } =
             u.accept(&self.cfg.protocol(), subprotocol, headers, &mut self.out, defaults);
         conn.hold_failures();
+        if self.tracing() {
+            conn.trace_frames();
+        }
         self.phase = Phase::Open(Box::new(conn));
         if eof {
             // The client left before the accept: nothing will be read.
@@ -963,7 +1097,8 @@ impl Driver {
     fn tick(&mut self, now: Instant) {
         if self.drain_deadline.is_some_and(|at| now >= at) {
             // The peer stopped taking our output: give up on it.
-            self.log(LogLevel::Debug, format!("connection {}: peer stopped reading", self.id));
+            self.log(LogLevel::Debug, format_args!("peer stopped reading"));
+            self.closed_by(Closer::Timeout);
             self.discard_output();
             self.phase = Phase::Done;
             self.deadline = None;
@@ -975,35 +1110,39 @@ impl Driver {
                 Err(deadline) => self.deadline = Some(deadline),
                 Ok(Expired::Idle) => {
                     // An idle keep-alive connection: close without a response.
+                    self.closed_by(Closer::Timeout);
                     self.phase = Phase::Done;
                     self.deadline = None;
                     self.handle.mark_closed();
                 }
                 Ok(Expired::Incomplete) => {
-                    self.log(LogLevel::Debug, format!("connection {}: handshake timeout", self.id));
-                    self.reject(408, "request timeout");
+                    self.log(LogLevel::Debug, format_args!("handshake timeout"));
+                    self.closed_by(Closer::Timeout);
+                    self.reject_request(408, "request timeout", None);
                 }
             },
-            Phase::Open(conn) => {
-                self.deadline = conn.on_tick(now);
+            Phase::Open(_) => {
+                self.tick_open(now);
                 self.drain_events();
                 self.settle();
             }
             Phase::Http(x) if self.deadline.is_some_and(|at| now >= at) => {
                 // The client stopped sending the body it announced.
                 let started = x.is_response_started();
-                self.log(LogLevel::Debug, format!("connection {}: request body timeout", self.id));
+                self.log(LogLevel::Debug, format_args!("request body timeout"));
+                self.closed_by(Closer::Timeout);
                 if started {
                     self.deadline = None;
                     self.close_abnormally();
                 } else {
-                    self.reject(408, "request timeout");
+                    self.reject_request(408, "request timeout", None);
                 }
             }
             Phase::Http(_) => {}
             Phase::HandOff(h) if h.is_expired(now) => {
                 let why = format!("worker {} took no connection for handshake_timeout", h.owner());
-                self.handoff_failed(&format!("cannot hand a connection on: {why}"));
+                let request = request_in(&self.cfg, h.bytes());
+                self.handoff_failed(&format!("cannot hand a connection on: {why}"), request);
             }
             Phase::HandOff(h) => self.deadline = Some(h.deadline()),
             _ => self.deadline = None,
@@ -1013,14 +1152,24 @@ impl Driver {
     /// After the protocol state machine ran: deliver its events, re-arm its timers.
     fn after_protocol(&mut self, now: Instant) {
         self.drain_events();
-        if let Phase::Open(conn) = &mut self.phase {
-            self.deadline = conn.on_tick(now);
-        }
+        self.tick_open(now);
         self.drain_events();
         self.settle();
     }
 
+    /// Advances the open WebSocket's timers; a close they cause is a timeout's (ping, close
+    /// handshake).
+    fn tick_open(&mut self, now: Instant) {
+        let Phase::Open(conn) = &mut self.phase else { return };
+        let was_closed = conn.is_closed();
+        self.deadline = conn.on_tick(now);
+        if !was_closed && conn.is_closed() {
+            self.closed_by(Closer::Timeout);
+        }
+    }
+
     fn drain_events(&mut self) {
+        let tracing = self.tracing();
         let Phase::Open(conn) = &mut self.phase else { return };
         while let Some(ev) = conn.next_event() {
             match ev {
@@ -1029,6 +1178,11 @@ impl Driver {
                     self.sink.push(Event::Message { id: self.id, message });
                 }
                 protocol::Event::Closed { code, reason } => {
+                    // Not closed by this side, a violation or a timer: by the client.
+                    self.closer.get_or_insert(Closer::Client);
+                    if tracing {
+                        self.ws_close = Some((code, reason.clone()));
+                    }
                     self.handle.mark_closed();
                     if std::mem::take(&mut self.announced) {
                         self.sink.push(Event::Disconnect { id: self.id, code, reason });
@@ -1043,12 +1197,39 @@ impl Driver {
     fn settle(&mut self) {
         if let Phase::Open(conn) = &mut self.phase {
             if conn.is_closed() {
+                self.trace_frames();
+                let Phase::Open(conn) = &mut self.phase else { return };
                 // Keep the bytes it still has to write (the close frame).
                 let mut q = std::mem::take(conn.out_queue());
                 self.out.append(&mut q);
                 self.phase = Phase::Done;
                 self.deadline = None;
             }
+        }
+    }
+}
+
+impl Drop for Driver {
+    /// Logs the close at [`LogLevel::Trace`]: who ended the connection, and a WebSocket's close
+    /// code and reason.
+    fn drop(&mut self) {
+        if !self.tracing() {
+            return;
+        }
+        if self.handed_off {
+            self.log(LogLevel::Trace, format_args!("handed to the worker that owns its session"));
+            return;
+        }
+        let by = self.closer.unwrap_or(Closer::Server).as_str();
+        let requests = self.completed;
+        if let Some((code, reason)) = &self.ws_close {
+            self.log(
+                LogLevel::Trace,
+                format_args!("closed by {by}: code {code}, reason {reason:?}"),
+            );
+        } else {
+            let s = if requests == 1 { "" } else { "s" };
+            self.log(LogLevel::Trace, format_args!("closed by {by} after {requests} request{s}"));
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::backend::SendState;
+use crate::config::LogConfig;
 use crate::deflate::{Deflate, DeflateParams};
 use crate::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use crate::protocol::Message;
@@ -1236,4 +1237,164 @@ fn handshakes_are_served_by_the_worker_that_accepted_them() {
     let (h, _) = http_request(&mut d, &sink, HANDSHAKE, now);
     respond(&mut d, &h, b"0{}", now);
     assert_eq!(d.handoff(), None);
+}
+
+/// The log messages among `events`, at `level`.
+fn logged(events: &[Event], level: LogLevel) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log { level: l, message } if *l == level => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn refused_requests_are_reported_only_with_the_access_log() {
+    for access_log in [false, true] {
+        let cfg = ServerConfig {
+            log: LogConfig { access: access_log, ..LogConfig::default() },
+            max_header_bytes: 256,
+            ..ServerConfig::default()
+        };
+        let (mut d, sink, _, now) = setup(cfg);
+        read(&mut d, b"GET /long HTTP/1.1\r\nHost: a\r\nX: ", now);
+        read(&mut d, &[b'x'; 300], now);
+        assert!(output(&mut d).starts_with(b"HTTP/1.1 431 "));
+        let refusals: Vec<_> = sink
+            .take()
+            .into_iter()
+            .filter_map(|e| if let Event::Refused(r) = e { Some(r) } else { None })
+            .collect();
+        if access_log {
+            let [r] = &refusals[..] else { panic!("{refusals:?}") };
+            assert_eq!((r.id, r.status, r.request.is_none(), r.tls), (7, 431, true, false));
+        } else {
+            assert!(refusals.is_empty(), "{refusals:?}");
+        }
+    }
+}
+
+#[test]
+fn a_refusal_after_the_head_carries_the_request() {
+    let cfg = ServerConfig {
+        log: LogConfig { access: true, ..LogConfig::default() },
+        http_max_body_size: 10,
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg);
+    read(&mut d, b"POST /up?a=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", now);
+    assert!(output(&mut d).starts_with(b"HTTP/1.1 413 "));
+    let events = sink.take();
+    let [Event::Log { .. }, Event::Refused(r)] = &events[..] else { panic!("{events:?}") };
+    let req = r.request.as_ref().unwrap();
+    assert_eq!((r.status, req.method.as_str(), req.path()), (413, "POST", "/up".to_owned()));
+}
+
+#[test]
+fn the_head_timeout_is_refused_with_408() {
+    let cfg = ServerConfig {
+        log: LogConfig { access: true, ..LogConfig::default() },
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg.clone());
+    read(&mut d, b"GET / HT", now);
+    d.on_tick(now + cfg.handshake_timeout);
+    assert!(output(&mut d).starts_with(b"HTTP/1.1 408 "));
+    let events = sink.take();
+    assert!(events.iter().any(|e| matches!(e, Event::Refused(r) if r.status == 408)), "{events:?}");
+}
+
+#[test]
+fn records_below_the_log_level_are_not_made() {
+    let cfg = ServerConfig {
+        log: LogConfig { level: LogLevel::Info, access: false },
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg);
+    read(&mut d, b"BAD\r\n\r\n", now);
+    assert!(output(&mut d).starts_with(b"HTTP/1.1 400 "));
+    let events = sink.take();
+    assert!(events.iter().all(|e| !matches!(e, Event::Log { .. })), "{events:?}");
+    drop(d);
+    assert!(sink.take().is_empty(), "no close record below trace");
+}
+
+#[test]
+fn debug_records_name_the_client() {
+    let sink = Arc::new(Sink::default());
+    let now = Instant::now();
+    let client = Some("192.0.2.1:4321".parse().unwrap());
+    let cfg = Arc::new(ServerConfig::default());
+    let notify = Box::new(CountNotify::default());
+    let mut d = Driver::new(9, cfg, sink.clone(), notify, client, None, now, wall());
+    read(&mut d, b"BAD\r\n\r\n", now);
+    let debug = logged(&sink.take(), LogLevel::Debug);
+    assert_eq!(debug, ["connection 9 (192.0.2.1:4321): malformed HTTP request: invalid token"]);
+}
+
+#[test]
+fn trace_shows_open_frames_and_who_closed() {
+    let cfg = ServerConfig {
+        log: LogConfig { level: LogLevel::Trace, access: false },
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg);
+    d.trace_open("tcp");
+    let mut trace = logged(&sink.take(), LogLevel::Trace);
+    let h = open(&mut d, &sink, now);
+    read(&mut d, &client_frame(0x1, b"secret payload"), now);
+    h.send(true, Bytes::from_static(b"secret reply"));
+    d.on_commands(now);
+    output(&mut d);
+    let mut close = vec![0x03, 0xe8];
+    close.extend_from_slice(b"bye");
+    read(&mut d, &client_frame(0x8, &close), now);
+    output(&mut d);
+    assert!(d.is_finished());
+    drop(d);
+    trace.extend(logged(&sink.take(), LogLevel::Trace));
+    let expected = [
+        "open, server -, tcp",
+        "received text frame, 14 bytes, fin=1",
+        "sent text frame, 12 bytes, fin=1",
+        "received close frame, 5 bytes, fin=1",
+        "sent close frame, 2 bytes, fin=1",
+        "closed by client: code 1000, reason \"bye\"",
+    ];
+    let expected: Vec<String> = expected.iter().map(|m| format!("connection 7 (-): {m}")).collect();
+    assert_eq!(trace, expected);
+}
+
+#[test]
+fn trace_says_the_application_closed() {
+    let cfg = ServerConfig {
+        log: LogConfig { level: LogLevel::Trace, access: false },
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg);
+    let h = open(&mut d, &sink, now);
+    h.close(4001, "done".into());
+    d.on_commands(now);
+    output(&mut d);
+    read(&mut d, &client_frame(0x8, &[0x0f, 0xa1]), now);
+    output(&mut d);
+    drop(d);
+    let trace = logged(&sink.take(), LogLevel::Trace);
+    assert_eq!(trace.last().unwrap(), "connection 7 (-): closed by app: code 4001, reason \"\"");
+}
+
+#[test]
+fn trace_says_a_timeout_closed_an_idle_keep_alive_connection() {
+    let cfg = ServerConfig {
+        log: LogConfig { level: LogLevel::Trace, access: false },
+        ..ServerConfig::default()
+    };
+    let (mut d, sink, _, now) = setup(cfg.clone());
+    d.on_tick(now + cfg.handshake_timeout);
+    assert!(d.is_finished());
+    drop(d);
+    let trace = logged(&sink.take(), LogLevel::Trace);
+    assert_eq!(trace, ["connection 7 (-): closed by timeout after 0 requests"]);
 }

@@ -79,11 +79,16 @@ impl WallClock {
     }
 }
 
+/// The standard reason phrase of `status` (`"OK"`), empty for an unregistered status.
+#[must_use]
+pub fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("")
+}
+
 /// Writes the status line `HTTP/1.1 <status> <reason>`, with the standard reason phrase (none
 /// for an unregistered status, which RFC 9112 §4 allows).
 pub fn push_status_line(out: &mut Vec<u8>, status: u16) {
-    let reason =
-        http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let reason = reason_phrase(status);
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
 }
 

@@ -437,6 +437,7 @@ class Core:
         access_log: Any | None,
         state: dict[str, Any] | None,
         worker: tuple[int, int, int, list[int]] | None = None,
+        resolve_client: Callable[[dict[str, Any]], object] | None = None,
     ) -> Self:
         """Start the backend ``config.backend`` on the listening sockets ``fds``.
 
@@ -446,14 +447,18 @@ class Core:
             fds: Listening sockets, duplicated (not taken).
             on_connect: Called with each new connection and its ASGI scope.
             event_loop: The asyncio loop the connections' awaitables belong to.
-            logger: Where records from the I/O threads are logged.
-            access_log: Where each handshake's outcome is logged, or ``None``.
+            logger: Where records from the I/O threads are logged; they are made only at its
+                effective level (read now) and above.
+            access_log: Where each request's outcome is logged (uvicorn's access record), the
+                requests the server answers itself included, or ``None``.
             state: The lifespan state copied into each scope, or ``None``.
             worker: In a worker process of a server with several workers,
                 ``(index, count, inbox_fd, peer_fds)``: this worker's index ``0..count``, the
                 receiving end of its inbox, and the sending end of every worker's inbox by
                 index (all from ``inbox_pair``, duplicated, not taken). Requests for the
                 Engine.IO sessions of another worker are handed to it through its inbox.
+            resolve_client: Applies ``proxy_headers`` to a scope in place; called on the scope
+                of a request the server answers itself, before its access record.
 
         Raises:
             ValueError: For an unknown backend, an option out of range, or a ``worker``

@@ -37,6 +37,10 @@ __all__ = ["Server", "run", "serve"]
 logger = logging.getLogger("zcasgi")
 access_logger = logging.getLogger("zcasgi.access")
 
+#: uvicorn's TRACE level, below DEBUG: connection open and close, and WebSocket frame summaries.
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds between two looks at the open connections while a shutdown waits for them.
 _SHUTDOWN_POLL = 0.02
@@ -230,6 +234,7 @@ class Server:
                 access_log=access_logger if config.access_log else None,
                 state=self._lifespan.state if self._lifespan.supported else None,
                 worker=worker,
+                resolve_client=self._apply_proxy_headers if config.proxy_headers else None,
             )
         except BaseException:
             # The application started: it gets its lifespan shutdown before the error goes on.
@@ -308,7 +313,7 @@ class Server:
             conn.abort()
             raise
         except Exception as exc:
-            logger.error("Exception in ASGI application", exc_info=exc)
+            logger.error("Exception in ASGI application, client %s", _client(scope), exc_info=exc)
             conn.abort()
         else:
             # Checked before finish(): an unfinished response to a client that already left is
@@ -318,10 +323,14 @@ class Server:
                 if client_left:
                     logger.debug(
                         "ASGI callable returned without completing the response "
-                        "(the client had disconnected)"
+                        "(the client had disconnected), client %s",
+                        _client(scope),
                     )
                 else:
-                    logger.error("ASGI callable returned without completing the response")
+                    logger.error(
+                        "ASGI callable returned without completing the response, client %s",
+                        _client(scope),
+                    )
 
     # ---- shutdown ----
 
@@ -361,6 +370,12 @@ class Server:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         logger.info("Finished server process")
+
+
+def _client(scope: dict[str, Any]) -> str:
+    """The scope's client as ``host:port`` (``-`` when unknown), for log lines."""
+    client = scope.get("client")
+    return "-" if not client else f"{client[0]}:{client[1]}"
 
 
 def run(config: Config) -> None:

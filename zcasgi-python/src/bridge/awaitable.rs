@@ -25,12 +25,13 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
 use zcasgi_core::backend::{ConnHandle, ConnectInfo};
+
+use crate::access::AccessLog;
 use zcasgi_core::protocol::Message;
 
 use super::http::HttpRequest;
 use super::message::message_type;
 use super::ws::WebSocket;
-use super::AccessLog;
 
 /// The ASGI protocol of a connection.
 #[derive(Debug)]
@@ -67,8 +68,9 @@ pub struct AsgiConn {
 }
 
 impl AsgiConn {
-    /// The application side of a `Connect` (WebSocket) or `HttpRequest` event.
-    pub fn new(info: &ConnectInfo, event_loop: Py<PyAny>, access_log: Option<Py<PyAny>>) -> Self {
+    /// The application side of a `Connect` (WebSocket) or `HttpRequest` event, whose outcome
+    /// goes to `access`.
+    pub fn new(info: &ConnectInfo, event_loop: Py<PyAny>, access: AccessLog) -> Self {
         let protocol = if info.upgrade.is_some() {
             Protocol::WebSocket(WebSocket::new())
         } else {
@@ -77,7 +79,7 @@ impl AsgiConn {
         Self {
             handle: info.handle.clone(),
             protocol,
-            access: AccessLog::new(info, access_log),
+            access,
             recv_waiters: Vec::new(),
             send_waiter: None,
             send_released: false,

@@ -24,7 +24,8 @@ use pyo3::types::{PyBytes, PyDict};
 use zcasgi_core::backend::ConnHandle;
 
 use super::message::{response_body, response_start};
-use super::{send_body, AccessLog};
+use super::send_body;
+use crate::access::{AccessLog, Outcome};
 
 /// Where the application is in the ASGI http protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +111,7 @@ impl HttpRequest {
                 let (body, more) = response_body(message)?;
                 if !more {
                     self.response = ResponseState::Complete;
-                    log.log(message.py(), &self.status.to_string());
+                    log.log(message.py(), Outcome::Status(self.status));
                 }
                 if self.disconnected {
                     // ASGI: sending to a client that left is a no-op for http.
@@ -127,7 +128,7 @@ impl HttpRequest {
     /// The application raised: 500 if no response started, else close the connection.
     pub(super) fn abort(&mut self, py: Python<'_>, handle: &ConnHandle, log: &AccessLog) {
         if self.response == ResponseState::NotStarted {
-            log.log(py, "500");
+            log.log(py, Outcome::Status(500));
         }
         if self.response != ResponseState::Complete {
             handle.abort();

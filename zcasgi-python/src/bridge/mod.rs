@@ -26,48 +26,11 @@ mod scope;
 mod ws;
 
 use bytes::Bytes;
-use pyo3::intern;
-use pyo3::prelude::*;
-use zcasgi_core::backend::{ConnHandle, ConnectInfo, SendState};
+use zcasgi_core::backend::{ConnHandle, SendState};
 
 pub use awaitable::{wake, AsgiConn, Inbound, Ready, SendWait};
 pub use queue::EventQueue;
-pub use scope::scope;
-
-/// The access log of one connection or request: `client - "request" outcome` lines.
-struct AccessLog {
-    logger: Option<Py<PyAny>>,
-    client: String,
-    /// `WebSocket /path?query`, or the HTTP request line.
-    request: String,
-}
-
-impl AccessLog {
-    /// The access log of the request in `info`, written to `logger` (`None`: disabled).
-    fn new(info: &ConnectInfo, logger: Option<Py<PyAny>>) -> Self {
-        let req = &info.request;
-        let mut target = String::from_utf8_lossy(&req.raw_path).into_owned();
-        if !req.query_string.is_empty() {
-            target.push('?');
-            target.push_str(&String::from_utf8_lossy(&req.query_string));
-        }
-        let request = if info.upgrade.is_some() {
-            format!("WebSocket {target}")
-        } else {
-            format!("{} {target} HTTP/1.{}", req.method, req.http_minor)
-        };
-        let client = info.client.map_or_else(|| "-".to_owned(), |a| a.to_string());
-        Self { logger, client, request }
-    }
-
-    /// Logs the request's `outcome` (a status, `[accepted]`) at INFO.
-    fn log(&self, py: Python<'_>, outcome: &str) {
-        if let Some(logger) = &self.logger {
-            let line = format!("{} - \"{}\" {outcome}", self.client, self.request);
-            let _ = logger.call_method1(py, intern!(py, "info"), (line,));
-        }
-    }
-}
+pub use scope::{request_scope, scope};
 
 /// Sends a piece of a response body (HTTP, or a WebSocket denial); returns whether the sender
 /// must wait for the send buffer to drain. Sending to a client that has gone is a no-op.

@@ -3,7 +3,10 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
+use std::net::SocketAddr;
+
 use zcasgi_core::backend::{ConnectInfo, LocalAddr, TlsInfo};
+use zcasgi_core::handshake::Request;
 
 /// Builds the ASGI `websocket` scope (or the `http` scope for a request without upgrade).
 pub fn scope<'py>(
@@ -12,42 +15,9 @@ pub fn scope<'py>(
     root_path: &str,
     state: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
-    let req = &info.request;
     let websocket = info.upgrade.is_some();
-    scope.set_item(intern!(py, "type"), if websocket { "websocket" } else { "http" })?;
-    let asgi = PyDict::new(py);
-    asgi.set_item("version", "3.0")?;
-    asgi.set_item("spec_version", "2.5")?;
-    scope.set_item(intern!(py, "asgi"), asgi)?;
-    scope.set_item(intern!(py, "http_version"), if req.http_minor == 0 { "1.0" } else { "1.1" })?;
-    let scheme = match (websocket, info.tls.is_some()) {
-        (true, false) => "ws",
-        (true, true) => "wss",
-        (false, false) => "http",
-        (false, true) => "https",
-    };
-    scope.set_item(intern!(py, "scheme"), scheme)?;
-    if !websocket {
-        scope.set_item(intern!(py, "method"), req.method.as_str())?;
-    }
-    let path = req.path();
-    scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
-    let mut raw_path = root_path.as_bytes().to_vec();
-    raw_path.extend_from_slice(&req.raw_path);
-    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw_path))?;
-    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, &req.query_string))?;
-    scope.set_item(intern!(py, "root_path"), root_path)?;
-    let headers = PyList::empty(py);
-    for (name, value) in &req.headers {
-        headers.append(PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?)?;
-    }
-    scope.set_item(intern!(py, "headers"), headers)?;
-    let client = match info.client {
-        Some(a) => (a.ip().to_string(), a.port()).into_py_any(py)?,
-        None => py.None(),
-    };
-    scope.set_item(intern!(py, "client"), client)?;
+    let scope =
+        request_scope(py, &info.request, websocket, info.tls.is_some(), info.client, root_path)?;
     // ASGI: `server` is (host, port), or (path, None) for a Unix socket.
     let server = match &info.server {
         Some(LocalAddr::Inet(a)) => (a.ip().to_string(), a.port()).into_py_any(py)?,
@@ -87,6 +57,53 @@ fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyD
     ext.set_item("tls_version", tls.version)?;
     ext.set_item("cipher_suite", tls.cipher_suite)?;
     Ok(ext)
+}
+
+/// The part of an ASGI scope that a request head and its connection's client give: type,
+/// versions, scheme, method, paths, query string, headers and client.
+pub fn request_scope<'py>(
+    py: Python<'py>,
+    req: &Request,
+    websocket: bool,
+    tls: bool,
+    client: Option<SocketAddr>,
+    root_path: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), if websocket { "websocket" } else { "http" })?;
+    let asgi = PyDict::new(py);
+    asgi.set_item("version", "3.0")?;
+    asgi.set_item("spec_version", "2.5")?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(intern!(py, "http_version"), if req.http_minor == 0 { "1.0" } else { "1.1" })?;
+    let scheme = match (websocket, tls) {
+        (true, false) => "ws",
+        (true, true) => "wss",
+        (false, false) => "http",
+        (false, true) => "https",
+    };
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+    if !websocket {
+        scope.set_item(intern!(py, "method"), req.method.as_str())?;
+    }
+    let path = req.path();
+    scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
+    let mut raw_path = root_path.as_bytes().to_vec();
+    raw_path.extend_from_slice(&req.raw_path);
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw_path))?;
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, &req.query_string))?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    let headers = PyList::empty(py);
+    for (name, value) in &req.headers {
+        headers.append(PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    let client = match client {
+        Some(a) => (a.ip().to_string(), a.port()).into_py_any(py)?,
+        None => py.None(),
+    };
+    scope.set_item(intern!(py, "client"), client)?;
+    Ok(scope)
 }
 
 /// A DER certificate as PEM (RFC 7468): base64 in lines of 64 characters.

@@ -29,7 +29,8 @@ use zcasgi_core::protocol::Message;
 
 use super::buffer::{bytes_like, bytes_of_str};
 use super::message::{field, headers, response_body, response_start};
-use super::{send_body, AccessLog};
+use super::send_body;
+use crate::access::{AccessLog, Outcome};
 use crate::errors::ClientDisconnected;
 
 /// Where the application is in the ASGI websocket protocol.
@@ -151,7 +152,7 @@ impl WebSocket {
                 self.state = AppState::Open;
                 if self.disconnect.is_none() {
                     handle.accept(subprotocol, headers);
-                    log.log(py, "[accepted]");
+                    log.log(py, Outcome::Accepted);
                 }
                 Ok(false)
             }
@@ -163,7 +164,7 @@ impl WebSocket {
                 zcasgi_core::protocol::check_close(code, &reason)
                     .map_err(crate::errors::invalid_state)?;
                 if self.state == AppState::Connecting {
-                    log.log(py, "403");
+                    log.log(py, Outcome::Status(403));
                 }
                 self.state = AppState::Closed;
                 handle.close(code, reason);
@@ -173,7 +174,7 @@ impl WebSocket {
             (AppState::Connecting, "websocket.http.response.start") => {
                 let (status, headers) = response_start(message)?;
                 self.state = AppState::Responding;
-                log.log(py, &status.to_string());
+                log.log(py, Outcome::Status(status));
                 handle.respond(status, headers);
                 Ok(false)
             }
@@ -196,7 +197,7 @@ impl WebSocket {
     /// The application raised: close with 1011, or answer 500 before the accept.
     pub(super) fn abort(&mut self, py: Python<'_>, handle: &ConnHandle, log: &AccessLog) {
         if self.state == AppState::Connecting {
-            log.log(py, "500");
+            log.log(py, Outcome::Status(500));
         }
         self.state = AppState::Closed;
         handle.abort();
@@ -208,7 +209,7 @@ impl WebSocket {
         let error = match self.state {
             AppState::Connecting | AppState::Responding => {
                 if self.state == AppState::Connecting {
-                    log.log(py, "500");
+                    log.log(py, Outcome::Status(500));
                 }
                 handle.abort();
                 true
