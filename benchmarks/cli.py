@@ -219,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             zcasgi_desc = "release build (maturin build --release: fat LTO, 1 codegen unit)"
         else:
             zcasgi_python = sys.executable
-            zcasgi_desc = f"as installed for {sys.executable} (make dev: cargo profile ci)"
+            zcasgi_desc = (
+                f"as installed for {record.shown(sys.executable)} (make dev: cargo profile ci)"
+            )
     except env.SetupError as exc:
         print(f"benchmarks: setup failed: {exc}", file=sys.stderr)
         return 2

@@ -151,16 +151,19 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def shown(arg: str) -> str:
+    """``arg``, relative to the repository root if it is an absolute path inside it (a record
+    names no path of the machine it was made on)."""
+    path = Path(arg)
+    if path.is_absolute() and Path(os.path.normpath(path)).is_relative_to(REPO_ROOT):
+        return os.path.relpath(path, REPO_ROOT)
+    return arg
+
+
 def command(module: str, argv: Sequence[str] | None) -> str:
     """The command line as run from the repository root, paths inside it made relative."""
     args = list(argv if argv is not None else sys.argv[1:])
-    shown = []
-    for arg in args:
-        path = Path(arg)
-        if path.is_absolute() and path.resolve().is_relative_to(REPO_ROOT):
-            arg = os.path.relpath(path, REPO_ROOT)
-        shown.append(arg)
-    return shlex.join(["python", "-m", module, *shown])
+    return shlex.join(["python", "-m", module, *map(shown, args)])
 
 
 def meta(

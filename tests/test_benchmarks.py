@@ -189,3 +189,11 @@ def test_report_only_rewrites_the_committed_record(
 
 def test_report_only_without_a_record(tmp_path: Path) -> None:
     assert cli.main(["--report-only", "--out", str(tmp_path)]) == 2
+
+
+def test_record_names_no_path_of_this_machine() -> None:
+    argv = ["--out", str(REPO_ROOT / "docs" / "benchmarks"), "--repeat", "3"]
+    assert record.command("benchmarks", argv) == (
+        "python -m benchmarks --out docs/benchmarks --repeat 3"
+    )
+    assert record.shown(str(REPO_ROOT / ".venv" / "bin" / "python")) == ".venv/bin/python"
