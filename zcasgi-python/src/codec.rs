@@ -14,13 +14,14 @@ use pyo3::exceptions::{PyOverflowError, PySystemError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use zcasgi_core::engineio::{self, PacketType, PayloadLimits};
 use zcasgi_core::frame::{self, FrameHeader, HeaderBytes, OpCode};
 use zcasgi_core::handshake::{self, HandshakeConfig};
 use zcasgi_core::protocol::{self, Event, Message, ProtocolConfig};
 use zcasgi_core::utf8;
 use zcasgi_core::ProtocolError;
 
-use crate::errors::{handshake_error, invalid_state, protocol_error};
+use crate::errors::{engineio_error, handshake_error, invalid_state, protocol_error};
 
 /// Adds the codec functions and classes to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -29,6 +30,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_utf8_stream, m)?)?;
     m.add_function(wrap_pyfunction!(accept_key, m)?)?;
     m.add_function(wrap_pyfunction!(parse_handshake, m)?)?;
+    m.add_function(wrap_pyfunction!(eio_decode_packet, m)?)?;
+    m.add_function(wrap_pyfunction!(eio_encode_packet, m)?)?;
+    m.add_function(wrap_pyfunction!(eio_decode_payload, m)?)?;
+    m.add_function(wrap_pyfunction!(eio_encode_payload, m)?)?;
     m.add_class::<Frame>()?;
     m.add_class::<FrameDecoder>()?;
     m.add_class::<Connection>()?;
@@ -526,4 +531,95 @@ impl Utf8Validator {
     fn finish(&self) -> bool {
         !self.failed && self.inner.finish().is_ok()
     }
+}
+
+// --- Engine.IO (zcasgi_core::engineio) ---
+
+/// A packet as Python sees it: `(type, data)`, data `str` or (a binary message) `bytes`.
+fn eio_packet_to_py<'py>(
+    py: Python<'py>,
+    packet: &engineio::Packet<'_>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let data: Bound<'py, PyAny> = match &packet.data {
+        engineio::Data::Text(text) => PyString::new(py, text).into_any(),
+        engineio::Data::Binary(bytes) => PyBytes::new(py, bytes).into_any(),
+    };
+    PyTuple::new(py, [(packet.kind as u8).into_pyobject(py)?.into_any(), data])
+}
+
+/// A packet from Python's `(type, data)`.
+fn eio_packet_from_py<'a>(
+    kind: &Bound<'_, PyAny>,
+    data: &'a Bound<'_, PyAny>,
+) -> PyResult<engineio::Packet<'a>> {
+    let digit = int_in(kind, 6u8, || format!("packet type must be in 0..=6, not {kind}"))?;
+    let kind =
+        PacketType::from_digit(b'0' + digit).ok_or_else(|| PyValueError::new_err("packet type"))?;
+    if let Ok(text) = data.cast::<PyString>() {
+        return Ok(engineio::Packet::text(kind, text.to_cow()?.into_owned()));
+    }
+    let bytes = data.cast::<PyBytes>()?;
+    if kind != PacketType::Message {
+        return Err(PyValueError::new_err("binary packets can only be of type MESSAGE (4)"));
+    }
+    Ok(engineio::Packet::binary(bytes.as_bytes()))
+}
+
+/// The Engine.IO packet a WebSocket frame carries (`str`: a text frame, `bytes`: binary).
+#[pyfunction]
+fn eio_decode_packet<'py>(
+    py: Python<'py>,
+    frame: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    if let Ok(text) = frame.cast::<PyString>() {
+        let text = text.to_cow()?;
+        let packet = engineio::Packet::decode_text(&text, false).map_err(|e| engineio_error(&e))?;
+        return eio_packet_to_py(py, &packet);
+    }
+    let bytes = frame.cast::<PyBytes>()?;
+    eio_packet_to_py(py, &engineio::Packet::decode_binary(bytes.as_bytes()))
+}
+
+/// The WebSocket frame payload of an Engine.IO packet: `str` for text, `bytes` for binary.
+#[pyfunction]
+fn eio_encode_packet<'py>(
+    py: Python<'py>,
+    kind: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let packet = eio_packet_from_py(kind, data)?;
+    let mut out = Vec::new();
+    if packet.encode_websocket(&mut out) {
+        let text = String::from_utf8(out)
+            .map_err(|_| PySystemError::new_err("text packet is not UTF-8"))?;
+        Ok(PyString::new(py, &text).into_any())
+    } else {
+        Ok(PyBytes::new(py, &out).into_any())
+    }
+}
+
+/// The packets of a long-polling request body, under `max_bytes` and `max_packets`.
+#[pyfunction]
+#[pyo3(signature = (body, *, max_bytes = 1_000_000, max_packets = 16))]
+fn eio_decode_payload<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    max_bytes: usize,
+    max_packets: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let packets = engineio::decode_payload(body, PayloadLimits { max_bytes, max_packets })
+        .map_err(|e| engineio_error(&e))?;
+    let items = packets.iter().map(|p| eio_packet_to_py(py, p)).collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// A long-polling response body of `packets`, each `(type, data)`.
+#[pyfunction]
+fn eio_encode_payload(packets: &Bound<'_, PyAny>) -> PyResult<String> {
+    let items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = packets.extract()?;
+    let decoded =
+        items.iter().map(|(k, d)| eio_packet_from_py(k, d)).collect::<PyResult<Vec<_>>>()?;
+    let mut out = String::new();
+    engineio::encode_payload(&decoded, &mut out);
+    Ok(out)
 }

@@ -61,6 +61,11 @@ pub fn invalid_state(err: InvalidState) -> PyErr {
     }
 }
 
+/// Converts a malformed Engine.IO packet or payload into `ValueError` (as python-engineio does).
+pub fn engineio_error(err: &zcasgi_core::engineio::EngineIoError) -> PyErr {
+    PyValueError::new_err(err.to_string())
+}
+
 /// Converts a configuration the server cannot run with into `ValueError` naming the option.
 pub fn config_error(err: ConfigError) -> PyErr {
     PyValueError::new_err(err.to_string())

@@ -13,6 +13,7 @@ pub mod common;
 pub mod decode;
 pub mod deflate;
 pub mod driver;
+pub mod engineio;
 pub mod handshake;
 pub mod http_body;
 pub mod http_head;
@@ -28,4 +29,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("handshake", handshake::run),
     ("deflate", deflate::run),
     ("driver", driver::run),
+    ("engineio", engineio::run),
 ];

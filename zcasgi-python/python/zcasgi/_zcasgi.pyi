@@ -4,7 +4,7 @@ The compiled items carry their docstrings here (Google style). Sections follow t
 files that define them; append new sections at the end of the file.
 """
 
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Literal, TypeAlias, TypedDict, final, type_check_only
 
 from typing_extensions import Self
@@ -29,6 +29,10 @@ __all__ = [
     "__version__",
     "accept_key",
     "apply_mask",
+    "eio_decode_packet",
+    "eio_decode_payload",
+    "eio_encode_packet",
+    "eio_encode_payload",
     "encode_frame",
     "inbox_pair",
     "parse_handshake",
@@ -413,6 +417,50 @@ class Utf8Validator:
 
     def finish(self) -> bool:
         """Whether the whole text fed so far is valid UTF-8 (not ending inside a code point)."""
+
+# ---- Engine.IO v4 packets and payloads (zcasgi-python/src/codec.rs) ----
+
+def eio_decode_packet(frame: str | bytes) -> tuple[int, str | bytes]:
+    """The Engine.IO packet one WebSocket frame carries.
+
+    Args:
+        frame: A text frame's text (type digit, then the data), or a binary frame's bytes (a
+            binary message, type 4).
+
+    Returns:
+        ``(type, data)``: the type 0 (open) to 6 (noop), and the text, or the bytes of a binary
+        message.
+
+    Raises:
+        ValueError: If the text is empty or does not start with a digit 0 to 6.
+    """
+
+def eio_encode_packet(kind: int, data: str | bytes) -> str | bytes:
+    """The WebSocket frame payload of an Engine.IO packet: ``str`` (a text frame) for text data,
+    ``bytes`` (a binary frame) for a binary message.
+
+    Raises:
+        ValueError: If ``kind`` is not 0 to 6, or binary data is given for a type other than 4.
+    """
+
+def eio_decode_payload(
+    body: bytes, *, max_bytes: int = 1_000_000, max_packets: int = 16
+) -> list[tuple[int, str | bytes]]:
+    """The packets of a long-polling request body: packets separated by ``\\x1e``, a binary
+    message written ``b`` and base64 (an empty body holds none).
+
+    Raises:
+        ValueError: If the body is longer than ``max_bytes``, holds more than ``max_packets``
+            packets, is not UTF-8, or a packet does not decode (empty, an unknown type, bad
+            base64).
+    """
+
+def eio_encode_payload(packets: Sequence[tuple[int, str | bytes]]) -> str:
+    """A long-polling response body of ``packets``, each ``(type, data)``.
+
+    Raises:
+        ValueError: As `eio_encode_packet`.
+    """
 
 # ---- server and bridge (zcasgi-python/src/server.rs, bridge/) ----
 

@@ -2,7 +2,8 @@
 
 These are thin bindings over the Rust protocol core (``zcasgi-core``) that the server itself
 runs: the same frame decoder, masking, UTF-8 validator, opening-handshake parser and connection
-state machine. Nothing here does I/O; bytes go in, frames, events and bytes come out, and time is
+state machine, and the Engine.IO v4 packet and long-polling payload codec (``eio_*``). Nothing
+here does I/O; bytes go in, frames, events and bytes come out, and time is
 passed in. The property tests in ``tests/test_codec_properties.py`` drive the core through this
 module. See ``docs/codec.md``.
 
@@ -28,6 +29,10 @@ from ._zcasgi import (
     Utf8Validator,
     accept_key,
     apply_mask,
+    eio_decode_packet,
+    eio_decode_payload,
+    eio_encode_packet,
+    eio_encode_payload,
     encode_frame,
     parse_handshake,
     validate_utf8_stream,
@@ -44,6 +49,10 @@ __all__ = [
     "Utf8Validator",
     "accept_key",
     "apply_mask",
+    "eio_decode_packet",
+    "eio_decode_payload",
+    "eio_encode_packet",
+    "eio_encode_payload",
     "encode_frame",
     "parse_handshake",
     "validate_utf8_stream",
