@@ -426,8 +426,9 @@ def _echo_section(results: Results) -> list[str]:
         "## 1. Echo throughput",
         "",
         "Closed loop: every connection keeps 1 (or 8, pipelined) binary messages in flight and "
-        "sends a new one per echo received. Each cell: messages echoed per second, and the "
-        "server's CPU µs per echoed message.",
+        "sends a new one per echo received. Each cell: messages echoed per second; then the "
+        "server's CPU µs per echoed message, and its threads' context switches per echoed "
+        "message (voluntary and involuntary, from /proc), by connection count.",
         "",
     ]
     combos = sorted({(p["size"], p["inflight"]) for p in points})
@@ -435,11 +436,17 @@ def _echo_section(results: Results) -> list[str]:
     servers = results.servers("echo")
     for size, inflight in combos:
         out += [f"### {_size(size)}, {_inflight(inflight)}", ""]
-        header = ["server", *[f"{c:,} conns msgs/s" for c in conns], "CPU µs/msg by conns"]
+        header = [
+            "server",
+            *[f"{c:,} conns msgs/s" for c in conns],
+            "CPU µs/msg by conns",
+            "ctx switches/msg by conns",
+        ]
         rows = []
         for server in servers:
             row = [f"`{server}`"]
             cpus = []
+            switches = []
             for c in conns:
                 cell = results.cell("echo", server, conns=c, size=size, inflight=inflight)
                 base = results.cell("echo", BASELINE, conns=c, size=size, inflight=inflight)
@@ -453,7 +460,8 @@ def _echo_section(results: Results) -> list[str]:
                     text += f" · {fmt_ratio(r)}"
                 row.append(text)
                 cpus.append(fmt(cell.median("cpu_us_per_msg") if cell else None))
-            row.append(" / ".join(cpus))
+                switches.append(fmt(cell.median("ctx_per_msg") if cell else None))
+            row += [" / ".join(cpus), " / ".join(switches)]
             rows.append(row)
         out += [*_table(header, rows), ""]
     return out
@@ -549,6 +557,7 @@ def _rtt_section(results: Results) -> list[str]:
             ("p50 µs", "p50_us", False),
             ("p99 µs", "p99_us", False),
             ("CPU µs/round trip", "cpu_us_per_msg", False),
+            ("ctx switches/round trip", "ctx_per_msg", False),
         ],
     )
 

@@ -4,6 +4,8 @@
 //! `getrusage(RUSAGE_SELF)` (user + system, every thread); the server's is `utime + stime` from
 //! `/proc/PID/stat` summed over the PIDs the harness passes (the server and its workers), read at
 //! the edges of each measurement window so that connection set-up and warm-up are left out.
+//! Context switches are counted the same way: `voluntary_ctxt_switches` and
+//! `nonvoluntary_ctxt_switches` of every thread (`/proc/PID/task/TID/status`) of those PIDs.
 
 use std::time::Instant;
 
@@ -51,6 +53,30 @@ pub fn procs_cpu_seconds(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|&pid| proc_cpu_seconds(pid)).sum()
 }
 
+/// Context switches (voluntary, involuntary) of every living thread of one process.
+fn proc_ctx_switches(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return (0, 0) };
+    let mut total = (0, 0);
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        for line in status.lines() {
+            let count =
+                |prefix: &str| -> Option<u64> { line.strip_prefix(prefix)?.trim().parse().ok() };
+            if let Some(n) = count("voluntary_ctxt_switches:") {
+                total.0 += n;
+            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                total.1 += n;
+            }
+        }
+    }
+    total
+}
+
+/// Summed context switches (voluntary, involuntary) of `pids`' threads.
+pub fn procs_ctx_switches(pids: &[u32]) -> (u64, u64) {
+    pids.iter().map(|&pid| proc_ctx_switches(pid)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
 /// The soft limit on open files of this process.
 pub fn open_file_limit() -> u64 {
     // SAFETY: `rlimit` is plain old data, so all-zero bytes are a valid value.
@@ -73,6 +99,8 @@ pub struct Sample {
     pub self_cpu: f64,
     /// The server processes' CPU seconds (0 when no PIDs were given).
     pub server_cpu: f64,
+    /// The server threads' context switches so far: (voluntary, involuntary).
+    pub server_ctx: (u64, u64),
 }
 
 impl Sample {
@@ -82,6 +110,7 @@ impl Sample {
             at: Instant::now(),
             self_cpu: self_cpu_seconds(),
             server_cpu: procs_cpu_seconds(server_pids),
+            server_ctx: procs_ctx_switches(server_pids),
         }
     }
 }
@@ -95,6 +124,8 @@ pub struct Window {
     pub self_cpu: f64,
     /// The server processes' CPU seconds.
     pub server_cpu: f64,
+    /// The server threads' context switches: (voluntary, involuntary).
+    pub server_ctx: (u64, u64),
 }
 
 impl Window {
@@ -104,6 +135,10 @@ impl Window {
             wall: end.at.duration_since(start.at).as_secs_f64(),
             self_cpu: end.self_cpu - start.self_cpu,
             server_cpu: (end.server_cpu - start.server_cpu).max(0.0),
+            server_ctx: (
+                end.server_ctx.0.saturating_sub(start.server_ctx.0),
+                end.server_ctx.1.saturating_sub(start.server_ctx.1),
+            ),
         }
     }
 
@@ -117,7 +152,9 @@ impl Window {
     }
 
     /// JSON fields describing this window; `per` is the number of operations it covered and
-    /// `per_name` the key of the server CPU microseconds per operation.
+    /// `per_name` the key of the server CPU microseconds per operation
+    /// (`server_cpu_us_per_X`; the context switches per operation go under
+    /// `server_ctx_switches_per_X`).
     pub fn json(
         &self,
         threads: usize,
@@ -136,6 +173,15 @@ impl Window {
                 (if self.wall > 0.0 { self.server_cpu / self.wall } else { 0.0 }).into();
             out[per_name] = if per > 0 {
                 (self.server_cpu * 1e6 / per as f64).into()
+            } else {
+                serde_json::Value::Null
+            };
+            let (voluntary, involuntary) = self.server_ctx;
+            out["server_ctx_voluntary"] = voluntary.into();
+            out["server_ctx_involuntary"] = involuntary.into();
+            let op = per_name.strip_prefix("server_cpu_us_per_").unwrap_or(per_name);
+            out[format!("server_ctx_switches_per_{op}")] = if per > 0 {
+                ((voluntary + involuntary) as f64 / per as f64).into()
             } else {
                 serde_json::Value::Null
             };
