@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ def test_the_signatures_are_the_list(function: Any) -> None:
         assert parameter.annotation == option.annotation, option.name
         assert repr(parameter.default) == repr(option.default), option.name
         assert getattr(parameter.default, "option", None) is option, option.name
+
+
+def test_the_literal_types_are_the_choices() -> None:
+    """An option with choices is typed as their `Literal` (a type checker rejects others)."""
+    hints = typing.get_type_hints(Config.__init__)
+    for option in OPTIONS:
+        if typing.get_origin(hints[option.name]) is typing.Literal:
+            assert typing.get_args(hints[option.name]) == option.choices, option.name
+    assert {o.name for o in OPTIONS if o.choices} - {"log_level"} == {
+        name for name, hint in hints.items() if typing.get_origin(hint) is typing.Literal
+    }
 
 
 def test_the_cli_is_the_list() -> None:
@@ -172,6 +184,7 @@ zcasgi.serve(app, workers=2, ws_ping_interval=None, headers=[("x-a", "1")])
 zcasgi.serve(app, wokers=2)
 zcasgi.serve(app, workers="2")
 zcasgi.Config(app, use_colors="yes")
+zcasgi.serve(app, backend="epoll")
 """
 
 
@@ -187,7 +200,8 @@ def test_a_type_checker_catches_wrong_keywords(tmp_path: Path) -> None:
         timeout=300,
     )
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert [line.split(":")[1] for line in errors] == ["6", "7", "8"], result.stdout
+    assert [line.split(":")[1] for line in errors] == ["6", "7", "8", "9"], result.stdout
     assert 'Unexpected keyword argument "wokers" for "serve"' in errors[0]
     assert 'Argument "workers" to "serve" has incompatible type "str"; expected "int"' in errors[1]
     assert 'Argument "use_colors" to "Config" has incompatible type "str"' in errors[2]
+    assert 'Argument "backend" to "serve" has incompatible type' in errors[3]

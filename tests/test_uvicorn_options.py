@@ -191,3 +191,19 @@ def test_reload_serves_the_edited_code(tmp_path: Path, backend: str) -> None:
         [second] = _server_processes(server)
         assert second != first
     assert "Traceback" not in server.output()
+
+
+def test_reload_survives_a_broken_edit(tmp_path: Path) -> None:
+    """An edit that does not import stops that server process only; the next edit serves."""
+    module = tmp_path / "hot_app.py"
+    module.write_text(HOT_APP.format(version="v1"))
+    args = ["--reload", "--reload-dir", str(tmp_path), "--app-dir", str(tmp_path)]
+    with ZcasgiServer("hot_app:app", "mio", args) as server:
+        url = server.url("http", "/")
+        assert httpx.get(url, timeout=10).text == "v1"
+        module.write_text("def app(:\n")
+        server.wait_for_output("SyntaxError", timeout=30)
+        assert wait_until(lambda: not _server_processes(server), 30), server.output()
+        module.write_text(HOT_APP.format(version="v3"))
+        assert httpx.get(url, timeout=30).text == "v3"
+        assert server.alive()

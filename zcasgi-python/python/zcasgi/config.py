@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ._zcasgi import BACKENDS, server_limits, validate_config
 from .options import BOOLEANS, LIFESPAN_MODES, LOG_LEVELS, LOOPS, OPTIONS, Option, parse_bool
@@ -321,7 +321,7 @@ class Config:
         uds: str | os.PathLike[str] | None = default("uds"),
         uds_permissions: int | str | None = default("uds_permissions"),
         fd: int | None = default("fd"),
-        backend: str = default("backend"),
+        backend: Literal["mio", "tokio"] = default("backend"),
         io_threads: int = default("io_threads"),
         workers: int = default("workers"),
         backlog: int = default("backlog"),
@@ -359,12 +359,12 @@ class Config:
         reload_dirs: list[str] | str | None = default("reload_dirs"),
         reload_includes: list[str] | str | None = default("reload_includes"),
         reload_excludes: list[str] | str | None = default("reload_excludes"),
-        lifespan: str = default("lifespan"),
+        lifespan: Literal["auto", "on", "off"] = default("lifespan"),
         log_level: str | int = default("log_level"),
         log_config: dict[str, Any] | str | os.PathLike[str] | None = default("log_config"),
         access_log: bool = default("access_log"),
         use_colors: bool | None = default("use_colors"),
-        loop: str = default("loop"),
+        loop: Literal["auto", "asyncio", "uvloop"] = default("loop"),
         factory: bool = default("factory"),
     ) -> None:
         # Every keyword the caller gave; the others come from ZCASGI_* or their default, read

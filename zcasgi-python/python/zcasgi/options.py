@@ -93,7 +93,8 @@ class Option:
 
     #: The keyword and attribute; ``--name-with-dashes`` and ``ZCASGI_NAME`` unless `flag` says.
     name: str
-    #: The type, as the signatures of `zcasgi.Config` and `zcasgi.serve` write it.
+    #: The type, as the signatures of `zcasgi.Config` and `zcasgi.serve` write it (their
+    #: annotations are strings: ``from __future__ import annotations``, single quotes).
     annotation: str
     #: The value when neither a keyword, a flag nor the environment gives one.
     default: Any
@@ -217,7 +218,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "backend",
-        "str",
+        "Literal['mio', 'tokio']",
         "mio",
         Kind.TEXT,
         "transport backend (default mio)",
@@ -382,7 +383,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "lifespan",
-        "str",
+        "Literal['auto', 'on', 'off']",
         "auto",
         Kind.TEXT,
         "lifespan mode (default auto)",
@@ -422,7 +423,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "loop",
-        "str",
+        "Literal['auto', 'asyncio', 'uvloop']",
         "auto",
         Kind.TEXT,
         "event loop (default auto: uvloop if installed)",
