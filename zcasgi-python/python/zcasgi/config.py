@@ -298,8 +298,8 @@ class Config:
             needs an import string ``app``, one worker, and watchfiles).
         reload_dirs: Directories ``reload`` watches (default: the working directory).
         reload_includes: Globs of files ``reload`` watches besides ``*.py``.
-        reload_excludes: Globs of files ``reload`` ignores (besides ``.*``, ``.py[cod]``,
-            ``.sw.*`` and ``~*``).
+        reload_excludes: Globs of files ``reload`` ignores (besides ``.*``, ``*.py[cod]``,
+            ``*.sw.*`` and ``~*``).
         use_colors: Colour the level names of the default log format; ``None``: when the
             stream is a terminal.
         factory: Treat ``app`` as a factory to call with no arguments.

@@ -90,7 +90,13 @@ class Reloader:
         self._context = multiprocessing.get_context("spawn")
 
     def run(self) -> None:
-        """Serves until SIGINT/SIGTERM, restarting the server on each change."""
+        """Serves until SIGINT/SIGTERM, restarting the server on each change.
+
+        Raises:
+            RuntimeError: if called outside the main thread (signals need it).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("reload must be started from the main thread")
         config = self.config
         configure_logging(config.log_level, "", config.log_config, config.use_colors)
         sockets = bind_sockets(config)
