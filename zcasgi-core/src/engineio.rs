@@ -5,8 +5,10 @@
 //! with no type byte. In a long-polling payload, packets are joined by the record separator
 //! (`0x1e`) and a binary message is written as `b` followed by its base64.
 //!
-//! This module only frames packets; what a packet means to a session (the handshake, pings,
-//! the upgrade probe) is the session's business, and what a message means is Socket.IO's.
+//! This module frames packets; what a packet means to a session (the handshake, pings, the
+//! upgrade probe) is [`session`]'s business, and what a message means is Socket.IO's.
+
+pub mod session;
 
 use std::borrow::Cow;
 
