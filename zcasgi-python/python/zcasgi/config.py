@@ -286,7 +286,8 @@ class Config:
         log_config: A logging configuration applied at start-up: a `logging.config.dictConfig`
             dict, a path to one as JSON (``.json``) or YAML (``.yaml``/``.yml``, needs PyYAML),
             or any other path as a `logging.config.fileConfig` INI file.
-        access_log: Log each WebSocket handshake outcome to ``zcasgi.access``.
+        access_log: Log each request's outcome to ``zcasgi.access`` as uvicorn does, the
+            requests the server refuses itself included.
         loop: ``"auto"`` (uvloop if installed), ``"asyncio"`` or ``"uvloop"``.
         headers: Extra ``(name, value)`` headers on every HTTP response and WebSocket accept
             (uvicorn's ``--header``); a header the application sends itself wins.
