@@ -156,6 +156,14 @@ def _access_config(plain: Path, uvicorn_style: Path) -> dict[str, object]:
     }
 
 
+def _access_files(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """The two access log files of `_access_config` and the arguments that write them."""
+    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
+    return plain, uvicorn_style, ["--log-config", str(config)]
+
+
 async def _exchange(port: int, request: bytes) -> bytes:
     """Sends ``request`` on a new connection and reads until the server closes it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -177,10 +185,8 @@ async def test_access_lines_are_uvicorns_with_the_forwarded_client(
 ) -> None:
     """A trusted proxy's X-Forwarded-For client is the one logged (as in the ASGI scope), with
     the status phrase; uvicorn's AccessFormatter formats the same records."""
-    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
-    config = tmp_path / "logging.json"
-    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
-    args = ["--log-config", str(config), "--forwarded-allow-ips", "127.0.0.1"]
+    plain, uvicorn_style, log_args = _access_files(tmp_path)
+    args = [*log_args, "--forwarded-allow-ips", "127.0.0.1"]
     with ZcasgiServer("apps.echo:deny_path_app", backend, args, workers=workers) as server:
         forwarded = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "X-Forwarded-Proto": "https"}
         async with connect(server.url("ws", "/echo?x=1"), additional_headers=forwarded) as ws:
@@ -212,10 +218,8 @@ async def test_access_lines_are_uvicorns_with_the_forwarded_client(
 
 
 async def test_an_untrusted_proxy_is_logged_as_the_client(backend: str, tmp_path: Path) -> None:
-    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
-    config = tmp_path / "logging.json"
-    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
-    args = ["--log-config", str(config), "--forwarded-allow-ips", "192.0.2.1"]
+    plain, _, log_args = _access_files(tmp_path)
+    args = [*log_args, "--forwarded-allow-ips", "192.0.2.1"]
     with ZcasgiServer("apps.echo:app", backend, args) as server:
         request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.4\r\n"
         await _exchange(server.port, request + b"Connection: close\r\n\r\n")
@@ -226,11 +230,9 @@ async def test_an_untrusted_proxy_is_logged_as_the_client(backend: str, tmp_path
 async def test_requests_the_server_refuses_are_logged(backend: str, tmp_path: Path) -> None:
     """400, 408, 413, 414 and 431 never reach the application, yet each has its access line:
     the request line when it was parsed, ``"-"`` when not; the forwarded client when known."""
-    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
-    config = tmp_path / "logging.json"
-    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
+    plain, uvicorn_style, log_args = _access_files(tmp_path)
     args = [
-        "--log-config", str(config),
+        *log_args,
         "--handshake-timeout", "0.5",
         "--http-max-body-size", "10",
         "--max-header-bytes", "1024",
@@ -262,10 +264,8 @@ async def test_requests_the_server_refuses_are_logged(backend: str, tmp_path: Pa
 
 
 async def test_over_limit_concurrency_is_logged_503(backend: str, tmp_path: Path) -> None:
-    plain, uvicorn_style = tmp_path / "plain.log", tmp_path / "uvicorn.log"
-    config = tmp_path / "logging.json"
-    config.write_text(json.dumps(_access_config(plain, uvicorn_style)))
-    args = ["--log-config", str(config), "--limit-concurrency", "1"]
+    plain, uvicorn_style, log_args = _access_files(tmp_path)
+    args = [*log_args, "--limit-concurrency", "1"]
     with ZcasgiServer("apps.echo:app", backend, args) as server:
         async with connect(server.url("ws", "/held")) as ws:
             await ws.send("hi")
@@ -274,6 +274,7 @@ async def test_over_limit_concurrency_is_logged_503(backend: str, tmp_path: Path
             assert (await _exchange(server.port, request)).startswith(b"HTTP/1.1 503 ")
         assert await wait_until_async(lambda: len(_lines(plain)) == 2, 10)
     assert _lines(plain)[1].endswith(' - "GET /over HTTP/1.1" 503 Service Unavailable')
+    assert _lines(uvicorn_style)[1].endswith(' - "GET /over HTTP/1.1" 503 Service Unavailable')
 
 
 async def test_trace_shows_connections_and_frames_but_no_payload(backend: str) -> None:
