@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import Answers, Command, ServerProcess
+from harness.pki import Pki
 
 #: Backends every end-to-end test runs against.
 BACKENDS = ["mio", "tokio"]
@@ -29,6 +30,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Name of the transport backend under test."""
     name: str = request.param
     return name
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway CA and certificates for TLS servers (``harness.pki``)."""
+    return Pki.make(tmp_path_factory.mktemp("tls"))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import pytest
 import socketio
 
 from harness import HOST, ZcasgiServer
+from harness.pki import Pki
 from zcasgi import Config, _zcasgi
 from zcasgi.sticky import make_inbox, tag_sessions
 
@@ -252,3 +253,78 @@ def test_session_ids_carry_the_worker_index() -> None:
         assert _zcasgi.tag_session_id(stock, 2) == sid
     finally:
         BaseServer.generate_id = original  # type: ignore[method-assign]
+
+
+# ---- TLS terminated by zcasgi: a connection that reaches another worker than its session's
+# stays in the process that holds its TLS state, which relays its plaintext to the owner.
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "new-connections"])
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function Connection.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+async def test_socketio_clients_over_https_reach_their_worker(
+    backend: str, pki: Pki, keep_alive: bool
+) -> None:
+    """Polling-only and default clients (polling, then the upgrade to wss) over https, made on
+    each of two workers in turn, then all emitting at once: any worker may accept their
+    requests (on new connections, or on keep-alive ones opened by another session's request),
+    and every one reaches its session's worker through the relay, with no 503."""
+    server = ZcasgiServer("apps.sticky:app", backend, pki.server_args(), workers=2)
+    with server:
+        url = server.url("https", "")
+        connector = aiohttp.TCPConnector(ssl=pki.client_context(), force_close=not keep_alive)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            clients = []
+            for pid in server.children():
+                with server.only(pid):
+                    for kind in ("polling", "default"):
+                        for _ in range(CLIENTS):
+                            clients.append((pid, kind, *await _connect(url, kind, http)))
+            results = await asyncio.gather(
+                *(
+                    _use(client, dropped, kind, n)
+                    for n, (_, kind, client, dropped) in enumerate(clients)
+                )
+            )
+        for (pid, kind, *_), (pids, transport) in zip(clients, results):
+            assert pids == {pid}, f"a {kind} session of worker {pid} was served by {pids}"
+            assert transport == ("polling" if kind == "polling" else "websocket"), (kind, transport)
+        assert _assert_served_by_owner(server) > 0
+        gc.collect()
+    out = server.output()
+    assert " 503" not in out and "Traceback" not in out, out
+
+
+async def test_a_relayed_request_has_the_scope_of_its_tls_connection(
+    backend: str, pki: Pki
+) -> None:
+    """One https keep-alive connection whose requests name sessions of three workers in turn
+    (the connection moves from its relay's owner to a third worker as a plain socket): each is
+    served by the worker its session names, with the scope of the TLS connection — https, the
+    client's address and the TLS extension."""
+    server = ZcasgiServer("apps.echo:transport_app", backend, pki.server_args(), workers=3)
+    with server:
+        port = server.require_port()
+        reader, writer = await asyncio.open_connection(HOST, port, ssl=pki.client_context())
+        local_port = writer.get_extra_info("sockname")[1]
+        by_index: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
+        try:
+            for _ in range(3):
+                for index, pids in by_index.items():
+                    query = f"EIO=4&transport=polling&sid=s.{index}"
+                    scope = json.loads(await _request(reader, writer, "GET", query, b""))
+                    assert scope["scheme"] == "https"
+                    assert scope["client"] == [HOST, local_port]
+                    assert scope["server"] == [HOST, port]
+                    tls = scope["extensions"]["tls"]
+                    assert tls["server_cert"].startswith("-----BEGIN CERTIFICATE-----"), tls
+                    assert tls["tls_version"] in (0x0303, 0x0304), tls
+                    pids.add(scope["pid"])
+        finally:
+            writer.close()
+    assert all(len(pids) == 1 for pids in by_index.values()), by_index
+    assert len(set().union(*by_index.values())) == 3, by_index
+    out = server.output()
+    assert " 503" not in out and "Traceback" not in out, out

@@ -14,7 +14,6 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,48 +24,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from harness import REPO_ROOT, ZcasgiServer, server_env
+from harness.pki import Pki
 from zcasgi import Config
 
 pytestmark = pytest.mark.timeout(60)
 
 APP = "apps.echo:transport_app"
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A CA, the server's certificate and key files, and a client certificate it signed."""
-
-    ca: trustme.CA
-    certfile: Path
-    keyfile: Path
-    ca_file: Path
-    client: trustme.LeafCert
-    tmp: Path
-
-    def client_context(self, *, with_cert: bool = False) -> ssl.SSLContext:
-        """A client context trusting the CA, presenting the client certificate if asked."""
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        self.ca.configure_trust(ctx)
-        if with_cert:
-            self.client.configure_cert(ctx)
-        return ctx
-
-    def server_args(self, *more: str) -> list[str]:
-        """The CLI flags of a TLS server with this certificate."""
-        return ["--ssl-certfile", str(self.certfile), "--ssl-keyfile", str(self.keyfile), *more]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    tmp = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    certfile, keyfile, ca_file = tmp / "cert.pem", tmp / "key.pem", tmp / "ca.pem"
-    certfile.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(keyfile))
-    ca.cert_pem.write_to_path(str(ca_file))
-    client = ca.issue_cert("client@example.com")
-    return Pki(ca, certfile, keyfile, ca_file, client, tmp)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -321,7 +322,8 @@ async def sleepy_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def transport_app(scope: Scope, receive: Receive, send: Send) -> None:
     """For the transport tests (Unix sockets, TLS): a WebSocket on ``/scope`` gets its scope as
     JSON, any other WebSocket an echo; an HTTP request gets its scope as a JSON 200 response
-    after its body was read (a POST's body comes back as the ``body`` member)."""
+    after its body was read (a POST's body comes back as the ``body`` member, the PID of the
+    process that served it as ``pid``)."""
     if scope["type"] == "websocket":
         if scope["path"] == "/scope":
             await scope_app(scope, receive, send)
@@ -337,7 +339,8 @@ async def transport_app(scope: Scope, receive: Receive, send: Send) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    payload = json.dumps({**_jsonable(scope), "body": body.decode("latin-1")}).encode()
+    served = {"body": body.decode("latin-1"), "pid": os.getpid()}
+    payload = json.dumps({**_jsonable(scope), **served}).encode()
     await _respond(send, "http.response", 200, b"application/json", payload)
 
 

@@ -57,6 +57,13 @@
 //! driver's deadline. Connections handed over by other workers arrive through the inbox, as
 //! from a listener (see `accept.rs`).
 //!
+//! A TLS connection cannot leave the process (`zcasgi_transport::relay`): its hand-off gives
+//! the reactor one end of a socket pair instead, registered with the connection's slot and the
+//! [`PAIR`] bit as its token. From then on the routine above is replaced by the session's relay
+//! pump, run on readiness events of either socket, at its deadline, and on the next turn when
+//! it ran out of budget; once the relay is finished, the pair end is closed and the socket goes
+//! through step 3 like any other.
+//!
 //! [`Driver`]: zcasgi_core::driver::Driver
 //! [`Driver::wants_read`]: zcasgi_core::driver::Driver::wants_read
 //! [`Driver::wants_write`]: zcasgi_core::driver::Driver::wants_write
@@ -80,7 +87,8 @@ use socket2::{SockRef, Socket};
 use zcasgi_core::backend::{ConnId, LogLevel, Notify};
 use zcasgi_transport::io::{abandon, discard, recv_into, Flush, Read};
 use zcasgi_transport::linger::half_close;
-use zcasgi_transport::{Accepted, Session};
+use zcasgi_transport::relay::{Pump, Relay};
+use zcasgi_transport::{Accepted, HandOff, Session};
 
 use crate::accept::{Listeners, Step, ACCEPT_BUDGET};
 use crate::timer::{Entry, Timers};
@@ -89,6 +97,10 @@ use crate::ServerState;
 /// The token of a thread's `Waker`; connections use their slab slot, listeners count down
 /// from just below this.
 pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// The bit that marks a relay's pair end in a token (the rest is its connection's slot).
+/// Listener tokens have it too, but are recognised first.
+const PAIR: usize = 1 << (usize::BITS - 2);
 
 /// Most reads on one connection per turn of the loop.
 const READ_BUDGET: usize = 16;
@@ -168,6 +180,8 @@ struct Conn {
     socket: Socket,
     /// The driver, and the steps between it and the socket.
     session: Session,
+    /// A relayed TLS connection's end of its socket pair (registered with the [`PAIR`] bit).
+    pair: Option<Socket>,
     /// The socket may have bytes to read: set by events, cleared by `WouldBlock`.
     readable: bool,
     /// The socket may take bytes: set by events, cleared by `WouldBlock`.
@@ -310,6 +324,13 @@ impl Reactor {
                 if self.listeners.mark_pending(token) {
                     continue;
                 }
+                if token.0 & PAIR != 0 {
+                    // A relay's pair end: the pump tries every direction.
+                    if self.conns.get(token.0 & !PAIR).is_some_and(|c| c.pair.is_some()) {
+                        self.service(token.0 & !PAIR, now);
+                    }
+                    continue;
+                }
                 let Some(conn) = self.conns.get_mut(token.0) else { continue };
                 // Stale events for a reused slot are harmless: they only make us try.
                 let error = ev.is_error();
@@ -359,6 +380,19 @@ impl Reactor {
             }
             return;
         }
+        if let Some(pair) = &conn.pair {
+            let more = conn.session.pump(&conn.socket, pair, now) == Pump::More;
+            if conn.session.is_finished() {
+                conn.read_closed |= conn.session.relay().is_some_and(Relay::is_client_done);
+                self.finish(slot, now);
+                return;
+            }
+            if more {
+                self.defer(slot);
+            }
+            self.arm(slot);
+            return;
+        }
         let mut budget = READ_BUDGET;
         while conn.readable && !conn.read_closed && conn.session.wants_read() {
             if budget == 0 {
@@ -377,10 +411,17 @@ impl Reactor {
         }
         let more_to_read = budget == 0 && conn.readable && conn.session.wants_read();
         flush(conn);
-        if self.state.ctx.hand_off(&mut conn.session, conn.socket.as_fd(), now) {
-            // The owner has the socket: forget it, without shutting it down.
-            self.close(slot);
-            return;
+        match self.state.ctx.hand_off(&mut conn.session, conn.socket.as_fd(), now) {
+            HandOff::Stay => {}
+            HandOff::Moved => {
+                // The owner has the socket: forget it, without shutting it down.
+                self.close(slot);
+                return;
+            }
+            HandOff::Relay(pair) => {
+                self.relay(slot, pair, now);
+                return;
+            }
         }
         if conn.session.wants_write() {
             // A hand-off that failed at once queued its answer (503).
@@ -396,9 +437,26 @@ impl Reactor {
         self.arm(slot);
     }
 
+    /// Starts relaying the TLS connection in `slot` to its owner through `pair`.
+    fn relay(&mut self, slot: usize, pair: Socket, now: Instant) {
+        let token = Token(slot | PAIR);
+        let source = &mut SourceFd(&pair.as_raw_fd());
+        if let Err(e) =
+            self.registry.register(source, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            // The owner sees the end of its stream; the client, a closed connection.
+            self.state.ctx.log(LogLevel::Warning, format!("cannot register a relay: {e}"));
+            self.close(slot);
+            return;
+        }
+        self.conns[slot].pair = Some(pair);
+        self.service(slot, now);
+    }
+
     /// The driver is done: close now if the peer is gone, else half-close and linger until its
     /// end of stream (`zcasgi_transport::linger`).
     fn finish(&mut self, slot: usize, now: Instant) {
+        self.close_pair(slot);
         let conn = &mut self.conns[slot];
         match half_close(SockRef::from(&conn.socket), conn.read_closed, now) {
             None => self.close(slot),
@@ -531,6 +589,7 @@ impl Reactor {
             id,
             socket: accepted.socket,
             session,
+            pair: None,
             readable: false,
             writable: false,
             hup: false,
@@ -542,8 +601,17 @@ impl Reactor {
         self.arm(slot);
     }
 
+    /// Deregisters and drops the pair end of a relayed connection (the owner reads its end of
+    /// stream).
+    fn close_pair(&mut self, slot: usize) {
+        if let Some(pair) = self.conns[slot].pair.take() {
+            let _ = self.registry.deregister(&mut SourceFd(&pair.as_raw_fd()));
+        }
+    }
+
     /// Deregisters and drops the connection in `slot`.
     fn close(&mut self, slot: usize) {
+        self.close_pair(slot);
         let conn = self.conns.remove(slot);
         let _ = self.registry.deregister(&mut SourceFd(&conn.socket.as_raw_fd()));
         drop(conn);

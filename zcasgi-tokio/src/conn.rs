@@ -31,7 +31,9 @@
 //! In a worker process, each turn also makes the hand-off the driver may wait for, once its
 //! output is written (`Context::hand_off`): a connection that went to the worker owning its
 //! Engine.IO session ends its task without closing the socket (dropping the `AsyncFd` only
-//! deregisters it and closes this process's descriptor).
+//! deregisters it and closes this process's descriptor). A TLS connection cannot leave the
+//! process (`zcasgi_transport::relay`): its task goes on as a relay between the socket and the
+//! pair end the hand-off gave it ([`Conn::relay`]), then closes the pair end and the socket.
 //!
 //! # Buffers
 //!
@@ -60,10 +62,11 @@ use bytes::BytesMut;
 use socket2::{SockRef, Socket};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use zcasgi_core::backend::ConnId;
+use zcasgi_core::backend::{ConnId, LogLevel};
 use zcasgi_transport::io::{abandon, discard, recv_into, send_vectored, Flush, Read};
 use zcasgi_transport::linger::half_close;
-use zcasgi_transport::{Accepted, Context, Session};
+use zcasgi_transport::relay::Pump;
+use zcasgi_transport::{Accepted, Context, HandOff, Session};
 
 use crate::server::register;
 use crate::shutdown::Shutdown;
@@ -93,6 +96,10 @@ impl zcasgi_transport::io::Socket for Tracked<'_> {
     fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.0.try_io(Interest::WRITABLE, |s| send_vectored(SockRef::from(s), bufs))
     }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.0.get_ref().shutdown(std::net::Shutdown::Write)
+    }
 }
 
 /// What ended a wait in [`Conn::serve`].
@@ -119,9 +126,17 @@ pub(crate) async fn run(ctx: &Context, id: ConnId, mut accepted: Accepted, mut s
         }
     };
     let mut conn = Conn { session, socket, read_closed: false, failed: false };
-    conn.serve(ctx, &wake, &mut shutdown).await;
-    if !conn.session.driver().is_handed_off() {
-        conn.close().await;
+    match conn.serve(ctx, &wake, &mut shutdown).await {
+        HandOff::Stay => conn.close().await,
+        HandOff::Moved => {}
+        HandOff::Relay(pair) => {
+            match register(pair, Interest::READABLE | Interest::WRITABLE) {
+                Ok(pair) => conn.relay(pair).await,
+                // The owner sees the end of its stream; the client, a closed connection.
+                Err(e) => ctx.log(LogLevel::Warning, format!("cannot register a relay: {e}")),
+            }
+            conn.close().await;
+        }
     }
 }
 
@@ -136,9 +151,14 @@ struct Conn {
 }
 
 impl Conn {
-    /// The loop described in the module docs; returns once the driver is finished (or the
-    /// connection was handed to another worker).
-    async fn serve(&mut self, ctx: &Context, wake: &tokio::sync::Notify, shutdown: &mut Shutdown) {
+    /// The loop described in the module docs; returns once the driver is finished
+    /// ([`HandOff::Stay`]) or the connection was handed to another worker.
+    async fn serve(
+        &mut self,
+        ctx: &Context,
+        wake: &tokio::sync::Notify,
+        shutdown: &mut Shutdown,
+    ) -> HandOff {
         // Resolves at once for a connection accepted just after the signal.
         let mut shutting_down = false;
         let shutdown_signal = shutdown.recv();
@@ -150,11 +170,12 @@ impl Conn {
         let mut armed: Option<Instant> = None;
         loop {
             self.flush();
-            if ctx.hand_off(&mut self.session, self.socket.get_ref().as_fd(), Instant::now()) {
-                return;
+            match ctx.hand_off(&mut self.session, self.socket.get_ref().as_fd(), Instant::now()) {
+                HandOff::Stay => {}
+                moved => return moved,
             }
             if self.session.is_finished() {
-                return;
+                return HandOff::Stay;
             }
             let deadline = self.session.deadline();
             if deadline != armed {
@@ -193,6 +214,38 @@ impl Conn {
                 // Written at the top of the loop.
                 Step::Writable(Ok(())) => {}
                 Step::Writable(Err(e)) | Step::Readable(Err(e)) => self.fail(&e),
+            }
+        }
+    }
+
+    /// Relays the TLS connection's plaintext to its owner through `pair` until the relay is
+    /// finished (`zcasgi_transport::relay`), then closes `pair`. The server's shutdown does not
+    /// end it: the owner ends the connection, and the relay follows.
+    async fn relay(&mut self, pair: AsyncFd<Socket>) {
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        loop {
+            let pumped = self.session.pump(&Tracked(&self.socket), &Tracked(&pair), Instant::now());
+            let Some(relay) = self.session.relay() else { break };
+            if relay.is_finished() {
+                self.read_closed |= relay.is_client_done();
+                break;
+            }
+            if pumped == Pump::More {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let deadline = relay.deadline();
+            if let Some(at) = deadline {
+                sleep.as_mut().reset(at.into());
+            }
+            // A readiness error shows in the next pump's socket call.
+            tokio::select! {
+                _ = self.socket.readable(), if relay.wants_read_client() => {}
+                _ = self.socket.writable(), if relay.wants_write_client() => {}
+                _ = pair.readable(), if relay.wants_read_pair() => {}
+                _ = pair.writable(), if relay.wants_write_pair() => {}
+                () = &mut sleep, if deadline.is_some() => {}
             }
         }
     }

@@ -12,11 +12,36 @@ use zcasgi_core::backend::{
 use zcasgi_core::driver::{max_handoff_bytes, Driver};
 
 use crate::accept::{AcceptError, AcceptLog};
-use crate::handoff::{self, Received, Receiver};
+use crate::handoff::{self, Origin, Received, Receiver};
 use crate::listener::Accepted;
 use crate::session::Session;
 use crate::tls::Acceptor;
 use crate::tracker::Tracker;
+
+/// What [`Context::hand_off`] did with a connection.
+#[derive(Debug)]
+pub enum HandOff {
+    /// Nothing, or not yet: the connection stays as it is.
+    Stay,
+    /// It went to its owner: the backend deregisters and drops the socket, without shutting
+    /// it down.
+    Moved,
+    /// Its plaintext goes to its owner through this end of a socket pair (non-blocking,
+    /// close-on-exec): the backend registers it beside the socket and pumps the session
+    /// ([`Session::pump`]) on the readiness of either, and closes it once the session is
+    /// finished, before the socket's own close.
+    Relay(socket2::Socket),
+}
+
+/// A connected pair of Unix stream sockets, non-blocking and close-on-exec, for a relay:
+/// (this process's end, the owner's end).
+fn relay_pair() -> io::Result<(socket2::Socket, socket2::Socket)> {
+    // `pair` makes both ends close-on-exec.
+    let (ours, theirs) = socket2::Socket::pair(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    ours.set_nonblocking(true)?;
+    theirs.set_nonblocking(true)?;
+    Ok((ours, theirs))
+}
 
 /// The state one server's threads or tasks share: its configuration and sink, connection ids
 /// (unique within the server), the accept error log, the open connection count, the
@@ -117,8 +142,12 @@ impl Context {
             driver.trace_open(&format!("{socket}{tls}{from}"));
         }
         if let Some(mut bytes) = accepted.handed.take() {
-            // Another worker read this much of it: a plain connection (TLS ones stay where
-            // they are, see `hand_off`).
+            // Another worker read this much of it: a plain connection, or the pair end of a
+            // TLS connection that worker relays (see `hand_off`), which the scope shows as
+            // the TLS connection it is.
+            if let Some(tls) = accepted.tls.take() {
+                driver.set_tls(tls);
+            }
             driver.on_handed_in(&mut bytes, now);
             return Session::plain(driver);
         }
@@ -167,28 +196,40 @@ impl Context {
     }
 
     /// Makes the hand-off that the connection of `session`, on socket `conn`, waits for, if
-    /// any, and tells its driver how it went. Returns whether the connection went to its
-    /// owner: the backend then deregisters and drops the socket, without shutting it down or
-    /// lingering (the owner serves it now).
+    /// any, and tells its driver how it went.
     ///
-    /// A TLS connection cannot be handed over: its TLS state is in this process. Its request
-    /// for another worker's session is answered 503 (and logged), never served here.
-    pub fn hand_off(&self, session: &mut Session, conn: BorrowedFd<'_>, now: Instant) -> bool {
-        let Some(worker) = &self.worker else { return false };
+    /// A plain connection goes to its owner as it is: the backend then deregisters and drops
+    /// the socket, without shutting it down or lingering (the owner serves it now). A TLS
+    /// connection cannot leave this process, which holds its TLS state: the owner gets one end
+    /// of a fresh socket pair instead, and the session becomes a relay between the socket and
+    /// the other end, which the backend registers and pumps ([`crate::relay`]).
+    pub fn hand_off(&self, session: &mut Session, conn: BorrowedFd<'_>, now: Instant) -> HandOff {
+        let Some(worker) = &self.worker else { return HandOff::Stay };
         let tls = session.is_tls();
         let driver = session.driver_mut();
-        let Some((owner, bytes)) = driver.handoff() else { return false };
+        let Some((owner, bytes)) = driver.handoff() else { return HandOff::Stay };
+        let origin = Origin::of(driver);
+        let mut relay = None;
         let result = match worker.peer(owner) {
-            _ if tls => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a TLS connection cannot leave the process that holds its TLS state \
-                 (terminate TLS in front of the workers, see docs/deployment.md)",
-            )),
-            Some(inbox) => handoff::send(inbox.as_fd(), conn, bytes),
+            Some(inbox) if tls => relay_pair().and_then(|(ours, theirs)| {
+                handoff::send(inbox.as_fd(), theirs.as_fd(), &origin, bytes)?;
+                relay = Some(ours);
+                Ok(())
+            }),
+            Some(inbox) => handoff::send(inbox.as_fd(), conn, &origin, bytes),
             None => Err(io::Error::other("no inbox for that worker")),
         };
         driver.on_handoff(result, now);
-        driver.is_handed_off()
+        if !driver.is_handed_off() {
+            return HandOff::Stay;
+        }
+        match relay {
+            Some(pair) => {
+                session.start_relay(self.cfg.close_timeout);
+                HandOff::Relay(pair)
+            }
+            None => HandOff::Moved,
+        }
     }
 
     /// Classifies an `accept` error seen at `now`, and logs it (rate-limited) if accepting has

@@ -61,6 +61,8 @@ pub trait Socket {
     /// Writes `bufs` with one vectored call that never raises `SIGPIPE` ([`send_vectored`]);
     /// returns the bytes written.
     fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Shuts the writing side down (the peer reads its end of stream).
+    fn shutdown_write(&self) -> io::Result<()>;
 }
 
 impl Socket for socket2::Socket {
@@ -70,6 +72,10 @@ impl Socket for socket2::Socket {
 
     fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         send_vectored(SockRef::from(self), bufs)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
     }
 }
 

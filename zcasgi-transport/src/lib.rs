@@ -20,7 +20,9 @@
 //!   [`linger::LINGER`], close;
 //! - [`handoff`]: in a worker process, the inboxes and the `sendmsg`/`recvmsg` calls that hand
 //!   a connection, and the bytes read from it, to the worker that owns its Engine.IO session
-//!   ([`Context::hand_off`], [`Context::receive`]).
+//!   ([`Context::hand_off`], [`Context::receive`]);
+//! - [`relay`]: a TLS connection cannot leave the process that holds its TLS state, so its
+//!   owner gets one end of a socket pair instead, and this process relays the plaintext.
 //!
 //! It depends on no runtime: socket calls take a [`socket2::SockRef`], and the read and flush
 //! steps take the socket call as a closure, so a readiness loop calls them directly and tokio
@@ -38,6 +40,7 @@ pub mod handoff;
 pub mod io;
 pub mod linger;
 pub mod listener;
+pub mod relay;
 mod session;
 pub mod tls;
 mod tracker;
@@ -45,7 +48,7 @@ mod tracker;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use context::Context;
+pub use context::{Context, HandOff};
 pub use listener::{Accepted, Listener};
 pub use session::Session;
 pub use tracker::{Guard, Tracker};

@@ -44,6 +44,9 @@ pub struct Accepted {
     /// For a connection another worker handed over ([`crate::handoff`]): the bytes it read
     /// from it, which the driver starts with.
     pub handed: Option<bytes::BytesMut>,
+    /// For a connection another worker handed over that reached it over TLS (the socket is
+    /// then one end of that worker's relay, [`crate::relay`]): what TLS established.
+    pub tls: Option<Arc<zcasgi_core::backend::TlsInfo>>,
 }
 
 impl Listener {
@@ -101,7 +104,7 @@ impl Listener {
                 socket.local_addr().ok().and_then(|a| a.as_socket()).map(LocalAddr::Inet)
             })
         };
-        Ok(Accepted { socket, client: peer.as_socket(), server, handed: None })
+        Ok(Accepted { socket, client: peer.as_socket(), server, handed: None, tls: None })
     }
 }
 

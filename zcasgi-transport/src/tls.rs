@@ -34,8 +34,8 @@
 //! [`Driver::set_tls`].
 //!
 //! A [`TlsStream`] holds all of one connection's TLS state: a process that hands connections
-//! to another process can hand over a plain socket, but a TLS connection's state would have to
-//! be relayed through this type.
+//! to another process can hand over a plain socket, but a TLS connection stays here, and its
+//! plaintext is relayed to the other process ([`crate::relay`]).
 
 use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
@@ -462,8 +462,79 @@ impl TlsStream {
         }
     }
 
-    /// Whether the driver's output still goes through TLS.
-    fn is_open(&self) -> bool {
+    /// Relay ([`crate::relay`]): reads once from `socket` into rustls and appends the
+    /// plaintext to `into`. `Eof`: the client's `close_notify` or end of stream; `Failed`: the
+    /// socket failed, or TLS did (rustls' alert is then queued).
+    pub(crate) fn read_plaintext(
+        &mut self,
+        socket: &(impl Socket + ?Sized),
+        into: &mut BytesMut,
+    ) -> Read {
+        let mut reader = SocketReader { socket, first_byte: &mut self.first_byte };
+        match self.conn.read_tls(&mut reader) {
+            Ok(0) => return Read::Eof,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Read::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Read::Interrupted,
+            Err(_) => {
+                self.state = State::Dead;
+                return Read::Failed;
+            }
+        }
+        let Ok(io_state) = self.conn.process_new_packets() else {
+            self.state = State::Failed;
+            return Read::Failed;
+        };
+        let plaintext = io_state.plaintext_bytes_to_read();
+        if plaintext > 0 {
+            fill(into, &mut self.conn.reader(), plaintext);
+        }
+        if io_state.peer_has_closed() {
+            self.peer_closed = true;
+            return Read::Eof;
+        }
+        Read::Data { short: false }
+    }
+
+    /// Relay: encrypts as much of `plain` as rustls' outgoing buffer has room for (see
+    /// [`BUFFER_LIMIT`]); returns how much.
+    pub(crate) fn write_plaintext(&mut self, plain: &[u8]) -> usize {
+        if !self.is_open() {
+            return 0;
+        }
+        self.conn.writer().write(plain).unwrap_or(0)
+    }
+
+    /// Relay: queues `close_notify`; nothing more is encrypted.
+    pub(crate) fn close(&mut self) {
+        if self.is_open() {
+            self.conn.send_close_notify();
+            self.state = State::Closing;
+        }
+    }
+
+    /// Relay: writes the queued ciphertext until it is all written or the socket would block.
+    pub(crate) fn write_queued(&mut self, socket: &(impl Socket + ?Sized)) -> Flush {
+        if self.state == State::Dead {
+            return Flush::Failed;
+        }
+        match self.write(socket) {
+            Ok(()) => Flush::Done,
+            Err(WriteEnd::Blocked) => Flush::Blocked,
+            Err(WriteEnd::Failed(_)) => {
+                self.state = State::Dead;
+                Flush::Failed
+            }
+        }
+    }
+
+    /// Whether the socket failed: nothing more can be read or written.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state == State::Dead
+    }
+
+    /// Whether the driver's output (or a relay's) still goes through TLS.
+    pub(crate) fn is_open(&self) -> bool {
         matches!(self.state, State::Handshaking | State::Established)
     }
 

@@ -380,6 +380,24 @@ impl Driver {
         self.tls = Some(info);
     }
 
+    /// What the TLS handshake established, for a connection over TLS (or relayed from one).
+    #[must_use]
+    pub fn tls(&self) -> Option<&Arc<TlsInfo>> {
+        self.tls.as_ref()
+    }
+
+    /// The peer's address the application sees, if known.
+    #[must_use]
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.client
+    }
+
+    /// The local address the application sees, if known.
+    #[must_use]
+    pub fn server(&self) -> Option<&LocalAddr> {
+        self.server.as_ref()
+    }
+
     /// A buffer of the connection's own to read into, when it is mid-frame or mid-request.
     /// `None`: read into any buffer and pass it to [`Driver::on_read`].
     pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {

@@ -98,7 +98,7 @@ macro_rules! backend_matrix {
             engineio_sessions_reach_their_worker,
             a_hand_off_waits_in_the_inbox_for_a_worker_being_replaced,
             a_hand_off_to_a_full_inbox_is_answered_503,
-            over_tls_another_workers_session_is_answered_503,
+            over_tls_another_workers_session_is_relayed,
         );
     };
     (@scenarios $backend:expr; $($name:ident),* $(,)?) => {

@@ -863,7 +863,14 @@ pub fn a_hand_off_to_a_full_inbox_is_answered_503(backend: &dyn Backend) {
     let (filler, _) = listener.accept().unwrap();
     let sending = std::os::fd::AsFd::as_fd(&inboxes[1].1);
     let filler = std::os::fd::AsFd::as_fd(&filler);
-    while crate::handoff::send(sending, filler, &[b'x'; 16 * 1024]).is_ok() {}
+    while crate::handoff::send(
+        sending,
+        filler,
+        &crate::handoff::Origin::default(),
+        &[b'x'; 16 * 1024],
+    )
+    .is_ok()
+    {}
     let cfg = ServerConfig { handshake_timeout: Duration::from_millis(300), ..config() };
     let t = TestServer::start_worker(backend, cfg, worker(&inboxes, 0));
     let mut s = t.tcp();
@@ -877,26 +884,54 @@ pub fn a_hand_off_to_a_full_inbox_is_answered_503(backend: &dyn Backend) {
 }
 
 /// Over TLS a connection cannot leave the worker that holds its TLS state: a request for
-/// another worker's session is answered 503 and logged, never served by the wrong worker; a
-/// new session is created where its connection is, as without TLS.
-pub fn over_tls_another_workers_session_is_answered_503(backend: &dyn Backend) {
+/// another worker's session is relayed to that worker through a socket pair, and a later
+/// request on the connection for a third worker's session moves the pair end on (a plain
+/// hand-off), back to the relaying worker included. A WebSocket of another worker's session,
+/// upgraded over TLS, echoes large messages through the relay to a reader with a small
+/// receive window (back-pressure all the way) and closes cleanly; the client's
+/// `close_notify` ends the polling connection, which ends with the server's. New sessions
+/// stay where their connection is, as without TLS; every connection and relay is gone at the
+/// end.
+pub fn over_tls_another_workers_session_is_relayed(backend: &dyn Backend) {
+    const MESSAGES: usize = 8;
+    const SIZE: usize = 256 * 1024;
     let tls = TlsFiles::new();
-    let inboxes = inboxes(2);
-    let workers = [0, 1]
+    let inboxes = inboxes(3);
+    let workers = [0, 1, 2]
         .map(|i| TestServer::start_worker(backend, tls.config(config()), worker(&inboxes, i)));
+    let sid = |w| tag_session_id("eeeeeeeeeeeeeeeeeeee", w);
     let mut s = tls.client(workers[0].tcp());
-    let here = tag_session_id("eeeeeeeeeeeeeeeeeeee", 0);
-    s.write_all(&polling(&here)).unwrap();
-    let (head, _) = read_response(&mut s);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let there = tag_session_id("ffffffffffffffffffff", 1);
-    s.write_all(&polling(&there)).unwrap();
-    let (head, _) = read_response(&mut s);
-    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-    assert!(answered(&workers[0], &here));
-    assert!(!answered(&workers[0], &there) && !answered(&workers[1], &there));
-    let warned = |e: &Seen| matches!(e, Seen::Log(LogLevel::Warning, m) if m.contains("TLS") && m.contains("worker 1"));
-    workers[0].wait_for("the warning", |seen| count(seen, warned) == 1);
+    for owner in [0, 1, 2, 0, 2] {
+        s.write_all(&polling(&sid(owner))).unwrap();
+        let (head, body) = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"/socket.io/");
+    }
+    assert_eq!(workers.each_ref().map(|w| w.requests().len()), [2, 1, 2]);
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    let mut rest = Vec::new();
+    // The server ends with close_notify too: a clean end of stream.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    // The upgrade of a session of worker 1, arriving at worker 0 over TLS.
+    let stream = tls.client(small_window_client(&workers[0], 8 * 1024));
+    let url =
+        format!("wss://{}/socket.io/?EIO=4&transport=websocket&sid={}", workers[0].addr, sid(1));
+    let (mut ws, _) = tungstenite::client(url, stream).unwrap();
+    let base = pattern(SIZE + MESSAGES, 9);
+    let payload = |i: usize| &base[i..i + SIZE];
+    for i in 0..MESSAGES {
+        ws.send(Message::binary(payload(i).to_vec())).unwrap();
+    }
+    for i in 0..MESSAGES {
+        let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
+        assert!(got[..] == *payload(i), "message {i} differs");
+    }
+    close_client(ws);
+    let connected = |seen: &[Seen]| seen.iter().any(|e| matches!(e, Seen::Connected(..)));
+    workers[1].wait_for("the upgrade", connected);
+    assert!(!connected(&workers[0].app.seen()) && !connected(&workers[2].app.seen()));
     for t in 0..2 {
         let mut s = tls.client(workers[0].tcp());
         let handshake = format!("GET /socket.io/?EIO=4&transport=polling&t={t} HTTP/1.1\r\n");
@@ -904,7 +939,10 @@ pub fn over_tls_another_workers_session_is_answered_503(backend: &dyn Backend) {
         let (head, _) = read_response(&mut s);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     }
-    assert!(workers[1].requests().is_empty(), "{:?}", workers[1].requests());
+    assert_eq!(workers.each_ref().map(|w| w.requests().len()), [4, 1, 2]);
+    for w in &workers {
+        w.wait_idle();
+    }
 }
 
 /// The process's descriptor limit lowered so that no new descriptor can be made; restored
