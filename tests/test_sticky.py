@@ -112,13 +112,24 @@ async def test_every_request_of_a_session_reaches_its_worker(server: ZcasgiServe
     that every worker holds sessions: which worker accepts is otherwise the kernel's uneven
     choice); then all of them emit at once, with every polling request on a new connection
     (``force_close``), which any worker may accept: each must reach its session's worker."""
-    url = server.url("http", "")
     connector = aiohttp.TCPConnector(force_close=True)
+    workers = await _each_worker_serves_its_sessions(server, "http", connector, list(KINDS))
+    assert workers == WORKERS
+
+
+async def _each_worker_serves_its_sessions(
+    server: ZcasgiServer, scheme: str, connector: aiohttp.TCPConnector, kinds: list[str]
+) -> int:
+    """Makes ``CLIENTS`` clients of each of ``kinds`` on each worker in turn (the others
+    stopped meanwhile), then has all of them emit at once through ``connector``: each session
+    must be served by the worker that made it only, and every request by its session's worker.
+    Returns how many workers made sessions."""
+    url = server.url(scheme, "")
     async with aiohttp.ClientSession(connector=connector) as http:
         clients = []
         for pid in server.children():
             with server.only(pid):
-                for kind in KINDS:
+                for kind in kinds:
                     for _ in range(CLIENTS):
                         clients.append((pid, kind, *await _connect(url, kind, http)))
         results = await asyncio.gather(
@@ -130,10 +141,10 @@ async def test_every_request_of_a_session_reaches_its_worker(server: ZcasgiServe
     for (pid, kind, *_), (pids, transport) in zip(clients, results):
         assert pids == {pid}, f"a {kind} session of worker {pid} was served by {pids}"
         assert transport == ("polling" if kind == "polling" else "websocket"), (kind, transport)
-    assert len({pid for pid, *_ in clients}) == WORKERS
     assert _assert_served_by_owner(server) > 0
-    # Collect the long-polls' responses now, under this test's warning filter.
+    # Collect the long-polls' responses now, under the calling test's warning filter.
     gc.collect()
+    return len({pid for pid, *_ in clients})
 
 
 async def _request(
@@ -273,26 +284,9 @@ async def test_socketio_clients_over_https_reach_their_worker(
     and every one reaches its session's worker through the relay, with no 503."""
     server = ZcasgiServer("apps.sticky:app", backend, pki.server_args(), workers=2)
     with server:
-        url = server.url("https", "")
         connector = aiohttp.TCPConnector(ssl=pki.client_context(), force_close=not keep_alive)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            clients = []
-            for pid in server.children():
-                with server.only(pid):
-                    for kind in ("polling", "default"):
-                        for _ in range(CLIENTS):
-                            clients.append((pid, kind, *await _connect(url, kind, http)))
-            results = await asyncio.gather(
-                *(
-                    _use(client, dropped, kind, n)
-                    for n, (_, kind, client, dropped) in enumerate(clients)
-                )
-            )
-        for (pid, kind, *_), (pids, transport) in zip(clients, results):
-            assert pids == {pid}, f"a {kind} session of worker {pid} was served by {pids}"
-            assert transport == ("polling" if kind == "polling" else "websocket"), (kind, transport)
-        assert _assert_served_by_owner(server) > 0
-        gc.collect()
+        kinds = ["polling", "default"]
+        assert await _each_worker_serves_its_sessions(server, "https", connector, kinds) == 2
     out = server.output()
     assert " 503" not in out and "Traceback" not in out, out
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockRef, Socket, Type};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
-use tungstenite::Message;
+use tungstenite::{Message, WebSocket};
 use zcasgi_core::backend::{Backend, LogLevel, ServerConfig, WorkerSockets};
 use zcasgi_core::sticky::{tag_session_id, WorkerSlot};
 use zcasgi_core::testing::{EchoApp, Seen};
@@ -768,6 +768,20 @@ fn read_response(s: &mut impl Read) -> (String, Vec<u8>) {
     }
 }
 
+/// Sends `count` binary messages of `size` bytes (a pattern seeded with `seed`), then reads
+/// their echoes and checks each.
+fn echo_all_then_read<S: Read + Write>(ws: &mut WebSocket<S>, count: usize, size: usize, seed: u8) {
+    let base = pattern(size + count, seed);
+    let payload = |i: usize| &base[i..i + size];
+    for i in 0..count {
+        ws.send(Message::binary(payload(i).to_vec())).unwrap();
+    }
+    for i in 0..count {
+        let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
+        assert!(got[..] == *payload(i), "message {i} differs");
+    }
+}
+
 /// Reads one CRLF-terminated line, byte by byte.
 fn read_head_line(s: &mut impl Read) -> String {
     let mut line = Vec::new();
@@ -893,8 +907,6 @@ pub fn a_hand_off_to_a_full_inbox_is_answered_503(backend: &dyn Backend) {
 /// stay where their connection is, as without TLS; every connection and relay is gone at the
 /// end.
 pub fn over_tls_another_workers_session_is_relayed(backend: &dyn Backend) {
-    const MESSAGES: usize = 8;
-    const SIZE: usize = 256 * 1024;
     let tls = TlsFiles::new();
     let inboxes = inboxes(3);
     let workers = [0, 1, 2]
@@ -919,15 +931,7 @@ pub fn over_tls_another_workers_session_is_relayed(backend: &dyn Backend) {
     let url =
         format!("wss://{}/socket.io/?EIO=4&transport=websocket&sid={}", workers[0].addr, sid(1));
     let (mut ws, _) = tungstenite::client(url, stream).unwrap();
-    let base = pattern(SIZE + MESSAGES, 9);
-    let payload = |i: usize| &base[i..i + SIZE];
-    for i in 0..MESSAGES {
-        ws.send(Message::binary(payload(i).to_vec())).unwrap();
-    }
-    for i in 0..MESSAGES {
-        let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
-        assert!(got[..] == *payload(i), "message {i} differs");
-    }
+    echo_all_then_read(&mut ws, 8, 256 * 1024, 9);
     close_client(ws);
     let connected = |seen: &[Seen]| seen.iter().any(|e| matches!(e, Seen::Connected(..)));
     workers[1].wait_for("the upgrade", connected);
@@ -1007,22 +1011,12 @@ pub fn unix_socket_serves_websocket_and_http(backend: &dyn Backend) {
 /// Over TLS, WebSocket echoes (4 MiB to a reader with a small receive window, so that the
 /// server's encrypted writes block again and again) and a plain HTTP request arrive intact.
 pub fn tls_echo_and_http_with_blocked_writes(backend: &dyn Backend) {
-    const MESSAGES: usize = 16;
-    const SIZE: usize = 256 * 1024;
     let tls = TlsFiles::new();
     let t = TestServer::start(backend, tls.config(config()));
     let stream = tls.client(small_window_client(&t, 8 * 1024));
     let (mut ws, _) = tungstenite::client(format!("wss://{}/tls", t.addr), stream).unwrap();
     echo(&mut ws, Message::text("over TLS"));
-    let base = pattern(SIZE + MESSAGES, 5);
-    let payload = |i: usize| &base[i..i + SIZE];
-    for i in 0..MESSAGES {
-        ws.send(Message::binary(payload(i).to_vec())).unwrap();
-    }
-    for i in 0..MESSAGES {
-        let Message::Binary(got) = ws.read().unwrap() else { panic!("expected binary") };
-        assert!(got[..] == *payload(i), "message {i} differs");
-    }
+    echo_all_then_read(&mut ws, 16, 256 * 1024, 5);
     close_client(ws);
     let mut s = tls.client(t.tcp());
     s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
