@@ -903,9 +903,9 @@ pub fn a_hand_off_to_a_full_inbox_is_answered_503(backend: &dyn Backend) {
 /// hand-off), back to the relaying worker included. A WebSocket of another worker's session,
 /// upgraded over TLS, echoes large messages through the relay to a reader with a small
 /// receive window (back-pressure all the way) and closes cleanly; the client's
-/// `close_notify` ends the polling connection, which ends with the server's. New sessions
-/// stay where their connection is, as without TLS; every connection and relay is gone at the
-/// end.
+/// `close_notify` ends a polling connection, which ends with the server's, and so does the
+/// owner's close after a `connection: close` request. New sessions stay where their
+/// connection is, as without TLS; every connection and relay is gone at the end.
 pub fn over_tls_another_workers_session_is_relayed(backend: &dyn Backend) {
     let tls = TlsFiles::new();
     let inboxes = inboxes(3);
@@ -926,6 +926,16 @@ pub fn over_tls_another_workers_session_is_relayed(backend: &dyn Backend) {
     // The server ends with close_notify too: a clean end of stream.
     s.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{rest:?}");
+    drop(s);
+    // The owner ends the connection (`connection: close`): the relay ends it with close_notify.
+    let mut s = tls.client(workers[0].tcp());
+    let mut last = polling(&sid(1));
+    last.splice(last.len() - 2..last.len() - 2, *b"Connection: close\r\n");
+    s.write_all(&last).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&response));
+    drop(s);
     // The upgrade of a session of worker 1, arriving at worker 0 over TLS.
     let stream = tls.client(small_window_client(&workers[0], 8 * 1024));
     let url =
@@ -943,7 +953,7 @@ pub fn over_tls_another_workers_session_is_relayed(backend: &dyn Backend) {
         let (head, _) = read_response(&mut s);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     }
-    assert_eq!(workers.each_ref().map(|w| w.requests().len()), [4, 1, 2]);
+    assert_eq!(workers.each_ref().map(|w| w.requests().len()), [4, 2, 2]);
     for w in &workers {
         w.wait_idle();
     }
