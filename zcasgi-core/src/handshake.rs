@@ -73,7 +73,7 @@ impl Request {
         self.header_tokens(b"upgrade").any(|t| t.eq_ignore_ascii_case(b"websocket"))
     }
 
-    /// The path, percent-decoded as UTF-8 (invalid sequences are kept as raw characters).
+    /// The path, percent-decoded as UTF-8 (invalid UTF-8 replaced by U+FFFD, malformed escapes kept).
     #[must_use]
     pub fn path(&self) -> String {
         percent_decode(&self.raw_path)
@@ -290,22 +290,10 @@ pub fn write_accept(
     out.extend_from_slice(b"\r\n");
 }
 
+/// `raw` with its `%XX` escapes decoded, as UTF-8 (invalid sequences replaced, malformed
+/// escapes kept), as Python's `urllib.parse.unquote` decodes a path.
 fn percent_decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode(raw).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! # Theory of operation
 //!
-//! With `workers=N`, every worker accepts from the same listening socket, so the requests of one
+//! With `workers=N`, the kernel spreads connections over the workers, so the requests of one
 //! Engine.IO session (a long-polling client's `GET`s and `POST`s, then its WebSocket upgrade)
 //! reach arbitrary workers; only the worker that created the session knows it. So a worker tags
 //! the session ids it creates with its index ([`tag_session_id`]), and the driver of every
@@ -13,8 +13,8 @@
 //! worker (see `crate::driver`, and `zcasgi_transport::handoff` for the sockets).
 //!
 //! A new session (a handshake, with no `sid=`) is created by the worker that accepted its
-//! connection: the kernel spreads connections over the workers accepting on the shared socket,
-//! whatever the clients' addresses. Handing handshakes on round-robin would balance sessions
+//! connection: the kernel spreads connections over the workers (evenly over their own
+//! `SO_REUSEPORT` sockets on a TCP address), whatever the clients' addresses. Handing handshakes on round-robin would balance sessions
 //! better, but would also send new clients to a worker that is stalled or being replaced,
 //! which the kernel's choice avoids.
 //!
@@ -84,19 +84,16 @@ pub fn tag_session_id(sid: &str, worker: u16) -> String {
 }
 
 /// What the query of an Engine.IO request (one with `EIO=`) says about its session; `None`
-/// for another request.
+/// for another request. The query is read as Python's `parse_qs` reads it, the first `sid`
+/// counting (as python-engineio does).
 #[must_use]
 pub fn session(query: &[u8]) -> Option<Session> {
     let mut engineio = false;
     let mut sid = None;
-    for pair in query.split(|&b| b == b'&') {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        match name {
-            b"EIO" => engineio = true,
-            b"sid" if sid.is_none() => sid = Some(value),
+    for (name, value) in form_urlencoded::parse(query) {
+        match &*name {
+            "EIO" => engineio = true,
+            "sid" if sid.is_none() => sid = Some(value),
             _ => {}
         }
     }
@@ -104,8 +101,7 @@ pub fn session(query: &[u8]) -> Option<Session> {
         return None;
     }
     let Some(sid) = sid else { return Some(Session::New) };
-    let owner = if sid.contains(&b'%') { owner_of(&percent_decode(sid)) } else { owner_of(sid) };
-    Some(owner.map_or(Session::Untagged, Session::Tagged))
+    Some(owner_of(sid.as_bytes()).map_or(Session::Untagged, Session::Tagged))
 }
 
 /// The worker index of a tagged session id; `None` for an untagged one.
@@ -121,26 +117,6 @@ fn owner_of(sid: &[u8]) -> Option<u16> {
         return None;
     }
     digits.iter().try_fold(0u16, |n, d| n.checked_mul(10)?.checked_add(u16::from(d - b'0')))
-}
-
-/// Decodes the `%XX` escapes of a query value (RFC 3986 §2.1); a malformed escape is kept as is.
-fn percent_decode(value: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        let escape = (value[i] == b'%').then(|| value.get(i + 1..i + 3)).flatten();
-        if let Some(&[hi, lo]) = escape {
-            if let (Some(hi), Some(lo)) = (hex(hi), hex(lo)) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(value[i]);
-        i += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -214,6 +190,7 @@ mod tests {
         assert_eq!(session_owner(b"EIO=4&sid=abc.%37"), Some(7));
         assert_eq!(session_owner(b"EIO=4&sid=abc%2"), None);
         assert_eq!(session_owner(b"EIO=4&sid=abc%zz.1"), Some(1));
+        assert_eq!(session_owner(b"E%49O=4&sid=abc.1"), Some(1), "names are decoded too");
     }
 
     #[test]
