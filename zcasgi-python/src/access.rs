@@ -61,9 +61,11 @@ impl AccessLog {
         Self { logger, scope, kind }
     }
 
-    /// Logs the request's outcome; a logging failure is Python logging's to report.
-    pub fn log(&self, py: Python<'_>, outcome: Outcome) {
-        if let (Some(logger), Some(scope)) = (&self.logger, &self.scope) {
+    /// Logs the request's outcome, once: a request has one access line, and a later outcome
+    /// (the application's response to a request the server has answered already) is not
+    /// logged. A logging failure is Python logging's to report.
+    pub fn log(&mut self, py: Python<'_>, outcome: Outcome) {
+        if let (Some(logger), Some(scope)) = (self.logger.take(), self.scope.take()) {
             let _ = write(logger.bind(py), scope.bind(py), self.kind, outcome);
         }
     }

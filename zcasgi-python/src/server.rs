@@ -249,9 +249,17 @@ impl Core {
     }
 
     /// Writes the access record of a request the server answered itself: its client is the
-    /// one its scope would have had (`proxy_headers` applied).
+    /// one its scope would have had (`proxy_headers` applied). A request the application has
+    /// already is logged from its scope.
     fn refused(&self, py: Python<'_>, refusal: &Refusal) -> PyResult<()> {
         let Some(logger) = &self.access_log else { return Ok(()) };
+        if refusal.request.is_none() {
+            if let Some(conn) = self.conns.get(&refusal.id) {
+                // The application has the request (its scope tells the access line all).
+                conn.bind(py).borrow_mut().refused(py, refusal.status);
+                return Ok(());
+            }
+        }
         let (scope, kind) = if let Some(req) = &refusal.request {
             let websocket = req.is_websocket_upgrade();
             let kind = if websocket { Kind::WebSocket } else { Kind::Http };

@@ -26,7 +26,7 @@ use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
 use zcasgi_core::backend::{ConnHandle, ConnectInfo};
 
-use crate::access::AccessLog;
+use crate::access::{AccessLog, Outcome};
 use zcasgi_core::protocol::Message;
 
 use super::http::HttpRequest;
@@ -107,6 +107,12 @@ impl AsgiConn {
         waiters
     }
 
+    /// The server answered the request itself with `status` (it refused it): the access
+    /// line, with the request line and client of the scope.
+    pub fn refused(&mut self, py: Python<'_>, status: u16) {
+        self.access.log(py, Outcome::Status(status));
+    }
+
     /// The send side may resume; returns the future to wake.
     pub fn writable(&mut self) -> Option<Py<PyAny>> {
         let waiter = self.send_waiter.take();
@@ -165,8 +171,8 @@ impl AsgiConn {
             let mut c = slf.borrow_mut();
             let c = &mut *c;
             match &mut c.protocol {
-                Protocol::WebSocket(ws) => ws.send(&c.handle, &c.access, kind, message)?,
-                Protocol::Http(http) => http.send(&c.handle, &c.access, kind, message)?,
+                Protocol::WebSocket(ws) => ws.send(&c.handle, &mut c.access, kind, message)?,
+                Protocol::Http(http) => http.send(&c.handle, &mut c.access, kind, message)?,
             }
         };
         if must_wait {
@@ -179,16 +185,16 @@ impl AsgiConn {
     /// The application raised: see the protocol's `abort`.
     fn abort(&mut self, py: Python<'_>) {
         match &mut self.protocol {
-            Protocol::WebSocket(ws) => ws.abort(py, &self.handle, &self.access),
-            Protocol::Http(http) => http.abort(py, &self.handle, &self.access),
+            Protocol::WebSocket(ws) => ws.abort(py, &self.handle, &mut self.access),
+            Protocol::Http(http) => http.abort(py, &self.handle, &mut self.access),
         }
     }
 
     /// The application returned; returns whether it left its protocol unfinished (an error).
     fn finish(&mut self, py: Python<'_>) -> bool {
         match &mut self.protocol {
-            Protocol::WebSocket(ws) => ws.finish(py, &self.handle, &self.access),
-            Protocol::Http(http) => http.finish(py, &self.handle, &self.access),
+            Protocol::WebSocket(ws) => ws.finish(py, &self.handle, &mut self.access),
+            Protocol::Http(http) => http.finish(py, &self.handle, &mut self.access),
         }
     }
 

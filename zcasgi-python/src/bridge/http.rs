@@ -93,7 +93,7 @@ impl HttpRequest {
     pub(super) fn send(
         &mut self,
         handle: &ConnHandle,
-        log: &AccessLog,
+        log: &mut AccessLog,
         kind: &str,
         message: &Bound<'_, PyDict>,
     ) -> PyResult<bool> {
@@ -126,7 +126,7 @@ impl HttpRequest {
     }
 
     /// The application raised: 500 if no response started, else close the connection.
-    pub(super) fn abort(&mut self, py: Python<'_>, handle: &ConnHandle, log: &AccessLog) {
+    pub(super) fn abort(&mut self, py: Python<'_>, handle: &ConnHandle, log: &mut AccessLog) {
         if self.response == ResponseState::NotStarted {
             log.log(py, Outcome::Status(500));
         }
@@ -138,7 +138,12 @@ impl HttpRequest {
 
     /// The application returned: an unfinished response is an error (500 or a closed
     /// connection); returns whether it was.
-    pub(super) fn finish(&mut self, py: Python<'_>, handle: &ConnHandle, log: &AccessLog) -> bool {
+    pub(super) fn finish(
+        &mut self,
+        py: Python<'_>,
+        handle: &ConnHandle,
+        log: &mut AccessLog,
+    ) -> bool {
         if self.response == ResponseState::Complete {
             return false;
         }

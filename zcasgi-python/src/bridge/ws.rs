@@ -126,7 +126,7 @@ impl WebSocket {
     pub(super) fn send(
         &mut self,
         handle: &ConnHandle,
-        log: &AccessLog,
+        log: &mut AccessLog,
         kind: &str,
         message: &Bound<'_, PyDict>,
     ) -> PyResult<bool> {
@@ -195,7 +195,7 @@ impl WebSocket {
     }
 
     /// The application raised: close with 1011, or answer 500 before the accept.
-    pub(super) fn abort(&mut self, py: Python<'_>, handle: &ConnHandle, log: &AccessLog) {
+    pub(super) fn abort(&mut self, py: Python<'_>, handle: &ConnHandle, log: &mut AccessLog) {
         if self.state == AppState::Connecting {
             log.log(py, Outcome::Status(500));
         }
@@ -205,7 +205,12 @@ impl WebSocket {
 
     /// The application returned: close normally if it left the socket open. Returning without
     /// accepting or closing is an error (500, as uvicorn); returns whether it was one.
-    pub(super) fn finish(&mut self, py: Python<'_>, handle: &ConnHandle, log: &AccessLog) -> bool {
+    pub(super) fn finish(
+        &mut self,
+        py: Python<'_>,
+        handle: &ConnHandle,
+        log: &mut AccessLog,
+    ) -> bool {
         let error = match self.state {
             AppState::Connecting | AppState::Responding => {
                 if self.state == AppState::Connecting {
