@@ -120,6 +120,24 @@ async def test_scope(backend: str) -> None:
     assert scope["state"] == {}
 
 
+async def test_scope_changes_stay_in_their_connection(backend: str) -> None:
+    """Scopes share their immutable parts: what one application changes, the next never sees."""
+    scopes = []
+    with ZcasgiServer("apps.echo:scope_mutating_app", backend, ["--root-path", "/base"]) as server:
+        for _ in range(3):
+            async with connect(server.url("ws", "/p?q=1"), subprotocols=["p1"]) as ws:  # type: ignore[list-item]
+                scopes.append(json.loads(await ws.recv()))
+    for scope in scopes:
+        scope.pop("client")
+        scope["headers"] = [h for h in scope["headers"] if h[0] != "sec-websocket-key"]
+    assert scopes[1] == scopes[0]
+    assert scopes[2] == scopes[0]
+    assert scopes[0]["asgi"] == {"version": "3.0", "spec_version": "2.5"}
+    assert scopes[0]["subprotocols"] == ["p1"]
+    assert scopes[0]["extensions"] == {"websocket.http.response": {}}
+    assert scopes[0]["state"] == {}
+
+
 async def test_oversize_message_closes_1009_and_server_keeps_serving(backend: str) -> None:
     with ZcasgiServer("apps.echo:app", backend, ["--ws-max-size", "1000"]) as server:
         async with connect(server.url()) as ws:

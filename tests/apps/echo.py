@@ -137,6 +137,24 @@ async def scope_app(scope: Scope, receive: Receive, send: Send) -> None:
         pass
 
 
+async def scope_mutating_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Like ``scope_app``, then change every part of the scope an application can change."""
+    if not await _open(scope, receive, send):
+        return
+    await send({"type": "websocket.send", "text": json.dumps(_jsonable(scope))})
+    scope["asgi"]["version"] = "0.0"
+    scope["headers"].append((b"x-added", b"by the app"))
+    scope["headers"][0] = (b"host", b"elsewhere")
+    scope["subprotocols"].append("added")
+    scope["extensions"]["websocket.http.response"]["added"] = True
+    scope["extensions"]["added"] = {}
+    scope["state"]["added"] = True
+    for key in ("type", "http_version", "scheme", "path", "root_path", "server", "client"):
+        scope[key] = "changed"
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
 async def close_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Accept, then close with ``?code=4001&reason=bye`` from the query string."""
     if scope["type"] != "websocket":

@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, Refusal, RunningServer};
 
 use crate::access::{self, AccessLog, Kind, Outcome};
-use crate::bridge::{request_scope, scope, wake, AsgiConn, EventQueue, Inbound};
+use crate::bridge::{wake, AsgiConn, EventQueue, Inbound, ScopeBuilder};
 
 /// uvicorn's `TRACE` logging level, below `DEBUG`.
 const TRACE: i32 = 5;
@@ -83,7 +83,8 @@ pub struct Core {
     access_log: Option<Py<PyAny>>,
     /// Applies `proxy_headers` to a scope (the client and scheme a trusted proxy forwarded).
     resolve_client: Option<Py<PyAny>>,
-    root_path: String,
+    /// Builds each connection's ASGI scope.
+    scopes: ScopeBuilder,
     state: Option<Py<PyDict>>,
     batch: Vec<Event>,
     backend: &'static str,
@@ -133,7 +134,7 @@ impl Core {
             logger,
             access_log,
             resolve_client,
-            root_path,
+            scopes: ScopeBuilder::new(py, root_path),
             state,
             batch: Vec::new(),
             backend: be.name(),
@@ -210,7 +211,7 @@ impl Core {
             Event::HttpBody { id, body, more } => self.deliver(py, id, Inbound::Body(body, more)),
             Event::Connect(info) | Event::HttpRequest(info) => {
                 let state = self.state.as_ref().map(|s| s.bind(py));
-                let scope = scope(py, &info, &self.root_path, state)?;
+                let scope = self.scopes.scope(py, &info, state)?;
                 let logger = self.access_log.as_ref().map(|a| a.clone_ref(py));
                 let kind = if info.upgrade.is_some() { Kind::WebSocket } else { Kind::Http };
                 let access = AccessLog::new(logger, &scope, kind);
@@ -251,7 +252,7 @@ impl Core {
     /// Writes the access record of a request the server answered itself: its client is the
     /// one its scope would have had (`proxy_headers` applied). A request the application has
     /// already is logged from its scope.
-    fn refused(&self, py: Python<'_>, refusal: &Refusal) -> PyResult<()> {
+    fn refused(&mut self, py: Python<'_>, refusal: &Refusal) -> PyResult<()> {
         let Some(logger) = &self.access_log else { return Ok(()) };
         if refusal.request.is_none() {
             if let Some(conn) = self.conns.get(&refusal.id) {
@@ -264,7 +265,7 @@ impl Core {
             let websocket = req.is_websocket_upgrade();
             let kind = if websocket { Kind::WebSocket } else { Kind::Http };
             let (tls, client) = (refusal.tls, refusal.client);
-            let scope = request_scope(py, req, websocket, tls, client, &self.root_path)?;
+            let scope = self.scopes.request_scope(py, req, websocket, tls, client)?;
             if let Some(resolve) = &self.resolve_client {
                 resolve.call1(py, (&scope,))?;
             }

@@ -30,7 +30,7 @@ use zcasgi_core::backend::{ConnHandle, SendState};
 
 pub use awaitable::{wake, AsgiConn, Inbound, Ready, SendWait};
 pub use queue::EventQueue;
-pub use scope::{request_scope, scope};
+pub use scope::ScopeBuilder;
 
 /// Sends a piece of a response body (HTTP, or a WebSocket denial); returns whether the sender
 /// must wait for the send buffer to drain. Sending to a client that has gone is a no-op.
