@@ -46,6 +46,11 @@ impl OutQueue {
         Self::default()
     }
 
+    /// Frees the memory of what was queued and written (an empty queue holds none).
+    pub fn shrink_to_fit(&mut self) {
+        self.chunks.shrink_to_fit();
+    }
+
     /// Queues a frame: its encoded header, then its payload.
     ///
     /// `accounted` bytes are reported back by [`OutQueue::advance`] once the frame is written.

@@ -532,6 +532,10 @@ impl Driver {
     pub fn on_written(&mut self, n: usize) {
         self.guard(|d| {
             let released = d.out_queue().advance(n);
+            if d.out.is_empty() && matches!(d.phase, Phase::Open(_)) {
+                // The 101 is out; an open WebSocket writes from its own queue, and most idle.
+                d.out.shrink_to_fit();
+            }
             if n > 0 && d.drain_deadline.is_some() {
                 d.drain_deadline = Some(d.now + d.cfg.close_timeout);
             }
@@ -975,8 +979,13 @@ impl Driver {
     fn apply_commands(&mut self, now: Instant) {
         let mut cmds = std::mem::take(&mut self.commands);
         self.handle.take_commands(&mut cmds);
+        let opening = !matches!(self.phase, Phase::Open(_));
         for cmd in cmds.drain(..) {
             self.apply(cmd, now);
+        }
+        if opening && matches!(self.phase, Phase::Open(_)) {
+            // The accept's room is not kept: most WebSockets idle once open.
+            cmds = Vec::new();
         }
         self.commands = cmds;
     }
