@@ -68,7 +68,7 @@ use zcasgi_transport::linger::half_close;
 use zcasgi_transport::relay::Pump;
 use zcasgi_transport::{Accepted, Context, HandOff, Session};
 
-use crate::server::register;
+use crate::server::{register, ConnGuard};
 use crate::shutdown::Shutdown;
 
 thread_local! {
@@ -111,39 +111,61 @@ enum Step {
     Readable(io::Result<()>),
 }
 
-/// Serves connection `id`, just `accepted` (or handed over by another worker), until it is
-/// finished or handed to another worker.
-pub(crate) async fn run(ctx: &Context, id: ConnId, mut accepted: Accepted, mut shutdown: Shutdown) {
+/// Sets up connection `id`, just `accepted` (or handed over by another worker): its session,
+/// and its socket registered with the runtime of the calling task. `None` if the socket could
+/// not be registered (its driver has been told).
+///
+/// Done before the connection's task is spawned, so that the task holds only what serving
+/// needs: every connection keeps its task's memory for as long as it lives.
+pub(crate) fn open(ctx: &Context, id: ConnId, mut accepted: Accepted) -> Option<Conn> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let notify = Box::new(Wake(wake.clone()));
-    let session = ctx.session(id, notify, &mut accepted, Instant::now());
-    let socket = match register(accepted.socket, Interest::READABLE | Interest::WRITABLE) {
-        Ok(socket) => socket,
+    let mut session = ctx.session(id, notify, &mut accepted, Instant::now());
+    match register(accepted.socket, Interest::READABLE | Interest::WRITABLE) {
+        Ok(socket) => Some(Conn { session, socket, wake, read_closed: false, failed: false }),
         Err(e) => {
-            let mut session = session;
             session.driver_mut().on_io_error(&e);
-            return;
-        }
-    };
-    let mut conn = Conn { session, socket, read_closed: false, failed: false };
-    match conn.serve(ctx, &wake, &mut shutdown).await {
-        HandOff::Stay => conn.close().await,
-        HandOff::Moved => {}
-        HandOff::Relay(pair) => {
-            match register(pair, Interest::READABLE | Interest::WRITABLE) {
-                Ok(pair) => conn.relay(pair).await,
-                // The owner sees the end of its stream; the client, a closed connection.
-                Err(e) => ctx.log(LogLevel::Warning, format!("cannot register a relay: {e}")),
-            }
-            conn.close().await;
+            None
         }
     }
 }
 
+/// Serves `conn` until it is finished or handed to another worker; `guard` is dropped then.
+///
+/// Not an `async fn`: its arguments would be kept twice in the task (as arguments and as the
+/// locals they are moved into) for the connection's whole life.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
+pub(crate) fn run(
+    mut conn: Conn,
+    mut shutdown: Shutdown,
+    guard: ConnGuard,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let ctx = guard.ctx();
+        let wake = conn.wake.clone();
+        match conn.serve(ctx, &wake, &mut shutdown).await {
+            HandOff::Stay => conn.close().await,
+            HandOff::Moved => {}
+            HandOff::Relay(pair) => {
+                match register(pair, Interest::READABLE | Interest::WRITABLE) {
+                    // Boxed: few connections relay, and its state would grow every task.
+                    Ok(pair) => Box::pin(conn.relay(pair)).await,
+                    // The owner sees the end of its stream; the client, a closed connection.
+                    Err(e) => ctx.log(LogLevel::Warning, format!("cannot register a relay: {e}")),
+                }
+                conn.close().await;
+            }
+        }
+        drop(guard);
+    }
+}
+
 /// A connection's socket and protocol state.
-struct Conn {
+pub(crate) struct Conn {
     session: Session,
     socket: AsyncFd<Socket>,
+    /// Wakes the task: the application queued commands, or took a message.
+    wake: Arc<tokio::sync::Notify>,
     /// The peer closed its side: never read again.
     read_closed: bool,
     /// The socket failed: nothing more can be done with it.

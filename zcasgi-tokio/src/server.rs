@@ -33,10 +33,17 @@ struct Shared {
 }
 
 /// Counts a connection as open until dropped, holding its permit and its task's guard.
-struct ConnGuard {
+pub(crate) struct ConnGuard {
     shared: Arc<Shared>,
     _permit: tokio::sync::OwnedSemaphorePermit,
     _task: Guard,
+}
+
+impl ConnGuard {
+    /// What the server's connections share.
+    pub(crate) fn ctx(&self) -> &Context {
+        &self.shared.ctx
+    }
 }
 
 impl Drop for ConnGuard {
@@ -190,11 +197,9 @@ fn spawn_conn(
     let guard =
         ConnGuard { shared: shared.clone(), _permit: permit, _task: shared.ctx.tracker().guard() };
     let id = shared.ctx.next_id();
-    let conn_shutdown = shutdown.listener();
-    tokio::spawn(async move {
-        conn::run(&guard.shared.ctx, id, accepted, conn_shutdown).await;
-        drop(guard);
-    });
+    if let Some(conn) = conn::open(&shared.ctx, id, accepted) {
+        tokio::spawn(conn::run(conn, shutdown.listener(), guard));
+    }
 }
 
 /// A started [`crate::TokioBackend`] server.
