@@ -177,6 +177,25 @@ async def test_app_exception_before_accept_is_500(backend: str) -> None:
     assert "raised before accept" in server.output()
 
 
+async def test_app_returning_an_awaitable_that_is_no_coroutine(backend: str) -> None:
+    with ZcasgiServer("apps.echo:awaitable_app", backend) as server:
+        async with connect(server.url()) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+
+
+async def test_app_raising_when_called_is_500_and_server_keeps_serving(backend: str) -> None:
+    with ZcasgiServer("apps.echo:raise_on_call_app", backend) as server:
+        for _ in range(2):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(server.url()):
+                    pass
+            assert info.value.response.status_code == 500
+    output = server.output()
+    assert "Exception in ASGI application" in output
+    assert "RuntimeError: raised on call" in output
+
+
 async def test_thousand_connections_hundred_messages_each(echo: ZcasgiServer) -> None:
     async def client(i: int) -> None:
         async with connect(echo.url(), open_timeout=30) as ws:

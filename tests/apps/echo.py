@@ -115,6 +115,28 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await _echo(receive, send)
 
 
+class _Awaiting:
+    """An awaitable that is not a coroutine."""
+
+    def __init__(self, coro: Awaitable[None]) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+
+def awaitable_app(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    """``app`` through a callable that returns an awaitable which is not a coroutine."""
+    return _Awaiting(app(scope, receive, send))
+
+
+def raise_on_call_app(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    """Raise when called, before returning anything to await (for websocket requests)."""
+    if scope["type"] == "websocket":
+        raise RuntimeError("raised on call")
+    return _other_scope(scope, receive, send)
+
+
 def _jsonable(value: Any) -> Any:
     """Scope values as JSON: bytes become latin-1 strings, tuples lists, the rest ``repr``."""
     if isinstance(value, (bytes, bytearray)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import logging.config
@@ -119,7 +120,10 @@ class Server:
         self.started = False
         self.sockets: list[socket.socket] = []
         self._core: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Each running application task, with the connection and scope it serves.
+        self._tasks: dict[asyncio.Future[Any], tuple[Any, dict[str, Any]]] = {}
+        # Made once: a bound method made per connection would live as long as it does.
+        self._on_app_done = self._app_done
         self._exit_event: asyncio.Event | None = None
         self._app: Any = None
         self._lifespan: Lifespan | None = None
@@ -284,9 +288,37 @@ class Server:
     def _on_connect(self, conn: Any, scope: dict[str, Any]) -> None:
         if self.config.proxy_headers:
             self._apply_proxy_headers(scope)
-        task = asyncio.get_running_loop().create_task(self._run(conn, scope))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The application's coroutine is the task's own (no wrapper: every idle WebSocket
+        # keeps its task's coroutines), and its outcome is handled by `_app_done`, run in the
+        # task's context as code after an `await` in the task would be (Python 3.11+).
+        context = contextvars.copy_context()
+        try:
+            app = context.run(self._app, scope, conn.receive, conn.send)
+            coro = app if inspect.iscoroutine(app) else _awaited(app)
+            loop = asyncio.get_running_loop()
+            if sys.version_info >= (3, 11):
+                task = loop.create_task(coro, context=context)
+            else:
+                # Before 3.11 the task runs in a copy of the context it is created in, so
+                # `_app_done` does not see the variables the application set.
+                task = context.run(loop.create_task, coro)
+        except Exception as exc:
+            _app_failed(conn, scope, exc)
+            return
+        self._tasks[task] = (conn, scope)
+        task.add_done_callback(self._on_app_done, context=context)
+
+    def _app_done(self, task: asyncio.Future[Any]) -> None:
+        """Ends what the finished application task left: its failure stays local."""
+        conn, scope = self._tasks.pop(task)
+        if task.cancelled():
+            conn.abort()
+            return
+        exc = task.exception()
+        if isinstance(exc, Exception):
+            _app_failed(conn, scope, exc)
+        elif exc is None:
+            _app_returned(conn, scope)
 
     def _apply_proxy_headers(self, scope: dict[str, Any]) -> None:
         client = scope.get("client")
@@ -304,33 +336,6 @@ class Server:
             host = forwarded_for.decode("latin-1").split(",")[0].strip()
             if host:
                 scope["client"] = (host, 0)
-
-    async def _run(self, conn: Any, scope: dict[str, Any]) -> None:
-        """Runs the application for one WebSocket or HTTP request; its failure stays local."""
-        try:
-            await self._app(scope, conn.receive, conn.send)
-        except asyncio.CancelledError:
-            conn.abort()
-            raise
-        except Exception as exc:
-            logger.error("Exception in ASGI application, client %s", _client(scope), exc_info=exc)
-            conn.abort()
-        else:
-            # Checked before finish(): an unfinished response to a client that already left is
-            # the client's doing, not the application's, and must not let clients fill the log.
-            client_left = conn.disconnected
-            if conn.finish():
-                if client_left:
-                    logger.debug(
-                        "ASGI callable returned without completing the response "
-                        "(the client had disconnected), client %s",
-                        _client(scope),
-                    )
-                else:
-                    logger.error(
-                        "ASGI callable returned without completing the response, client %s",
-                        _client(scope),
-                    )
 
     # ---- shutdown ----
 
@@ -370,6 +375,36 @@ class Server:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         logger.info("Finished server process")
+
+
+async def _awaited(awaitable: Any) -> None:
+    """A coroutine for an application that returned an awaitable other than a coroutine."""
+    await awaitable
+
+
+def _app_failed(conn: Any, scope: dict[str, Any], exc: Exception) -> None:
+    """The application raised: log it, and close its connection (1011, or 500 before accept)."""
+    logger.error("Exception in ASGI application, client %s", _client(scope), exc_info=exc)
+    conn.abort()
+
+
+def _app_returned(conn: Any, scope: dict[str, Any]) -> None:
+    """The application returned: finish its connection; leaving it unfinished is an error."""
+    # Checked before finish(): an unfinished response to a client that already left is the
+    # client's doing, not the application's, and must not let clients fill the log.
+    client_left = conn.disconnected
+    if conn.finish():
+        if client_left:
+            logger.debug(
+                "ASGI callable returned without completing the response "
+                "(the client had disconnected), client %s",
+                _client(scope),
+            )
+        else:
+            logger.error(
+                "ASGI callable returned without completing the response, client %s",
+                _client(scope),
+            )
 
 
 def _client(scope: dict[str, Any]) -> str:
