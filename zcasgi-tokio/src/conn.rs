@@ -8,16 +8,18 @@
 //! 1. the server's shutdown signal (once) → [`Driver::on_shutdown`];
 //! 2. the connection's wake-up (the application queued commands, or took a message while
 //!    reading was paused) → [`Driver::on_commands`];
-//! 3. the socket turning writable, while output is pending;
-//! 4. the driver's deadline → [`Driver::on_tick`];
-//! 5. the socket turning readable, while [`Driver::wants_read`] (re-evaluated on every turn, so
-//!    a wake-up after the application drained its queue resumes reading) and the queued output
-//!    that does not count against the application's sends — pongs, close frames, HTTP heads —
-//!    stays within the configured `ws_write_high_water`: a peer that sends pings and never reads
-//!    cannot grow the pong queue without bound.
+//! 3. the driver's deadline → [`Driver::on_tick`];
+//! 4. the socket turning ready, in one wait for both directions (every connection keeps the
+//!    state of its waits for as long as it lives): writable while output is pending, readable
+//!    while [`Driver::wants_read`] (re-evaluated on every turn, so a wake-up after the
+//!    application drained its queue resumes reading) and the queued output that does not count
+//!    against the application's sends — pongs, close frames, HTTP heads — stays within the
+//!    configured `ws_write_high_water`: a peer that sends pings and never reads cannot grow the
+//!    pong queue without bound. A readable socket is read; the loop writes on every turn.
 //!
 //! A peer that does not read therefore never stops commands, timers or shutdown from being
-//! processed: pending output only adds a branch to the wait. Once the driver has closed the
+//! processed: pending output only adds an interest to the wait, and a peer that keeps sending
+//! never starves the deadline, which comes first. Once the driver has closed the
 //! connection and only has output left to write, the peer gets the protocol's close timeout to
 //! take it; after that the socket is dropped (otherwise a peer that stopped reading would keep
 //! its connection, and the output, forever: the keepalive and close timeouts end the protocol,
@@ -106,7 +108,7 @@ impl zcasgi_transport::io::Socket for Tracked<'_> {
 enum Step {
     Shutdown,
     Commands,
-    Writable(io::Result<()>),
+    Writable,
     Tick,
     Readable(io::Result<()>),
 }
@@ -208,13 +210,28 @@ impl Conn {
             }
             let want_write = self.session.wants_write();
             let want_read = self.wants_read();
+            // One readiness wait for both directions (see the module docs).
+            let interest = match (want_read, want_write) {
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
+            };
             let step = tokio::select! {
                 biased;
                 () = &mut shutdown_signal, if !shutting_down => Step::Shutdown,
                 () = &mut notified => Step::Commands,
-                r = self.socket.writable(), if want_write => Step::Writable(r.map(drop)),
                 () = &mut sleep, if armed.is_some() => Step::Tick,
-                r = self.socket.readable(), if want_read => Step::Readable(r.map(drop)),
+                // After the deadline: a peer that keeps sending must not starve the timers.
+                r = self.socket.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
+                    match r.map(|guard| guard.ready()) {
+                        Ok(ready) if ready.is_readable() || ready.is_read_closed() => {
+                            Step::Readable(Ok(()))
+                        }
+                        Ok(_) => Step::Writable,
+                        Err(e) => Step::Readable(Err(e)),
+                    }
+                }
             };
             let now = Instant::now();
             match step {
@@ -234,8 +251,8 @@ impl Conn {
                 }
                 Step::Readable(Ok(())) => self.read(now),
                 // Written at the top of the loop.
-                Step::Writable(Ok(())) => {}
-                Step::Writable(Err(e)) | Step::Readable(Err(e)) => self.fail(&e),
+                Step::Writable => {}
+                Step::Readable(Err(e)) => self.fail(&e),
             }
         }
     }

@@ -32,8 +32,13 @@ impl Shutdown {
         if self.is_shutdown {
             return;
         }
+        // `changed` rather than `wait_for`: every connection's task keeps this wait's state.
         // An error means the sender is gone: the server is being dropped.
-        let _ = self.rx.wait_for(|&down| down).await;
+        while !*self.rx.borrow_and_update() {
+            if self.rx.changed().await.is_err() {
+                break;
+            }
+        }
         self.is_shutdown = true;
     }
 }
