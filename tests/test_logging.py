@@ -280,6 +280,20 @@ async def test_over_limit_concurrency_is_logged_503(backend: str, tmp_path: Path
     assert _lines(uvicorn_style)[1].endswith(' - "GET /over HTTP/1.1" 503 Service Unavailable')
 
 
+async def test_a_session_of_no_worker_is_logged_400(backend: str, tmp_path: Path) -> None:
+    """With workers, an Engine.IO request whose session id names a worker the server does not
+    have is refused by the server itself (400, no application sees it): one access line."""
+    plain, uvicorn_style, log_args = _access_files(tmp_path)
+    with ZcasgiServer("apps.echo:app", backend, log_args, workers=2) as server:
+        target = b"/socket.io/?EIO=4&transport=polling&sid=abc.7"
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        assert (await _exchange(server.port, request)).startswith(b"HTTP/1.1 400 ")
+        assert await wait_until_async(lambda: len(_lines(plain)) == 1, 10)
+    line = f'"GET {target.decode()} HTTP/1.1" 400 Bad Request'
+    assert _lines(plain)[0].endswith(f" - {line}"), _lines(plain)
+    assert _lines(uvicorn_style)[0].endswith(f" - {line}"), _lines(uvicorn_style)
+
+
 async def test_trace_shows_connections_and_frames_but_no_payload(backend: str) -> None:
     """``--log-level trace``: each connection's open and close (code, reason, who closed) and
     a summary of each frame, never its payload; debug lines name the client."""
