@@ -27,6 +27,7 @@
 //! escape it. This module is the only place that knows the format: the Python side calls
 //! [`tag_session_id`] through the binding.
 
+use crate::engineio::request::Query;
 use crate::handshake::Request;
 
 /// The separator between a session id and its worker index.
@@ -84,22 +85,11 @@ pub fn tag_session_id(sid: &str, worker: u16) -> String {
 }
 
 /// What the query of an Engine.IO request (one with `EIO=`) says about its session; `None`
-/// for another request. The query is read as Python's `parse_qs` reads it, the first `sid`
-/// counting (as python-engineio does).
+/// for another request. The query is read as python-engineio reads it ([`Query`]).
 #[must_use]
 pub fn session(query: &[u8]) -> Option<Session> {
-    let mut engineio = false;
-    let mut sid = None;
-    for (name, value) in form_urlencoded::parse(query) {
-        match &*name {
-            "EIO" => engineio = true,
-            "sid" if sid.is_none() => sid = Some(value),
-            _ => {}
-        }
-    }
-    if !engineio {
-        return None;
-    }
+    let Query { eio, sid, .. } = Query::parse(query);
+    eio?;
     let Some(sid) = sid else { return Some(Session::New) };
     Some(owner_of(sid.as_bytes()).map_or(Session::Untagged, Session::Tagged))
 }

@@ -63,6 +63,38 @@ impl Default for Transports {
     }
 }
 
+/// The Engine.IO parameters of a request's query, read as Python's `parse_qs` reads it: the
+/// first value of each name counts, `+` and `%XX` decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query<'a> {
+    /// `EIO`: the protocol version (present, possibly empty, on every Engine.IO request).
+    pub eio: Option<Cow<'a, str>>,
+    /// `transport`.
+    pub transport: Option<Cow<'a, str>>,
+    /// `sid`: the session the request is for.
+    pub sid: Option<Cow<'a, str>>,
+    /// Whether `j` (JSONP) is present.
+    pub jsonp: bool,
+}
+
+impl<'a> Query<'a> {
+    /// The Engine.IO parameters of `query`.
+    #[must_use]
+    pub fn parse(query: &'a [u8]) -> Self {
+        let mut q = Self::default();
+        for (name, value) in form_urlencoded::parse(query) {
+            match &*name {
+                "EIO" if q.eio.is_none() => q.eio = Some(value),
+                "transport" if q.transport.is_none() => q.transport = Some(value),
+                "sid" if q.sid.is_none() => q.sid = Some(value),
+                "j" => q.jsonp = true,
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
 /// What the Engine.IO request `method` `?query` (with the `Upgrade` header `upgrade`, if any)
 /// asks for.
 ///
@@ -74,16 +106,7 @@ pub fn classify<'a>(
     upgrade: Option<&[u8]>,
     allowed: Transports,
 ) -> Result<Request<'a>, RequestError> {
-    let (mut eio, mut transport, mut sid, mut jsonp) = (None, None, None, false);
-    for (name, value) in form_urlencoded::parse(query) {
-        match &*name {
-            "EIO" if eio.is_none() => eio = Some(value),
-            "transport" if transport.is_none() => transport = Some(value),
-            "sid" if sid.is_none() => sid = Some(value),
-            "j" => jsonp = true,
-            _ => {}
-        }
-    }
+    let Query { eio, transport, sid, jsonp } = Query::parse(query);
     let transport = match transport.as_deref().unwrap_or("polling") {
         "polling" if allowed.polling => Transport::Polling,
         "websocket" if allowed.websocket => Transport::WebSocket,
@@ -99,7 +122,9 @@ pub fn classify<'a>(
     match (method, sid) {
         ("GET", None) => match transport {
             Transport::Polling => Ok(Request::Handshake(Transport::Polling)),
-            Transport::WebSocket if websocket_upgrade => Ok(Request::Handshake(transport)),
+            Transport::WebSocket if websocket_upgrade => {
+                Ok(Request::Handshake(Transport::WebSocket))
+            }
             Transport::WebSocket => Err(RequestError::InvalidUpgrade),
         },
         ("GET", Some(sid)) => match transport {
