@@ -8,6 +8,7 @@
 //! This module frames packets; what a packet means to a session (the handshake, pings, the
 //! upgrade probe) is [`session`]'s business, and what a message means is Socket.IO's.
 
+pub mod cors;
 pub mod request;
 pub mod session;
 
