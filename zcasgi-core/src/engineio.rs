@@ -9,6 +9,7 @@
 //! upgrade probe) is [`session`]'s business, and what a message means is Socket.IO's.
 
 pub mod cors;
+pub mod endpoint;
 pub mod request;
 pub mod session;
 

@@ -7,6 +7,7 @@ mod access;
 mod bridge;
 mod codec;
 mod config;
+mod engineio;
 mod errors;
 mod server;
 mod workers;
@@ -18,6 +19,8 @@ mod _zcasgi {
 
     #[pymodule_export]
     use crate::bridge::{AsgiConn, Ready, SendWait};
+    #[pymodule_export]
+    use crate::engineio::EngineIO;
     #[pymodule_export]
     use crate::server::Core;
 

@@ -9,10 +9,11 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zcasgi_core::backend::{Backend, ConnId, Event, LogLevel, Refusal, RunningServer};
+use zcasgi_core::backend::{Backend, ConnId, ConnectInfo, Event, LogLevel, Refusal, RunningServer};
 
 use crate::access::{self, AccessLog, Kind, Outcome};
 use crate::bridge::{wake, AsgiConn, EventQueue, Inbound, ScopeBuilder};
+use crate::engineio::{EngineIO, EngineIoArg};
 
 /// uvicorn's `TRACE` logging level, below `DEBUG`.
 const TRACE: i32 = 5;
@@ -26,6 +27,11 @@ fn log_level(level: i32) -> LogLevel {
         21..=30 => LogLevel::Warning,
         _ => LogLevel::Error,
     }
+}
+
+/// The scope builder of events that carry no handshake.
+fn no_scope<'py>(_: &ConnectInfo) -> PyResult<Bound<'py, PyDict>> {
+    Err(pyo3::exceptions::PyRuntimeError::new_err("an Engine.IO handshake without its request"))
 }
 
 /// Names of the available backends, in the order they are listed to users.
@@ -88,6 +94,8 @@ pub struct Core {
     state: Option<Py<PyDict>>,
     batch: Vec<Event>,
     backend: &'static str,
+    /// The Engine.IO endpoint served in Rust (a `zcasgi.socketio` application), if any.
+    engineio: Option<Py<EngineIO>>,
 }
 
 #[pymethods]
@@ -95,9 +103,11 @@ impl Core {
     /// Starts the backend `config.backend` with the options of `config` (a `zcasgi.Config`) on
     /// the listening sockets `fds` (they are duplicated, not taken); in a worker process,
     /// `worker` is `(index, count, inbox_fd, peer_fds)` (see `crate::workers`). The I/O threads
-    /// make the log records of `logger`'s level and above, read now.
+    /// make the log records of `logger`'s level and above, read now. `engineio` is
+    /// `(path, options, handler)` when the application's Engine.IO endpoint is served in Rust
+    /// (see `crate::engineio`).
     #[new]
-    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state, worker=None, resolve_client=None))]
+    #[pyo3(signature = (config, fds, *, on_connect, event_loop, logger, access_log, state, worker=None, resolve_client=None, engineio=None))]
     #[allow(clippy::too_many_arguments)] // keyword arguments from Python
     fn new(
         config: &Bound<'_, PyAny>,
@@ -109,6 +119,7 @@ impl Core {
         state: Option<Py<PyDict>>,
         worker: Option<crate::workers::WorkerArg>,
         resolve_client: Option<Py<PyAny>>,
+        engineio: Option<EngineIoArg>,
     ) -> PyResult<Self> {
         let py = config.py();
         let backend: String = config.getattr(intern!(py, "backend"))?.extract()?;
@@ -118,6 +129,12 @@ impl Core {
         let level: i32 = logger.call_method0(py, intern!(py, "getEffectiveLevel"))?.extract(py)?;
         cfg.log.level = log_level(level);
         cfg.log.access = access_log.is_some();
+        let worker_index = worker.as_ref().map(|w| w.0);
+        let engineio = engineio
+            .map(|arg| EngineIO::new(py, arg, event_loop.clone_ref(py), worker_index))
+            .transpose()?
+            .map(|e| Py::new(py, e))
+            .transpose()?;
         let worker = worker.map(crate::workers::worker_sockets).transpose()?;
         let mut listeners = Vec::with_capacity(fds.len());
         for fd in fds {
@@ -138,6 +155,7 @@ impl Core {
             state,
             batch: Vec::new(),
             backend: be.name(),
+            engineio,
         })
     }
 
@@ -197,6 +215,12 @@ impl Core {
         self.server.as_ref().is_none_or(|s| s.is_finished())
     }
 
+    /// The Engine.IO endpoint served in Rust, if the application has one.
+    #[getter]
+    fn engineio(&self, py: Python<'_>) -> Option<Py<EngineIO>> {
+        self.engineio.as_ref().map(|e| e.clone_ref(py))
+    }
+
     /// Number of connections the application side still tracks.
     #[getter]
     fn tracked(&self) -> usize {
@@ -206,6 +230,55 @@ impl Core {
 
 impl Core {
     fn dispatch(&mut self, py: Python<'_>, ev: Event) -> PyResult<()> {
+        if let Some(engine) = &self.engineio {
+            let engine = engine.clone_ref(py);
+            if let Some(ev) = self.route_engineio(engine.bind(py), ev)? {
+                return self.dispatch_asgi(py, ev);
+            }
+            return Ok(());
+        }
+        self.dispatch_asgi(py, ev)
+    }
+
+    /// Gives `engine` the event if it is its own (a request to its path, or an event of one of
+    /// its connections); otherwise gives it back.
+    fn route_engineio(
+        &mut self,
+        engine: &Bound<'_, EngineIO>,
+        ev: Event,
+    ) -> PyResult<Option<Event>> {
+        let py = engine.py();
+        let owned = |id| !self.conns.contains_key(&id) && engine.borrow().owns(id);
+        match ev {
+            Event::Connect(info) | Event::HttpRequest(info)
+                if engine.borrow().routes(&info.request.path()) =>
+            {
+                let state = self.state.as_ref().map(|s| s.bind(py).clone());
+                let (scopes, resolve) = (&mut self.scopes, &self.resolve_client);
+                EngineIO::feed(engine, |e, now| e.on_request(info, now), &mut |info| {
+                    let scope = scopes.scope(py, info, state.as_ref())?;
+                    if let Some(resolve) = resolve {
+                        resolve.call1(py, (&scope,))?;
+                    }
+                    Ok(scope)
+                })?;
+            }
+            Event::Message { id, message } if owned(id) => {
+                EngineIO::feed(engine, |e, now| e.on_message(id, message, now), &mut no_scope)?;
+            }
+            Event::HttpBody { id, body, more } if owned(id) => {
+                EngineIO::feed(engine, |e, now| e.on_body(id, &body, more, now), &mut no_scope)?;
+            }
+            Event::Disconnect { id, .. } if owned(id) => {
+                EngineIO::feed(engine, |e, now| e.on_disconnect(id, now), &mut no_scope)?;
+            }
+            Event::Writable { id } if owned(id) => {}
+            ev => return Ok(Some(ev)),
+        }
+        Ok(None)
+    }
+
+    fn dispatch_asgi(&mut self, py: Python<'_>, ev: Event) -> PyResult<()> {
         match ev {
             Event::Message { id, message } => self.deliver(py, id, Inbound::Message(message)),
             Event::HttpBody { id, body, more } => self.deliver(py, id, Inbound::Body(body, more)),

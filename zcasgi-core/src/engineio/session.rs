@@ -28,6 +28,9 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     /// Time a client has to answer a ping.
     pub ping_timeout: Duration,
+    /// Added to `ping_interval` in the interval the handshake announces (python-engineio's
+    /// grace period: the client waits that much longer for a ping).
+    pub ping_grace: Duration,
     /// Most bytes a client may send in one long-polling payload or WebSocket message
     /// (the handshake's `maxPayload`).
     pub max_payload: usize,
@@ -45,6 +48,7 @@ impl Default for SessionConfig {
         Self {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
+            ping_grace: Duration::ZERO,
             max_payload: 1_000_000,
             allow_upgrades: true,
             max_queued_bytes: 16 << 20,
@@ -189,7 +193,8 @@ impl Session {
     }
 
     /// The handshake's open packet: session id, upgrades, ping interval and timeout (ms), and
-    /// max payload.
+    /// max payload. The interval announced is `ping_interval + ping_grace` in whole seconds,
+    /// as python-engineio announces it.
     #[must_use]
     pub fn open_packet(&self) -> Packet<'static> {
         let upgrades = if self.cfg.allow_upgrades && self.transport == Transport::Polling {
@@ -203,7 +208,7 @@ impl Session {
             r#"{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
             self.sid,
             upgrades,
-            self.cfg.ping_interval.as_millis(),
+            (self.cfg.ping_interval + self.cfg.ping_grace).as_secs() * 1000,
             self.cfg.ping_timeout.as_millis(),
             self.cfg.max_payload,
         );
@@ -311,6 +316,36 @@ impl Session {
         if self.transport == Transport::WebSocket {
             self.close(CloseReason::TransportClose);
         }
+    }
+
+    /// The WebSocket probing an upgrade went away (or failed): the session stays on
+    /// long-polling, and a later probe may try again.
+    pub fn upgrade_abandoned(&mut self) {
+        self.upgrade = Upgrade::None;
+    }
+
+    /// The client broke the protocol (an undecodable packet or payload, one over
+    /// `max_payload`): the session ends with [`CloseReason::ProtocolError`].
+    pub fn protocol_error(&mut self) {
+        self.close(CloseReason::ProtocolError);
+    }
+
+    /// The connection the session depended on went away (its WebSocket, or its handshake
+    /// before the session was accepted): the session ends with [`CloseReason::TransportClose`].
+    pub fn transport_lost(&mut self) {
+        self.close(CloseReason::TransportClose);
+    }
+
+    /// The client let more than `max_queued_bytes` pile up unread where the caller counts them
+    /// (on its WebSocket): the session ends with [`CloseReason::Backlog`].
+    pub fn overflowed(&mut self) {
+        self.close(CloseReason::Backlog);
+    }
+
+    /// Whether packets are queued for the client (a closed session's close packet, say).
+    #[must_use]
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty()
     }
 
     /// A long-polling GET arrived.
@@ -425,6 +460,7 @@ mod tests {
         SessionConfig {
             ping_interval: 25 * SEC,
             ping_timeout: 20 * SEC,
+            ping_grace: Duration::ZERO,
             max_payload: 1000,
             allow_upgrades: true,
             max_queued_bytes: 100,
@@ -450,6 +486,10 @@ mod tests {
         );
         let ws = Session::new("x".into(), cfg(), Transport::WebSocket, t0);
         assert!(matches!(ws.open_packet().data, Data::Text(t) if t.contains(r#""upgrades":[]"#)));
+        // As python-engineio: interval plus grace, in whole seconds.
+        let graced = SessionConfig { ping_interval: SEC / 2, ping_grace: 2 * SEC, ..cfg() };
+        let open = Session::new("x".into(), graced, Transport::WebSocket, t0).open_packet();
+        assert!(matches!(open.data, Data::Text(t) if t.contains(r#""pingInterval":2000,"#)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ __all__ = [
     "ClientDisconnected",
     "Connection",
     "Core",
+    "EngineIO",
     "Frame",
     "FrameDecoder",
     "HandshakeError",
@@ -486,6 +487,7 @@ class Core:
         state: dict[str, Any] | None,
         worker: tuple[int, int, int, list[int]] | None = None,
         resolve_client: Callable[[dict[str, Any]], object] | None = None,
+        engineio: tuple[str | None, dict[str, Any], Any] | None = None,
     ) -> Self:
         """Start the backend ``config.backend`` on the listening sockets ``fds``.
 
@@ -507,6 +509,10 @@ class Core:
                 Engine.IO sessions of another worker are handed to it through its inbox.
             resolve_client: Applies ``proxy_headers`` to a scope in place; called on the scope
                 of a request the server answers itself, before its access record.
+            engineio: ``(path, options, handler)`` to serve the application's Engine.IO
+                endpoint in Rust (see `EngineIO`): requests whose path, with a trailing slash,
+                starts with ``path`` (every request if ``None``) go to it instead of the
+                application.
 
         Raises:
             ValueError: For an unknown backend, an option out of range, or a ``worker``
@@ -544,6 +550,54 @@ class Core:
     @property
     def tracked(self) -> int:
         """Connections the application side still tracks."""
+
+    @property
+    def engineio(self) -> EngineIO | None:
+        """The Engine.IO endpoint served in Rust, if the application has one."""
+
+@final
+class EngineIO:
+    """A server's Engine.IO v4 endpoint, its sessions served in Rust.
+
+    Made by `Core` from ``engineio=(path, options, handler)``. The handler (the
+    ``zcasgi.socketio`` adapter) is called on the loop thread with
+    ``_zcasgi_connect(sid, scope) -> bool | None`` (True accepts, False refuses, None: answered
+    later with `connected`), ``_zcasgi_message(sid, data) -> bool`` (False: still handling it,
+    `done` follows) and ``_zcasgi_disconnect(sid, reason)``. ``options`` keys: ping_interval,
+    ping_grace, ping_timeout (seconds), max_http_buffer_size, max_queued_bytes, allow_upgrades,
+    transports, cors_allowed_origins, cors_credentials, cookie (python-engineio's meanings).
+    """
+
+    def send(self, sid: str, data: str | bytes) -> bool:
+        """Send a text or binary message to session ``sid``; False if it is not open."""
+
+    def broadcast(self, sids: Iterable[str], data: str | bytes) -> int:
+        """Send one message to every open session of ``sids``, framed once; how many got it."""
+
+    def disconnect(self, sid: str) -> bool:
+        """Close session ``sid`` (no disconnect call comes back); False if it was not open."""
+
+    def transport(self, sid: str) -> str:
+        """``"polling"`` or ``"websocket"``.
+
+        Raises:
+            KeyError: For an unknown session.
+        """
+
+    def done(self, sid: str) -> None:
+        """The handler finished the oldest message of ``sid`` it answered False for."""
+
+    def connected(self, sid: str, accepted: bool) -> None:
+        """The handler's answer to a connect it answered None for."""
+
+    def is_open(self, sid: str) -> bool:
+        """Whether session ``sid`` is open."""
+
+    def __len__(self) -> int:
+        """Number of sessions."""
+
+    def _tick(self) -> None:
+        """Run the heartbeats and events due (the loop timer's callback)."""
 
 @final
 class AsgiConn:

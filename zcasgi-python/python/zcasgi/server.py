@@ -120,6 +120,7 @@ class Server:
         self.started = False
         self.sockets: list[socket.socket] = []
         self._core: Any = None
+        self._engineio_handler: Any = None
         #: Each running application task, with the connection and scope it serves.
         self._tasks: dict[asyncio.Future[Any], tuple[Any, dict[str, Any]]] = {}
         # Made once: a bound method made per connection would live as long as it does.
@@ -228,6 +229,7 @@ class Server:
         config = self.config
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
+        engineio = _engineio_spec(self._app)
         try:
             self._core = _zcasgi.Core(
                 config,
@@ -239,11 +241,15 @@ class Server:
                 state=self._lifespan.state if self._lifespan.supported else None,
                 worker=worker,
                 resolve_client=self._apply_proxy_headers if config.proxy_headers else None,
+                engineio=engineio,
             )
         except BaseException:
             # The application started: it gets its lifespan shutdown before the error goes on.
             await self._lifespan.shutdown()
             raise
+        if engineio is not None:
+            self._engineio_handler = engineio[2]
+            self._engineio_handler._zcasgi_attach(self._core.engineio)
         loop.add_reader(self._core.fileno(), self._drain)
         self._install_signal_handlers(loop)
         self.started = True
@@ -368,6 +374,9 @@ class Server:
             remaining = 0.0 if self.force_exit else max(0.5, deadline - loop.time())
             if not core.join(remaining):
                 logger.warning("Some connections did not close in time and were dropped")
+            if self._engineio_handler is not None:
+                self._engineio_handler._zcasgi_detach()
+                self._engineio_handler = None
         close_sockets(self.sockets)
         if self._lifespan is not None:
             await self._lifespan.shutdown()
@@ -375,6 +384,19 @@ class Server:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         logger.info("Finished server process")
+
+
+def _engineio_spec(app: Any) -> tuple[str | None, dict[str, Any], Any] | None:
+    """The Engine.IO endpoint the application asks zcasgi to serve in Rust, if any.
+
+    An application object with a ``__zcasgi_engineio__()`` method (``zcasgi.socketio.ASGIApp``)
+    returns ``(path, options, handler)``, or None to be served as any ASGI application.
+    """
+    hook = getattr(app, "__zcasgi_engineio__", None)
+    if hook is None:
+        return None
+    spec: tuple[str | None, dict[str, Any], Any] | None = hook()
+    return spec
 
 
 async def _awaited(awaitable: Any) -> None:

@@ -28,7 +28,7 @@ impl AsRef<[u8]> for PyBuffer {
 }
 
 /// Wraps `bytes` without copying it.
-pub(super) fn bytes_of(obj: &Bound<'_, PyBytes>) -> Bytes {
+pub(crate) fn bytes_of(obj: &Bound<'_, PyBytes>) -> Bytes {
     let data = obj.as_bytes();
     if data.is_empty() {
         return Bytes::new();

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use zcasgi_core::backend::{ConnHandle, SendState};
 
 pub use awaitable::{wake, AsgiConn, Inbound, Ready, SendWait};
+pub(crate) use buffer::bytes_of;
 pub use queue::EventQueue;
 pub use scope::ScopeBuilder;
 
