@@ -68,7 +68,7 @@ test: dev system-deps lint stubtest ## Every test: lints, stubs, Rust tests and 
 wheels: venv ## Wheels into dist/: abi3 for CPython >= 3.10 and one for 3.9, manylinux2014 (via zig), and the sdist
 	@bash scripts/wheels.sh
 
-bench-quick: dev ## Benchmark smoke run (benchmarks/): 3 servers, figures printed, nothing asserted (~1-3 min)
+bench-quick: dev ## Benchmark smoke run (benchmarks/): zcasgi and uvicorn, figures printed, nothing asserted (~2-4 min)
 	$(PYTHON) -m benchmarks --quick
 
 bench-suite: dev ## The full backend comparison benchmark (benchmarks/) into docs/benchmarks (~33 min)

@@ -14,10 +14,10 @@ from harness import REPO_ROOT, ServerError, cpu_pinning, server_env
 
 from . import env, plots, record, report, scenarios
 from .generator import Loadgen, LoadgenError
-from .profiles import FULL, QUICK, SCENARIOS, Profile
+from .profiles import FULL, QUICK, SCENARIOS, SOCKETIO_SCENARIOS, Profile
 from .report import PROG
 from .scenarios import RAW_TCP, Context, Record
-from .servers import FULL_SERVERS, QUICK_SERVERS, SERVERS
+from .servers import FULL_SERVERS, QUICK_SERVERS, SERVERS, SOCKETIO_VARIANTS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 3 servers, short windows, 1 repetition (under 3 minutes)",
+        help="smoke run: zcasgi (both backends, stock and zcasgi.socketio app) and uvicorn, "
+        "short windows, 1 repetition (under 4 minutes)",
     )
     parser.add_argument(
         "--servers",
@@ -135,7 +136,19 @@ def _summary(records: list[Record]) -> str:
         elif rec["scenario"].startswith("memory") and m.get("kib_per_conn") is not None:
             parts.append(f"{pt['conns']}c {m['kib_per_conn']:.1f} KiB/conn")
         elif rec["scenario"] == "fanout":
-            parts.append(f"{pt['members']}m p50 {m.get('p50_ms') or float('nan'):.1f} ms")
+            parts.append(
+                f"{pt['members']}m p50 {m.get('p50_ms') or float('nan'):.1f} ms "
+                f"{m.get('cpu_us_per_recipient') or float('nan'):.1f}µs/recipient"
+            )
+        elif rec["scenario"] == "sio-idle" and m.get("kib_per_client") is not None:
+            parts.append(
+                f"{pt['clients']}c {m['kib_per_client']:.1f} KiB/client "
+                f"idle {m.get('idle_cpu_pct') or 0:.1f}% of a core"
+            )
+        elif rec["scenario"] == "sio-ack":
+            parts.append(
+                f"{m['events_per_s']:,.0f} events/s {m.get('cpu_us_per_event') or 0:.0f}µs/event"
+            )
         elif rec["scenario"] == "large":
             parts.append(f"{m['mb_per_s']:,.0f} MB/s")
         if rec["flags"] and len(parts) > before:
@@ -155,7 +168,12 @@ def _plan(
                 continue
             if scenario == "memory-50k" and not profile.memory_multi_conns:
                 continue
-            names = [s for s in servers if not scenarios.excluded(scenario, SERVERS[s])]
+            names = [
+                s
+                for s in servers
+                if scenarios.serves(scenario, SERVERS[s])
+                and not scenarios.excluded(scenario, SERVERS[s])
+            ]
             if scenario == "large":
                 names = [RAW_TCP, *names]
             steps.extend((rep, scenario, name) for name in names)
@@ -225,10 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except env.SetupError as exc:
         print(f"benchmarks: setup failed: {exc}", file=sys.stderr)
         return 2
-    if "fanout" in chosen and zcasgi_python == sys.executable:
+    if set(SOCKETIO_SCENARIOS) & set(chosen) and zcasgi_python == sys.executable:
         check = subprocess.run([sys.executable, "-c", "import socketio"], check=False)
         if check.returncode != 0:
-            notes.append("python-socketio is not installed for zcasgi's Python: fan-out fails")
+            notes.append(
+                "python-socketio is not installed for zcasgi's Python: the Socket.IO scenarios fail"
+            )
+    variants = [s for s in servers if s in SOCKETIO_VARIANTS]
+    if variants:
+        check = subprocess.run(
+            [zcasgi_python, "-c", "import zcasgi.socketio"], capture_output=True, check=False
+        )
+        if check.returncode != 0:
+            for name in variants:
+                skipped[name] = "zcasgi.socketio does not import in this build of zcasgi"
+                servers.remove(name)
 
     server_cpu, loadgen_cpu = cpu_pinning()
     pinning = (
@@ -308,5 +337,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     for target in report.targets(results):
         verdict = "n/a" if target.met is None else "met" if target.met else "NOT met"
         value = "\u2013" if target.value is None else f"{target.value:.2f}"
-        print(f"    {target.server:13} {target.name:32} {value:>8} ({target.limit}): {verdict}")
+        print(f"    {target.server:16} {target.name:44} {value:>8} ({target.limit}): {verdict}")
     return 0

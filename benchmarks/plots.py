@@ -15,36 +15,40 @@ from typing import Any
 from .report import (
     TARGET_CPU_US_PER_HANDSHAKE,
     TARGET_KIB_PER_CONN,
+    TARGET_SIO_ACK_RATIO,
+    TARGET_SIO_CPU_US_PER_RECIPIENT,
+    TARGET_SIO_IDLE_RATIO,
+    TARGET_SIO_KIB_PER_CLIENT,
     Results,
     absent,
     fmt,
     processes,
 )
 from .scenarios import RAW_TCP
-from .servers import SERVERS
+from .servers import BASELINE
 
 #: One colour and marker per server, the same in every plot.
-_PALETTE = [
-    "#d62728",  # zcasgi-mio
-    "#ff7f0e",  # zcasgi-tokio
-    "#1f77b4",  # uvicorn
-    "#17becf",  # uvicorn-wsproto
-    "#7f7f7f",  # uvicorn-websockets
-    "#9467bd",  # hypercorn
-    "#2ca02c",  # granian
-    "#8c564b",  # gunicorn
-    "#e377c2",  # socketify
-]
-_MARKERS = ["o", "s", "^", "v", "<", "D", "P", "X", "*"]
+_STYLES = {
+    "zcasgi-mio": ("#d62728", "o"),
+    "zcasgi-tokio": ("#ff7f0e", "s"),
+    "zcasgi-sio-mio": ("#7b0c0c", "h"),
+    "zcasgi-sio-tokio": ("#b35806", "p"),
+    "uvicorn": ("#1f77b4", "^"),
+    "uvicorn-wsproto": ("#17becf", "v"),
+    "uvicorn-websockets": ("#7f7f7f", "<"),
+    "hypercorn": ("#9467bd", "D"),
+    "granian": ("#2ca02c", "P"),
+    "gunicorn": ("#8c564b", "X"),
+    "socketify": ("#e377c2", "*"),
+}
 
 
 def _style(server: str) -> dict[str, Any]:
-    names = list(SERVERS)
-    i = names.index(server) if server in names else len(names) - 1
+    color, marker = _STYLES.get(server, ("#e377c2", "*"))
     zcasgi = server.startswith("zcasgi")
     return {
-        "color": _PALETTE[i % len(_PALETTE)],
-        "marker": _MARKERS[i % len(_MARKERS)],
+        "color": color,
+        "marker": marker,
         "linewidth": 2.4 if zcasgi else 1.4,
         "markersize": 6 if zcasgi else 5,
         "label": server,
@@ -95,6 +99,7 @@ def write_all(results: Results, meta: dict[str, Any], out_dir: Path) -> list[str
         ("latency_cdf.png", _latency_cdf),
         ("memory.png", _memory),
         ("handshakes_fanout.png", _handshakes_fanout),
+        ("socketio.png", _socketio),
     ]
     for name, draw in draws:
         if draw(results, meta, out_dir / name):
@@ -264,12 +269,13 @@ def _bars(
     ax: Any,
     groups: list[str],
     series: dict[str, list[float | None]],
-    reference: tuple[float, str] | None = None,
+    reference: tuple[float, str] | list[tuple[float, str]] | None = None,
 ) -> None:
     """Grouped bars on a linear axis from 0, one colour per server, each labelled with its
-    value, and an optional labelled reference line ``(value, label)``. A server whose largest
-    value is more than :data:`CUT_RATIO` times every other server's is cut at the top of the
-    axis (hatched, labelled with its value and "cut")."""
+    value, and optional labelled reference lines ``(value, label)`` (one or a list). A server
+    whose largest value is more than :data:`CUT_RATIO` times every other server's is cut at the
+    top of the axis (hatched, labelled with its value and "cut")."""
+    references = [reference] if isinstance(reference, tuple) else list(reference or [])
     peaks = sorted(
         ((max(v for v in vs if v is not None), s) for s, vs in series.items()), reverse=True
     )
@@ -278,8 +284,8 @@ def _bars(
     if len(peaks) > 1 and peaks[0][0] > CUT_RATIO * peaks[1][0]:
         cut = peaks[1][0] * 1.3
         top = peaks[1][0] * 1.5
-    if reference is not None:
-        top = max(top, reference[0] * 1.15)
+    for line, _ in references:
+        top = max(top, line * 1.15)
     ax.set_ylim(bottom=0, top=top)
     n = max(len(series), 1)
     width = 0.8 / n
@@ -305,8 +311,8 @@ def _bars(
                 xytext=(0, 2),
                 textcoords="offset points",
             )
-    if reference is not None:
-        ax.axhline(reference[0], color="black", linestyle="--", linewidth=1, label=reference[1])
+    for (line, label), linestyle in zip(references, ["--", ":", "-."]):
+        ax.axhline(line, color="black", linestyle=linestyle, linewidth=1, label=label)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
     ax.grid(True, axis="y", alpha=0.3)
@@ -401,6 +407,123 @@ def _handshakes_fanout(results: Results, meta: dict[str, Any], path: Path) -> bo
         frameon=False,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _save(fig, path)
+    return True
+
+
+#: The Socket.IO panels: scenario, metric, y label, title, and the reference lines drawn
+#: from the baseline's value (or None) as (label, function of the baseline value or None).
+_SIO_PANELS: list[tuple[str, str, str, str]] = [
+    ("fanout", "p50_ms", "ms until the last member has it", "Room broadcast: time to last member"),
+    ("fanout", "cpu_us_per_recipient", "server CPU µs per recipient", "Room broadcast: CPU cost"),
+    ("sio-idle", "kib_per_client", "KiB of server RSS per client", "Memory per idle client"),
+    ("sio-idle", "idle_cpu_pct", "server CPU, % of one core", "CPU while idle, pings on"),
+    ("sio-ack", "events_per_core_s", "events per second of server CPU", "Acked events per core"),
+    ("sio-ack", "events_per_s", "events per second (server on one core)", "Acked events/s"),
+]
+_HIGHER_BETTER = {"events_per_core_s", "events_per_s"}
+
+
+def _sio_groups(results: Results, scenario: str) -> list[tuple[str, dict[str, Any]]]:
+    if scenario == "fanout":
+        points = sorted(results.points("fanout"), key=lambda p: p["members"])
+        return [(f"{p['members']:,} members", p) for p in points]
+    if scenario == "sio-idle":
+        return [
+            (f"{p['clients']:,} clients, ping every {p['ping_interval']} s", p)
+            for p in results.points("sio-idle")
+        ]
+    return [(f"{p['clients']:,} clients", p) for p in results.points(scenario)]
+
+
+def _sio_references(results: Results, metric: str, point: dict[str, Any]) -> list[Any]:
+    """The target lines of a Socket.IO panel (the relative ones drawn from uvicorn's value)."""
+    cell = results.cell("sio-idle" if metric == "idle_cpu_pct" else "sio-ack", BASELINE, **point)
+    base = cell.median(metric) if cell else None
+    if metric == "cpu_us_per_recipient":
+        t = TARGET_SIO_CPU_US_PER_RECIPIENT
+        return [(t, f"zcasgi.socketio target: {t:g} µs")]
+    if metric == "kib_per_client":
+        t = TARGET_SIO_KIB_PER_CLIENT
+        return [(t, f"zcasgi.socketio target: {t:g} KiB")]
+    if metric == "idle_cpu_pct" and base is not None:
+        label = f"zcasgi.socketio target: 1/{TARGET_SIO_IDLE_RATIO:g} of {BASELINE}'s"
+        return [(base / TARGET_SIO_IDLE_RATIO, label)]
+    if metric == "events_per_core_s" and base is not None:
+        label = f"zcasgi.socketio target: {TARGET_SIO_ACK_RATIO:g}\u00d7 {BASELINE}'s"
+        return [(base * TARGET_SIO_ACK_RATIO, label)]
+    return []
+
+
+def _socketio(results: Results, meta: dict[str, Any], path: Path) -> bool:
+    """The Socket.IO scenarios: the stock python-socketio chat app on every server beside the
+    same app on zcasgi.socketio, one panel per figure, zcasgi.socketio's targets as lines."""
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (scenario, metric, ylabel, title, groups)
+        for scenario, metric, ylabel, title in _SIO_PANELS
+        if (groups := _sio_groups(results, scenario))
+    ]
+    panels = [
+        panel
+        for panel in panels
+        if any(
+            cell.median(panel[1]) is not None
+            for _, p in panel[4]
+            for server in results.servers(panel[0])
+            if (cell := results.cell(panel[0], server, **p))
+        )
+    ]
+    if not panels:
+        return False
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.8 * rows), squeeze=False)
+    for ax, (scenario, metric, ylabel, title, groups) in zip(axes.flat, panels):
+        series: dict[str, list[float | None]] = {}
+        for server in results.servers(scenario):
+            values = []
+            for _, p in groups:
+                cell = results.cell(scenario, server, **p)
+                values.append(cell.median(metric) if cell else None)
+            if any(v is not None for v in values):
+                series[server] = values
+        refs = _sio_references(results, metric, groups[0][1])
+        _bars(ax, [g[0] for g in groups], series, refs)
+        missing = {label: absent(results, meta, scenario, p) for label, p in groups}
+        if len(groups) == 1:
+            ax.set_xticks([])
+            missing = {"": next(iter(missing.values()))}
+            ax.set_title(f"{title}\n{groups[0][0]}", fontsize=11)
+        else:
+            ax.set_title(title, fontsize=11)
+        _xlabel(ax, "", missing)
+        ax.set_ylabel(ylabel)
+        better = "higher is better" if metric in _HIGHER_BETTER else "lower is better"
+        ax.set_title(f"{ax.get_title()} \u2014 {better}", fontsize=11)
+        if refs:
+            ax.legend(loc="upper right", fontsize=8, frameon=False, handles=ax.get_lines())
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if not label.startswith("zcasgi.socketio target"):
+                handles.setdefault(label, handle)
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="lower center",
+        ncol=min(len(handles), 6),
+        frameon=False,
+    )
+    fig.suptitle(
+        "Socket.IO chat app: stock python-socketio on each server, and the same app on "
+        "zcasgi.socketio (zcasgi-sio-*)",
+        fontsize=13,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     _save(fig, path)
     return True
 

@@ -13,8 +13,12 @@ SCENARIOS = [
     "memory",
     "memory-50k",
     "fanout",
+    "sio-idle",
+    "sio-ack",
     "large",
 ]
+#: The Socket.IO scenarios (the only ones the zcasgi.socketio variants run).
+SOCKETIO_SCENARIOS = ("fanout", "sio-idle", "sio-ack")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,19 @@ class Profile:
     memory_multi_conns: int
     memory_multi_workers: int
     fanout_members: tuple[int, ...]
+    #: Broadcasts per room size: at least this many, and enough for ``fanout_min_copies``
+    #: copies delivered (CPU time is read in 10 ms clock ticks).
     fanout_rounds: int
+    fanout_min_copies: int
+    #: sio-idle: Socket.IO clients held idle, the Engine.IO ping interval every server's
+    #: chat app gets (``ZCASGI_CHAT_PING_INTERVAL``, s) and the seconds of idle CPU measured.
+    sio_idle_clients: int
+    sio_ping_interval: int
+    sio_idle_window: float
+    #: sio-ack: clients, each with one acknowledged event in flight; seconds.
+    sio_ack_clients: int
+    sio_ack_warmup: float
+    sio_ack_duration: float
     large_size: int
     large_duration: float
     #: Scenarios that run fewer repetitions than --repeat (slow to set up, low variance).
@@ -71,11 +87,19 @@ FULL = Profile(
     memory_multi_workers=4,
     fanout_members=(1000, 10000),
     fanout_rounds=5,
+    fanout_min_copies=50_000,
+    sio_idle_clients=10_000,
+    sio_ping_interval=5,
+    sio_idle_window=20.0,
+    sio_ack_clients=1000,
+    sio_ack_warmup=1.0,
+    sio_ack_duration=5.0,
     large_size=1024 * 1024,
     large_duration=3.0,
     # Opening 10,000-50,000 connections to the slower peers takes minutes; these figures
-    # vary little between runs (fan-out repeats its broadcast 5 times within each run).
-    max_repeat={"memory": 1, "memory-50k": 1, "fanout": 1},
+    # vary little between runs (fan-out repeats its broadcast 5 to 50 times within each run,
+    # sio-idle averages thousands of pings).
+    max_repeat={"memory": 1, "memory-50k": 1, "fanout": 1, "sio-idle": 1},
 )
 
 QUICK = Profile(
@@ -97,6 +121,13 @@ QUICK = Profile(
     memory_multi_workers=0,
     fanout_members=(100,),
     fanout_rounds=3,
+    fanout_min_copies=1000,
+    sio_idle_clients=300,
+    sio_ping_interval=1,
+    sio_idle_window=3.0,
+    sio_ack_clients=50,
+    sio_ack_warmup=0.3,
+    sio_ack_duration=1.0,
     large_size=1024 * 1024,
     large_duration=1.0,
     scenarios=tuple(s for s in SCENARIOS if s != "memory-50k"),

@@ -20,6 +20,16 @@ TARGET_RATIO_TO_BASELINE = 4.0
 TARGET_KIB_PER_CONN = 4.0
 TARGET_CPU_US_PER_HANDSHAKE = 40.0
 ZCASGI = ("zcasgi-mio", "zcasgi-tokio")
+#: The targets of zcasgi.socketio (issue 13), for the chat app written against it.
+ZCASGI_SIO = ("zcasgi-sio-mio", "zcasgi-sio-tokio")
+TARGET_SIO_CPU_US_PER_RECIPIENT = 5.0
+#: Broadcast CPU per recipient at least this many times below each peer's.
+TARGET_SIO_BROADCAST_RATIOS = {"uvicorn": 15.0, "granian": 10.0}
+TARGET_SIO_KIB_PER_CLIENT = 8.0
+#: Idle CPU with pings at most 1/this of uvicorn's.
+TARGET_SIO_IDLE_RATIO = 10.0
+#: Acknowledged events per core at least this many times uvicorn's.
+TARGET_SIO_ACK_RATIO = 4.0
 
 
 def _point_key(point: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -187,6 +197,8 @@ class Target:
     limit: str
     met: bool | None
     where: str
+    #: How the value reads: "µs", "KiB", or the multiplication sign for a ratio.
+    unit: str = "µs"
 
 
 def targets(results: Results) -> list[Target]:
@@ -224,6 +236,7 @@ def targets(results: Results) -> list[Target]:
                 f"≥ {TARGET_RATIO_TO_BASELINE:g}\u00d7",
                 None if r is None else r >= TARGET_RATIO_TO_BASELINE,
                 where,
+                "\u00d7",
             )
         )
         mem = results.cell("memory", server, conns=mem_at, workers=1)
@@ -236,6 +249,7 @@ def targets(results: Results) -> list[Target]:
                 f"≤ {TARGET_KIB_PER_CONN:g} KiB",
                 None if kib is None else kib <= TARGET_KIB_PER_CONN,
                 f"{mem_at:,} connections, one process",
+                "KiB",
             )
         )
         hs = results.cell("handshakes", server, concurrency=_only(results, "handshakes"))
@@ -250,6 +264,106 @@ def targets(results: Results) -> list[Target]:
                 "connect, upgrade, close",
             )
         )
+    if any(results.points(s) for s in ("fanout", "sio-idle", "sio-ack")):
+        out += socketio_targets(results)
+    return out
+
+
+def _at_most(limit: float, value: float | None) -> bool | None:
+    return None if value is None else value <= limit
+
+
+def _at_least(limit: float, value: float | None) -> bool | None:
+    return None if value is None else value >= limit
+
+
+def _median(
+    results: Results, scenario: str, server: str, metric: str, **point: Any
+) -> float | None:
+    cell = results.cell(scenario, server, **point)
+    return cell.median(metric) if cell else None
+
+
+def socketio_targets(results: Results) -> list[Target]:
+    """Evaluate zcasgi.socketio's targets (issue 13) for both backends: broadcast CPU per
+    recipient at the largest room, memory and idle CPU of idle clients, acknowledged events
+    per core; the ratios against the peers measured in the same run."""
+    members = max((p["members"] for p in results.points("fanout")), default=0)
+    idle = results.points("sio-idle")
+    ack = results.points("sio-ack")
+    out = []
+    for server in ZCASGI_SIO:
+        cpu = _median(results, "fanout", server, "cpu_us_per_recipient", members=members)
+        where = f"room broadcast, {members:,} members"
+        limit = TARGET_SIO_CPU_US_PER_RECIPIENT
+        out.append(
+            Target(
+                "broadcast CPU per recipient",
+                server,
+                cpu,
+                f"≤ {limit:g} µs",
+                _at_most(limit, cpu),
+                where,
+            )
+        )
+        for peer, times in TARGET_SIO_BROADCAST_RATIOS.items():
+            peer_cpu = _median(results, "fanout", peer, "cpu_us_per_recipient", members=members)
+            r = ratio(peer_cpu, cpu)
+            out.append(
+                Target(
+                    f"broadcast CPU: {peer}'s \u00f7 this",
+                    server,
+                    r,
+                    f"≥ {times:g}\u00d7",
+                    _at_least(times, r),
+                    where,
+                    "\u00d7",
+                )
+            )
+        p = idle[0] if idle else {}
+        kib = _median(results, "sio-idle", server, "kib_per_client", **p)
+        where = f"{p.get('clients', 0):,} idle Socket.IO clients"
+        limit = TARGET_SIO_KIB_PER_CLIENT
+        out.append(
+            Target(
+                "memory per idle Socket.IO client",
+                server,
+                kib,
+                f"≤ {limit:g} KiB",
+                _at_most(limit, kib),
+                where,
+                "KiB",
+            )
+        )
+        cpu = _median(results, "sio-idle", server, "idle_cpu_pct", **p)
+        base = _median(results, "sio-idle", BASELINE, "idle_cpu_pct", **p)
+        r = ratio(base, cpu)
+        out.append(
+            Target(
+                f"idle CPU with pings: {BASELINE}'s \u00f7 this",
+                server,
+                r,
+                f"≥ {TARGET_SIO_IDLE_RATIO:g}\u00d7",
+                _at_least(TARGET_SIO_IDLE_RATIO, r),
+                f"{where}, a ping every {p.get('ping_interval', '?')} s",
+                "\u00d7",
+            )
+        )
+        a = ack[0] if ack else {}
+        rate = _median(results, "sio-ack", server, "events_per_core_s", **a)
+        base = _median(results, "sio-ack", BASELINE, "events_per_core_s", **a)
+        r = ratio(rate, base)
+        out.append(
+            Target(
+                f"acked events per core vs {BASELINE}",
+                server,
+                r,
+                f"≥ {TARGET_SIO_ACK_RATIO:g}\u00d7",
+                _at_least(TARGET_SIO_ACK_RATIO, r),
+                f"{a.get('clients', 0):,} clients, one event in flight each",
+                "\u00d7",
+            )
+        )
     return out
 
 
@@ -261,10 +375,9 @@ def _only(results: Results, scenario: str) -> Any:
 def _target_value(t: Target) -> str:
     if t.value is None:
         return "not measured"
-    if t.name.startswith("msgs/s"):
+    if t.unit == "\u00d7":
         return fmt_ratio(t.value)
-    unit = " KiB" if "memory" in t.name else " µs"
-    return fmt(t.value) + unit
+    return f"{fmt(t.value)} {t.unit}"
 
 
 #: How the suite is run (from the repository root).
@@ -297,8 +410,8 @@ def markdown(results: Results, meta: dict[str, Any], plots: Sequence[str], out: 
             "zcasgi benchmark results",
             "zcasgi's two backends beside the ASGI servers users would pick instead, in one run "
             "on one machine: echo throughput, latency at a fixed rate, single-connection round "
-            "trips, handshakes, memory per idle connection, Socket.IO broadcast and large "
-            "messages.",
+            "trips, handshakes, memory per idle connection, Socket.IO (broadcast, idle clients, "
+            "acknowledged events; stock python-socketio and zcasgi.socketio) and large messages.",
             meta,
             out,
             record.GUIDE,
@@ -329,6 +442,8 @@ def markdown(results: Results, meta: dict[str, Any], plots: Sequence[str], out: 
     add(_handshake_section(results))
     add(_memory_section(results))
     add(_fanout_section(results))
+    add(_sio_idle_section(results))
+    add(_sio_ack_section(results))
     add(_large_section(results))
     if plots:
         add(["## Plots", ""])
@@ -387,7 +502,7 @@ def _headline(results: Results) -> list[str]:
     mem_at = 10000 if 10000 in mem_points else max(mem_points, default=0)
     hs_conc = _only(results, "handshakes")
     rows = []
-    for server in [s for s in servers if s != RAW_TCP]:
+    for server in [s for s in servers if s in SERVERS and not SERVERS[s].socketio_only]:
         row = [f"`{server}`"]
         for c in cols:
             cell = echo(server, c, "msgs_per_s")
@@ -639,7 +754,9 @@ def _fanout_section(results: Results) -> list[str]:
     header = [
         "server",
         *[f"{m:,} members: ms to last" for m in points],
-        *[f"CPU ms/broadcast ({m:,})" for m in points],
+        *[f"CPU µs/recipient ({m:,})" for m in points],
+        f"{BASELINE}'s CPU \u00f7 this ({points[-1]:,})",
+        f"CPU ms/broadcast ({points[-1]:,})",
     ]
     rows = []
     for server in results.servers("fanout"):
@@ -648,15 +765,99 @@ def _fanout_section(results: Results) -> list[str]:
         for m in points:
             cell = results.cell("fanout", server, members=m)
             row.append(fmt_stat(cell.stat("p50_ms") if cell else None) + _marks(cell))
-            cpus.append(fmt(cell.median("cpu_ms_per_broadcast") if cell else None))
-        rows.append(row + cpus)
+            cpus.append(fmt_stat(cell.stat("cpu_us_per_recipient") if cell else None))
+        cpu = _median(results, "fanout", server, "cpu_us_per_recipient", members=points[-1])
+        base = _median(results, "fanout", BASELINE, "cpu_us_per_recipient", members=points[-1])
+        per_broadcast = _median(
+            results, "fanout", server, "cpu_ms_per_broadcast", members=points[-1]
+        )
+        rows.append([*row, *cpus, fmt_ratio(ratio(base, cpu)), fmt(per_broadcast)])
     intro = (
-        "python-socketio chat app (examples/chat.py), N Engine.IO v4 websocket clients in one "
-        "room; one member emits `message`, the app broadcasts it to the room. Time from the "
-        "emit to the moment the last member has read it (median of the rounds of each "
-        "repetition, then median over repetitions)."
+        "python-socketio chat app (examples/chat.py; for `zcasgi-sio-*` the same app importing "
+        "`zcasgi.socketio`, examples/chat_fast.py), N Engine.IO v4 websocket clients in one "
+        "room; one member emits `message`, the app broadcasts it to the room. *ms to last*: "
+        "from the emit to the moment the last member has read it (median of the rounds of each "
+        "repetition, then median over repetitions). *CPU µs/recipient*: the server's CPU time "
+        "from the first round's emit to the last round's last copy (pauses between rounds "
+        "included) divided by the copies delivered; rounds are repeated until at least "
+        f"{_copies_note(results)} copies were delivered per room size."
     )
-    return ["## 6. Broadcast fan-out", "", intro, "", *_table(header, rows), ""]
+    return ["## 6. Socket.IO broadcast fan-out", "", intro, "", *_table(header, rows), ""]
+
+
+def _copies_note(results: Results) -> str:
+    rounds = [
+        (r["point"]["members"], r["metrics"].get("rounds"))
+        for r in results.records
+        if r["scenario"] == "fanout" and r["metrics"].get("rounds")
+    ]
+    least = min((m * n for m, n in rounds), default=None)
+    return "a few thousand" if least is None else f"{least:,}"
+
+
+def _sio_idle_section(results: Results) -> list[str]:
+    points = results.points("sio-idle")
+    if not points:
+        return []
+    p = points[0]
+    intro = (
+        f"{p['clients']:,} python-socketio clients (Engine.IO v4 over websocket, connected to "
+        "the default namespace) held idle by the chat app. *KiB/client*: (server RSS with "
+        "them connected \u2212 RSS after one small broadcast, before they connect) / clients. "
+        f"*idle CPU*: the server's CPU over {_window(results)} s while the clients only answer "
+        f"Engine.IO pings, one every {p['ping_interval']} s per client (every server's chat app "
+        "gets the same `ZCASGI_CHAT_PING_INTERVAL`), in % of one core; *µs/ping*: that CPU "
+        "per ping sent. WebSocket-level pings stay at each server's default."
+    )
+    return _simple_section(
+        results,
+        "sio-idle",
+        "7. Idle Socket.IO clients",
+        intro,
+        [
+            ("KiB/client", "kib_per_client", False),
+            ("idle CPU % of a core", "idle_cpu_pct", True),
+            ("CPU µs/ping", "cpu_us_per_ping", False),
+            ("baseline RSS MiB", "baseline_mib", False),
+            ("open time s", "open_s", False),
+        ],
+    )
+
+
+def _window(results: Results) -> str:
+    windows = [
+        r["metrics"]["window_s"]
+        for r in results.records
+        if r["scenario"] == "sio-idle" and r["metrics"].get("window_s")
+    ]
+    return fmt(statistics.median(windows), 2) if windows else "\u2013"
+
+
+def _sio_ack_section(results: Results) -> list[str]:
+    points = results.points("sio-ack")
+    if not points:
+        return []
+    intro = (
+        f"{points[0]['clients']:,} python-socketio clients, each keeping one event with an "
+        "acknowledgement in flight: it emits `join` (a room of its own, so the handler enters "
+        "it and answers the member count, 1) and emits the next once `43<id>[1]` arrives. "
+        "*events/s*: acknowledgements per second with the server on one core; *per core*: "
+        "events per second of server CPU (what one fully busy core sustains); latency from "
+        "the emit to its acknowledgement."
+    )
+    return _simple_section(
+        results,
+        "sio-ack",
+        "8. Socket.IO events with acknowledgement",
+        intro,
+        [
+            ("events/s", "events_per_s", True),
+            ("events/s per core", "events_per_core_s", True),
+            ("CPU µs/event", "cpu_us_per_event", False),
+            ("p50 µs", "p50_us", False),
+            ("p99 µs", "p99_us", False),
+        ],
+    )
 
 
 def _large_section(results: Results) -> list[str]:
@@ -686,7 +887,7 @@ def _large_section(results: Results) -> list[str]:
         "(`zcasgi-loadgen tcp-echo-server`, same core, same client)."
     )
     header = ["server", "MB/s", "of raw TCP", "CPU µs/message"]
-    return ["## 7. Large messages", "", intro, "", *_table(header, rows), ""]
+    return ["## 9. Large messages", "", intro, "", *_table(header, rows), ""]
 
 
 def _label(point: dict[str, Any]) -> str:
@@ -704,6 +905,8 @@ FIGURE = {
     "memory": "kib_per_conn",
     "memory-50k": "kib_per_conn",
     "fanout": "p50_ms",
+    "sio-idle": "kib_per_client",
+    "sio-ack": "events_per_s",
     "large": "mb_per_s",
 }
 
@@ -713,8 +916,14 @@ def absent(
 ) -> dict[str, str]:
     """The run's servers without a figure at ``point`` of ``scenario``, each with the reason
     the run recorded (skipped, the first error) or, for one it did not run there, the suite's."""
-    out = {name: f"skipped: {note}" for name, note in meta.get("skipped", {}).items()}
+    out = {
+        name: f"skipped: {note}"
+        for name, note in meta.get("skipped", {}).items()
+        if name not in SERVERS or scenarios.serves(scenario, SERVERS[name])
+    }
     for server in meta.get("servers", []):
+        if server in SERVERS and not scenarios.serves(scenario, SERVERS[server]):
+            continue
         cell = results.cell(scenario, server, **point)
         if cell is not None and cell.median(FIGURE[scenario]) is not None:
             continue

@@ -37,8 +37,8 @@ from harness import (
 
 from .env import PrintFn
 from .generator import SOURCES, Hold, Loadgen, LoadgenError, Report
-from .profiles import Profile
-from .servers import BACKLOG, CHAT_APP, ECHO_APP, Launch, ServerSpec
+from .profiles import SOCKETIO_SCENARIOS, Profile
+from .servers import BACKLOG, ECHO_APP, Launch, ServerSpec
 
 Record = dict[str, Any]
 
@@ -64,11 +64,18 @@ class Context:
     log: PrintFn
 
 
-def start(ctx: Context, spec: ServerSpec, app: str, workers: int = 1) -> ServerProcess:
+def start(
+    ctx: Context,
+    spec: ServerSpec,
+    app: str,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
     """Start ``spec`` serving ``app`` pinned to the server CPU and wait until it serves.
 
     zcasgi serves on a listening socket bound here; with ``workers`` > 1, one process per
     ``SO_REUSEPORT`` listening socket (``--fd``). The peers bind their own port otherwise.
+    ``env`` adds variables to the server's environment.
 
     Raises:
         ServerError: If the server does not come up.
@@ -92,7 +99,7 @@ def start(ctx: Context, spec: ServerSpec, app: str, workers: int = 1) -> ServerP
         commands,
         ready=ready,
         port=port,
-        env=ctx.env,
+        env={**ctx.env, **(env or {})},
         cwd=ctx.repo,
         startup_timeout=30.0,
         stop_timeout=3.0,
@@ -420,6 +427,12 @@ def memory(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
     return [_hold_point(ctx, spec, rep, "memory", n, 1) for n in ctx.profile.memory_conns]
 
 
+def serves(scenario: str, spec: ServerSpec) -> bool:
+    """Whether ``scenario`` concerns ``spec`` at all: the zcasgi.socketio variants serve only
+    the Socket.IO scenarios (elsewhere they are the plain zcasgi entries)."""
+    return not spec.socketio_only or scenario in SOCKETIO_SCENARIOS
+
+
 def excluded(scenario: str, spec: ServerSpec) -> str | None:
     """Why the suite does not run ``spec`` in ``scenario``, or None when it does."""
     if scenario == "memory-50k" and not spec.serves_fd:
@@ -439,50 +452,244 @@ def memory_multi(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
     return [_hold_point(ctx, spec, rep, "memory-50k", p.memory_multi_conns, p.memory_multi_workers)]
 
 
+def fanout_rounds(profile: Profile, members: int) -> int:
+    """Broadcasts to a room of ``members``: enough copies for a CPU figure above clock-tick
+    resolution (10 ms), and at least ``fanout_rounds``."""
+    return max(profile.fanout_rounds, math.ceil(profile.fanout_min_copies / members))
+
+
+def fanout_metrics(report: Report, rounds: int, other: float) -> tuple[dict[str, Any], int]:
+    """The metrics of one fan-out point from the load generator's report, and its error count."""
+    complete = [r for r in report["rounds"] if r.get("complete")]
+    # Per-round CPU is a few clock ticks (10 ms): average over all rounds instead.
+    cpu_ms = [r["server_cpu_s"] * 1e3 for r in complete if "server_cpu_s" in r]
+    span = report.get("span") or {}
+    windows = [r for r in report["rounds"] if "window_s" in r]
+    busy = sum(float(r["loadgen_cpu_s"]) for r in windows)
+    wall = sum(float(r["window_s"]) for r in windows)
+    errors = int(report.get("errors") or 0) + (rounds - len(complete))
+    metrics = {
+        "p50_ms": report.get("p50_ms"),
+        "min_ms": report.get("min_ms"),
+        "max_ms": report.get("max_ms"),
+        "joined": report.get("joined"),
+        "connect_s": report.get("connect_s"),
+        "rounds": len(complete),
+        "cpu_ms_per_broadcast": statistics.fmean(cpu_ms) if cpu_ms else None,
+        "cpu_us_per_recipient": span.get("server_cpu_us_per_delivery"),
+        "loadgen_util": busy / wall if wall > 0 else None,
+        "other_cores": other,
+        "errors": errors,
+    }
+    return metrics, errors
+
+
 def fanout(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
-    """python-socketio room broadcast: time until the last member has the message."""
+    """python-socketio room broadcast: time until the last member has the message, and the
+    server's CPU per copy delivered."""
     p = ctx.profile
     records = []
     for members in p.fanout_members:
         point = {"members": members}
-        with start(ctx, spec, CHAT_APP) as server:
+        rounds = fanout_rounds(p, members)
+        with start(ctx, spec, spec.chat_app) as server:
             args = [
-                "--url",
-                f"http://127.0.0.1:{server.port}/",
-                "--sources",
-                SOURCES,
+                *_sio_common(server),
                 "--members",
                 str(members),
                 "--rounds",
-                str(p.fanout_rounds),
+                str(rounds),
                 "--connect-concurrency",
                 "64",
                 "--open-timeout",
                 "240",
             ]
             try:
-                report, other = _measure(ctx, server, "fanout", args, 300 + 40 * p.fanout_rounds)
+                report, other = _measure(ctx, server, "fanout", args, 300 + 40 * rounds)
             except LoadgenError as exc:
                 records.append(_record("fanout", spec.name, rep, point, error=str(exc)))
                 continue
-        rounds = [r for r in report["rounds"] if r.get("complete")]
-        # Per-round CPU is a few clock ticks (10 ms): average over all rounds instead.
-        cpu_ms = [r["server_cpu_s"] * 1e3 for r in rounds if "server_cpu_s" in r]
-        errors = int(report.get("errors") or 0) + (p.fanout_rounds - len(rounds))
-        metrics = {
-            "p50_ms": report.get("p50_ms"),
-            "min_ms": report.get("min_ms"),
-            "max_ms": report.get("max_ms"),
-            "joined": report.get("joined"),
-            "connect_s": report.get("connect_s"),
-            "cpu_ms_per_broadcast": statistics.fmean(cpu_ms) if cpu_ms else None,
-            "other_cores": other,
-            "errors": errors,
-        }
+        metrics, errors = fanout_metrics(report, rounds, other)
         error = report.get("first_error") if errors else None
-        flags = _flags({}, other, errors=errors)
+        flags = _flags({"loadgen_cpu_util": metrics["loadgen_util"]}, other, errors=errors)
         records.append(_record("fanout", spec.name, rep, point, metrics, flags=flags, error=error))
     return records
+
+
+def _sio_common(server: ServerProcess) -> list[str]:
+    return _common(f"http://127.0.0.1:{server.port}/")
+
+
+#: The environment variable the chat apps read their Engine.IO ping interval from (seconds).
+PING_INTERVAL_ENV = "ZCASGI_CHAT_PING_INTERVAL"
+
+
+def sio_idle(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Idle Socket.IO clients: memory per client, then the server's CPU while they only
+    exchange Engine.IO pings (every ``sio_ping_interval`` seconds, the same for every server)."""
+    p = ctx.profile
+    clients = p.sio_idle_clients
+    point = {"clients": clients, "ping_interval": p.sio_ping_interval}
+    env = {PING_INTERVAL_ENV: str(p.sio_ping_interval)}
+    procs = max(1, math.ceil(clients / CONNS_PER_LOADGEN))
+    with start(ctx, spec, spec.chat_app, env=env) as server, ExitStack() as stack:
+        # One small broadcast first (connect, join, emit, leave), so lazily imported code and
+        # first-use buffers are in the baseline rather than charged to the clients.
+        warm = [*_sio_common(server), "--members", "2", "--rounds", "1", "--pause", "0"]
+        try:
+            ctx.loadgen.run("fanout", warm, 60)
+        except LoadgenError as exc:
+            return [_record("sio-idle", spec.name, rep, point, error=f"warm-up: {exc}")]
+        server.wait_quiet()
+        baseline = server.rss_kib()
+        holds: list[Hold] = []
+        started = time.monotonic()
+        for i in range(procs):
+            share = clients // procs + (1 if i < clients % procs else 0)
+            hold = ctx.loadgen.hold(
+                [
+                    *_sio_common(server),
+                    "--socketio",
+                    "--conns",
+                    str(share),
+                    "--duration",
+                    "900",
+                    "--open-timeout",
+                    "400",
+                    "--connect-concurrency",
+                    "64",
+                ]
+            )
+            stack.callback(hold.kill)
+            holds.append(hold)
+        try:
+            opened = [hold.wait_open(450) for hold in holds]
+        except LoadgenError as exc:
+            return [_record("sio-idle", spec.name, rep, point, error=str(exc))]
+        open_s = time.monotonic() - started
+        # Let every client's first ping come and go before measuring.
+        time.sleep(p.sio_ping_interval + 1.0)
+        server.wait_quiet(max_seconds=5.0)
+        rss = server.rss_kib()
+        hold_pids = [hold.proc.pid for hold in holds]
+        busy0, srv0, gen0 = _cpu_readings(server, hold_pids)
+        t0 = time.monotonic()
+        time.sleep(p.sio_idle_window)
+        busy1, srv1, gen1 = _cpu_readings(server, hold_pids)
+        window = time.monotonic() - t0
+        alive = server.alive()
+        finals = [hold.release() for hold in holds]
+    n_open = sum(int(o.get("open") or 0) for o in opened)
+    closed = sum(int(f.get("closed_by_server") or 0) for f in finals)
+    metrics = idle_metrics(
+        n_open=n_open,
+        baseline_kib=baseline,
+        rss_kib=rss,
+        server_cpu_s=srv1 - srv0,
+        loadgen_cpu_s=gen1 - gen0,
+        other_cpu_s=max(0.0, (busy1 - busy0) - (srv1 - srv0) - (gen1 - gen0)),
+        window_s=window,
+        ping_interval=p.sio_ping_interval,
+    )
+    metrics["open_s"] = open_s
+    errors = (clients - n_open) + closed
+    metrics["errors"] = errors
+    flags = _flags({}, metrics["other_cores"], errors=errors + (0 if alive else 1))
+    error = None
+    if errors or not alive:
+        error = f"{n_open}/{clients} open, {closed} closed by the server" + (
+            "" if alive else ", server died"
+        )
+        first = next((o.get("first_error") for o in opened if o.get("first_error")), None)
+        if first:
+            error += f"; first error: {first}"
+    return [_record("sio-idle", spec.name, rep, point, metrics, flags=flags, error=error)]
+
+
+def _cpu_readings(server: ServerProcess, loadgen_pids: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far: the machine's busy total, the server's, the load generators'."""
+    return procfs.busy_cpu_seconds(), server.cpu_seconds(), procfs.cpu_seconds(loadgen_pids)
+
+
+def idle_metrics(
+    *,
+    n_open: int,
+    baseline_kib: float,
+    rss_kib: float,
+    server_cpu_s: float,
+    loadgen_cpu_s: float,
+    other_cpu_s: float,
+    window_s: float,
+    ping_interval: float,
+) -> dict[str, Any]:
+    """Memory per idle client and CPU while idle, from the raw readings."""
+    pings = n_open * window_s / ping_interval if ping_interval > 0 else 0.0
+    return {
+        "kib_per_client": (rss_kib - baseline_kib) / n_open if n_open else None,
+        "baseline_mib": baseline_kib / 1024,
+        "rss_mib": rss_kib / 1024,
+        "open": n_open,
+        # Share of one core, in percent.
+        "idle_cpu_pct": 100 * server_cpu_s / window_s if window_s > 0 else None,
+        "cpu_us_per_ping": server_cpu_s * 1e6 / pings if pings else None,
+        "loadgen_util": loadgen_cpu_s / window_s if window_s > 0 else None,
+        "other_cores": other_cpu_s / window_s if window_s > 0 else 0.0,
+        "window_s": window_s,
+    }
+
+
+def sio_ack(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
+    """Socket.IO events with acknowledgements: every client keeps one ``join`` (its own room)
+    in flight and emits the next once the server acknowledged it."""
+    p = ctx.profile
+    point = {"clients": p.sio_ack_clients}
+    with start(ctx, spec, spec.chat_app) as server:
+        args = [
+            *_sio_common(server),
+            "--conns",
+            str(p.sio_ack_clients),
+            "--warmup",
+            str(p.sio_ack_warmup),
+            "--duration",
+            str(p.sio_ack_duration),
+            "--connect-concurrency",
+            "64",
+            "--open-timeout",
+            "240",
+        ]
+        timeout = 300 + p.sio_ack_warmup + p.sio_ack_duration
+        try:
+            report, other = _measure(ctx, server, "acks", args, timeout)
+        except LoadgenError as exc:
+            return [_record("sio-ack", spec.name, rep, point, error=str(exc))]
+    metrics, errors = ack_metrics(report, other, p.sio_ack_clients)
+    flags = _flags(report, other, errors=errors)
+    error = report.get("first_error") if errors else None
+    return [_record("sio-ack", spec.name, rep, point, metrics, flags=flags, error=error)]
+
+
+def ack_metrics(report: Report, other: float, clients: int) -> tuple[dict[str, Any], int]:
+    """The metrics of the sio-ack point from the load generator's report, and its errors."""
+    errors = int(report.get("errors") or 0) + (clients - int(report.get("open") or 0))
+    if not report.get("drained", True):
+        # Some clients still waited for an acknowledgement 10 s after the window.
+        errors += 1
+    cpu = report.get("server_cpu_us_per_event")
+    latency = report.get("latency") or {}
+    metrics = {
+        "events_per_s": report["events_per_s"],
+        "cpu_us_per_event": cpu,
+        # Events per second of server CPU: the rate one fully busy core would sustain.
+        "events_per_core_s": 1e6 / cpu if cpu else None,
+        "p50_us": latency.get("p50_us"),
+        "p99_us": latency.get("p99_us"),
+        "server_util": report.get("server_cpu_util"),
+        "loadgen_util": report.get("loadgen_cpu_util"),
+        "other_cores": other,
+        "open": report.get("open"),
+        "errors": errors,
+    }
+    return metrics, errors
 
 
 def large(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
@@ -539,6 +746,8 @@ RUNNERS: dict[str, Callable[[Context, ServerSpec, int], list[Record]]] = {
     "memory": memory,
     "memory-50k": memory_multi,
     "fanout": fanout,
+    "sio-idle": sio_idle,
+    "sio-ack": sio_ack,
     "large": large,
 }
 
@@ -568,7 +777,16 @@ def estimate(profile: Profile, scenario: str, server: str) -> float:
         # Several workers share one core while connections open.
         return boot + 5 + 2 * p.memory_multi_conns / opens_per_s if p.memory_multi_conns else 0
     if scenario == "fanout":
-        return sum(boot + 2 + n / joins_per_s + p.fanout_rounds * 1.5 for n in p.fanout_members)
+        return sum(
+            boot + 2 + n / joins_per_s + fanout_rounds(p, n) * (0.35 + n / (20 * joins_per_s))
+            for n in p.fanout_members
+        )
+    if scenario == "sio-idle":
+        n = p.sio_idle_clients
+        return boot + 4 + 2 * n / joins_per_s + p.sio_ping_interval + p.sio_idle_window
+    if scenario == "sio-ack":
+        n = p.sio_ack_clients
+        return boot + 2 + n / joins_per_s + p.sio_ack_warmup + p.sio_ack_duration
     if scenario == "large":
         return boot + 1 + p.large_duration
     return 5.0

@@ -1,7 +1,10 @@
 """The servers under test: each one's command line, how it shows it serves, and pinning.
 
 Every server serves the same two applications from the repository: the raw ASGI echo app
-(``tests.apps.echo:app``) and the python-socketio chat app (``examples.chat:app``). Each runs
+(``tests.apps.echo:app``) and the python-socketio chat app (``examples.chat:app``). Two more
+entries serve the Socket.IO scenarios only, with the same chat app written against
+``zcasgi.socketio`` (``examples.chat_fast:app``, one import changed) on either zcasgi backend.
+Each runs
 as one process (plus the worker processes its design has, counted as a process tree) pinned
 to CPU 0, with access logs off and the log level at warning (zcasgi at info, which then prints
 only its start-up and shutdown lines). The harness (``harness/``) starts and stops them.
@@ -22,6 +25,8 @@ BASELINE = "uvicorn"
 
 ECHO_APP = "tests.apps.echo:app"
 CHAT_APP = "examples.chat:app"
+#: The chat app with ``import zcasgi.socketio as socketio`` instead of python-socketio's.
+CHAT_FAST_APP = "examples.chat_fast:app"
 
 BACKLOG = "4096"
 
@@ -52,6 +57,10 @@ class ServerSpec:
     inherits_socket: bool = False
     #: A line it prints once it serves; without one, the suite waits for an answered request.
     ready_line: str | None = None
+    #: The Socket.IO chat app it serves.
+    chat_app: str = CHAT_APP
+    #: Whether it runs only the Socket.IO scenarios (a variant of the app, not of the server).
+    socketio_only: bool = False
 
 
 def _zcasgi(backend: str) -> Callable[[Launch], list[str]]:
@@ -201,6 +210,28 @@ SERVERS: dict[str, ServerSpec] = {
             ready_line=READY_LINE,
         ),
         ServerSpec(
+            "zcasgi-sio-mio",
+            "zcasgi",
+            "zcasgi, backend=mio, serving the chat app written against zcasgi.socketio "
+            "(examples/chat_fast.py)",
+            _zcasgi("mio"),
+            inherits_socket=True,
+            ready_line=READY_LINE,
+            chat_app=CHAT_FAST_APP,
+            socketio_only=True,
+        ),
+        ServerSpec(
+            "zcasgi-sio-tokio",
+            "zcasgi",
+            "zcasgi, backend=tokio, serving the chat app written against zcasgi.socketio "
+            "(examples/chat_fast.py)",
+            _zcasgi("tokio"),
+            inherits_socket=True,
+            ready_line=READY_LINE,
+            chat_app=CHAT_FAST_APP,
+            socketio_only=True,
+        ),
+        ServerSpec(
             "uvicorn",
             "uvicorn",
             "uvicorn, default ws (websockets-sansio), uvloop, httptools",
@@ -227,6 +258,8 @@ SERVERS: dict[str, ServerSpec] = {
 FULL_SERVERS = [
     "zcasgi-mio",
     "zcasgi-tokio",
+    "zcasgi-sio-mio",
+    "zcasgi-sio-tokio",
     "uvicorn",
     "uvicorn-wsproto",
     "hypercorn",
@@ -235,4 +268,6 @@ FULL_SERVERS = [
     "socketify",
 ]
 #: Servers of a ``--quick`` run.
-QUICK_SERVERS = ["zcasgi-mio", "zcasgi-tokio", "uvicorn"]
+QUICK_SERVERS = ["zcasgi-mio", "zcasgi-tokio", "zcasgi-sio-mio", "zcasgi-sio-tokio", "uvicorn"]
+#: The zcasgi.socketio variants (skipped when zcasgi.socketio does not import).
+SOCKETIO_VARIANTS = [name for name, spec in SERVERS.items() if spec.chat_app == CHAT_FAST_APP]

@@ -18,6 +18,10 @@ display name. Events:
 ``binary`` {"room": str, "data": bytes} -> ack "ok"
     Send ``data`` back to the sender as a ``binary`` event, and to the rest of the room.
 
+Set ``ZCASGI_CHAT_PING_INTERVAL`` to a number of seconds to have Engine.IO ping every client
+that often (python-socketio's ``ping_interval``; default 25), as the benchmark suite does to
+measure idle CPU with pings on.
+
 Set ``ZCASGI_CHAT_REDIS`` to a Redis URL (``redis://127.0.0.1:6379/0``) to share rooms and
 broadcasts between several server processes through python-socketio's ``AsyncRedisManager``.
 Member counts only include clients connected to the answering process.
@@ -46,6 +50,7 @@ sio = socketio.AsyncServer(
     async_mode="asgi",
     cors_allowed_origins="*",
     client_manager=_client_manager(),
+    ping_interval=float(os.environ.get("ZCASGI_CHAT_PING_INTERVAL", "25")),
 )
 app = socketio.ASGIApp(sio)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks import cli, record, report
-from benchmarks.profiles import QUICK
-from benchmarks.servers import QUICK_SERVERS
+from benchmarks import cli, plots, record, report, scenarios
+from benchmarks.profiles import FULL, QUICK, SOCKETIO_SCENARIOS
+from benchmarks.servers import QUICK_SERVERS, SERVERS
 from harness import REPO_ROOT, server_env
 
 
@@ -197,3 +197,160 @@ def test_record_names_no_path_of_this_machine() -> None:
         "python -m benchmarks --out docs/benchmarks --repeat 3"
     )
     assert record.shown(str(REPO_ROOT / ".venv" / "bin" / "python")) == ".venv/bin/python"
+
+
+def test_quick_run_exercises_the_socketio_scenarios() -> None:
+    """``--quick`` runs the Socket.IO scenarios; the zcasgi.socketio variants run only those."""
+    assert {"fanout", "sio-idle", "sio-ack"} <= set(QUICK.scenarios)
+    steps = cli._plan(QUICK, list(QUICK_SERVERS), list(QUICK.scenarios), 1)
+    by_server: dict[str, set[str]] = {}
+    for _, scenario, server in steps:
+        by_server.setdefault(server, set()).add(scenario)
+    assert by_server["zcasgi-sio-mio"] == by_server["zcasgi-sio-tokio"] == set(SOCKETIO_SCENARIOS)
+    assert set(SOCKETIO_SCENARIOS) < by_server["uvicorn"]
+    assert SERVERS["zcasgi-sio-mio"].chat_app == "examples.chat_fast:app"
+    assert SERVERS["uvicorn"].chat_app == "examples.chat:app"
+    # Enough broadcasts for the CPU figure: 50 rounds of 1,000 members, 5 of 10,000.
+    assert scenarios.fanout_rounds(FULL, 1000) == 50
+    assert scenarios.fanout_rounds(FULL, 10000) == 5
+
+
+def test_chat_fast_is_the_chat_app_with_one_import_changed() -> None:
+    chat = (REPO_ROOT / "examples" / "chat.py").read_text().splitlines()
+    fast = (REPO_ROOT / "examples" / "chat_fast.py").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(chat, fast) if a != b]
+    assert len(chat) == len(fast)
+    assert [(a, b.split("  #")[0]) for a, b in changed] == [
+        ("import socketio", "import zcasgi.socketio as socketio")
+    ]
+
+
+def test_socketio_metrics_from_load_generator_reports() -> None:
+    """The figures each Socket.IO scenario records, from (synthetic) load generator reports."""
+    rounds = [
+        {"complete": True, "server_cpu_s": 0.02, "loadgen_cpu_s": 0.01, "window_s": 0.05},
+        {"complete": True, "server_cpu_s": 0.03, "loadgen_cpu_s": 0.01, "window_s": 0.05},
+        {"complete": False, "server_cpu_s": 0.5, "loadgen_cpu_s": 0.01, "window_s": 30.0},
+    ]
+    report_ = {
+        "rounds": rounds,
+        "p50_ms": 12.0,
+        "span": {"server_cpu_us_per_delivery": 4.5},
+        "errors": 0,
+    }
+    metrics, errors = scenarios.fanout_metrics(report_, 3, other=0.1)
+    assert errors == 1  # one incomplete round
+    assert metrics["cpu_ms_per_broadcast"] == pytest.approx(25.0)
+    assert metrics["cpu_us_per_recipient"] == 4.5
+    assert metrics["loadgen_util"] == pytest.approx(0.03 / 30.1)
+    assert metrics["rounds"] == 2
+
+    acks = {
+        "events_per_s": 40_000.0,
+        "server_cpu_us_per_event": 20.0,
+        "latency": {"p50_us": 900.0, "p99_us": 2000.0},
+        "open": 998,
+        "errors": 0,
+        "drained": False,
+    }
+    metrics, errors = scenarios.ack_metrics(acks, 0.0, 1000)
+    assert metrics["events_per_core_s"] == pytest.approx(50_000.0)
+    assert errors == 3  # two clients never connected, and the drain did not finish
+
+    idle = scenarios.idle_metrics(
+        n_open=10_000,
+        baseline_kib=40_000,
+        rss_kib=120_000,
+        server_cpu_s=0.4,
+        loadgen_cpu_s=0.2,
+        other_cpu_s=0.0,
+        window_s=20.0,
+        ping_interval=5,
+    )
+    assert idle["kib_per_client"] == 8.0
+    assert idle["idle_cpu_pct"] == pytest.approx(2.0)
+    assert idle["cpu_us_per_ping"] == pytest.approx(10.0)  # 0.4 s over 40,000 pings
+
+
+def _socketio_records() -> list[dict[str, Any]]:
+    """One run's Socket.IO records: zcasgi.socketio on mio meets its targets; tokio has none."""
+    figures = {
+        # server: (ms to last, CPU µs/recipient, KiB/client, idle %, events/s per core)
+        "zcasgi-sio-mio": (40.0, 4.0, 7.5, 0.5, 80_000.0),
+        "zcasgi-mio": (900.0, 80.0, 30.0, 6.0, 15_000.0),
+        "uvicorn": (1100.0, 120.0, 42.0, 9.0, 15_000.0),
+        "granian": (800.0, 85.0, 35.0, 8.0, 16_000.0),
+    }
+    records = []
+    idle_point = {"clients": 10000, "ping_interval": 5}
+    for server, (ms, cpu, kib, idle, per_core) in figures.items():
+        for members in (1000, 10000):
+            records.append(
+                _record(
+                    "fanout",
+                    server,
+                    1,
+                    {"members": members},
+                    p50_ms=ms,
+                    cpu_us_per_recipient=cpu,
+                    rounds=5,
+                )
+            )
+        records.append(
+            _record("sio-idle", server, 1, idle_point, kib_per_client=kib, idle_cpu_pct=idle)
+        )
+        for rep in (1, 2):
+            records.append(
+                _record(
+                    "sio-ack",
+                    server,
+                    rep,
+                    {"clients": 1000},
+                    events_per_s=per_core * 0.9,
+                    events_per_core_s=per_core,
+                    cpu_us_per_event=1e6 / per_core,
+                )
+            )
+    return records
+
+
+_SIO_META = {
+    **_META,
+    "commit": "abc",
+    "servers": ["zcasgi-mio", "zcasgi-sio-mio", "zcasgi-sio-tokio", "uvicorn", "granian"],
+    "skipped": {},
+}
+
+
+def test_socketio_report_and_targets() -> None:
+    results = report.Results(_socketio_records())
+    verdicts = {(t.server, t.name): (t.value, t.met) for t in report.targets(results)}
+    mio = "zcasgi-sio-mio"
+    assert verdicts[(mio, "broadcast CPU per recipient")] == (4.0, True)
+    assert verdicts[(mio, "broadcast CPU: uvicorn's \u00f7 this")] == (30.0, True)
+    assert verdicts[(mio, "broadcast CPU: granian's \u00f7 this")] == (21.25, True)
+    assert verdicts[(mio, "memory per idle Socket.IO client")] == (7.5, True)
+    assert verdicts[(mio, "idle CPU with pings: uvicorn's \u00f7 this")] == (18.0, True)
+    value, met = verdicts[(mio, "acked events per core vs uvicorn")]
+    assert (round(value or 0, 2), met) == (5.33, True)
+    assert verdicts[("zcasgi-sio-tokio", "broadcast CPU per recipient")] == (None, None)
+    text = report.markdown(results, _SIO_META, [], REPO_ROOT / "docs" / "benchmarks")
+    for title in (
+        "## 6. Socket.IO broadcast fan-out",
+        "## 7. Idle Socket.IO clients",
+        "## 8. Socket.IO events with acknowledgement",
+    ):
+        assert title in text
+    assert "| `zcasgi-sio-mio` | 40.0 | 40.0 | 4.00 | 4.00 | 30.0\u00d7 |" in text
+    assert "| `zcasgi-sio-mio` | 72,000 | 5.33\u00d7 | 80,000 | 5.33\u00d7 |" in text
+    # The variants are not "missing" from the scenarios they do not run.
+    assert "zcasgi-sio-mio" not in report.absent(results, _SIO_META, "echo", {"conns": 1})
+    tokio = report.absent(results, _SIO_META, "sio-ack", {"clients": 1000})
+    assert tokio == {"zcasgi-sio-tokio": "not measured in this run"}
+
+
+def test_socketio_plot(tmp_path: Path) -> None:
+    results = report.Results(_socketio_records())
+    written = plots.write_all(results, _SIO_META, tmp_path)
+    assert "socketio.png" in written
+    assert (tmp_path / "socketio.png").read_bytes().startswith(b"\x89PNG")

@@ -6,7 +6,9 @@
 //! (`42<id>["join",room]` → `43<id>[count]`) and answers Engine.IO pings (`2` → `3`). Then, for
 //! each round, member 0 emits `message` {room, text: "fanout-<round>"}, which the chat app
 //! broadcasts to the room (sender included), and the round's figure is the time from member 0's
-//! write to the moment the last member read its copy.
+//! write to the moment the last member read its copy. The report also has the server's CPU
+//! time over all rounds (`span`: from the first round's emit to the last round's last copy,
+//! pauses included) per copy delivered.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -144,6 +146,8 @@ async fn drive(args: &FanoutArgs, target: Target) -> Value {
     let pids = &common.server_pids;
     let mut round_reports = Vec::new();
     let mut times = Vec::new();
+    let mut span: Option<(Sample, Sample)> = None;
+    let mut copies = 0u64;
     for r in 0..rounds {
         if joined == 0 || trigger_tx.send(r).is_err() {
             break;
@@ -155,7 +159,9 @@ async fn drive(args: &FanoutArgs, target: Target) -> Value {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let after = Sample::take(pids);
+        span = Some((span.map_or(before, |(first, _)| first), after));
         let delivered = room.arrivals.borrow()[r];
+        copies += delivered as u64;
         let sent = room.sent_at.borrow()[r];
         let ms = |at: Option<Instant>| match (sent, at) {
             (Some(s), Some(a)) => Value::from(a.saturating_duration_since(s).as_secs_f64() * 1e3),
@@ -197,6 +203,9 @@ async fn drive(args: &FanoutArgs, target: Target) -> Value {
         "min_ms": pick(0.0),
         "max_ms": pick(1.0),
         "rounds": round_reports,
+        "span": span.map(|(first, last)| {
+            Window::between(&first, &last).json(1, pids, copies, "server_cpu_us_per_delivery")
+        }),
         "errors": room.failed.get() + room.dead.get(),
         "first_error": room.first_error.borrow().clone(),
     })

@@ -16,6 +16,7 @@
 // Durations and ratios converted back to counts are non-negative by construction.
 #![allow(clippy::cast_sign_loss)]
 
+mod acks;
 mod echo;
 mod fanout;
 mod handshakes;
@@ -62,6 +63,8 @@ enum Command {
     Hold(hold::HoldArgs),
     /// Socket.IO room broadcast: time until the last member has the message.
     Fanout(fanout::FanoutArgs),
+    /// Socket.IO events with acknowledgements: N clients, one event in flight each.
+    Acks(acks::AcksArgs),
     /// Large-message WebSocket echo throughput.
     Large(large::LargeArgs),
     /// The same bytes as `large` through a raw TCP echo server.
@@ -146,6 +149,7 @@ fn main() {
         Command::Handshakes(args) => handshakes::run(args),
         Command::Hold(args) => hold::run(args),
         Command::Fanout(args) => fanout::run(args),
+        Command::Acks(args) => acks::run(args),
         Command::Large(args) => large::run(args, large::Transport::WebSocket),
         Command::LargeTcp(args) => large::run(args, large::Transport::Tcp),
         Command::TcpEchoServer(args) => large::serve(args),
