@@ -154,3 +154,21 @@ async def test_an_oversized_post_is_refused_and_ends_the_session(eio: ZcasgiServ
 async def test_other_paths_still_reach_the_application(eio: ZcasgiServer) -> None:
     answer = await asyncio.to_thread(_fetch, eio.url("http", "/other"))
     assert answer == (404, b"not found")
+
+
+async def test_each_request_has_its_access_line(backend: str) -> None:
+    with ZcasgiServer("tests.apps.eio_raw:app", backend) as server:
+        for transports in (None, ["polling"]):
+            client, got = await _connect(server.url("http"), transports)
+            await client.send("hi")
+            assert await _next(got) == "echo:hi"
+            await client.disconnect()
+        await asyncio.to_thread(
+            _fetch, server.url("http", "/engine.io/?EIO=4&transport=polling&sid=nope")
+        )
+        await wait_until_async(lambda: "400 Bad Request" in server.output(), timeout=10)
+    out = server.output()
+    assert re.search(r'"GET /engine.io/\?transport=polling&EIO=4&t=\S+ HTTP/1.1" 200 OK', out), out
+    assert re.search(r'"POST /engine.io/\?transport=polling&EIO=4&sid=\S+ HTTP/1.1" 200 OK', out)
+    assert re.search(r'"WebSocket /engine.io/\?transport=websocket&EIO=4&sid=\S+" \[accepted\]', out)
+    assert '"GET /engine.io/?EIO=4&transport=polling&sid=nope HTTP/1.1" 400 Bad Request' in out

@@ -6,6 +6,7 @@
 //! handler object (the `zcasgi.socketio` adapter), and talks back through this class's methods.
 //! A Rust borrow is never held while the handler runs, so the handler may call back.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,13 +14,16 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
-use zcasgi_core::backend::ConnectInfo;
+use zcasgi_core::backend::{ConnId, ConnectInfo};
 use zcasgi_core::engineio::cors::{AllowedOrigins, Cookie, Cors};
-use zcasgi_core::engineio::endpoint::{AppEvent, Endpoint, EndpointConfig, Outgoing, Payload};
+use zcasgi_core::engineio::endpoint::{
+    Answered, AppEvent, Endpoint, EndpointConfig, Outgoing, Payload,
+};
 use zcasgi_core::engineio::request::Transports;
 use zcasgi_core::engineio::session::{CloseReason, Transport};
 use zcasgi_core::sticky;
 
+use crate::access::{self, Kind, Outcome};
 use crate::bridge::bytes_of;
 
 /// How late a heartbeat may run so that timers of nearby deadlines share one loop callback.
@@ -40,6 +44,11 @@ pub struct EngineIO {
     timer: Option<(Instant, Py<PyAny>)>,
     /// A `call_soon` of `_tick` is pending (events produced by a Python call wait for it).
     soon: bool,
+    /// The access log (`zcasgi.access`), when on.
+    access_log: Option<Py<PyAny>>,
+    /// The scope of each request not answered yet, for its access line.
+    access: HashMap<ConnId, (Py<PyDict>, Kind)>,
+    answers: Vec<Answered>,
 }
 
 impl EngineIO {
@@ -52,6 +61,7 @@ impl EngineIO {
         (path, options, handler): EngineIoArg,
         event_loop: Py<PyAny>,
         worker: Option<u16>,
+        access_log: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let cfg = endpoint_config(options.bind(py))?;
         let mut sequence: u32 = 0;
@@ -63,13 +73,20 @@ impl EngineIO {
                 None => sid,
             }
         });
+        let mut endpoint = Endpoint::new(cfg, new_sid);
+        if access_log.is_some() {
+            endpoint.log_answers();
+        }
         Ok(Self {
-            endpoint: Endpoint::new(cfg, new_sid),
+            endpoint,
             prefix: path,
             handler,
             event_loop,
             timer: None,
             soon: false,
+            access_log,
+            access: HashMap::new(),
+            answers: Vec::new(),
         })
     }
 
@@ -84,6 +101,35 @@ impl EngineIO {
                     || (prefix.len() == path.len() + 1 && prefix.starts_with(path))
             }
         }
+    }
+
+    /// Whether requests are access-logged (then [`EngineIO::remember`] each one's scope).
+    pub fn logs_access(&self) -> bool {
+        self.access_log.is_some()
+    }
+
+    /// Keeps the scope of request `id` for its access line.
+    pub fn remember(&mut self, id: ConnId, scope: Py<PyDict>, kind: Kind) {
+        self.access.insert(id, (scope, kind));
+    }
+
+    /// Writes the access lines of the requests answered since the last call.
+    fn log_answers(&mut self, py: Python<'_>) {
+        let Some(logger) = &self.access_log else { return };
+        self.endpoint.take_answers(&mut self.answers);
+        for Answered { id, status } in self.answers.drain(..) {
+            if let Some((scope, kind)) = self.access.remove(&id) {
+                let outcome =
+                    if status == 101 { Outcome::Accepted } else { Outcome::Status(status) };
+                // A logging failure is Python logging's to report.
+                let _ = access::write(logger.bind(py), scope.bind(py), kind, outcome);
+            }
+        }
+    }
+
+    /// Forgets the access scope of connection `id` (it ended, answered or not).
+    pub fn forget(&mut self, id: ConnId) {
+        self.access.remove(&id);
     }
 
     /// Whether connection `id` is the endpoint's.
@@ -104,6 +150,7 @@ impl EngineIO {
             let mut this = slf.borrow_mut();
             step(&mut this.endpoint, Instant::now());
             this.endpoint.take_events(&mut events);
+            this.log_answers(slf.py());
         }
         let result = Self::run(slf, events, scope);
         Self::arm(slf)?;
@@ -127,7 +174,9 @@ impl EngineIO {
                         handler.call_method1(intern!(py, "_zcasgi_connect"), (&sid, scope))?;
                     if !answer.is_none() {
                         let accepted = answer.is_truthy()?;
-                        slf.borrow_mut().endpoint.connected(&sid, accepted, Instant::now());
+                        let mut this = slf.borrow_mut();
+                        this.endpoint.connected(&sid, accepted, Instant::now());
+                        this.log_answers(py);
                     }
                     Ok(())
                 }),
@@ -185,6 +234,7 @@ impl EngineIO {
     fn after_call(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut this = slf.borrow_mut();
+        this.log_answers(py);
         if this.soon || !this.endpoint.has_events() {
             return Ok(());
         }
@@ -258,6 +308,7 @@ impl EngineIO {
     /// The handler's later answer to a connect it answered None for.
     fn connected(slf: &Bound<'_, Self>, sid: &str, accepted: bool) -> PyResult<()> {
         slf.borrow_mut().endpoint.connected(sid, accepted, Instant::now());
+        Self::after_call(slf)?;
         Self::arm(slf)
     }
 

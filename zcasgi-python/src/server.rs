@@ -131,7 +131,10 @@ impl Core {
         cfg.log.access = access_log.is_some();
         let worker_index = worker.as_ref().map(|w| w.0);
         let engineio = engineio
-            .map(|arg| EngineIO::new(py, arg, event_loop.clone_ref(py), worker_index))
+            .map(|arg| {
+                let access = access_log.as_ref().map(|a| a.clone_ref(py));
+                EngineIO::new(py, arg, event_loop.clone_ref(py), worker_index, access)
+            })
             .transpose()?
             .map(|e| Py::new(py, e))
             .transpose()?;
@@ -253,6 +256,17 @@ impl Core {
             Event::Connect(info) | Event::HttpRequest(info)
                 if engine.borrow().routes(&info.request.path()) =>
             {
+                if engine.borrow().logs_access() {
+                    let websocket = info.upgrade.is_some();
+                    let (tls, client) = (info.tls.is_some(), info.client);
+                    let scope =
+                        self.scopes.request_scope(py, &info.request, websocket, tls, client)?;
+                    if let Some(resolve) = &self.resolve_client {
+                        resolve.call1(py, (&scope,))?;
+                    }
+                    let kind = if websocket { Kind::WebSocket } else { Kind::Http };
+                    engine.borrow_mut().remember(info.id, scope.unbind(), kind);
+                }
                 let state = self.state.as_ref().map(|s| s.bind(py).clone());
                 let (scopes, resolve) = (&mut self.scopes, &self.resolve_client);
                 EngineIO::feed(engine, |e, now| e.on_request(info, now), &mut |info| {
@@ -271,6 +285,7 @@ impl Core {
             }
             Event::Disconnect { id, .. } if owned(id) => {
                 EngineIO::feed(engine, |e, now| e.on_disconnect(id, now), &mut no_scope)?;
+                engine.borrow_mut().forget(id);
             }
             Event::Writable { id } if owned(id) => {}
             ev => return Ok(Some(ev)),

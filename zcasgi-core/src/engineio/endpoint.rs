@@ -207,20 +207,19 @@ impl Entry {
     }
 
     /// Answers the waiting GET if packets are queued.
-    fn answer_poll(&mut self, conns: &mut HashMap<ConnId, Role>) {
+    fn answer_poll(&mut self, conns: &mut Conns) {
         if self.poll.is_none() {
             return;
         }
         if let Some(body) = self.session.take_poll() {
             if let Some((handle, headers)) = self.poll.take() {
-                conns.insert(handle.id(), Role::Done);
-                respond(&handle, 200, PAYLOAD_TYPE, headers, body);
+                conns.respond(&handle, 200, PAYLOAD_TYPE, headers, body);
             }
         }
     }
 
     /// Delivers what the session queued: to the WebSocket, or to a waiting GET.
-    fn push_out(&mut self, conns: &mut HashMap<ConnId, Role>) {
+    fn push_out(&mut self, conns: &mut Conns) {
         if self.session.transport() == Transport::WebSocket {
             self.flush_ws();
         } else {
@@ -254,7 +253,7 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     new_sid: Box<dyn FnMut() -> String + Send>,
     sessions: HashMap<String, Entry>,
-    conns: HashMap<ConnId, Role>,
+    conns: Conns,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     events: Vec<AppEvent>,
 }
@@ -263,7 +262,7 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("sessions", &self.sessions.len())
-            .field("conns", &self.conns.len())
+            .field("conns", &self.conns.roles.len())
             .finish_non_exhaustive()
     }
 }
@@ -277,7 +276,7 @@ impl Endpoint {
             cfg,
             new_sid,
             sessions: HashMap::new(),
-            conns: HashMap::new(),
+            conns: Conns::default(),
             timers: BinaryHeap::new(),
             events: Vec::new(),
         }
@@ -286,6 +285,18 @@ impl Endpoint {
     /// Moves the events produced so far into `into`.
     pub fn take_events(&mut self, into: &mut Vec<AppEvent>) {
         into.append(&mut self.events);
+    }
+
+    /// Keeps the answers given to requests from now on, for [`Endpoint::take_answers`].
+    pub fn log_answers(&mut self) {
+        self.conns.answers.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the answers given so far (see [`Endpoint::log_answers`]) into `into`.
+    pub fn take_answers(&mut self, into: &mut Vec<Answered>) {
+        if let Some(answers) = &mut self.conns.answers {
+            into.append(answers);
+        }
     }
 
     /// Whether events are waiting for [`Endpoint::take_events`].
@@ -297,7 +308,7 @@ impl Endpoint {
     /// Whether connection `id` is the endpoint's (its events go to the endpoint).
     #[must_use]
     pub fn owns(&self, id: ConnId) -> bool {
-        self.conns.contains_key(&id)
+        self.conns.roles.contains_key(&id)
     }
 
     /// Number of sessions (open, being opened, or closed and handing out their close packet).
@@ -337,13 +348,13 @@ impl Endpoint {
         let handle = info.handle.clone();
         let scheme = if info.tls.is_some() { "https" } else { "http" };
         let headers = self.cfg.cors.headers(&info.request, scheme);
-        self.conns.insert(id, Role::Done);
+        self.conns.roles.insert(id, Role::Done);
         if let Err(refused) = self.cfg.cors.check(&info.request, scheme) {
-            bad_request(&handle, headers, &refused.to_string());
+            self.conns.bad_request(&handle, headers, &refused.to_string());
             return;
         }
         if info.request.method == "OPTIONS" {
-            ok(&handle, headers);
+            self.conns.ok(&handle, headers);
             return;
         }
         let upgrade = info.upgrade.is_some().then_some(&b"websocket"[..]);
@@ -361,24 +372,22 @@ impl Endpoint {
         });
         match request {
             Err(RequestError::BadMethod) => {
-                let mut h = headers;
-                h.push(content_type("text/plain"));
-                handle.respond(405, h);
-                handle.respond_body(Bytes::from_static(b"Method Not Found"), false);
+                let body = Bytes::from_static(b"Method Not Found");
+                self.conns.respond(&handle, 405, "text/plain", headers, body);
             }
-            Err(e) => bad_request(&handle, headers, &e.to_string()),
+            Err(e) => self.conns.bad_request(&handle, headers, &e.to_string()),
             Ok((Kind::Handshake(transport), _)) => self.handshake(info, transport, headers, now),
             Ok((kind, sid)) => {
                 let Some(entry) = self.sessions.get_mut(&sid) else {
-                    bad_request(&handle, headers, &format!("Invalid session {sid}"));
+                    self.conns.bad_request(&handle, headers, &format!("Invalid session {sid}"));
                     return;
                 };
                 if entry.connecting.is_some() {
-                    bad_request(&handle, headers, "Not connected");
+                    self.conns.bad_request(&handle, headers, "Not connected");
                     return;
                 }
                 if entry.session.transport() == Transport::WebSocket {
-                    bad_request(&handle, headers, "Unexpected HTTP request");
+                    self.conns.bad_request(&handle, headers, "Unexpected HTTP request");
                     return;
                 }
                 match kind {
@@ -405,7 +414,7 @@ impl Endpoint {
                 headers.push(cookie.header(&sid));
             }
         }
-        self.conns.insert(info.id, Role::Handshake(sid.clone()));
+        self.conns.roles.insert(info.id, Role::Handshake(sid.clone()));
         self.sessions.insert(sid.clone(), Entry::new(session, info.handle.clone(), headers));
         self.events.push(AppEvent::Connect { sid, info });
     }
@@ -417,24 +426,19 @@ impl Endpoint {
         let Some((handle, headers)) = entry.connecting.take() else { return };
         if !accepted {
             self.sessions.remove(sid);
-            self.conns.insert(handle.id(), Role::Done);
-            let mut h = headers;
-            h.push(content_type("application/json"));
-            handle.respond(401, h);
-            handle.respond_body(Bytes::from_static(br#"{"message": "Unauthorized"}"#), false);
+            let body = Bytes::from_static(br#"{"message": "Unauthorized"}"#);
+            self.conns.respond(&handle, 401, "application/json", headers, body);
             return;
         }
         let open = entry.session.open_packet();
         match entry.session.transport() {
             Transport::Polling => {
-                self.conns.insert(handle.id(), Role::Done);
                 let mut body = String::new();
                 open.encode_polling(&mut body);
-                respond(&handle, 200, PAYLOAD_TYPE, headers, body);
+                self.conns.respond(&handle, 200, PAYLOAD_TYPE, headers, body);
             }
             Transport::WebSocket => {
-                self.conns.insert(handle.id(), Role::WebSocket(sid.to_owned()));
-                handle.accept(None, Vec::new());
+                self.conns.accept(&handle, Role::WebSocket(sid.to_owned()));
                 let mut frame = Vec::new();
                 open.encode_websocket(&mut frame);
                 handle.send(true, frame.into());
@@ -447,12 +451,12 @@ impl Endpoint {
     fn poll(&mut self, sid: &str, handle: ConnHandle, headers: Headers, now: Instant) {
         let Some(entry) = self.sessions.get_mut(sid) else { return };
         match entry.session.poll() {
-            Ok(Poll::Ready(body)) => respond(&handle, 200, PAYLOAD_TYPE, headers, body),
+            Ok(Poll::Ready(body)) => self.conns.respond(&handle, 200, PAYLOAD_TYPE, headers, body),
             Ok(Poll::Wait) => {
-                self.conns.insert(handle.id(), Role::Poll(sid.to_owned()));
+                self.conns.roles.insert(handle.id(), Role::Poll(sid.to_owned()));
                 entry.poll = Some((handle, headers));
             }
-            Err(e) => bad_request(&handle, headers, &e.to_string()),
+            Err(e) => self.conns.bad_request(&handle, headers, &e.to_string()),
         }
         self.settle(sid, now);
     }
@@ -477,13 +481,12 @@ impl Endpoint {
         }
         let body = Vec::with_capacity(length);
         let id = handle.id();
-        self.conns.insert(id, Role::Post { sid: sid.to_owned(), handle, body, headers });
+        self.conns.roles.insert(id, Role::Post { sid: sid.to_owned(), handle, body, headers });
     }
 
     /// A POST over `max_payload`: refused, and the session closed (as python-engineio does).
     fn too_long(&mut self, sid: &str, handle: &ConnHandle, headers: Headers, now: Instant) {
-        self.conns.insert(handle.id(), Role::Done);
-        bad_request(handle, headers, "Bad Request");
+        self.conns.bad_request(handle, headers, "Bad Request");
         if let Some(entry) = self.sessions.get_mut(sid) {
             entry.session.close_by_server();
         }
@@ -492,7 +495,9 @@ impl Endpoint {
 
     /// A piece of a request's body on connection `id`.
     pub fn on_body(&mut self, id: ConnId, body: &Bytes, more: bool, now: Instant) {
-        let Some(Role::Post { handle, body: buf, .. }) = self.conns.get_mut(&id) else { return };
+        let Some(Role::Post { handle, body: buf, .. }) = self.conns.roles.get_mut(&id) else {
+            return;
+        };
         handle.message_taken(body.len());
         buf.extend_from_slice(body);
         let too_long = buf.len() > self.cfg.session.max_payload;
@@ -500,7 +505,7 @@ impl Endpoint {
             return;
         }
         let Some(Role::Post { sid, handle, body: buf, headers }) =
-            self.conns.insert(id, Role::Done)
+            self.conns.roles.insert(id, Role::Done)
         else {
             return;
         };
@@ -521,7 +526,7 @@ impl Endpoint {
         now: Instant,
     ) {
         let Some(entry) = self.sessions.get_mut(sid) else {
-            bad_request(handle, headers, &format!("Invalid session {sid}"));
+            self.conns.bad_request(handle, headers, &format!("Invalid session {sid}"));
             return;
         };
         let limits = PayloadLimits {
@@ -531,7 +536,7 @@ impl Endpoint {
         let packets = match decode_payload(body, limits) {
             Ok(packets) => packets,
             Err(e) => {
-                bad_request(handle, headers, &e.to_string());
+                self.conns.bad_request(handle, headers, &e.to_string());
                 entry.session.protocol_error();
                 self.settle(sid, now);
                 return;
@@ -554,7 +559,7 @@ impl Endpoint {
             }
         }
         if messages == 0 || entry.session.closed().is_some() {
-            ok(handle, headers);
+            self.conns.ok(handle, headers);
         } else {
             entry.posts.push_back(PostWait {
                 handle: handle.clone(),
@@ -569,17 +574,16 @@ impl Endpoint {
     fn probe(&mut self, sid: &str, handle: ConnHandle, headers: Headers) {
         let Some(entry) = self.sessions.get_mut(sid) else { return };
         if !self.cfg.session.allow_upgrades || entry.probe.is_some() || !entry.is_open() {
-            bad_request(&handle, headers, "Invalid upgrade");
+            self.conns.bad_request(&handle, headers, "Invalid upgrade");
             return;
         }
-        self.conns.insert(handle.id(), Role::Probe(sid.to_owned()));
-        handle.accept(None, Vec::new());
+        self.conns.accept(&handle, Role::Probe(sid.to_owned()));
         entry.probe = Some(handle);
     }
 
     /// A WebSocket message on connection `id`.
     pub fn on_message(&mut self, id: ConnId, message: Message, now: Instant) {
-        let (sid, probing) = match self.conns.get(&id) {
+        let (sid, probing) = match self.conns.roles.get(&id) {
             Some(Role::WebSocket(sid)) => (sid.clone(), false),
             Some(Role::Probe(sid)) => (sid.clone(), true),
             _ => return,
@@ -630,12 +634,11 @@ impl Endpoint {
             }
             Ok(Received::Upgraded) => {
                 handle.message_taken(len);
-                self.conns.insert(id, Role::WebSocket(sid.clone()));
+                self.conns.roles.insert(id, Role::WebSocket(sid.clone()));
                 entry.probe = None;
                 if let Some((poll, headers)) = entry.poll.take() {
                     // Upgraded while a GET waits: it gets a noop, as python-engineio answers.
-                    self.conns.insert(poll.id(), Role::Done);
-                    respond(&poll, 200, PAYLOAD_TYPE, headers, "6");
+                    self.conns.respond(&poll, 200, PAYLOAD_TYPE, headers, "6");
                 }
                 entry.ws = Some(handle);
                 entry.flush_ws();
@@ -663,7 +666,7 @@ impl Endpoint {
 
     /// Connection `id` ended (or, for a plain request, its response is complete).
     pub fn on_disconnect(&mut self, id: ConnId, now: Instant) {
-        let Some(role) = self.conns.remove(&id) else { return };
+        let Some(role) = self.conns.roles.remove(&id) else { return };
         let sid = match role {
             Role::Handshake(sid) => {
                 if let Some(entry) = self.sessions.get_mut(&sid) {
@@ -724,7 +727,7 @@ impl Endpoint {
                     front.remaining = front.remaining.saturating_sub(1);
                     if front.remaining == 0 {
                         if let Some(post) = entry.posts.pop_front() {
-                            ok(&post.handle, post.headers);
+                            self.conns.ok(&post.handle, post.headers);
                         }
                     }
                 }
@@ -837,7 +840,7 @@ impl Endpoint {
                 self.events.push(AppEvent::Disconnect { sid: sid.to_owned(), reason });
             }
             if let Some((handle, headers)) = entry.connecting.take() {
-                bad_request(&handle, headers, "Bad Request");
+                self.conns.bad_request(&handle, headers, "Bad Request");
             }
             for pending in entry.pending.drain(..) {
                 if let Pending::WebSocket(handle, len) = pending {
@@ -845,7 +848,7 @@ impl Endpoint {
                 }
             }
             for post in entry.posts.drain(..) {
-                ok(&post.handle, post.headers);
+                self.conns.ok(&post.handle, post.headers);
             }
             if let Some(probe) = entry.probe.take() {
                 probe.close(1000, String::new());
@@ -858,8 +861,7 @@ impl Endpoint {
             }
             entry.answer_poll(&mut self.conns);
             if let Some((handle, headers)) = entry.poll.take() {
-                self.conns.insert(handle.id(), Role::Done);
-                respond(&handle, 200, PAYLOAD_TYPE, headers, "1");
+                self.conns.respond(&handle, 200, PAYLOAD_TYPE, headers, "1");
             }
         }
         if entry.session.has_queued() && entry.session.transport() == Transport::Polling {
@@ -887,27 +889,63 @@ fn content_type(value: &str) -> (Vec<u8>, Vec<u8>) {
     (b"content-type".to_vec(), value.as_bytes().to_vec())
 }
 
-/// Answers `status` with a body of type `ctype` and `headers`.
-fn respond(
-    handle: &ConnHandle,
-    status: u16,
-    ctype: &str,
-    mut headers: Headers,
-    body: impl Into<Bytes>,
-) {
-    headers.insert(0, content_type(ctype));
-    handle.respond(status, headers);
-    handle.respond_body(body.into(), false);
+/// A request the endpoint answered, for the access log: its status (101: a WebSocket
+/// accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// The connection.
+    pub id: ConnId,
+    /// The status answered.
+    pub status: u16,
 }
 
-/// python-engineio's answer to a POST (and to OPTIONS): `OK`.
-fn ok(handle: &ConnHandle, headers: Headers) {
-    respond(handle, 200, "text/plain", headers, Bytes::from_static(b"OK"));
+/// The endpoint's connections: what each is to it, and the answers given.
+#[derive(Debug, Default)]
+struct Conns {
+    roles: HashMap<ConnId, Role>,
+    /// Kept only when asked for ([`Endpoint::log_answers`]).
+    answers: Option<Vec<Answered>>,
 }
 
-/// python-engineio's 400: the message as a JSON string.
-fn bad_request(handle: &ConnHandle, headers: Headers, message: &str) {
-    respond(handle, 400, "text/plain", headers, json_string(message));
+impl Conns {
+    fn answered(&mut self, id: ConnId, status: u16) {
+        if let Some(answers) = &mut self.answers {
+            answers.push(Answered { id, status });
+        }
+    }
+
+    /// Answers `status` with a body of type `ctype` and `headers`; the connection is done.
+    fn respond(
+        &mut self,
+        handle: &ConnHandle,
+        status: u16,
+        ctype: &str,
+        mut headers: Headers,
+        body: impl Into<Bytes>,
+    ) {
+        headers.insert(0, content_type(ctype));
+        handle.respond(status, headers);
+        handle.respond_body(body.into(), false);
+        self.roles.insert(handle.id(), Role::Done);
+        self.answered(handle.id(), status);
+    }
+
+    /// Accepts a WebSocket, which becomes `role`.
+    fn accept(&mut self, handle: &ConnHandle, role: Role) {
+        handle.accept(None, Vec::new());
+        self.roles.insert(handle.id(), role);
+        self.answered(handle.id(), 101);
+    }
+
+    /// python-engineio's answer to a POST (and to OPTIONS): `OK`.
+    fn ok(&mut self, handle: &ConnHandle, headers: Headers) {
+        self.respond(handle, 200, "text/plain", headers, Bytes::from_static(b"OK"));
+    }
+
+    /// python-engineio's 400: the message as a JSON string.
+    fn bad_request(&mut self, handle: &ConnHandle, headers: Headers, message: &str) {
+        self.respond(handle, 400, "text/plain", headers, json_string(message));
+    }
 }
 
 /// `text` as a JSON string literal (what Python's `json.dumps` gives for a `str`).
