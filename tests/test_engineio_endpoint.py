@@ -170,5 +170,6 @@ async def test_each_request_has_its_access_line(backend: str) -> None:
     out = server.output()
     assert re.search(r'"GET /engine.io/\?transport=polling&EIO=4&t=\S+ HTTP/1.1" 200 OK', out), out
     assert re.search(r'"POST /engine.io/\?transport=polling&EIO=4&sid=\S+ HTTP/1.1" 200 OK', out)
-    assert re.search(r'"WebSocket /engine.io/\?transport=websocket&EIO=4&sid=\S+" \[accepted\]', out)
+    websocket = r'"WebSocket /engine.io/\?transport=websocket&EIO=4&sid=\S+" \[accepted\]'
+    assert re.search(websocket, out)
     assert '"GET /engine.io/?EIO=4&transport=polling&sid=nope HTTP/1.1" 400 Bad Request' in out
