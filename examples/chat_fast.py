@@ -1,12 +1,15 @@
-"""A python-socketio chat server, served by zcasgi.
+"""The chat of ``examples/chat.py`` with one line changed: ``import zcasgi.socketio as socketio``.
+
+Served by zcasgi, its Engine.IO layer runs in zcasgi's Rust core and room broadcasts are fanned
+out by Rust (docs/socketio.md); served by another ASGI server (``uvicorn examples.chat_fast:app``)
+it is the stock python-socketio application.
 
 Run it from the repository root with::
 
-    zcasgi examples.chat:app --host 127.0.0.1 --port 8000
+    zcasgi examples.chat_fast:app --host 127.0.0.1 --port 8000
 
-(``make run`` builds zcasgi and does exactly that.) Any Socket.IO client can connect, for
-example python-socketio's ``AsyncClient``, passing ``auth={"name": "alice"}`` to choose a
-display name. Events:
+Any Socket.IO client can connect, for example python-socketio's ``AsyncClient``, passing
+``auth={"name": "alice"}`` to choose a display name. Events:
 
 ``join`` room -> ack with the number of members of the room
     Enter a room.
@@ -33,7 +36,7 @@ import logging
 import os
 from typing import Any
 
-import zcasgi.socketio as socketio  # the only line that differs from examples/chat.py
+import zcasgi.socketio as socketio
 
 logger = logging.getLogger("examples.chat")
 
