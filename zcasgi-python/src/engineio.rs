@@ -148,7 +148,8 @@ impl EngineIO {
         let mut events = Vec::new();
         {
             let mut this = slf.borrow_mut();
-            step(&mut this.endpoint, Instant::now());
+            let endpoint = &mut this.endpoint;
+            guard(slf.py(), (), || step(endpoint, Instant::now()));
             this.endpoint.take_events(&mut events);
             this.log_answers(slf.py());
         }
@@ -175,7 +176,8 @@ impl EngineIO {
                     if !answer.is_none() {
                         let accepted = answer.is_truthy()?;
                         let mut this = slf.borrow_mut();
-                        this.endpoint.connected(&sid, accepted, Instant::now());
+                        let endpoint = &mut this.endpoint;
+                        guard(py, (), || endpoint.connected(&sid, accepted, Instant::now()));
                         this.log_answers(py);
                     }
                     Ok(())
@@ -190,7 +192,8 @@ impl EngineIO {
                     handler.call_method1(intern!(py, "_zcasgi_message"), (&sid, data)).and_then(
                         |done| {
                             if done.is_truthy()? {
-                                slf.borrow_mut().endpoint.done(&sid);
+                                let endpoint = &mut slf.borrow_mut().endpoint;
+                                guard(py, (), || endpoint.done(&sid));
                             }
                             Ok(())
                         },
@@ -250,7 +253,8 @@ impl EngineIO {
     /// Sends `data` (a text or binary message) to session `sid`; False if it is not open.
     fn send(slf: &Bound<'_, Self>, sid: &str, data: &Bound<'_, PyAny>) -> PyResult<bool> {
         let message = outgoing(data)?;
-        let sent = slf.borrow_mut().endpoint.send(sid, &message, Instant::now());
+        let endpoint = &mut slf.borrow_mut().endpoint;
+        let sent = guard(slf.py(), false, || endpoint.send(sid, &message, Instant::now()));
         Self::after_call(slf)?;
         Ok(sent)
     }
@@ -261,6 +265,7 @@ impl EngineIO {
         sids: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
+        let py = slf.py();
         let message = outgoing(data)?;
         let now = Instant::now();
         let sent = {
@@ -269,12 +274,14 @@ impl EngineIO {
             if let Ok(list) = sids.cast::<PyList>() {
                 for sid in list.iter() {
                     let sid = sid.cast_into::<PyString>()?;
-                    sent += this.endpoint.broadcast([sid.to_str()?], &message, now);
+                    let (endpoint, sid) = (&mut this.endpoint, sid.to_str()?);
+                    sent += guard(py, 0, || endpoint.broadcast([sid], &message, now));
                 }
             } else {
                 for sid in sids.try_iter()? {
                     let sid = sid?.cast_into::<PyString>()?;
-                    sent += this.endpoint.broadcast([sid.to_str()?], &message, now);
+                    let (endpoint, sid) = (&mut this.endpoint, sid.to_str()?);
+                    sent += guard(py, 0, || endpoint.broadcast([sid], &message, now));
                 }
             }
             sent
@@ -286,7 +293,8 @@ impl EngineIO {
     /// Closes session `sid` (its client gets a close packet); no disconnect call comes back
     /// for it. False if it was not open.
     fn disconnect(slf: &Bound<'_, Self>, sid: &str) -> PyResult<bool> {
-        let closed = slf.borrow_mut().endpoint.disconnect(sid, Instant::now());
+        let endpoint = &mut slf.borrow_mut().endpoint;
+        let closed = guard(slf.py(), false, || endpoint.disconnect(sid, Instant::now()));
         Self::after_call(slf)?;
         Ok(closed)
     }
@@ -301,13 +309,15 @@ impl EngineIO {
     }
 
     /// The handler is done with the oldest message of `sid` it answered False for.
-    fn done(&mut self, sid: &str) {
-        self.endpoint.done(sid);
+    fn done(&mut self, py: Python<'_>, sid: &str) {
+        let endpoint = &mut self.endpoint;
+        guard(py, (), || endpoint.done(sid));
     }
 
     /// The handler's later answer to a connect it answered None for.
     fn connected(slf: &Bound<'_, Self>, sid: &str, accepted: bool) -> PyResult<()> {
-        slf.borrow_mut().endpoint.connected(sid, accepted, Instant::now());
+        let endpoint = &mut slf.borrow_mut().endpoint;
+        guard(slf.py(), (), || endpoint.connected(sid, accepted, Instant::now()));
         Self::after_call(slf)?;
         Self::arm(slf)
     }
@@ -334,6 +344,29 @@ impl EngineIO {
         Self::feed(slf, Endpoint::on_tick, &mut |_| {
             Err(PyValueError::new_err("a handshake outside a request"))
         })
+    }
+}
+
+/// Runs `f` (a step of the endpoint); a panic in it is logged at `zcasgi` and gives `default`,
+/// so that no Rust panic reaches Python.
+fn guard<R>(py: Python<'_>, default: R, f: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let logged = py.import("logging").and_then(|logging| {
+                let logger = logging.call_method1("getLogger", ("zcasgi",))?;
+                logger.call_method1("error", ("Engine.IO endpoint panicked: %s", what))
+            });
+            if let Err(e) = logged {
+                e.write_unraisable(py, None);
+            }
+            default
+        }
     }
 }
 
