@@ -253,8 +253,10 @@ impl EngineIO {
     /// Sends `data` (a text or binary message) to session `sid`; False if it is not open.
     fn send(slf: &Bound<'_, Self>, sid: &str, data: &Bound<'_, PyAny>) -> PyResult<bool> {
         let message = outgoing(data)?;
-        let endpoint = &mut slf.borrow_mut().endpoint;
-        let sent = guard(slf.py(), false, || endpoint.send(sid, &message, Instant::now()));
+        let sent = {
+            let endpoint = &mut slf.borrow_mut().endpoint;
+            guard(slf.py(), false, || endpoint.send(sid, &message, Instant::now()))
+        };
         Self::after_call(slf)?;
         Ok(sent)
     }
@@ -293,8 +295,10 @@ impl EngineIO {
     /// Closes session `sid` (its client gets a close packet); no disconnect call comes back
     /// for it. False if it was not open.
     fn disconnect(slf: &Bound<'_, Self>, sid: &str) -> PyResult<bool> {
-        let endpoint = &mut slf.borrow_mut().endpoint;
-        let closed = guard(slf.py(), false, || endpoint.disconnect(sid, Instant::now()));
+        let closed = {
+            let endpoint = &mut slf.borrow_mut().endpoint;
+            guard(slf.py(), false, || endpoint.disconnect(sid, Instant::now()))
+        };
         Self::after_call(slf)?;
         Ok(closed)
     }
@@ -316,8 +320,10 @@ impl EngineIO {
 
     /// The handler's later answer to a connect it answered None for.
     fn connected(slf: &Bound<'_, Self>, sid: &str, accepted: bool) -> PyResult<()> {
-        let endpoint = &mut slf.borrow_mut().endpoint;
-        guard(slf.py(), (), || endpoint.connected(sid, accepted, Instant::now()));
+        {
+            let endpoint = &mut slf.borrow_mut().endpoint;
+            guard(slf.py(), (), || endpoint.connected(sid, accepted, Instant::now()));
+        }
         Self::after_call(slf)?;
         Self::arm(slf)
     }
