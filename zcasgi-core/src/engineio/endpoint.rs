@@ -1097,6 +1097,15 @@ mod tests {
         sid
     }
 
+    /// Opens a WebSocket session on connection 1; returns its id and the connection.
+    fn open_websocket(e: &mut Endpoint, t: Instant) -> (String, ConnHandle) {
+        let (info, ws) = request(1, "GET", "EIO=4&transport=websocket", true);
+        e.on_request(info, t);
+        let Some(AppEvent::Connect { sid, .. }) = events(e).pop() else { panic!() };
+        e.connected(&sid, true, t);
+        (sid, ws)
+    }
+
     #[test]
     fn a_polling_session_opens_polls_and_posts() {
         let t = Instant::now();
@@ -1144,10 +1153,7 @@ mod tests {
     fn a_websocket_session_frames_messages_and_pings() {
         let t = Instant::now();
         let mut e = endpoint();
-        let (info, ws) = request(1, "GET", "EIO=4&transport=websocket", true);
-        e.on_request(info, t);
-        let Some(AppEvent::Connect { sid, .. }) = events(&mut e).pop() else { panic!() };
-        e.connected(&sid, true, t);
+        let (sid, ws) = open_websocket(&mut e, t);
         let cmds = commands(&ws);
         assert!(matches!(cmds[0], Command::Accept { .. }));
         assert_eq!(e.transport(&sid), Some(Transport::WebSocket));
@@ -1225,10 +1231,7 @@ mod tests {
     fn a_client_that_does_not_read_is_closed_past_its_backlog() {
         let t = Instant::now();
         let mut e = endpoint();
-        let (info, ws) = request(1, "GET", "EIO=4&transport=websocket", true);
-        e.on_request(info, t);
-        let Some(AppEvent::Connect { sid, .. }) = events(&mut e).pop() else { panic!() };
-        e.connected(&sid, true, t);
+        let (sid, ws) = open_websocket(&mut e, t);
         let big = "x".repeat(400);
         for _ in 0..3 {
             e.send(&sid, &Outgoing::text(&big), t);
@@ -1245,10 +1248,7 @@ mod tests {
     fn a_websocket_message_is_taken_only_when_done() {
         let t = Instant::now();
         let mut e = endpoint();
-        let (info, ws) = request(1, "GET", "EIO=4&transport=websocket", true);
-        e.on_request(info, t);
-        let Some(AppEvent::Connect { sid, .. }) = events(&mut e).pop() else { panic!() };
-        e.connected(&sid, true, t);
+        let (sid, ws) = open_websocket(&mut e, t);
         assert!(!ws.message_delivered(3));
         e.on_message(1, Message::Text(Bytes::from_static(b"4hi")), t);
         assert_eq!(ws.inbound_room().messages, ServerConfig::default().ws_max_queue - 1);
