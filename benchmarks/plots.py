@@ -358,6 +358,23 @@ def _memory(results: Results, meta: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _figure_legend(fig: Any, axes: Any, columns: int, leave_out: str | None = None) -> None:
+    """One legend under the figure with every labelled artist of its panels, once each
+    (leaving out the labels that start with ``leave_out``, which the panels show)."""
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if leave_out is None or not label.startswith(leave_out):
+                handles.setdefault(label, handle)
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="lower center",
+        ncol=min(len(handles), columns),
+        frameon=False,
+    )
+
+
 def _handshakes_fanout(results: Results, meta: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
@@ -395,17 +412,7 @@ def _handshakes_fanout(results: Results, meta: dict[str, Any], path: Path) -> bo
         _xlabel(ax, "", {"": _missing(results, meta, "fanout", [p])})
         ax.set_ylabel("ms until the last member has it")
         ax.set_title(f"Socket.IO broadcast to {p['members']:,} members\nlower is better")
-    handles: dict[str, Any] = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    fig.legend(
-        list(handles.values()),
-        list(handles.keys()),
-        loc="lower center",
-        ncol=min(len(handles), 5),
-        frameon=False,
-    )
+    _figure_legend(fig, axes, 5)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     _save(fig, path)
     return True
@@ -506,18 +513,7 @@ def _socketio(results: Results, meta: dict[str, Any], path: Path) -> bool:
             ax.legend(loc="upper right", fontsize=8, frameon=False, handles=ax.get_lines())
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    handles: dict[str, Any] = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            if not label.startswith("zcasgi.socketio target"):
-                handles.setdefault(label, handle)
-    fig.legend(
-        list(handles.values()),
-        list(handles.keys()),
-        loc="lower center",
-        ncol=min(len(handles), 6),
-        frameon=False,
-    )
+    _figure_legend(fig, axes, 6, leave_out="zcasgi.socketio target")
     fig.suptitle(
         "Socket.IO chat app: stock python-socketio on each server, and the same app on "
         "zcasgi.socketio (zcasgi-sio-*)",

@@ -359,7 +359,6 @@ def _hold_point(
 ) -> Record:
     """Open ``conns`` idle connections to a fresh server; memory per connection from RSS."""
     point = {"conns": conns, "workers": workers}
-    procs = max(1, math.ceil(conns / CONNS_PER_LOADGEN))
     with start(ctx, spec, ECHO_APP, workers=workers) as server, ExitStack() as stack:
         url = _ws_url(server)
         # One short exchange first, so lazily imported code and first-use buffers are in the
@@ -370,25 +369,8 @@ def _hold_point(
             return _record(scenario, spec.name, rep, point, error=f"warm-up: {exc}")
         server.wait_quiet()
         baseline = server.rss_kib()
-        holds: list[Hold] = []
         started = time.monotonic()
-        for i in range(procs):
-            share = conns // procs + (1 if i < conns % procs else 0)
-            hold = ctx.loadgen.hold(
-                [
-                    *_common(url),
-                    "--conns",
-                    str(share),
-                    "--duration",
-                    "600",
-                    "--open-timeout",
-                    "240",
-                    "--connect-concurrency",
-                    "64",
-                ]
-            )
-            stack.callback(hold.kill)
-            holds.append(hold)
+        holds = _hold(ctx, stack, _common(url), conns, open_timeout=240)
         try:
             opened = [hold.wait_open(300) for hold in holds]
         except LoadgenError as exc:
@@ -420,6 +402,33 @@ def _hold_point(
         if first_error:
             error += f"; first error: {first_error}"
     return _record(scenario, spec.name, rep, point, metrics, flags=flags, error=error)
+
+
+def _hold(
+    ctx: Context, stack: ExitStack, args: list[str], conns: int, open_timeout: float
+) -> list[Hold]:
+    """Start the ``hold`` processes that open and keep ``conns`` connections (at most
+    :data:`CONNS_PER_LOADGEN` each), killed by PID when ``stack`` closes."""
+    procs = max(1, math.ceil(conns / CONNS_PER_LOADGEN))
+    holds = []
+    for i in range(procs):
+        share = conns // procs + (1 if i < conns % procs else 0)
+        hold = ctx.loadgen.hold(
+            [
+                *args,
+                "--conns",
+                str(share),
+                "--duration",
+                str(2 * open_timeout + 100),
+                "--open-timeout",
+                str(open_timeout),
+                "--connect-concurrency",
+                "64",
+            ]
+        )
+        stack.callback(hold.kill)
+        holds.append(hold)
+    return holds
 
 
 def memory(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
@@ -531,7 +540,6 @@ def sio_idle(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
     clients = p.sio_idle_clients
     point = {"clients": clients, "ping_interval": p.sio_ping_interval}
     env = {PING_INTERVAL_ENV: str(p.sio_ping_interval)}
-    procs = max(1, math.ceil(clients / CONNS_PER_LOADGEN))
     with start(ctx, spec, spec.chat_app, env=env) as server, ExitStack() as stack:
         # One small broadcast first (connect, join, emit, leave), so lazily imported code and
         # first-use buffers are in the baseline rather than charged to the clients.
@@ -542,26 +550,8 @@ def sio_idle(ctx: Context, spec: ServerSpec, rep: int) -> list[Record]:
             return [_record("sio-idle", spec.name, rep, point, error=f"warm-up: {exc}")]
         server.wait_quiet()
         baseline = server.rss_kib()
-        holds: list[Hold] = []
         started = time.monotonic()
-        for i in range(procs):
-            share = clients // procs + (1 if i < clients % procs else 0)
-            hold = ctx.loadgen.hold(
-                [
-                    *_sio_common(server),
-                    "--socketio",
-                    "--conns",
-                    str(share),
-                    "--duration",
-                    "900",
-                    "--open-timeout",
-                    "400",
-                    "--connect-concurrency",
-                    "64",
-                ]
-            )
-            stack.callback(hold.kill)
-            holds.append(hold)
+        holds = _hold(ctx, stack, [*_sio_common(server), "--socketio"], clients, open_timeout=400)
         try:
             opened = [hold.wait_open(450) for hold in holds]
         except LoadgenError as exc:

@@ -21,10 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
 use crate::latency::{new_histogram, summary};
-use crate::net::{self, Target};
+use crate::net::Target;
 use crate::sio;
 use crate::sys::{Sample, Window};
-use crate::workers::{self, ReadBuf};
+use crate::workers::{self, Dialer, ReadBuf};
 use crate::ws::{Event, FrameReader};
 use crate::Common;
 
@@ -110,8 +110,7 @@ async fn drive(args: &AcksArgs, target: Target) -> Value {
         latency: RefCell::new(new_histogram()),
         first_error: RefCell::new(None),
     });
-    let target = Rc::new(target);
-    let request: Rc<[u8]> = target.upgrade_request().into();
+    let dialer = Rc::new(Dialer::new(target, common.sources.clone(), common.connect_timeout()));
     let gate = Rc::new(Semaphore::new(common.connect_concurrency.max(1)));
     let buf = workers::read_buf();
     let (state_tx, state_rx) = watch::channel(CONNECTING);
@@ -120,10 +119,7 @@ async fn drive(args: &AcksArgs, target: Target) -> Value {
     for index in 0..args.conns {
         let client = Client {
             index,
-            target: Rc::clone(&target),
-            request: Rc::clone(&request),
-            source: net::source_for(&common.sources, index),
-            timeout: common.connect_timeout(),
+            dialer: Rc::clone(&dialer),
             body: format!("[{event},{}]", json!(format!("{}-{index}", args.arg))),
             totals: Rc::clone(&totals),
             buf: buf.clone(),
@@ -189,10 +185,7 @@ async fn drive(args: &AcksArgs, target: Target) -> Value {
 
 struct Client {
     index: usize,
-    target: Rc<Target>,
-    request: Rc<[u8]>,
-    source: Option<std::net::Ipv4Addr>,
-    timeout: Duration,
+    dialer: Rc<Dialer>,
     /// The event's JSON array, after the packet type and id.
     body: String,
     totals: Rc<Totals>,
@@ -207,12 +200,11 @@ impl Client {
         let mut inbox = Vec::new();
         let connected = async {
             let _permit = gate.acquire().await.map_err(io::Error::other)?;
-            let (mut stream, rest) =
-                net::ws_connect(&self.target, &self.request, self.source, self.timeout).await?;
+            let (mut stream, rest) = self.dialer.connect(self.index).await?;
             sio::connect(&mut stream, &self.buf, &mut reader, &mut inbox, &rest).await?;
             Ok::<_, io::Error>(stream)
         };
-        let mut stream = match tokio::time::timeout(self.timeout, connected).await {
+        let mut stream = match tokio::time::timeout(self.dialer.timeout, connected).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 self.connect_failed(&error);
