@@ -26,6 +26,7 @@ from .process import (
     wait_until_async,
 )
 from .sockets import HOST, free_port, listen, listeners
+from .uvicorn_server import UVICORN_READY_LINE, UvicornServer
 from .zcasgi_server import READY_LINE, ZcasgiServer, zcasgi_argv
 
 __all__ = [
@@ -33,12 +34,14 @@ __all__ = [
     "READY_LINE",
     "REPO_ROOT",
     "TESTS_DIR",
+    "UVICORN_READY_LINE",
     "Answers",
     "Command",
     "LogLine",
     "Readiness",
     "ServerError",
     "ServerProcess",
+    "UvicornServer",
     "ZcasgiServer",
     "cpu_pinning",
     "free_port",

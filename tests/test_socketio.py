@@ -1,52 +1,49 @@
-"""python-socketio's AsyncClient (websocket transport) against examples/chat.py."""
+"""python-socketio's AsyncClient against examples/chat.py and its one-import twin
+examples/chat_fast.py (zcasgi.socketio), on both backends, and the twin under uvicorn, where
+python-engineio serves it (the fallback)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio
 import socketio
 from conftest import RedisServer
+from sio_helpers import KINDS, connect, leave, serving
 
-from harness import ZcasgiServer, wait_until_async
+from harness import ServerProcess, ZcasgiServer, wait_until_async
 
 pytestmark = pytest.mark.timeout(90)
 
+STOCK = "examples.chat:app"
+FAST = "examples.chat_fast:app"
 
-@pytest.fixture
-def chat(backend: str):  # type: ignore[no-untyped-def]
-    with ZcasgiServer("examples.chat:app", backend, ["--no-access-log"]) as server:
-        yield server
-    assert "Traceback" not in server.output(), server.output()
-
-
-async def _leave(client: socketio.AsyncClient) -> None:
-    """Disconnects ``client``; a polling one aborts its transport instead: python-socketio's
-    polling client waits out its ping cycle (~55 s, with uvicorn too) on a clean disconnect."""
-    if client.transport() == "websocket":
-        await client.disconnect()
-    else:
-        await client.eio.disconnect(abort=True)
+#: Each chat app and what serves it: zcasgi's backends serve both, uvicorn the zcasgi.socketio
+#: one (python-engineio serves it there).
+SERVED = [
+    pytest.param(("mio", STOCK), id="mio-stock"),
+    pytest.param(("mio", FAST), id="mio-fast"),
+    pytest.param(("tokio", STOCK), id="tokio-stock"),
+    pytest.param(("tokio", FAST), id="tokio-fast"),
+    pytest.param(("uvicorn", FAST), id="uvicorn-fast"),
+]
 
 
-async def _client(url: str, name: str, transports: list[str] | None = None) -> socketio.AsyncClient:
-    client = socketio.AsyncClient(reconnection=False)
-    await client.connect(
-        url,
-        transports=transports or ["websocket"],
-        auth={"name": name},
-        wait_timeout=10,
-    )
-    return client
+@pytest.fixture(params=SERVED)
+def chat(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    server, app = request.param
+    with serving(server, app) as process:
+        yield process
 
 
-async def test_connect_join_message_ack_binary_disconnect(chat: ZcasgiServer) -> None:
+async def test_connect_join_message_ack_binary_disconnect(chat: ServerProcess) -> None:
     url = chat.url("http", "")
-    alice = await _client(url, "alice")
-    bob = await _client(url, "bob")
+    alice = await connect(url, auth={"name": "alice"})
+    bob = await connect(url, auth={"name": "bob"})
     got: dict[str, list[Any]] = {"alice": [], "bob": []}
     binaries: list[bytes] = []
     alice.on("message", lambda data: got["alice"].append(data))
@@ -66,18 +63,18 @@ async def test_connect_join_message_ack_binary_disconnect(chat: ZcasgiServer) ->
         await bob.call("leave", "lobby", timeout=5)
         assert await alice.call("join", "lobby", timeout=5) == 1
     finally:
-        await alice.disconnect()
-        await bob.disconnect()
+        await leave(alice)
+        await leave(bob)
     assert not alice.connected and not bob.connected
 
 
-async def test_broadcast_to_hundred_clients(chat: ZcasgiServer) -> None:
+async def test_broadcast_to_hundred_clients(chat: ServerProcess) -> None:
     url = chat.url("http", "")
     counts: Counter[int] = Counter()
     clients = []
     try:
         for i in range(100):
-            c = await _client(url, f"user{i}")
+            c = await connect(url, auth={"name": f"user{i}"})
             c.on("message", lambda data, i=i: counts.update([i]))
             assert await c.call("join", "room", timeout=10) == i + 1
             clients.append(c)
@@ -91,14 +88,14 @@ async def test_broadcast_to_hundred_clients(chat: ZcasgiServer) -> None:
         await wait_until_async(lambda: sum(counts.values()) >= 100 * 20, 20)
         assert all(counts[i] == 20 for i in range(100)), counts
     finally:
-        await asyncio.gather(*(c.disconnect() for c in clients))
+        await asyncio.gather(*(leave(c) for c in clients))
 
 
 @pytest.mark.parametrize("transports", [["polling", "websocket"], ["polling"]])
-async def test_default_and_polling_transports(chat: ZcasgiServer, transports: list[str]) -> None:
+async def test_default_and_polling_transports(chat: ServerProcess, transports: list[str]) -> None:
     url = chat.url("http", "")
-    alice = await _client(url, "alice", transports)
-    bob = await _client(url, "bob", transports)
+    alice = await connect(url, transports, auth={"name": "alice"})
+    bob = await connect(url, transports, auth={"name": "bob"})
     got: list[Any] = []
     blobs: list[bytes] = []
     bob.on("message", lambda data: got.append(data))
@@ -120,7 +117,7 @@ async def test_default_and_polling_transports(chat: ZcasgiServer, transports: li
         assert blobs == [blob]
     finally:
         for client in (alice, bob):
-            await _leave(client)
+            await leave(client)
 
 
 async def test_companion_app_health_and_static_file(backend: str) -> None:
@@ -134,11 +131,11 @@ async def test_companion_app_health_and_static_file(backend: str) -> None:
             assert r.status_code == 200
             assert r.text == "hello from a static file\n"
             assert (await http.get("/nope")).status_code == 404
-        client = await _client(server.url("http", ""), "carol", ["polling", "websocket"])
+        client = await connect(server.url("http", ""), KINDS["default"], auth={"name": "carol"})
         try:
             assert await client.call("join", "x", timeout=10) == 1
         finally:
-            await client.disconnect()
+            await leave(client)
     assert "Traceback" not in server.output()
 
 
@@ -152,16 +149,13 @@ async def _subscribers(url: str, wanted: int, channel: str = "socketio") -> bool
     return int(count) == wanted
 
 
-async def test_rooms_across_processes_through_redis(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("app", [STOCK, FAST], ids=["stock", "fast"])
+async def test_rooms_across_processes_through_redis(redis_server: RedisServer, app: str) -> None:
     """Two server processes (one per backend) share rooms through a real redis-server."""
     env = {"ZCASGI_CHAT_REDIS": redis_server.url}
-    args = ["--no-access-log"]
-    with (
-        ZcasgiServer("examples.chat:app", "mio", args, env=env) as one,
-        ZcasgiServer("examples.chat:app", "tokio", args, env=env) as two,
-    ):
-        alice = await _client(one.url("http", ""), "alice")
-        bob = await _client(two.url("http", ""), "bob")
+    with serving("mio", app, env) as one, serving("tokio", app, env) as two:
+        alice = await connect(one.url("http", ""), auth={"name": "alice"})
+        bob = await connect(two.url("http", ""), auth={"name": "bob"})
         got: list[Any] = []
         bob.on("message", lambda data: got.append(data))
         try:
@@ -176,32 +170,29 @@ async def test_rooms_across_processes_through_redis(redis_server: RedisServer) -
             assert [m["text"] for m in got] == [f"m{i}" for i in range(5)]
             assert all(m["from"] == "alice" for m in got)
         finally:
-            await alice.disconnect()
-            await bob.disconnect()
-    for server in (one, two):
-        assert "Traceback" not in server.output(), server.output()
+            await leave(alice)
+            await leave(bob)
 
 
-#: python-socketio client kinds: default (long-polling, then upgrade), polling-only and
-#: websocket-only.
-KINDS = {"default": ["polling", "websocket"], "polling": ["polling"], "websocket": ["websocket"]}
-
-
-async def test_rooms_across_workers_through_redis(backend: str, redis_server: RedisServer) -> None:
+@pytest.mark.parametrize(
+    "app", ["examples.chat_redis:app", "apps.chat_fast_redis:app"], ids=["stock", "fast"]
+)
+async def test_rooms_across_workers_through_redis(
+    backend: str, app: str, redis_server: RedisServer
+) -> None:
     """``--workers 4``: default, polling-only and websocket-only clients on every worker (zcasgi
     keeps each Engine.IO session on its worker) share one room through a real redis-server; a
     broadcast from one reaches the clients of every worker."""
     env = {"ZCASGI_CHAT_REDIS": redis_server.url}
-    args = ["--no-access-log"]
     workers = 4
-    with ZcasgiServer("examples.chat_redis:app", backend, args, env=env, workers=workers) as server:
+    with serving(backend, app, env, workers) as server:
         url = server.url("http", "")
         clients: dict[socketio.AsyncClient, int] = {}
         inboxes: dict[socketio.AsyncClient, list[Any]] = {}
         names: dict[socketio.AsyncClient, str] = {}
 
         async def join(name: str, transports: list[str]) -> None:
-            client = await _client(url, name, transports)
+            client = await connect(url, transports, auth={"name": name})
             clients[client] = (await client.call("where", timeout=10))["pid"]
             names[client] = name
             inboxes[client] = []
@@ -233,5 +224,4 @@ async def test_rooms_across_workers_through_redis(backend: str, redis_server: Re
             assert {c.transport() for c in clients} == {"websocket", "polling"}
         finally:
             for client in clients:
-                await _leave(client)
-    assert "Traceback" not in server.output(), server.output()
+                await leave(client)
