@@ -4,7 +4,7 @@ clients of each kind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,15 +20,19 @@ KINDS = {"default": ["polling", "websocket"], "polling": ["polling"], "websocket
 
 @contextmanager
 def serving(
-    server: str, app: str, env: Mapping[str, str] | None = None, workers: int = 1
+    server: str,
+    app: str,
+    env: Mapping[str, str] | None = None,
+    workers: int = 1,
+    args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """``app`` served by ``server`` (a zcasgi backend, or ``"uvicorn"``) for a ``with``; its
-    output holds no traceback afterwards."""
+    """``app`` served by ``server`` (a zcasgi backend, or ``"uvicorn"``) with ``args`` for a
+    ``with``; its output holds no traceback afterwards."""
     process: ServerProcess
     if server == "uvicorn":
-        process = UvicornServer(app, env=env)
+        process = UvicornServer(app, args, env=env)
     else:
-        process = ZcasgiServer(app, server, ["--no-access-log"], env=env, workers=workers)
+        process = ZcasgiServer(app, server, ["--no-access-log", *args], env=env, workers=workers)
     with process:
         yield process
     assert "Traceback" not in process.output(), process.output()

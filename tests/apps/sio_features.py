@@ -17,7 +17,9 @@ Events of the default namespace (each acknowledged with what it returns):
 - ``disconnects`` -> every ``[sid, namespace, reason]`` the disconnect handlers saw.
 
 The ``auth`` ``{"refuse": "exception"}`` raises ``ConnectionRefusedError("not you", {"code":
-4})``, ``{"refuse": "false"}`` returns False, ``{"slow": true}`` suspends before it accepts.
+4})``, ``{"refuse": "false"}`` returns False, ``{"slow": true}`` suspends before it accepts,
+``{"linger": true}`` makes the client's disconnect handler take 0.2 s, then print
+``disconnect handler of <sid> done`` to stderr.
 Namespace ``/chat``: ``join`` room, ``shout`` text (to the room ``ns-room``).
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from typing import Any
 
 if os.environ.get("SIO_FLAVOUR", "fast") == "stock":
@@ -38,6 +41,8 @@ app = socketio.ASGIApp(sio)
 
 #: ``[sid, namespace, reason]`` of every disconnect, in order.
 DISCONNECTS: list[list[str]] = []
+#: The clients whose disconnect handler takes a while (``auth`` ``{"linger": true}``).
+LINGERING: set[str] = set()
 
 
 async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool | None:
@@ -48,6 +53,8 @@ async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool |
         return False
     if isinstance(auth, dict) and auth.get("slow"):
         await asyncio.sleep(0.05)
+    if isinstance(auth, dict) and auth.get("linger"):
+        LINGERING.add(sid)
     scope = environ["asgi.scope"]
     session = {
         "auth": auth,
@@ -64,6 +71,10 @@ async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool |
 
 async def disconnect(sid: str, reason: str) -> None:
     DISCONNECTS.append([sid, "/", reason])
+    if sid in LINGERING:
+        # A disconnect handler that still runs when the server is told to stop.
+        await asyncio.sleep(0.2)
+        print(f"disconnect handler of {sid} done", file=sys.stderr, flush=True)
 
 
 async def whoami(sid: str, data: Any = None) -> dict[str, Any]:

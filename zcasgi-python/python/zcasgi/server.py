@@ -345,6 +345,15 @@ class Server:
 
     # ---- shutdown ----
 
+    def _running(self) -> set[asyncio.Future[Any]]:
+        """The application's unfinished tasks: its ASGI calls, and the Engine.IO handlers that
+        went on in tasks of their own (``zcasgi.socketio``)."""
+        running: set[asyncio.Future[Any]] = set(self._tasks)
+        pending = getattr(self._engineio_handler, "_zcasgi_pending", None)
+        if pending is not None:
+            running |= pending()
+        return running
+
     async def _shutdown(self) -> None:
         logger.info("Shutting down")
         loop = asyncio.get_running_loop()
@@ -356,20 +365,26 @@ class Server:
             # has stopped accepting and closed its last connection.
             core.shutdown()
             deadline = loop.time() + self.config.timeout_graceful_shutdown
-            while (
-                (self._tasks or not core.finished)
-                and not self.force_exit
-                and loop.time() < deadline
-            ):
-                if self._tasks:
-                    await asyncio.wait(set(self._tasks), timeout=min(0.1, deadline - loop.time()))
+            while not self.force_exit and loop.time() < deadline:
+                running = self._running()
+                if not running and core.finished:
+                    # The events queued with the last connections' ends (an Engine.IO
+                    # session's end, for its disconnect handler) are dispatched before the
+                    # reader goes.
+                    self._drain()
+                    running = self._running()
+                    if not running:
+                        break
+                if running:
+                    await asyncio.wait(running, timeout=min(0.1, deadline - loop.time()))
                 else:
                     await asyncio.sleep(min(_SHUTDOWN_POLL, deadline - loop.time()))
-            if self._tasks:
-                logger.warning("Cancelling %d unfinished application task(s)", len(self._tasks))
-                for task in list(self._tasks):
+            running = self._running()
+            if running:
+                logger.warning("Cancelling %d unfinished application task(s)", len(running))
+                for task in running:
                     task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await asyncio.gather(*running, return_exceptions=True)
             loop.remove_reader(core.fileno())
             remaining = 0.0 if self.force_exit else max(0.5, deadline - loop.time())
             if not core.join(remaining):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import engineio
 import socketio as _socketio
 
 from ._emit import FastEmit, install_fast_emit
@@ -88,6 +87,11 @@ class ASGIApp(_socketio.ASGIApp):  # type: ignore[misc]
     """python-socketio's ``socketio.ASGIApp``; same constructor. zcasgi serves its Socket.IO
     path itself when its server is a `zcasgi.socketio.AsyncServer`."""
 
+    def __zcasgi_engineio__(self) -> tuple[str | None, dict[str, Any], EngineIOServer] | None:
+        """What zcasgi serves in Rust for this application (`_engineio_spec`); zcasgi's server
+        asks at start-up."""
+        return _engineio_spec(self)
+
 
 def _engineio_spec(app: object) -> tuple[str | None, dict[str, Any], EngineIOServer] | None:
     """What ``_zcasgi.Core(engineio=...)`` takes for ``app``, if zcasgi serves its Engine.IO.
@@ -96,21 +100,21 @@ def _engineio_spec(app: object) -> tuple[str | None, dict[str, Any], EngineIOSer
         app: The ASGI application given to zcasgi.
 
     Returns:
-        ``(path, options, handler)`` when ``app`` is an ASGI app of python-engineio or
-        python-socketio whose Engine.IO server is an `EngineIOServer`: the Engine.IO path as
-        the app matches it (``"/socket.io/"``; None: every path), the options of
-        `engine_options`, and the server the Rust endpoint calls back. None otherwise, and when
-        the server has an option only python-engineio honours (logged at INFO on ``zcasgi``).
+        ``(path, options, handler)`` when ``app`` is an `ASGIApp` whose server is a
+        `zcasgi.socketio.AsyncServer`: the Socket.IO path as the app matches it
+        (``"/socket.io/"``; None: every path), the options of its Engine.IO server
+        (`engine_options`), and that server, which the Rust endpoint calls back. None
+        otherwise, and when the server has an option only python-engineio honours; either is
+        logged at INFO on ``zcasgi``.
     """
-    if not isinstance(app, engineio.ASGIApp):
+    if not isinstance(app, ASGIApp):
         return None
-    eio = getattr(app.engineio_server, "eio", app.engineio_server)
+    eio = getattr(app.engineio_server, "eio", None)
     if not isinstance(eio, EngineIOServer):
-        if isinstance(app, ASGIApp):
-            logger.info(
-                "Socket.IO served by python-engineio: the ASGIApp's server is not a "
-                "zcasgi.socketio.AsyncServer"
-            )
+        logger.info(
+            "Socket.IO served by python-engineio: the ASGIApp's server is not a "
+            "zcasgi.socketio.AsyncServer"
+        )
         return None
     path: str | None = app.engineio_path
     where = path or "every path"
