@@ -286,7 +286,8 @@ def _bars(
         top = peaks[1][0] * 1.5
     for line, _ in references:
         top = max(top, line * 1.15)
-    ax.set_ylim(bottom=0, top=top)
+    # All zero (an idle CPU below one clock tick): an axis of 1 rather than a flat one.
+    ax.set_ylim(bottom=0, top=top if top > 0 else 1.0)
     n = max(len(series), 1)
     width = 0.8 / n
     for i, (server, values) in enumerate(series.items()):
