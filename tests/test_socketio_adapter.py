@@ -1,7 +1,7 @@
 """zcasgi.socketio's Python side against a pure-Python stand-in for the Rust Engine.IO endpoint.
 
-`FakeEngine` implements the methods of ``zcasgi._zcasgi.EngineIO`` the adapter calls (the
-contract in ``zcasgi.socketio._engine.Engine``) and records them; the tests call the adapter's
+`FakeEngine` implements the methods of ``zcasgi._zcasgi.EngineIO`` (stubbed in
+``zcasgi/_zcasgi.pyi``) and records the calls; the tests call the adapter's
 ``_zcasgi_*`` callbacks as the endpoint does. This checks the eager dispatch, per-session order,
 the python-engineio API while attached, the fan-out and the start-up detection without a
 server; the end-to-end tests (``tests/test_socketio.py``, ``tests/test_socketio_dropin.py``)
@@ -27,6 +27,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as engineio_asgi
 
 import zcasgi.socketio as zs
+from zcasgi._zcasgi import EngineIO
 from zcasgi.socketio._emit import FastEmit, fast_class, install_fast_emit
 from zcasgi.socketio._engine import EngineIOServer, environ_of
 
@@ -105,6 +106,11 @@ class FakeEngine:
 
 #: Whether a handler run in a task starts at once (an eager task, Python 3.12+).
 EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+def test_the_fake_engine_has_the_real_ones_methods() -> None:
+    real = {name for name in dir(EngineIO) if not name.startswith("_")}
+    assert real <= set(dir(FakeEngine)), real - set(dir(FakeEngine))
 
 
 def attached(inline: bool = True, **options: Any) -> tuple[EngineIOServer, FakeEngine]:
@@ -531,12 +537,17 @@ async def test_the_environ_is_python_engineios() -> None:
     async def send(message: dict[str, Any]) -> None:
         raise AssertionError(message)
 
-    for scope in (SCOPE, {**SCOPE, "query_string": b"", "type": "websocket"}):
+    odd = {**SCOPE, "headers": [(b"\xff", b"x"), (b"content-type", b"a"), (b"Content-Type", b"b")]}
+    for scope in (SCOPE, {**SCOPE, "query_string": b"", "type": "websocket"}, odd):
         expected = await engineio_asgi.translate_request(scope, receive, send)
         for key in ("wsgi.input", "asgi.receive", "asgi.send"):
             del expected[key]
         assert environ_of(scope) == expected
     assert environ_of(SCOPE)["HTTP_X_DUP"] == "a,b"
+    # Every client's environ shares the header keys.
+    ours, theirs = environ_of(SCOPE), environ_of({**SCOPE, "headers": list(SCOPE["headers"])})
+    assert all(a is b for a, b in zip(ours, theirs))
+    assert environ_of(odd)["CONTENT_TYPE"] == "b"
     proxied = {**SCOPE, "headers": [(b"x-forwarded-proto", b"https")]}
     assert environ_of(proxied)["wsgi.url_scheme"] == "https"
 

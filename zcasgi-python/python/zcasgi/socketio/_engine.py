@@ -49,47 +49,22 @@ import inspect
 import logging
 import sys
 from collections import deque
-from collections.abc import Coroutine, Generator, Sequence
-from typing import Any, Protocol
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 import engineio
 from engineio import packet as eio_packet
 
-__all__ = ["Engine", "EngineIOServer", "Unsupported", "engine_options", "environ_of"]
+if TYPE_CHECKING:
+    from .._zcasgi import EngineIO
+
+__all__ = ["EngineIOServer", "Unsupported", "engine_options", "environ_of"]
 
 logger = logging.getLogger("zcasgi")
 
 _CONNECT = "connect"
 _MESSAGE = "message"
 _DISCONNECT = "disconnect"
-
-
-class Engine(Protocol):
-    """What the adapter uses of ``zcasgi._zcasgi.EngineIO`` (the Rust Engine.IO endpoint)."""
-
-    def send(self, sid: str, data: str | bytes) -> bool:
-        """Queues one message to a session; False if it is not open."""
-        ...
-
-    def broadcast(self, sids: Sequence[str], data: str | bytes) -> int:
-        """Queues one message to every open session of ``sids``; returns how many."""
-        ...
-
-    def disconnect(self, sid: str) -> bool:
-        """Closes a session from the server side; False if it was not open."""
-        ...
-
-    def transport(self, sid: str) -> str:
-        """``"polling"`` or ``"websocket"``; KeyError for an unknown session."""
-        ...
-
-    def done(self, sid: str) -> None:
-        """A message whose handler was still running (callback returned False) is handled."""
-        ...
-
-    def connected(self, sid: str, accepted: bool) -> None:
-        """The ``connect`` handler that was still running (callback returned None) decided."""
-        ...
 
 
 class Unsupported(Exception):
@@ -105,7 +80,7 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     """
 
     #: The Rust endpoint while attached, else None (python-engineio serves).
-    _zcasgi_engine: Engine | None = None
+    _zcasgi_engine: EngineIO | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,7 +93,7 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
     # ---- attaching ----
 
-    def _zcasgi_attach(self, engine: Engine) -> None:
+    def _zcasgi_attach(self, engine: EngineIO) -> None:
         """Serves this server's sessions through the Rust endpoint ``engine`` from now on."""
         self._zcasgi_engine = engine
 
@@ -484,20 +459,44 @@ def environ_of(scope: dict[str, Any]) -> dict[str, Any]:
         "asgi.scope": scope,
     }
     for raw_name, raw_value in scope["headers"]:
+        key = _environ_key(raw_name)
         try:
-            name = raw_name.upper().decode("utf-8")
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:
             continue
-        if name == "CONTENT-TYPE":
-            environ["CONTENT_TYPE"] = value
-        elif name == "CONTENT-LENGTH":
-            environ["CONTENT_LENGTH"] = value
-        else:
-            key = "HTTP_" + name.replace("-", "_")
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        if key is None:
+            continue
+        if key in environ and key.startswith("HTTP_"):
+            value = f"{environ[key]},{value}"
+        environ[key] = value
     environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
     return environ
+
+
+#: Most header names whose environ key `_environ_key` keeps (a client sends what it likes).
+_KEYS_KEPT = 256
+#: The environ key of each header name seen: one string for every client's environ.
+_ENVIRON_KEYS: dict[bytes, str | None] = {}
+
+
+def _environ_key(name: bytes) -> str | None:
+    """The environ key of a header (``HTTP_USER_AGENT``, ``CONTENT_TYPE``), as python-engineio
+    makes it; None for a name that is not UTF-8."""
+    key = _ENVIRON_KEYS.get(name)
+    if key is not None or name in _ENVIRON_KEYS:
+        return key
+    try:
+        upper = name.upper().decode("utf-8")
+    except UnicodeDecodeError:
+        key = None
+    else:
+        if upper in ("CONTENT-TYPE", "CONTENT-LENGTH"):
+            key = upper.replace("-", "_")
+        else:
+            key = "HTTP_" + upper.replace("-", "_")
+    if len(_ENVIRON_KEYS) < _KEYS_KEPT:
+        _ENVIRON_KEYS[name] = key
+    return key
 
 
 def engine_options(eio: EngineIOServer) -> dict[str, Any]:
