@@ -182,15 +182,19 @@ async def test_a_refused_connection_says_why(plain: ServerProcess, kind: str) ->
         await leave(slow)
 
 
+@pytest.mark.parametrize("event", ["kick", "drop"])
 @pytest.mark.parametrize("kind", list(KINDS))
-async def test_server_disconnect(plain: ServerProcess, kind: str) -> None:
+async def test_server_disconnect(plain: ServerProcess, kind: str, event: str) -> None:
+    """``sio.disconnect(sid)`` (``kick``) and ``sio.eio.disconnect(eio_sid)`` (``drop``): the
+    client and the server's disconnect handler both say ``server disconnect``."""
     url = _url(plain)
     client = await connect(url, KINDS[kind])
     reasons: list[Any] = []
     client.on("disconnect", lambda *args: reasons.append(args))
     sid = client.get_sid()
     try:
-        await client.emit("kick")
+        assert await wait_until_async(lambda: client.transport() == KINDS[kind][-1], 10)
+        await client.emit(event)
         assert await wait_until_async(lambda: bool(reasons), 10)
         assert reasons == [("server disconnect",)] and not client.connected
     finally:

@@ -12,7 +12,7 @@ Events of the default namespace (each acknowledged with what it returns):
 - ``emit`` {event, data, to, skip_me, namespace}: ``sio.emit`` with those;
 - ``echo`` *args -> the same args (binary included);
 - ``ask`` data -> what the client answers to a ``question`` event (``sio.call``);
-- ``kick``: ``sio.disconnect`` of the sender;
+- ``kick``: ``sio.disconnect`` of the sender; ``drop``: ``sio.eio.disconnect`` of its session;
 - ``size`` data -> ``len(data)``;
 - ``disconnects`` -> every ``[sid, namespace, reason]`` the disconnect handlers saw.
 
@@ -124,6 +124,10 @@ async def kick(sid: str, data: Any = None) -> None:
     await sio.disconnect(sid)
 
 
+async def drop(sid: str, data: Any = None) -> None:
+    await sio.eio.disconnect(sio.manager.eio_sid_from_sid(sid, "/"))
+
+
 async def size(sid: str, data: Any) -> int:
     return len(data)
 
@@ -132,7 +136,20 @@ async def disconnects(sid: str, data: Any = None) -> list[list[str]]:
     return DISCONNECTS
 
 
-for _handler in (connect, disconnect, whoami, join, leave, close, emit, echo, ask, kick, size):
+for _handler in (
+    connect,
+    disconnect,
+    whoami,
+    join,
+    leave,
+    close,
+    emit,
+    echo,
+    ask,
+    kick,
+    drop,
+    size,
+):
     sio.on(_handler.__name__, _handler)
 sio.on("disconnects", disconnects)
 
