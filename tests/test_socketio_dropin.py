@@ -50,13 +50,15 @@ def plain(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module", params=SERVED)
 def strict(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """The app with small limits: 2,000-byte messages, 1 s pings, one allowed origin."""
+    """The app with small limits: 2,000-byte messages, 1 s pings, one allowed origin, and a
+    session cookie."""
     yield from _serve(
         request,
         max_http_buffer_size=2000,
         ping_interval=1,
         ping_timeout=1,
         cors_allowed_origins=["http://good.example"],
+        cookie={"name": "eio", "path": "/", "HttpOnly": True, "SameSite": "Strict"},
     )
 
 
@@ -239,7 +241,7 @@ async def test_a_message_over_max_http_buffer_size_ends_the_session(
     )
 
 
-async def test_an_origin_not_allowed_is_refused(strict: ServerProcess) -> None:
+async def test_an_origin_not_allowed_is_refused_and_the_cookie(strict: ServerProcess) -> None:
     polling = strict.url("http", "/socket.io/?EIO=4&transport=polling")
     async with httpx.AsyncClient(timeout=10) as http:
         bad = await http.get(polling, headers={"Origin": "http://evil.example"})
@@ -250,7 +252,11 @@ async def test_an_origin_not_allowed_is_refused(strict: ServerProcess) -> None:
         assert good.status_code == 200 and good.text.startswith('0{"sid":')
         assert good.headers["access-control-allow-origin"] == "http://good.example"
         assert good.headers["access-control-allow-credentials"] == "true"
-        assert json.loads(good.text[1:])["maxPayload"] == 2000
+        opened = json.loads(good.text[1:])
+        assert opened["maxPayload"] == 2000
+        assert good.headers["set-cookie"] == (
+            f"eio={opened['sid']}; path=/; HttpOnly; SameSite=Strict"
+        )
     ws = strict.url("ws", "/socket.io/?EIO=4&transport=websocket")
     with pytest.raises(websockets.InvalidHandshake):
         async with websockets.connect(ws, origin="http://evil.example", open_timeout=10):
