@@ -65,4 +65,4 @@ macro_rules! replay_tests {
     };
 }
 
-replay_tests!(decode, http_head, http_body, handshake, deflate, driver, engineio);
+replay_tests!(decode, http_head, http_body, handshake, deflate, driver, engineio, endpoint);

@@ -13,6 +13,7 @@ pub mod common;
 pub mod decode;
 pub mod deflate;
 pub mod driver;
+pub mod endpoint;
 pub mod engineio;
 pub mod handshake;
 pub mod http_body;
@@ -30,4 +31,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("deflate", deflate::run),
     ("driver", driver::run),
     ("engineio", engineio::run),
+    ("endpoint", endpoint::run),
 ];

@@ -29,7 +29,7 @@ use super::cors::{Cookie, Cors};
 use super::request::{classify, Request as EioRequest, RequestError, Transports};
 use super::session::{CloseReason, Poll, Received, Session, SessionConfig, Transport};
 use super::{decode_payload, Data, Packet, PacketType, PayloadLimits};
-use crate::backend::{ConnHandle, ConnId, ConnectInfo};
+use crate::backend::{ConnHandle, ConnId, ConnectInfo, SendState};
 use crate::protocol::Message;
 
 /// Response headers, as [`ConnHandle::respond`] takes them.
@@ -349,6 +349,7 @@ impl Endpoint {
         let scheme = if info.tls.is_some() { "https" } else { "http" };
         let headers = self.cfg.cors.headers(&info.request, scheme);
         self.conns.roles.insert(id, Role::Done);
+        self.conns.handles.insert(id, handle.clone());
         if let Err(refused) = self.cfg.cors.check(&info.request, scheme) {
             self.conns.bad_request(&handle, headers, &refused.to_string());
             return;
@@ -495,10 +496,15 @@ impl Endpoint {
 
     /// A piece of a request's body on connection `id`.
     pub fn on_body(&mut self, id: ConnId, body: &Bytes, more: bool, now: Instant) {
-        let Some(Role::Post { handle, body: buf, .. }) = self.conns.roles.get_mut(&id) else {
+        // Every piece is taken, whatever the request (a GET's empty body, the body of a POST
+        // already answered): a keep-alive connection stops reading bodies once `ws_max_queue`
+        // pieces are left untaken.
+        if let Some(handle) = self.conns.handles.get(&id) {
+            handle.message_taken(body.len());
+        }
+        let Some(Role::Post { body: buf, .. }) = self.conns.roles.get_mut(&id) else {
             return;
         };
-        handle.message_taken(body.len());
         buf.extend_from_slice(body);
         let too_long = buf.len() > self.cfg.session.max_payload;
         if !too_long && more {
@@ -666,14 +672,18 @@ impl Endpoint {
 
     /// Connection `id` ended (or, for a plain request, its response is complete).
     pub fn on_disconnect(&mut self, id: ConnId, now: Instant) {
+        self.conns.handles.remove(&id);
         let Some(role) = self.conns.roles.remove(&id) else { return };
         let sid = match role {
             Role::Handshake(sid) => {
                 if let Some(entry) = self.sessions.get_mut(&sid) {
                     if entry.connecting.as_ref().is_some_and(|(h, _)| h.id() == id) {
                         // The client left before the application answered: the session ends
-                        // as the transport closed, once the application has its Connect.
-                        entry.connecting = None;
+                        // as the transport closed, once the application has its Connect. A
+                        // WebSocket handshake's driver still waits for an answer: a refusal.
+                        if let Some((handle, _)) = entry.connecting.take() {
+                            handle.close(1000, String::new());
+                        }
                         entry.session.transport_lost();
                     }
                 }
@@ -682,7 +692,11 @@ impl Endpoint {
             Role::Poll(sid) => {
                 if let Some(entry) = self.sessions.get_mut(&sid) {
                     if entry.poll.as_ref().is_some_and(|(h, _)| h.id() == id) {
-                        entry.poll = None;
+                        // A GET that came as a WebSocket upgrade: its driver waits for an
+                        // answer even after its client left.
+                        if let Some((handle, _)) = entry.poll.take() {
+                            handle.close(1000, String::new());
+                        }
                         entry.session.poll_abandoned();
                     }
                 }
@@ -903,6 +917,8 @@ pub struct Answered {
 #[derive(Debug, Default)]
 struct Conns {
     roles: HashMap<ConnId, Role>,
+    /// The handle of each connection in `roles`, to take every body piece it delivers.
+    handles: HashMap<ConnId, ConnHandle>,
     /// Kept only when asked for ([`Endpoint::log_answers`]).
     answers: Option<Vec<Answered>>,
 }
@@ -925,8 +941,14 @@ impl Conns {
     ) {
         headers.insert(0, content_type(ctype));
         handle.respond(status, headers);
-        handle.respond_body(body.into(), false);
-        self.roles.insert(handle.id(), Role::Done);
+        if handle.respond_body(body.into(), false) == SendState::Closed {
+            // The client left: a WebSocket upgrade's driver still waits for the denial to end.
+            handle.abort();
+        }
+        // A connection that ended (a POST answered once its client left) stays forgotten.
+        if let Some(role) = self.roles.get_mut(&handle.id()) {
+            *role = Role::Done;
+        }
         self.answered(handle.id(), status);
     }
 
@@ -1179,6 +1201,86 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_upgrade_request_whose_client_left_is_answered() {
+        // The driver of a WebSocket handshake waits for an answer even after its client left
+        // (it reports the disconnect, and the application decides): without one, the
+        // connection is never closed.
+        let t = Instant::now();
+        let mut e = endpoint();
+        let (info, ws) = request(1, "GET", "EIO=4&transport=websocket", true);
+        e.on_request(info, t);
+        let Some(AppEvent::Connect { sid, .. }) = events(&mut e).pop() else { panic!() };
+        e.on_disconnect(1, t);
+        assert!(matches!(
+            events(&mut e).pop(),
+            Some(AppEvent::Disconnect { reason: CloseReason::TransportClose, .. })
+        ));
+        assert!(commands(&ws).iter().any(|c| matches!(c, Command::Close { .. })));
+        // The application's late answer changes nothing.
+        e.connected(&sid, true, t);
+        assert!(commands(&ws).is_empty());
+        assert!(e.is_empty() && !e.owns(1));
+        // A long-polling GET that came as a WebSocket upgrade waits like any other.
+        let sid = open_polling(&mut e, 2, t);
+        let (get, gh) = request(3, "GET", &format!("EIO=4&transport=polling&sid={sid}"), true);
+        e.on_request(get, t);
+        assert!(commands(&gh).is_empty());
+        e.on_disconnect(3, t);
+        assert!(commands(&gh).iter().any(|c| matches!(c, Command::Close { .. })));
+    }
+
+    #[test]
+    fn an_answer_the_connection_no_longer_takes_is_aborted() {
+        // A WebSocket upgrade whose client already left (its handle closed): the driver waits
+        // for the answer to finish, and its body is refused, so the answer is aborted.
+        let t = Instant::now();
+        let mut e = endpoint();
+        let (info, ws) = request(1, "GET", "EIO=4&transport=websocket&sid=nobody", true);
+        ws.mark_closed();
+        e.on_request(info, t);
+        let cmds = commands(&ws);
+        assert!(matches!(cmds[0], Command::HttpResponseStart { status: 400, .. }), "{cmds:?}");
+        assert!(matches!(cmds.last(), Some(Command::Abort)), "{cmds:?}");
+    }
+
+    #[test]
+    fn every_body_piece_is_taken_whatever_the_request() {
+        // A keep-alive connection's reading pauses once `ws_max_queue` pieces are left
+        // untaken: a GET's empty body, or the body of a POST answered before it came, must be
+        // taken too, or a later POST on the connection never gets its body.
+        let t = Instant::now();
+        let mut e = endpoint();
+        let sid = open_polling(&mut e, 1, t);
+        let q = format!("EIO=4&transport=polling&sid={sid}");
+        for (method, query, body) in [("GET", q.as_str(), ""), ("POST", "EIO=4&sid=nobody", "4hi")]
+        {
+            let (info, h) = request(2, method, query, false);
+            e.on_request(info, t);
+            assert!(!h.message_delivered(body.len()));
+            e.on_body(2, &Bytes::from(body), false, t);
+            e.send(&sid, &Outgoing::text("x"), t);
+            e.on_disconnect(2, t);
+            assert_eq!(h.inbound_room().messages, ServerConfig::default().ws_max_queue, "{method}");
+        }
+    }
+
+    #[test]
+    fn a_late_answer_does_not_bring_back_a_connection_that_ended() {
+        // A POST whose client left while the application handled its message is answered when
+        // the session ends: the endpoint must not take the connection back as its own.
+        let t = Instant::now();
+        let mut e = endpoint();
+        let sid = open_polling(&mut e, 1, t);
+        let (post, _) = request(2, "POST", &format!("EIO=4&transport=polling&sid={sid}"), false);
+        e.on_request(post, t);
+        e.on_body(2, &Bytes::from_static(b"4a"), false, t);
+        assert!(matches!(events(&mut e).pop(), Some(AppEvent::Message { .. })));
+        e.on_disconnect(2, t);
+        assert!(e.disconnect(&sid, t));
+        assert!(!e.owns(2));
     }
 
     #[test]
