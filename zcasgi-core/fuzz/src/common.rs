@@ -2,8 +2,10 @@
 
 use std::io::IoSlice;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
+use zcasgi_core::driver::{Driver, MAX_IOVECS};
 use zcasgi_core::frame::{apply_mask_bytes, FrameHeader, HeaderBytes, OpCode};
 use zcasgi_core::outq::OutQueue;
 
@@ -104,4 +106,32 @@ pub fn parse_response(buf: &[u8]) -> (u16, Vec<(String, Vec<u8>)>, usize) {
 /// The values of header `name` (lower case) among `headers`.
 pub fn values<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
     headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect()
+}
+
+/// Hands `data` read from the socket to `driver` at `now`, as a backend does: through the
+/// driver's own buffer when it has one.
+pub fn read_into(driver: &mut Driver, data: &[u8], now: Instant) {
+    if let Some(buf) = driver.read_buffer() {
+        buf.extend_from_slice(data);
+        driver.on_read_buffered(now);
+    } else {
+        driver.on_read(&mut BytesMut::from(data), now);
+    }
+}
+
+/// Writes at most `max` bytes (at least one) of what `driver` has to write, as a backend does,
+/// appending them to `written`; nothing if the driver does not want to write.
+pub fn write_from(driver: &mut Driver, written: &mut Vec<u8>, max: usize) {
+    if !driver.wants_write() {
+        return;
+    }
+    let chunk: Vec<u8> = {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = driver.io_slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    };
+    assert!(!chunk.is_empty(), "the driver wants to write but has no bytes");
+    let n = chunk.len().min(max.max(1));
+    written.extend_from_slice(&chunk[..n]);
+    driver.on_written(n);
 }

@@ -27,21 +27,20 @@
 //! byte released and the WebSocket's disconnect delivered.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use zcasgi_core::backend::{
     ConnHandle, Event, EventSink, LogLevel, Notify, SendState, ServerConfig,
 };
 use zcasgi_core::deflate::{Deflate, DeflateParams};
-use zcasgi_core::driver::{Driver, MAX_IOVECS};
+use zcasgi_core::driver::Driver;
 use zcasgi_core::frame::{decode_header, OpCode};
 use zcasgi_core::sticky::WorkerSlot;
 
-use super::common::{client_frame, wall};
+use super::common::{client_frame, read_into, wall, write_from};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -306,28 +305,12 @@ impl Harness {
         if self.eof || data.is_empty() || !self.driver.wants_read() {
             return;
         }
-        if let Some(buf) = self.driver.read_buffer() {
-            buf.extend_from_slice(data);
-            self.driver.on_read_buffered(self.now);
-        } else {
-            self.driver.on_read(&mut BytesMut::from(data), self.now);
-        }
+        read_into(&mut self.driver, data, self.now);
     }
 
     /// A write of at most `max` bytes, as a backend does it, if the driver wants to write.
     fn write(&mut self, max: usize) {
-        if !self.driver.wants_write() {
-            return;
-        }
-        let chunk: Vec<u8> = {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = self.driver.io_slices(&mut slices);
-            slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
-        };
-        assert!(!chunk.is_empty(), "the driver wants to write but has no bytes");
-        let n = chunk.len().min(max.max(1));
-        self.written.extend_from_slice(&chunk[..n]);
-        self.driver.on_written(n);
+        write_from(&mut self.driver, &mut self.written, max);
     }
 
     fn frame(&mut self, opcode: u8, fin: bool, rsv1: bool, len: u8, compressed: bool) {

@@ -40,7 +40,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -48,15 +47,15 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use zcasgi_core::backend::{ConnHandle, ConnId, Event, EventSink, LogLevel, Notify, ServerConfig};
-use zcasgi_core::driver::{Driver, MAX_IOVECS};
+use zcasgi_core::driver::Driver;
 use zcasgi_core::engineio::cors::{AllowedOrigins, Cookie, Cors};
 use zcasgi_core::engineio::endpoint::{AppEvent, Endpoint, EndpointConfig, Outgoing, Payload};
 use zcasgi_core::engineio::request::Transports;
 use zcasgi_core::engineio::session::SessionConfig;
 
-use super::common::{client_frame, wall};
+use super::common::{client_frame, read_into, wall, write_from};
 
 /// Connections open at once.
 const SLOTS: usize = 6;
@@ -755,13 +754,7 @@ impl Harness {
                 continue;
             }
             if !c.inbox.is_empty() {
-                let data = std::mem::take(&mut c.inbox);
-                if let Some(buf) = c.driver.read_buffer() {
-                    buf.extend_from_slice(&data);
-                    c.driver.on_read_buffered(now);
-                } else {
-                    c.driver.on_read(&mut BytesMut::from(&data[..]), now);
-                }
+                read_into(&mut c.driver, &std::mem::take(&mut c.inbox), now);
             }
             if c.eof == Eof::Sent && c.inbox.is_empty() && c.driver.wants_read() {
                 c.eof = Eof::Seen;
@@ -1102,20 +1095,9 @@ impl Harness {
     }
 }
 
-/// A write of at most `max` bytes, as a backend does it, if the driver wants to write.
+/// A write of at most `max` bytes of connection `c`, as a backend does it.
 fn write(c: &mut Conn, max: usize) {
-    if !c.driver.wants_write() {
-        return;
-    }
-    let chunk: Vec<u8> = {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = c.driver.io_slices(&mut slices);
-        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
-    };
-    assert!(!chunk.is_empty(), "the driver wants to write but has no bytes");
-    let n = chunk.len().min(max.max(1));
-    c.written.extend_from_slice(&chunk[..n]);
-    c.driver.on_written(n);
+    write_from(&mut c.driver, &mut c.written, max);
 }
 
 /// The target.
