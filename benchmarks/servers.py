@@ -63,13 +63,13 @@ class ServerSpec:
     socketio_only: bool = False
 
 
-def _zcasgi(backend: str) -> Callable[[Launch], list[str]]:
+def _zcasgi(backend: str, *extra: str) -> Callable[[Launch], list[str]]:
     def argv(launch: Launch) -> list[str]:
         if launch.fd is None:
             raise ValueError("zcasgi serves on a listening socket bound by the suite")
         # Log level info prints only start-up and shutdown lines once the access log is off,
         # the ready line among them.
-        options = ["--backlog", BACKLOG, "--log-level", "info", "--no-access-log"]
+        options = ["--backlog", BACKLOG, "--log-level", "info", "--no-access-log", *extra]
         return zcasgi_argv(launch.app, launch.fd, backend, options, python=launch.python)
 
     return argv
@@ -196,6 +196,15 @@ SERVERS: dict[str, ServerSpec] = {
             "zcasgi",
             "zcasgi, backend=mio",
             _zcasgi("mio"),
+            serves_fd=True,
+            inherits_socket=True,
+            ready_line=READY_LINE,
+        ),
+        ServerSpec(
+            "zcasgi-mio-loop",
+            "zcasgi",
+            "zcasgi, backend=mio, io_threads=0 (the reactor in the asyncio loop, no I/O thread)",
+            _zcasgi("mio", "--io-threads", "0"),
             serves_fd=True,
             inherits_socket=True,
             ready_line=READY_LINE,

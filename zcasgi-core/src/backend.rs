@@ -1,6 +1,7 @@
 //! The seam between transport backends and the Python bridge.
 //!
-//! A [`Backend`] owns sockets, readiness, timers and threads. Events flow from the I/O threads
+//! A [`Backend`] owns sockets, readiness, timers and threads (or, with none, lets its caller turn
+//! its event loop: [`RunningServer::inline`], [`InlineReactor`]). Events flow from the I/O threads
 //! to the application through an [`EventSink`]; the application talks back through a
 //! [`ConnHandle`], whose typed operations ([`ConnHandle::accept`], [`ConnHandle::send`],
 //! [`ConnHandle::close`], [`ConnHandle::respond`], [`ConnHandle::respond_body`],
@@ -32,11 +33,11 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -542,7 +543,46 @@ pub trait RunningServer: Send + Sync {
     /// Whether every thread, task and connection of the server has ended: after
     /// [`RunningServer::shutdown`], nothing is accepted or served any more. Returns at once.
     fn is_finished(&self) -> bool;
+    /// The server's event loop when it has no thread of its own and its caller turns it
+    /// ([`InlineReactor`]); `None` (the default) when the backend runs its own threads.
+    fn inline(&self) -> Option<&dyn InlineReactor> {
+        None
+    }
 }
+
+/// A backend's event loop run on its caller's thread, folded into the caller's own event loop
+/// (the mio backend with `io_threads = 0`, under asyncio).
+///
+/// The caller watches [`InlineReactor::fd`] for readability and calls
+/// [`InlineReactor::turn`] when it is readable, and again at
+/// [`InlineReactor::next_deadline`] (one timer, re-armed after every turn). Every event the
+/// server reports is pushed to its [`EventSink`] during a turn, on the caller's thread, so the
+/// caller can take them right after the turn and needs no wake-up of its own.
+///
+/// An application operation ([`ConnHandle`]) is applied on a later turn. Its [`Notify`] makes
+/// `fd` readable, or, when it is made on the thread that called
+/// [`InlineReactor::set_turn_request`], asks for that turn through the request (once per
+/// batch). [`RunningServer::shutdown`] makes `fd` readable too, and the caller keeps turning
+/// until [`RunningServer::is_finished`]; [`RunningServer::join`] turns the loop itself,
+/// blocking, until it finishes or the timeout passes.
+pub trait InlineReactor: Send + Sync {
+    /// The descriptor that is readable when a turn has work (an epoll descriptor); open for
+    /// the life of the server.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// Runs one turn of the loop without blocking: readiness, application operations,
+    /// deadlines and accepting, as far as each can go now.
+    fn turn(&self);
+    /// When the next turn is due without readiness (an instant already past: at once);
+    /// `None`: only on readiness.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Application operations made on the calling thread ask for a turn through `request`
+    /// instead of making `fd` readable (which they still do if it returns `false`); `None`
+    /// undoes it.
+    fn set_turn_request(&self, request: Option<TurnRequest>);
+}
+
+/// How an inline reactor asks its caller for a turn soon; `false`: it cannot.
+pub type TurnRequest = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What a worker process of a server with several workers brings to its backend: its slot and
 /// the sockets on which connections are handed between workers ([`crate::sticky`]; the I/O is

@@ -46,7 +46,10 @@ const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// Everything a backend needs to know to serve connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Number of I/O threads.
+    /// Number of I/O threads; 0: none, the backend's loop runs on the caller's thread, turned
+    /// by the caller's event loop ([`RunningServer::inline`], the mio backend only).
+    ///
+    /// [`RunningServer::inline`]: crate::backend::RunningServer::inline
     pub io_threads: usize,
     /// Most connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
@@ -183,7 +186,7 @@ impl ServerConfig {
     pub fn limits(&self) -> Vec<(Limit, Option<Amount>)> {
         let timeout = |option, value| seconds(option, Some(value), Duration::ZERO);
         vec![
-            count("io_threads", self.io_threads, 1, 1024),
+            count("io_threads", self.io_threads, 0, 1024),
             count("max_connections", self.max_connections, 1, 10_000_000),
             optional_count("limit_concurrency", self.limit_concurrency, 1, 10_000_000),
             count("ws_max_size", self.ws_max_size, 1, MAX_BYTES),
@@ -479,8 +482,10 @@ mod tests {
 
     #[test]
     fn counts_out_of_range_are_rejected() {
-        let cfg = ServerConfig { io_threads: 0, ..ServerConfig::default() };
-        assert_eq!(error(&cfg), "io_threads must be >= 1, got 0");
+        let cfg = ServerConfig { io_threads: 1025, ..ServerConfig::default() };
+        assert_eq!(error(&cfg), "io_threads must be <= 1024, got 1025");
+        // No I/O thread: the caller runs the backend's loop (`RunningServer::inline`).
+        assert_eq!(ServerConfig { io_threads: 0, ..ServerConfig::default() }.validate(), Ok(()));
         let cfg = ServerConfig { max_connections: usize::MAX, ..ServerConfig::default() };
         assert_eq!(error(&cfg), format!("max_connections must be <= 10000000, got {}", usize::MAX));
         let cfg = ServerConfig { limit_concurrency: Some(0), ..ServerConfig::default() };

@@ -26,6 +26,10 @@
 //! * The **application** reaches a connection through its `ConnHandle`, whose `Notify` puts the
 //!   connection in its reactor's mailbox and wakes the reactor only if the mailbox was empty:
 //!   one wake-up per batch, however many connections it names.
+//! * With `io_threads = 0` there is **no thread**: one reactor, the same loop, whose turns its
+//!   caller runs from its own event loop, on readiness of the reactor's epoll descriptor and at
+//!   its next deadline ([`RunningServer::inline`], `inline.rs`). The Python binding folds it
+//!   into the asyncio loop: no thread hop, no event-queue wake-up.
 //!
 //! The backend has no protocol logic: every byte goes through [`zcasgi_core::driver::Driver`].
 //! Nor does it have transport policy of its own: accept errors, connection ids, the read and
@@ -38,31 +42,36 @@
 //! the close code of `ServerConfig::shutdown_close_code`. A reactor exits once its slab is
 //! empty.
 //! [`RunningServer::join`] waits for that; past its timeout it makes the threads drop every
-//! connection (the application is told 1006) and exit.
+//! connection (the application is told 1006) and exit. With no thread, `join` turns the reactor
+//! itself until then.
 
 #![deny(missing_docs)]
 
 mod accept;
+mod inline;
 mod reactor;
 mod timer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::Poll;
 use zcasgi_core::backend::{
-    Backend, EventSink, Listener, LogLevel, RunningServer, ServerConfig, WorkerSockets,
+    Backend, EventSink, InlineReactor, Listener, LogLevel, RunningServer, ServerConfig,
+    WorkerSockets,
 };
 use zcasgi_transport::Context;
 
+use crate::inline::Inline;
 use crate::reactor::{Reactor, Remote};
 
 /// How long `join` waits for threads it forced to stop.
 const FORCE_GRACE: Duration = Duration::from_secs(1);
 
-/// The mio backend: `io_threads` reactor threads, each accepting and serving connections.
+/// The mio backend: `io_threads` reactor threads, each accepting and serving connections; with
+/// `io_threads = 0`, one reactor turned by the caller ([`RunningServer::inline`]).
 ///
 /// # Examples
 ///
@@ -82,6 +91,16 @@ const FORCE_GRACE: Duration = Duration::from_secs(1);
 /// let server = MioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore), None)?;
 /// server.shutdown();
 /// assert!(server.join(Duration::from_secs(5)));
+///
+/// // No I/O thread: an event loop turns the reactor when `fd()` is readable and at
+/// // `next_deadline()`.
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let cfg = Arc::new(ServerConfig { io_threads: 0, ..ServerConfig::default() });
+/// let server = MioBackend.start(cfg, vec![listener.into()], Arc::new(Ignore), None)?;
+/// let inline = server.inline().expect("a reactor to turn");
+/// inline.turn();
+/// server.shutdown();
+/// assert!(server.join(Duration::from_secs(5))); // turns it until it has finished
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -99,6 +118,8 @@ impl Backend for MioBackend {
         sink: Arc<dyn EventSink>,
         worker: Option<WorkerSockets>,
     ) -> std::io::Result<Box<dyn RunningServer>> {
+        // `io_threads = 0`: one reactor, turned by the caller (`inline.rs`).
+        let inline = cfg.io_threads == 0;
         let threads = cfg.io_threads.max(1);
         let mut polls = Vec::with_capacity(threads);
         let mut reactors = Vec::with_capacity(threads);
@@ -126,13 +147,19 @@ impl Backend for MioBackend {
             forced: AtomicBool::new(false),
             reactors,
         });
-        let server = MioServer { state: state.clone(), threads: Mutex::new(Vec::new()) };
+        let mut server =
+            MioServer { state: state.clone(), threads: Mutex::new(Vec::new()), inline: None };
 
         for (index, (poll, listeners)) in polls.into_iter().zip(per_thread).enumerate() {
             let registry = poll.registry().try_clone()?;
             let remote = state.reactors[index].clone();
             let reactor = Reactor::new(index, state.clone(), remote, registry, listeners);
             let guard = state.ctx.tracker().guard();
+            if inline {
+                server.inline =
+                    Some(Inline::new(poll, state.reactors[index].clone(), reactor, guard));
+                continue;
+            }
             let state = state.clone();
             let handle =
                 std::thread::Builder::new().name(format!("zcasgi-mio-{index}")).spawn(move || {
@@ -140,7 +167,7 @@ impl Backend for MioBackend {
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run(poll)))
                         .is_err()
                     {
-                        state.ctx.log(LogLevel::Error, format!("zcasgi-mio-{index} panicked"));
+                        state.reactor_panicked(index);
                     }
                 });
             server.spawned(handle)?;
@@ -194,6 +221,11 @@ impl ServerState {
         }
     }
 
+    /// Logs that reactor `index` panicked (it is counted as finished).
+    pub(crate) fn reactor_panicked(&self, index: usize) {
+        self.ctx.log(LogLevel::Error, format!("zcasgi-mio-{index} panicked"));
+    }
+
     /// Stops accepting and starts closing; `force` drops every connection at once.
     fn stop(&self, force: bool) {
         self.stopping.store(true, Ordering::Release);
@@ -210,6 +242,8 @@ impl ServerState {
 struct MioServer {
     state: Arc<ServerState>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The reactor its caller turns (`io_threads = 0`), instead of threads.
+    inline: Option<Inline>,
 }
 
 impl MioServer {
@@ -238,6 +272,16 @@ impl RunningServer for MioServer {
     }
 
     fn join(&self, timeout: Duration) -> bool {
+        if let Some(inline) = &self.inline {
+            // Nobody else turns the reactor while its caller waits here: turn it.
+            let until = Instant::now().checked_add(timeout);
+            let finished = inline.run_until(until.unwrap_or_else(far_future));
+            if !finished {
+                self.state.stop(true);
+                inline.turn();
+            }
+            return finished;
+        }
         let tracker = self.state.ctx.tracker();
         let finished = tracker.wait(timeout);
         if !finished {
@@ -263,6 +307,15 @@ impl RunningServer for MioServer {
     fn is_finished(&self) -> bool {
         self.state.ctx.tracker().live() == 0
     }
+
+    fn inline(&self) -> Option<&dyn InlineReactor> {
+        self.inline.as_ref().map(|inline| inline as &dyn InlineReactor)
+    }
+}
+
+/// An instant no timeout reaches (a year from now).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 60 * 60)
 }
 
 impl Drop for MioServer {
@@ -270,6 +323,10 @@ impl Drop for MioServer {
         // Dropped while serving: nobody can stop the threads after this, so stop them now.
         if self.state.ctx.tracker().live() > 0 {
             self.state.stop(true);
+            if let Some(inline) = &self.inline {
+                // Its caller will not turn it again: drop the connections now.
+                inline.turn();
+            }
         }
     }
 }

@@ -39,10 +39,15 @@
 //!
 //! The application reaches a reactor through its [`Remote`]: a mailbox of connections to look
 //! at, and a `mio::Waker`. A poster wakes the thread only when the mailbox was empty, so one
-//! wake-up serves a whole batch. Mailbox entries name a connection by slot and id; the id
-//! doubles as the generation, so a stale entry for a slot that has been reused is recognised
-//! and skipped (timer entries likewise). A reactor also accepts connections itself, from its
-//! own duplicates of the listeners (see `accept.rs`).
+//! wake-up serves a whole batch. A reactor that its caller turns (`crate::inline`) may instead
+//! be given a turn request: a post made on the caller's own thread asks the caller for a turn
+//! through it (the binding: `loop.call_soon`) rather than writing the waker, and such a
+//! reactor looks at its mailbox every turn.
+//!
+//! Mailbox entries name a connection by slot and id; the id doubles as the generation, so a
+//! stale entry for a slot that has been reused is recognised and skipped (timer entries
+//! likewise). A reactor also accepts connections itself, from its own duplicates of the
+//! listeners (see `accept.rs`).
 //!
 //! A connection's socket is a [`socket2::Socket`] of either kind (TCP, Unix), registered by its
 //! descriptor; the read step and the flush loop are its [`Session`]'s.
@@ -77,6 +82,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -84,7 +90,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 use socket2::{SockRef, Socket};
-use zcasgi_core::backend::{ConnId, LogLevel, Notify};
+use zcasgi_core::backend::{ConnId, LogLevel, Notify, TurnRequest};
 use zcasgi_transport::io::{abandon, discard, recv_into, Flush, Read};
 use zcasgi_transport::linger::half_close;
 use zcasgi_transport::relay::{Pump, Relay};
@@ -106,7 +112,7 @@ const PAIR: usize = 1 << (usize::BITS - 2);
 const READ_BUDGET: usize = 16;
 
 /// Events taken per `poll`.
-const EVENTS: usize = 1024;
+pub(crate) const EVENTS: usize = 1024;
 
 /// Whether a read that did not fill its buffer proves the receive queue empty, so that the
 /// `WouldBlock` read can be skipped. True for epoll: data arriving after the read raises a new
@@ -123,17 +129,35 @@ pub(crate) struct Key {
 }
 
 /// A reactor thread as other threads see it.
-#[derive(Debug)]
 pub(crate) struct Remote {
     waker: Waker,
+    ready: Mutex<Mailbox>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("waker", &self.waker).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Mailbox {
     /// Connections whose application queued commands or resumed taking messages.
-    ready: Mutex<Vec<Key>>,
+    keys: Vec<Key>,
+    /// An inline reactor's caller's thread, and how a post made on it asks for a turn.
+    request: Option<(ThreadId, TurnRequest)>,
 }
 
 impl Remote {
     /// A remote for the reactor that will poll `registry`.
     pub(crate) fn new(registry: &Registry) -> io::Result<Self> {
-        Ok(Self { waker: Waker::new(registry, WAKER)?, ready: Mutex::new(Vec::new()) })
+        Ok(Self { waker: Waker::new(registry, WAKER)?, ready: Mutex::new(Mailbox::default()) })
+    }
+
+    /// Posts made on the calling thread ask for a turn through `request` instead of the
+    /// waker (`None`: no more).
+    pub(crate) fn set_turn_request(&self, request: Option<TurnRequest>) {
+        self.lock().request = request.map(|request| (thread::current().id(), request));
     }
 
     /// Wakes the thread.
@@ -142,19 +166,25 @@ impl Remote {
         let _ = self.waker.wake();
     }
 
-    /// Puts a connection in the mailbox; wakes the thread if it was empty.
+    /// Puts a connection in the mailbox. If it was empty, asks for a turn: through the turn
+    /// request when posted on the thread that set it (an inline reactor's caller), else (or
+    /// if the request fails) with the waker.
     fn post(&self, key: Key) {
-        let was_empty = {
+        let request = {
             let mut ready = self.lock();
-            ready.push(key);
-            ready.len() == 1
+            ready.keys.push(key);
+            if ready.keys.len() > 1 {
+                return;
+            }
+            let here = |(thread, _): &&(ThreadId, TurnRequest)| *thread == thread::current().id();
+            ready.request.as_ref().filter(here).map(|(_, request)| request.clone())
         };
-        if was_empty {
+        if !request.is_some_and(|request| request()) {
             self.wake();
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Key>> {
+    fn lock(&self) -> MutexGuard<'_, Mailbox> {
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -227,7 +257,28 @@ impl Conn {
     }
 }
 
-/// One reactor thread's state. `run` is its loop.
+/// How long a turn's `poll` may wait for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Until the next deadline (a reactor thread).
+    UntilDue,
+    /// Not at all (a turn run by the caller's event loop).
+    No,
+    /// Until the next deadline or this instant, whichever is first.
+    Until(Instant),
+}
+
+/// What a turn left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// The reactor goes on.
+    Running,
+    /// The server stopped and every connection is gone (or was dropped): the reactor is done.
+    Finished,
+}
+
+/// One reactor's state. `run` is its loop on a thread of its own; `turn` is one step of it,
+/// for a caller that runs the loop itself (`crate::inline`).
 pub(crate) struct Reactor {
     index: usize,
     state: Arc<ServerState>,
@@ -274,85 +325,115 @@ impl Reactor {
         }
     }
 
-    /// Runs the loop until the server stops and every connection is gone.
+    /// Runs the loop until the server stops and every connection is gone (a reactor thread).
     pub(crate) fn run(mut self, mut poll: Poll) {
         let mut events = Events::with_capacity(EVENTS);
-        loop {
-            let now = Instant::now();
-            if self.state.forced() {
-                self.abort_all();
-                break;
-            }
-            if self.state.stopping() && !self.stopping {
-                self.begin_shutdown(now);
-            }
-            if self.stopping && self.conns.is_empty() {
-                break;
-            }
-            self.listeners.update(&self.registry, &self.state, now);
-            let timeout = if self.deferred.is_empty() && !self.listeners.has_pending() {
-                [self.timers.next_deadline(), self.listeners.backoff()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|at| at.saturating_duration_since(now))
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                self.state.ctx.log(
-                    LogLevel::Error,
-                    format!(
-                        "zcasgi-mio-{}: poll failed, dropping its connections: {e}",
-                        self.index
-                    ),
-                );
-                self.abort_all();
-                break;
-            }
-            let now = Instant::now();
-            let mut woken = false;
-            for ev in &events {
-                let token = ev.token();
-                if token == WAKER {
-                    woken = true;
-                    continue;
-                }
-                if self.listeners.mark_pending(token) {
-                    continue;
-                }
-                if token.0 & PAIR != 0 {
-                    // A relay's pair end: the pump tries every direction.
-                    if self.conns.get(token.0 & !PAIR).is_some_and(|c| c.pair.is_some()) {
-                        self.service(token.0 & !PAIR, now);
-                    }
-                    continue;
-                }
-                let Some(conn) = self.conns.get_mut(token.0) else { continue };
-                // Stale events for a reused slot are harmless: they only make us try.
-                let error = ev.is_error();
-                if ev.is_readable() || ev.is_read_closed() || error {
-                    conn.readable = true;
-                }
-                if ev.is_read_closed() || error {
-                    conn.hup = true;
-                }
-                if ev.is_writable() || ev.is_write_closed() || error {
-                    conn.writable = true;
-                }
-                self.service(token.0, now);
-            }
-            if woken {
-                self.drain_mailbox(now);
-            }
-            self.run_deferred(now);
-            self.fire_timers(now);
-            self.accept(now);
+        while self.turn(&mut poll, &mut events, Wait::UntilDue) == Turn::Running {}
+    }
+
+    /// Registers the listeners, so that the first turn accepts (a reactor turned by its
+    /// caller: its first turn is due at once, see [`Reactor::next_deadline`]).
+    pub(crate) fn start(&mut self) {
+        self.listeners.update(&self.registry, &self.state, Instant::now());
+    }
+
+    /// One turn of the loop: shutdown steps, one `poll` (waiting as `wait` says), then the
+    /// connections it reported, the mailbox, the deferred connections, the deadlines due and
+    /// the listeners. Returns [`Turn::Finished`], with the listeners closed, once the server
+    /// stopped and every connection is gone.
+    pub(crate) fn turn(&mut self, poll: &mut Poll, events: &mut Events, wait: Wait) -> Turn {
+        let now = Instant::now();
+        if self.state.forced() {
+            self.abort_all();
+            return self.finished();
         }
+        if self.state.stopping() && !self.stopping {
+            self.begin_shutdown(now);
+        }
+        if self.stopping && self.conns.is_empty() {
+            return self.finished();
+        }
+        self.listeners.update(&self.registry, &self.state, now);
+        let timeout = match wait {
+            Wait::UntilDue => self.next_deadline().map(|at| at.saturating_duration_since(now)),
+            Wait::No => Some(Duration::ZERO),
+            Wait::Until(at) => Some(
+                self.next_deadline().map_or(at, |due| due.min(at)).saturating_duration_since(now),
+            ),
+        };
+        if let Err(e) = poll.poll(events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Turn::Running;
+            }
+            self.state.ctx.log(
+                LogLevel::Error,
+                format!("zcasgi-mio-{}: poll failed, dropping its connections: {e}", self.index),
+            );
+            self.abort_all();
+            return self.finished();
+        }
+        let now = Instant::now();
+        let mut woken = false;
+        for ev in &*events {
+            let token = ev.token();
+            if token == WAKER {
+                woken = true;
+                continue;
+            }
+            if self.listeners.mark_pending(token) {
+                continue;
+            }
+            if token.0 & PAIR != 0 {
+                // A relay's pair end: the pump tries every direction.
+                if self.conns.get(token.0 & !PAIR).is_some_and(|c| c.pair.is_some()) {
+                    self.service(token.0 & !PAIR, now);
+                }
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(token.0) else { continue };
+            // Stale events for a reused slot are harmless: they only make us try.
+            let error = ev.is_error();
+            if ev.is_readable() || ev.is_read_closed() || error {
+                conn.readable = true;
+            }
+            if ev.is_read_closed() || error {
+                conn.hup = true;
+            }
+            if ev.is_writable() || ev.is_write_closed() || error {
+                conn.writable = true;
+            }
+            self.service(token.0, now);
+        }
+        // A reactor its caller turns may be asked for turns without its waker
+        // (`Remote::set_turn_request`): it looks at its mailbox every turn.
+        if woken || wait != Wait::UntilDue {
+            self.drain_mailbox(now);
+        }
+        self.run_deferred(now);
+        self.fire_timers(now);
+        self.accept(now);
+        Turn::Running
+    }
+
+    /// When the next turn is due without readiness: now if connections or listeners have
+    /// work left over from the last turn, else the earliest deadline or accept back-off
+    /// (`None`: only on readiness).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if !self.deferred.is_empty() || self.listeners.has_pending() {
+            return Some(Instant::now());
+        }
+        [self.timers.next_deadline(), self.listeners.backoff()].into_iter().flatten().min()
+    }
+
+    /// Logs that a turn of this reactor panicked (it is dropped, and counted as finished).
+    pub(crate) fn panicked(&self) {
+        self.state.reactor_panicked(self.index);
+    }
+
+    /// The end of the loop: closes the listeners.
+    fn finished(&mut self) -> Turn {
         self.listeners.close(&self.registry);
+        Turn::Finished
     }
 
     /// Accepts up to [`ACCEPT_BUDGET`] connections.
@@ -555,7 +636,7 @@ impl Reactor {
 
     /// Serves the connections whose application has news.
     fn drain_mailbox(&mut self, now: Instant) {
-        std::mem::swap(&mut *self.remote.lock(), &mut self.inbox);
+        std::mem::swap(&mut self.remote.lock().keys, &mut self.inbox);
         let mut inbox = std::mem::take(&mut self.inbox);
         for key in inbox.drain(..) {
             if let Some(conn) = self.live(key) {

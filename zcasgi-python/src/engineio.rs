@@ -25,9 +25,7 @@ use zcasgi_core::sticky;
 
 use crate::access::{self, Kind, Outcome};
 use crate::bridge::bytes_of;
-
-/// How late a heartbeat may run so that timers of nearby deadlines share one loop callback.
-const TIMER_SLACK: Duration = Duration::from_millis(20);
+use crate::timer::TIMER_SLACK;
 
 /// What `Core(engineio=...)` takes: `(path, options, handler)`.
 pub type EngineIoArg = (Option<String>, Py<PyDict>, Py<PyAny>);

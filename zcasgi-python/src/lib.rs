@@ -10,6 +10,7 @@ mod config;
 mod engineio;
 mod errors;
 mod server;
+mod timer;
 mod workers;
 
 /// The compiled part of zcasgi.

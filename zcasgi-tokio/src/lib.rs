@@ -73,7 +73,9 @@ impl Backend for TokioBackend {
     /// Starts the runtime's threads and returns at once.
     ///
     /// # Errors
-    /// If the runtime cannot be built or a listener cannot be registered with it.
+    /// If the runtime cannot be built or a listener cannot be registered with it;
+    /// `InvalidInput` for `io_threads = 0`: a runtime has threads (only the mio backend runs on
+    /// its caller's thread).
     fn start(
         &self,
         cfg: Arc<ServerConfig>,

@@ -60,9 +60,16 @@ pub(crate) fn start(
     sink: Arc<dyn EventSink>,
     worker: Option<WorkerSockets>,
 ) -> io::Result<Box<dyn RunningServer>> {
+    if cfg.io_threads == 0 {
+        // A tokio runtime cannot be turned a step at a time by another event loop.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "io_threads=0 (the I/O on the event loop's thread) needs backend mio",
+        ));
+    }
     let thread_no = AtomicUsize::new(0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.io_threads.max(1))
+        .worker_threads(cfg.io_threads)
         .thread_name_fn(move || {
             format!("zcasgi-tokio-{}", thread_no.fetch_add(1, Ordering::Relaxed))
         })
@@ -252,5 +259,29 @@ fn stop_runtime(runtime: Runtime, grace: Duration) {
         runtime.shutdown_background();
     } else {
         runtime.shutdown_timeout(grace);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zcasgi_core::backend::Event;
+
+    use super::*;
+
+    struct Ignore;
+
+    impl EventSink for Ignore {
+        fn push(&self, _event: Event) {}
+    }
+
+    #[test]
+    fn no_io_thread_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = Arc::new(ServerConfig { io_threads: 0, ..ServerConfig::default() });
+        let Err(e) = start(cfg, vec![listener.into()], Arc::new(Ignore), None) else {
+            panic!("a tokio server started with io_threads = 0");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("needs backend mio"), "{e}");
     }
 }

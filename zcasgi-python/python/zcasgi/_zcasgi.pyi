@@ -523,10 +523,23 @@ class Core:
         """
 
     def fileno(self) -> int:
-        """The eventfd to register with ``loop.add_reader(fd, core.drain)``."""
+        """The descriptor to register with ``loop.add_reader(fd, core.drain)``: the event
+        queue's eventfd, or with ``io_threads=0`` the backend's own (its epoll descriptor)."""
 
     def drain(self) -> None:
-        """Dispatch every queued event: connections, messages, disconnects, wake-ups, logs."""
+        """Dispatch every queued event: connections, messages, disconnects, wake-ups, logs.
+
+        With ``io_threads=0``, first run a turn of the backend's loop (on this thread), and
+        after, arm one loop timer at its next deadline. A failure to dispatch an event is
+        logged (``zcasgi``) and the other events are dispatched all the same.
+
+        Raises:
+            BaseException: Only one that is not an `Exception` (`KeyboardInterrupt`).
+        """
+
+    def _tick(self) -> None:
+        """Run a turn of the backend's loop at its deadline (``io_threads=0``; the loop
+        timer's callback)."""
 
     def shutdown(self) -> None:
         """Stop accepting and close every connection (WebSockets get the shutdown code)."""

@@ -240,7 +240,9 @@ class Config:
             string such as ``"660"``); ``None`` leaves what the umask gives.
         fd: Serve on an already-listening socket file descriptor (TCP or Unix stream).
         backend: Transport backend, ``"mio"`` or ``"tokio"``.
-        io_threads: Number of I/O threads of the backend.
+        io_threads: Number of I/O threads of the backend; 0: none, the mio backend's reactor
+            runs inside the asyncio event loop, on its thread (``backend="tokio"`` needs 1 or
+            more).
         workers: Number of worker processes; more than 1 runs them under a supervisor that
             binds the listening socket once, replaces a worker that dies and reloads them one
             at a time on SIGHUP (docs/deployment.md).
@@ -396,6 +398,11 @@ class Config:
                 f"unknown backend {self.backend!r}; valid backends: {', '.join(BACKENDS)}"
             )
         self.io_threads = _count("io_threads", values["io_threads"])
+        if self.io_threads == 0 and self.backend != "mio":
+            raise ValueError(
+                "io_threads=0 (the I/O on the event loop's thread) needs backend mio, "
+                f"not {self.backend}"
+            )
         self.workers = _count("workers", values["workers"])
         self.backlog = _count("backlog", values["backlog"])
         self.max_connections = _count("max_connections", values["max_connections"])

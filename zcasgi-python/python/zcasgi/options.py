@@ -224,7 +224,12 @@ OPTIONS: tuple[Option, ...] = (
         "transport backend (default mio)",
         choices=tuple(BACKENDS),
     ),
-    _core("io_threads", "int", Kind.INT, "I/O threads of the backend (default 1)"),
+    _core(
+        "io_threads",
+        "int",
+        Kind.INT,
+        "I/O threads of the backend; 0: mio's reactor runs in the event loop (default 1)",
+    ),
     Option(
         "workers",
         "int",

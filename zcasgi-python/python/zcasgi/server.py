@@ -1,8 +1,9 @@
 """`serve()` and `Server`: the asyncio side of zcasgi.
 
 One asyncio loop runs in the thread that calls `serve()`. The backend's I/O threads hand it
-events in batches through one eventfd (see the bridge in ``zcasgi-python/src/bridge.rs``); each
-WebSocket runs the application as its own task.
+events in batches through one eventfd (see the bridge in ``zcasgi-python/src/bridge/``); with
+``io_threads=0`` the mio backend's reactor runs in the loop itself, its epoll descriptor watched
+with ``loop.add_reader``. Each WebSocket runs the application as its own task.
 """
 
 from __future__ import annotations
@@ -211,13 +212,17 @@ class Server:
                 # Ours to undo: a Unix socket's file must not outlive a start-up that failed.
                 close_sockets(self.sockets)
             raise
+        threads = (
+            "I/O on the event loop's thread"
+            if config.io_threads == 0
+            else f"{config.io_threads} I/O thread{'' if config.io_threads == 1 else 's'}"
+        )
         for sock in self.sockets:
             logger.info(
-                "zcasgi running on %s (backend %s, %d I/O thread%s; %s)",
+                "zcasgi running on %s (backend %s, %s; %s)",
                 describe(sock, "https" if config.ssl_certfile else "http"),
                 config.backend,
-                config.io_threads,
-                "" if config.io_threads == 1 else "s",
+                threads,
                 "CTRL+C to quit" if self.slot is None else self.slot.tag,
             )
         if self.slot is not None:
@@ -250,7 +255,10 @@ class Server:
         if engineio is not None:
             self._engineio_handler = engineio[2]
             self._engineio_handler._zcasgi_attach(self._core.engineio)
-        loop.add_reader(self._core.fileno(), self._drain)
+        loop.add_reader(self._core.fileno(), self._core.drain)
+        # With io_threads=0 the backend's reactor takes its first turn at once (and arms its
+        # timer); with I/O threads, this only looks at the event queue.
+        loop.call_soon(self._core.drain)
         self._install_signal_handlers(loop)
         self.started = True
 
@@ -264,12 +272,6 @@ class Server:
             # startup failure: its supervisor stops rather than start it again and again.
             logger.error("Could not load the application", exc_info=exc)
             raise SystemExit(3) from None
-
-    def _drain(self) -> None:
-        try:
-            self._core.drain()
-        except Exception:
-            logger.exception("error while dispatching server events")
 
     def _handled_signals(self) -> tuple[signal.Signals, ...]:
         # A worker leaves SIGINT to its supervisor, which sends it SIGTERM.
@@ -371,7 +373,7 @@ class Server:
                     # The events queued with the last connections' ends (an Engine.IO
                     # session's end, for its disconnect handler) are dispatched before the
                     # reader goes.
-                    self._drain()
+                    core.drain()
                     running = self._running()
                     if not running:
                         break

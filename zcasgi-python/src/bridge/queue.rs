@@ -3,6 +3,10 @@
 //! I/O threads push [`Event`]s into a lock-free queue. The loop is woken through one eventfd
 //! registered with `loop.add_reader`, written only when the queue goes from idle to busy, so one
 //! wake-up drains a whole batch; no `call_soon_threadsafe` per message.
+//!
+//! A backend with no I/O thread (`io_threads = 0`) pushes its events during a turn of its loop
+//! on the loop's own thread, and the queue is drained right after the turn: such a queue has no
+//! eventfd ([`EventQueue::unwoken`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +19,8 @@ pub struct EventQueue {
     queue: SegQueue<Event>,
     /// Set by the first push after a drain; the eventfd is written only on that transition.
     armed: AtomicBool,
-    efd: OwnedFd,
+    /// The wake-up; `None` when the pushes come from the loop's thread.
+    efd: Option<OwnedFd>,
 }
 
 impl EventQueue {
@@ -28,20 +33,27 @@ impl EventQueue {
         }
         // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
         let efd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { queue: SegQueue::new(), armed: AtomicBool::new(false), efd })
+        Ok(Self { efd: Some(efd), ..Self::unwoken() })
     }
 
-    /// The descriptor to register with `loop.add_reader`.
-    pub fn fd(&self) -> i32 {
-        self.efd.as_raw_fd()
+    /// A queue without a wake-up, for events pushed on the loop's thread and drained after.
+    pub fn unwoken() -> Self {
+        Self { queue: SegQueue::new(), armed: AtomicBool::new(false), efd: None }
+    }
+
+    /// The descriptor to register with `loop.add_reader` (`None`: the queue has no wake-up).
+    pub fn fd(&self) -> Option<i32> {
+        self.efd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Takes every queued event; re-arms the wake-up first so that none is missed.
     pub fn drain(&self, into: &mut Vec<Event>) {
-        let mut counter = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a buffer of 8; errors (EAGAIN) are harmless here.
-        let _ = unsafe { libc::read(self.fd(), counter.as_mut_ptr().cast(), 8) };
-        self.armed.store(false, Ordering::SeqCst);
+        if let Some(fd) = self.fd() {
+            let mut counter = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a buffer of 8; errors (EAGAIN) are harmless.
+            let _ = unsafe { libc::read(fd, counter.as_mut_ptr().cast(), 8) };
+            self.armed.store(false, Ordering::SeqCst);
+        }
         while let Some(ev) = self.queue.pop() {
             into.push(ev);
         }
@@ -51,10 +63,11 @@ impl EventQueue {
 impl EventSink for EventQueue {
     fn push(&self, event: Event) {
         self.queue.push(event);
+        let Some(fd) = self.fd() else { return };
         if !self.armed.swap(true, Ordering::SeqCst) {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writes 8 bytes from a buffer of 8 to our own eventfd.
-            let _ = unsafe { libc::write(self.fd(), one.as_ptr().cast(), 8) };
+            let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
         }
     }
 }

@@ -17,6 +17,7 @@
 #![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
 
 mod apps;
+mod inline;
 mod memory;
 pub mod scenarios;
 
@@ -33,6 +34,7 @@ use zcasgi_core::backend::{Backend, EventSink, RunningServer, ServerConfig, Work
 use zcasgi_core::testing::{EchoApp, Seen};
 
 pub use apps::{DenyApp, HoldApp};
+pub use inline::Inline;
 pub use memory::print_idle_memory;
 
 /// Every blocking socket call and every wait for an event gives up after this.
