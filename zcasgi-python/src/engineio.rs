@@ -225,7 +225,7 @@ impl EngineIO {
         }
         let at = due + TIMER_SLACK / 2;
         let delay = at.saturating_duration_since(Instant::now()).as_secs_f64();
-        let tick = slf.getattr(intern!(py, "_tick"))?;
+        let tick = slf.getattr(intern!(py, "_timer"))?;
         let handle = this.event_loop.call_method1(py, intern!(py, "call_later"), (delay, tick))?;
         this.timer = Some((at, handle));
         Ok(())
@@ -336,18 +336,19 @@ impl EngineIO {
         self.endpoint.len()
     }
 
-    /// Runs the heartbeats due, and the events pending (the loop timer's callback).
+    /// Runs the heartbeats due, and the events pending (`call_soon` after a Python call).
     fn _tick(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut this = slf.borrow_mut();
-            this.soon = false;
-            if this.timer.as_ref().is_some_and(|(at, _)| *at <= Instant::now()) {
-                this.timer = None;
-            }
-        }
+        slf.borrow_mut().soon = false;
         Self::feed(slf, Endpoint::on_tick, &mut |_| {
             Err(PyValueError::new_err("a handshake outside a request"))
         })
+    }
+
+    /// The loop timer's callback: the timer is spent (a loop may run it a little before its
+    /// time: the tick then finds nothing due, and the timer is armed again).
+    fn _timer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.borrow_mut().timer = None;
+        Self::_tick(slf)
     }
 }
 

@@ -939,9 +939,11 @@ impl Conns {
         mut headers: Headers,
         body: impl Into<Bytes>,
     ) {
+        let body = body.into();
         headers.insert(0, content_type(ctype));
+        headers.insert(1, (b"content-length".to_vec(), body.len().to_string().into_bytes()));
         handle.respond(status, headers);
-        if handle.respond_body(body.into(), false) == SendState::Closed {
+        if handle.respond_body(body, false) == SendState::Closed {
             // The client left: a WebSocket upgrade's driver still waits for the denial to end.
             handle.abort();
         }
@@ -1070,10 +1072,16 @@ mod tests {
     /// The status and body of the response `handle` was given.
     fn response(handle: &ConnHandle) -> (u16, String) {
         let cmds = commands(handle);
-        let status = cmds.iter().find_map(|c| match c {
-            Command::HttpResponseStart { status, .. } => Some(*status),
-            _ => None,
-        });
+        let (status, length) = cmds
+            .iter()
+            .find_map(|c| match c {
+                Command::HttpResponseStart { status, headers } => {
+                    let length = headers.iter().find(|(n, _)| n == b"content-length");
+                    Some((*status, length.map(|(_, v)| v.clone())))
+                }
+                _ => None,
+            })
+            .expect("a response");
         let body: Vec<u8> = cmds
             .iter()
             .filter_map(|c| match c {
@@ -1082,7 +1090,9 @@ mod tests {
             })
             .flatten()
             .collect();
-        (status.expect("a response"), String::from_utf8(body).unwrap())
+        // Every answer says its length (it is never chunked).
+        assert_eq!(length, Some(body.len().to_string().into_bytes()));
+        (status, String::from_utf8(body).unwrap())
     }
 
     /// The WebSocket messages `handle` was given, as text.

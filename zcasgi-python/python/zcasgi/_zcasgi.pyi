@@ -610,7 +610,10 @@ class EngineIO:
         """Number of sessions."""
 
     def _tick(self) -> None:
-        """Run the heartbeats and events due (the loop timer's callback)."""
+        """Run the heartbeats and events due (``call_soon`` after a call that made events)."""
+
+    def _timer(self) -> None:
+        """The loop timer's callback: the timer is spent; runs `_tick`."""
 
 @final
 class AsgiConn:
