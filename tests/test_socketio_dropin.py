@@ -265,6 +265,35 @@ async def test_an_origin_not_allowed_is_refused_and_the_cookie(strict: ServerPro
         assert str(await asyncio.wait_for(conn.recv(), 10)).startswith('0{"sid":')
 
 
+async def test_a_silent_polling_client_times_out(strict: ServerProcess) -> None:
+    """A client that stops polling (and so answers no ping) is dropped: ``ping timeout``."""
+    base = strict.url("http", "/socket.io/?EIO=4&transport=polling")
+    async with httpx.AsyncClient(timeout=10) as http:
+        opened = await http.get(base)
+        eio_sid = json.loads(opened.text[1:])["sid"]
+        session = f"{base}&sid={eio_sid}"
+        assert (await http.post(session, content="40")).text == "OK"
+        answer = (await http.get(session)).text
+        sid = json.loads(answer[answer.index("{") :])["sid"]
+    assert await _disconnect_of(_url(strict), sid) == ["/", "ping timeout"]
+
+
+async def test_a_silent_websocket_client_is_dropped(strict: ServerProcess) -> None:
+    """A websocket client that answers no ping is dropped (python-engineio gives ``ping
+    timeout`` or, when its read timeout comes first, ``transport close``)."""
+    ws = strict.url("ws", "/socket.io/?EIO=4&transport=websocket")
+    async with websockets.connect(ws, open_timeout=10) as conn:
+        assert str(await asyncio.wait_for(conn.recv(), 10)).startswith('0{"sid":')
+        await conn.send("40")
+        answer = str(await asyncio.wait_for(conn.recv(), 10))
+        sid = json.loads(answer[2:])["sid"]
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(conn.recv(), 15)
+    namespace, reason = await _disconnect_of(_url(strict), sid)
+    assert namespace == "/" and reason in ("ping timeout", "transport close")
+
+
 @pytest.mark.parametrize("served", SERVED)
 async def test_disconnect_handlers_finish_before_the_server_exits(
     served: tuple[str, str],
