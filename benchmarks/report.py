@@ -201,9 +201,25 @@ class Target:
     unit: str = "µs"
 
 
+#: The WebSocket scenarios: their targets and headline are left out of a run without them.
+WEBSOCKET_SCENARIOS = ("echo", "latency", "rtt", "handshakes", "memory", "memory-50k", "large")
+
+
+def _measured_websocket(results: Results) -> bool:
+    return any(results.points(s) for s in WEBSOCKET_SCENARIOS)
+
+
 def targets(results: Results) -> list[Target]:
     """Evaluate zcasgi's performance targets for both backends at the points the run
-    measured."""
+    measured (the WebSocket ones when the run measured any WebSocket scenario, the Socket.IO
+    ones when it measured any Socket.IO scenario)."""
+    out = _websocket_targets(results) if _measured_websocket(results) else []
+    if any(results.points(s) for s in ("fanout", "sio-idle", "sio-ack")):
+        out += socketio_targets(results)
+    return out
+
+
+def _websocket_targets(results: Results) -> list[Target]:
     echo_points = [p for p in results.points("echo") if p["size"] == 64 and p["inflight"] == 1]
     conns = [p["conns"] for p in echo_points]
     at = 1000 if 1000 in conns else max(conns, default=0)
@@ -264,8 +280,6 @@ def targets(results: Results) -> list[Target]:
                 "connect, upgrade, close",
             )
         )
-    if any(results.points(s) for s in ("fanout", "sio-idle", "sio-ack")):
-        out += socketio_targets(results)
     return out
 
 
@@ -475,7 +489,7 @@ def _targets_section(results: Results) -> list[str]:
 
 def _headline(results: Results) -> list[str]:
     servers = results.servers()
-    if not servers:
+    if not servers or not _measured_websocket(results):
         return []
 
     def echo(server: str, conns: int, metric: str) -> Cell | None:

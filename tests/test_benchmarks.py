@@ -340,6 +340,8 @@ def test_socketio_report_and_targets() -> None:
     value, met = verdicts[(mio, "acked events per core vs uvicorn")]
     assert (round(value or 0, 2), met) == (5.33, True)
     assert verdicts[("zcasgi-sio-tokio", "broadcast CPU per recipient")] == (None, None)
+    # A run of the Socket.IO scenarios only has no WebSocket targets or headline.
+    assert not [t for t in report.targets(results) if t.server in report.ZCASGI]
     text = report.markdown(results, _SIO_META, [], REPO_ROOT / "docs" / "benchmarks")
     for title in (
         "## 6. Socket.IO broadcast fan-out",
@@ -349,6 +351,7 @@ def test_socketio_report_and_targets() -> None:
         assert title in text
     assert "| `zcasgi-sio-mio` | 40.0 | 40.0 | 4.00 | 4.00 | 30.0\u00d7 |" in text
     assert "| `zcasgi-sio-mio` | 72,000 | 5.33\u00d7 | 80,000 | 5.33\u00d7 |" in text
+    assert "## Headline" not in text
     # The variants are not "missing" from the scenarios they do not run.
     assert "zcasgi-sio-mio" not in report.absent(results, _SIO_META, "echo", {"conns": 1})
     tokio = report.absent(results, _SIO_META, "sio-ack", {"clients": 1000})
