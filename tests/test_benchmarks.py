@@ -169,6 +169,7 @@ def test_missing_servers_have_a_reason() -> None:
     ("module", "record_dir", "extra"),
     [
         ("benchmarks", "docs/benchmarks", ["--no-plots"]),
+        ("benchmarks", "docs/benchmarks/socketio", ["--no-plots"]),
         ("benchmarks.scale", "docs/benchmarks/scale", []),
         ("benchmarks.tls", "docs/benchmarks/tls", []),
         ("benchmarks.soak", "docs/soak", []),
