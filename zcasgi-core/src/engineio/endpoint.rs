@@ -196,6 +196,40 @@ impl Entry {
         self.connecting.is_none() && self.session.closed().is_none()
     }
 
+    /// Connection `id`, which was the session's `lost`, ended.
+    fn lost(&mut self, lost: Lost, id: ConnId) {
+        match lost {
+            Lost::Handshake => {
+                // The client left before the application answered: the session ends as the
+                // transport closed, once the application has its Connect. A WebSocket
+                // handshake's driver still waits for an answer: a refusal.
+                if let Some((handle, _)) = self.connecting.take_if(|(h, _)| h.id() == id) {
+                    handle.close(1000, String::new());
+                    self.session.transport_lost();
+                }
+            }
+            Lost::Poll => {
+                // A GET that came as a WebSocket upgrade: its driver waits for an answer even
+                // after its client left.
+                if let Some((handle, _)) = self.poll.take_if(|(h, _)| h.id() == id) {
+                    handle.close(1000, String::new());
+                    self.session.poll_abandoned();
+                }
+            }
+            Lost::WebSocket => {
+                if self.ws.take_if(|h| h.id() == id).is_some() {
+                    self.session.transport_lost();
+                }
+            }
+            Lost::Probe => {
+                if self.probe.take_if(|h| h.id() == id).is_some() {
+                    self.session.upgrade_abandoned();
+                }
+            }
+            Lost::Post => {}
+        }
+    }
+
     /// Writes what the session queued to its WebSocket.
     fn flush_ws(&mut self) {
         let Some(ws) = &self.ws else { return };
@@ -243,6 +277,16 @@ enum Role {
     Probe(String),
     /// Answered, or nothing to the endpoint any more.
     Done,
+}
+
+/// Which of a session's connections ended (see [`Role`]).
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    Handshake,
+    Poll,
+    Post,
+    WebSocket,
+    Probe,
 }
 
 /// The content type of a long-polling payload.
@@ -674,55 +718,17 @@ impl Endpoint {
     pub fn on_disconnect(&mut self, id: ConnId, now: Instant) {
         self.conns.handles.remove(&id);
         let Some(role) = self.conns.roles.remove(&id) else { return };
-        let sid = match role {
-            Role::Handshake(sid) => {
-                if let Some(entry) = self.sessions.get_mut(&sid) {
-                    if entry.connecting.as_ref().is_some_and(|(h, _)| h.id() == id) {
-                        // The client left before the application answered: the session ends
-                        // as the transport closed, once the application has its Connect. A
-                        // WebSocket handshake's driver still waits for an answer: a refusal.
-                        if let Some((handle, _)) = entry.connecting.take() {
-                            handle.close(1000, String::new());
-                        }
-                        entry.session.transport_lost();
-                    }
-                }
-                sid
-            }
-            Role::Poll(sid) => {
-                if let Some(entry) = self.sessions.get_mut(&sid) {
-                    if entry.poll.as_ref().is_some_and(|(h, _)| h.id() == id) {
-                        // A GET that came as a WebSocket upgrade: its driver waits for an
-                        // answer even after its client left.
-                        if let Some((handle, _)) = entry.poll.take() {
-                            handle.close(1000, String::new());
-                        }
-                        entry.session.poll_abandoned();
-                    }
-                }
-                sid
-            }
-            Role::Post { sid, .. } => sid,
-            Role::WebSocket(sid) => {
-                if let Some(entry) = self.sessions.get_mut(&sid) {
-                    if entry.ws.as_ref().is_some_and(|h| h.id() == id) {
-                        entry.ws = None;
-                        entry.session.transport_lost();
-                    }
-                }
-                sid
-            }
-            Role::Probe(sid) => {
-                if let Some(entry) = self.sessions.get_mut(&sid) {
-                    if entry.probe.as_ref().is_some_and(|h| h.id() == id) {
-                        entry.probe = None;
-                        entry.session.upgrade_abandoned();
-                    }
-                }
-                sid
-            }
+        let (sid, lost) = match role {
+            Role::Handshake(sid) => (sid, Lost::Handshake),
+            Role::Poll(sid) => (sid, Lost::Poll),
+            Role::Post { sid, .. } => (sid, Lost::Post),
+            Role::WebSocket(sid) => (sid, Lost::WebSocket),
+            Role::Probe(sid) => (sid, Lost::Probe),
             Role::Done => return,
         };
+        if let Some(entry) = self.sessions.get_mut(&sid) {
+            entry.lost(lost, id);
+        }
         self.settle(&sid, now);
     }
 
