@@ -15,7 +15,7 @@ import asyncio
 import os
 from typing import Any
 
-from tests.apps.echo import logger
+from tests.apps.echo import _other_scope, logger
 
 
 class _Handler:
@@ -76,17 +76,7 @@ class _App:
         return "/engine.io/", options, self.handler
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 404, "headers": []})
-            await send({"type": "http.response.body", "body": b"not found"})
+        await _other_scope(scope, receive, send)
 
 
 app = _App()
