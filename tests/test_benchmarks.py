@@ -391,3 +391,34 @@ def test_socketio_plot(tmp_path: Path) -> None:
     for r in idle:
         r["metrics"]["idle_cpu_pct"] = 0.0
     assert "socketio.png" in plots.write_all(report.Results(idle), _SIO_META, tmp_path)
+
+
+def test_perf_report_is_summed_by_part() -> None:
+    """``python -m benchmarks.perf`` counts each DSO's samples in its part."""
+    from benchmarks import perf
+
+    text = """
+    40.00%  400  [kernel.kallsyms]  [k] tcp_sendmsg
+    20.00%  200  _zcasgi.cpython-311-x86_64-linux-gnu.so  [.] zcasgi_core::driver::Driver::feed
+    15.00%  150  libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault
+    10.00%  100  loop.cpython-311-x86_64-linux-gnu.so  [.] __pyx_f_6uvloop_4loop_4Loop__run
+     9.00%   90  libc.so.6  [.] __memmove_avx_unaligned_erms
+     6.00%   60  perf-1234.map  [.] 0x00007f
+# a comment line
+"""
+    profile = perf.parse_report(text, top=2)
+    assert profile.samples == 1000
+    assert profile.parts == pytest.approx(
+        {
+            "kernel": 0.40,
+            "zcasgi (Rust)": 0.20,
+            "event loop (uvloop)": 0.10,
+            "Python": 0.15,
+            "libc": 0.09,
+            "other": 0.06,
+        }
+    )
+    assert profile.top == [
+        (0.40, "[kernel.kallsyms]", "tcp_sendmsg"),
+        (0.20, "_zcasgi.cpython-311-x86_64-linux-gnu.so", "zcasgi_core::driver::Driver::feed"),
+    ]
