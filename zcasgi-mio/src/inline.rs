@@ -13,6 +13,13 @@
 //! it gave a turn request ([`InlineReactor::set_turn_request`]), by asking the caller for that
 //! turn directly, with no write and no wake-up of the descriptor.
 //!
+//! Better still, an operation made on the caller's thread between turns is served at once
+//! ([`Reactor::serve_now`]): the first post of a connection since the last turn applies its
+//! commands and writes its bytes then and there, so a reply is on the wire while the caller's
+//! loop runs the other tasks of its iteration (a client waiting for it can work meanwhile),
+//! instead of after all of them. Later posts of the same connection before the next turn go to
+//! the mailbox and are written together.
+//!
 //! [`RunningServer::join`](zcasgi_core::backend::RunningServer::join) turns the reactor itself
 //! ([`Inline::run_until`]), waiting for readiness, since its caller's loop waits meanwhile.
 //!
@@ -27,13 +34,13 @@ use mio::{Events, Poll};
 use zcasgi_core::backend::{InlineReactor, TurnRequest};
 use zcasgi_transport::Guard;
 
-use crate::reactor::{Reactor, Remote, Turn, Wait, EVENTS};
+use crate::reactor::{Key, Reactor, Remote, ServeNow, Turn, Wait, EVENTS};
 
 /// A reactor run by its caller's event loop.
 pub(crate) struct Inline {
     /// The `Poll`'s epoll descriptor (the `Poll` is in `turning`, never dropped before `self`).
     fd: RawFd,
-    turning: Mutex<Turning>,
+    turning: Arc<Mutex<Turning>>,
     remote: Arc<Remote>,
 }
 
@@ -52,7 +59,7 @@ impl Inline {
         reactor.start();
         let events = Events::with_capacity(EVENTS);
         let turning = Turning { poll, events, reactor: Some((reactor, guard)) };
-        Self { fd: turning.poll.as_raw_fd(), turning: Mutex::new(turning), remote }
+        Self { fd: turning.poll.as_raw_fd(), turning: Arc::new(Mutex::new(turning)), remote }
     }
 
     /// Turns the reactor, waiting for readiness, until it finished or `until` passed; returns
@@ -68,9 +75,34 @@ impl Inline {
     fn lock(&self) -> MutexGuard<'_, Turning> {
         self.turning.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// How a post is served at once: unless the reactor is turning (a post made during a
+    /// turn) or gone.
+    fn serve_now(&self) -> ServeNow {
+        let turning = Arc::downgrade(&self.turning);
+        Arc::new(move |key: Key| {
+            let Some(turning) = turning.upgrade() else { return false };
+            let Ok(mut turning) = turning.try_lock() else { return false };
+            turning.serve_now(key)
+        })
+    }
 }
 
 impl Turning {
+    /// Serves `key` at once ([`Reactor::serve_now`]); a panic drops the reactor, as in a turn.
+    fn serve_now(&mut self, key: Key) -> bool {
+        let Some((reactor, _)) = &mut self.reactor else { return false };
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reactor.serve_now(key, Instant::now())
+        }));
+        if let Ok(served) = served {
+            return served;
+        }
+        reactor.panicked();
+        self.reactor = None;
+        false
+    }
+
     /// One turn; drops the reactor (and its guard) once it finished or panicked.
     fn turn(&mut self, wait: Wait) {
         let (poll, events) = (&mut self.poll, &mut self.events);
@@ -110,6 +142,7 @@ impl InlineReactor for Inline {
     }
 
     fn set_turn_request(&self, request: Option<TurnRequest>) {
+        self.remote.set_serve_now(request.is_some().then(|| self.serve_now()));
         self.remote.set_turn_request(request);
     }
 }

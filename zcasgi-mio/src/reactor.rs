@@ -146,7 +146,14 @@ struct Mailbox {
     keys: Vec<Key>,
     /// An inline reactor's caller's thread, and how a post made on it asks for a turn.
     request: Option<(ThreadId, TurnRequest)>,
+    /// An inline reactor's caller's thread, and how a post made on it is served at once.
+    serve: Option<(ThreadId, ServeNow)>,
 }
+
+/// Serves a posted connection at once, on an inline reactor's caller's thread; `false`: it
+/// could not (the reactor is turning, or served it once already since its last turn), and the
+/// post goes to the mailbox.
+pub(crate) type ServeNow = Arc<dyn Fn(Key) -> bool + Send + Sync>;
 
 impl Remote {
     /// A remote for the reactor that will poll `registry`.
@@ -160,6 +167,11 @@ impl Remote {
         self.lock().request = request.map(|request| (thread::current().id(), request));
     }
 
+    /// Posts made on the calling thread are first offered to `serve` (`None`: no more).
+    pub(crate) fn set_serve_now(&self, serve: Option<ServeNow>) {
+        self.lock().serve = serve.map(|serve| (thread::current().id(), serve));
+    }
+
     /// Wakes the thread.
     pub(crate) fn wake(&self) {
         // A failed wake (the eventfd counter is full) still leaves the thread woken.
@@ -169,7 +181,24 @@ impl Remote {
     /// Puts a connection in the mailbox. If it was empty, asks for a turn: through the turn
     /// request when posted on the thread that set it (an inline reactor's caller), else (or
     /// if the request fails) with the waker.
+    ///
+    /// On an inline reactor's caller's thread, with the mailbox empty, the connection is first
+    /// offered to the reactor to serve at once ([`Remote::set_serve_now`]): its commands are
+    /// applied and its bytes written now, so that a reply leaves while the caller goes on with
+    /// other work, rather than at the next turn.
     fn post(&self, key: Key) {
+        let serve = {
+            let ready = self.lock();
+            let here = thread::current().id();
+            ready
+                .serve
+                .as_ref()
+                .filter(|(thread, _)| ready.keys.is_empty() && *thread == here)
+                .map(|(_, serve)| serve.clone())
+        };
+        if serve.is_some_and(|serve| serve(key)) {
+            return;
+        }
         let request = {
             let mut ready = self.lock();
             ready.keys.push(key);
@@ -226,6 +255,8 @@ struct Conn {
     linger: Option<Instant>,
     /// The deadline that has a live entry in the timer heap.
     armed: Option<Instant>,
+    /// Served at once on a post since the last turn ([`Reactor::serve_now`]).
+    served_now: bool,
 }
 
 impl Conn {
@@ -295,6 +326,8 @@ pub(crate) struct Reactor {
     inbox: Vec<Key>,
     /// Scratch list of due timers.
     due: Vec<Entry>,
+    /// Connections served at once on a post since the last turn.
+    served_now: Vec<Key>,
     /// `on_shutdown` has been applied to every connection.
     stopping: bool,
 }
@@ -321,6 +354,7 @@ impl Reactor {
             deferred: Vec::new(),
             inbox: Vec::new(),
             due: Vec::new(),
+            served_now: Vec::new(),
             stopping: false,
         }
     }
@@ -343,6 +377,11 @@ impl Reactor {
     /// stopped and every connection is gone.
     pub(crate) fn turn(&mut self, poll: &mut Poll, events: &mut Events, wait: Wait) -> Turn {
         let now = Instant::now();
+        for key in self.served_now.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key.slot).filter(|c| c.id == key.id) {
+                conn.served_now = false;
+            }
+        }
         if self.state.forced() {
             self.abort_all();
             return self.finished();
@@ -634,6 +673,28 @@ impl Reactor {
         self.due = due;
     }
 
+    /// Serves a connection whose application has news at once, between turns, as the mailbox
+    /// would at the next turn (an inline reactor, on its caller's thread). Returns `false`,
+    /// leaving the rest to the next turn, for a connection served this way since the last
+    /// turn (so that a burst of sends on one connection is written in one batch, not one
+    /// write each) or when serving it moved the reactor's next deadline earlier (the caller
+    /// re-arms its timer after a turn).
+    pub(crate) fn serve_now(&mut self, key: Key, now: Instant) -> bool {
+        let Some(conn) = self.live(key) else { return true };
+        if conn.served_now {
+            return false;
+        }
+        conn.served_now = true;
+        if conn.linger.is_none() {
+            conn.session.driver_mut().on_commands(now);
+        }
+        self.served_now.push(key);
+        let before = self.timers.next_deadline();
+        self.service(key.slot, now);
+        let after = self.next_deadline();
+        after.is_none_or(|after| before.is_some_and(|before| after >= before))
+    }
+
     /// Serves the connections whose application has news.
     fn drain_mailbox(&mut self, now: Instant) {
         std::mem::swap(&mut self.remote.lock().keys, &mut self.inbox);
@@ -678,6 +739,7 @@ impl Reactor {
             deferred: false,
             linger: None,
             armed: None,
+            served_now: false,
         });
         self.arm(slot);
     }

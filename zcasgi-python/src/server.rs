@@ -221,11 +221,15 @@ impl Core {
         let mut this = slf.borrow_mut();
         if !this.turn_requested {
             if let Some(inline) = this.inline() {
-                inline.set_turn_request(Some(turn_request(slf, &this.event_loop)?));
+                let request = turn_request(slf, &this.event_loop)?;
+                inline.set_turn_request(Some(request.clone()));
+                this.queue.set_request(Some(request));
             }
             this.turn_requested = true;
         }
+        let inline = this.inline().is_some();
         if let Some(inline) = this.inline() {
+            this.queue.begin_drain();
             inline.turn();
         }
         let mut batch = std::mem::take(&mut this.batch);
@@ -240,6 +244,11 @@ impl Core {
             }
         }
         this.batch = batch;
+        if inline {
+            // What the backend pushed while the events were dispatched (operations it served
+            // at once) asks for the next drain.
+            this.queue.end_drain();
+        }
         if let Some(due) = this.inline().and_then(InlineReactor::next_deadline) {
             let this = &mut *this;
             let event_loop = this.event_loop.bind(py);
@@ -283,6 +292,7 @@ impl Core {
         if let Some(inline) = self.inline() {
             inline.set_turn_request(None);
         }
+        self.queue.set_request(None);
         let Some(server) = self.server.take() else { return Ok(true) };
         let done = py.detach(|| server.join(timeout));
         Ok(done)
