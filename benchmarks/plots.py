@@ -30,7 +30,7 @@ from .servers import BASELINE
 #: One colour and marker per server, the same in every plot.
 _STYLES = {
     "zcasgi-mio": ("#d62728", "o"),
-    "zcasgi-mio-loop": ("#e7969c", "d"),
+    "zcasgi-mio-thread": ("#e7969c", "d"),
     "zcasgi-tokio": ("#ff7f0e", "s"),
     "zcasgi-sio-mio": ("#7b0c0c", "h"),
     "zcasgi-sio-tokio": ("#b35806", "p"),

@@ -23,8 +23,9 @@ TARGET_KIB_PER_CONN = 4.0
 TARGET_CPU_US_PER_HANDSHAKE = 30.0
 #: 1 MiB echo: at least this share of raw TCP's throughput.
 TARGET_LARGE_SHARE_OF_TCP = 0.85
-#: The WebSocket servers the targets are checked for (loop mode only when the run measured it).
-ZCASGI = ("zcasgi-mio", "zcasgi-mio-loop", "zcasgi-tokio")
+#: The WebSocket servers the targets are checked for (the I/O thread variant only when the run
+#: measured it).
+ZCASGI = ("zcasgi-mio", "zcasgi-mio-thread", "zcasgi-tokio")
 #: The targets of zcasgi.socketio (issue 13), for the chat app written against it.
 ZCASGI_SIO = ("zcasgi-sio-mio", "zcasgi-sio-tokio")
 TARGET_SIO_CPU_US_PER_RECIPIENT = 5.0
@@ -244,7 +245,7 @@ def _websocket_targets(results: Results) -> list[Target]:
     measured = set(results.servers())
     out = []
     for server in ZCASGI:
-        if server == "zcasgi-mio-loop" and server not in measured:
+        if server == "zcasgi-mio-thread" and server not in measured:
             continue
         where = f"64 B echo, {at:,} connections, 1 in flight"
         cpu = _median(results, "echo", server, "cpu_us_per_msg", conns=at, **echo)

@@ -194,17 +194,19 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             "zcasgi-mio",
             "zcasgi",
-            "zcasgi, backend=mio",
+            "zcasgi, backend=mio (its defaults: pinned to one CPU, the reactor runs in the "
+            "asyncio loop, io_threads=0)",
             _zcasgi("mio"),
             serves_fd=True,
             inherits_socket=True,
             ready_line=READY_LINE,
         ),
         ServerSpec(
-            "zcasgi-mio-loop",
+            "zcasgi-mio-thread",
             "zcasgi",
-            "zcasgi, backend=mio, io_threads=0 (the reactor in the asyncio loop, no I/O thread)",
-            _zcasgi("mio", "--io-threads", "0"),
+            "zcasgi, backend=mio, io_threads=1 (one I/O thread beside the asyncio loop: the "
+            "default with more than one CPU)",
+            _zcasgi("mio", "--io-threads", "1"),
             serves_fd=True,
             inherits_socket=True,
             ready_line=READY_LINE,

@@ -15,6 +15,7 @@ import zcasgi
 from harness import REPO_ROOT, ZcasgiServer, listen, server_env
 from zcasgi import _zcasgi
 from zcasgi.config import LIMITS, Config, defaults, option_names
+from zcasgi.options import OPTIONS
 
 
 async def _app(scope: object, receive: object, send: object) -> None:
@@ -129,11 +130,48 @@ def test_documented_bounds_are_accepted() -> None:
 
 
 def test_defaults_and_ranges_of_the_core_options_come_from_the_core() -> None:
-    core_defaults = _zcasgi.server_defaults()
+    # io_threads is chosen by Python when not given (test_io_threads_auto_*).
+    core_defaults = {k: v for k, v in _zcasgi.server_defaults().items() if k != "io_threads"}
     assert {k: v for k, v in defaults().items() if k in core_defaults} == core_defaults
-    assert {k: v for k, v in LIMITS.items() if k in core_defaults} == _zcasgi.server_limits()
+    assert {k: v for k, v in LIMITS.items() if k in core_defaults | {"io_threads": 0}} == (
+        _zcasgi.server_limits()
+    )
     config = Config(_app)
     assert {name: getattr(config, name) for name in core_defaults} == core_defaults
+
+
+@pytest.mark.parametrize(
+    ("backend", "cpus", "expected"), [("mio", 1, 0), ("mio", 2, 1), ("tokio", 1, 1)]
+)
+def test_io_threads_auto_runs_mio_on_the_loop_with_one_cpu(
+    monkeypatch: pytest.MonkeyPatch, backend: str, cpus: int, expected: int
+) -> None:
+    monkeypatch.setattr(zcasgi.config, "usable_cpus", lambda: cpus)
+    assert Config(_app, backend=backend).io_threads == expected
+    assert Config(_app, backend=backend, io_threads=3).io_threads == 3
+
+
+def test_io_threads_auto_counts_the_affinity() -> None:
+    """The CPUs a child process pinned to one CPU may use: one, so mio runs on the loop."""
+    code = (
+        "from zcasgi.config import usable_cpus, Config; "
+        "print(usable_cpus(), Config(lambda s, r, w: None).io_threads)"
+    )
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert out == ["1", "0"]
+
+
+def test_io_threads_auto_from_the_command_line() -> None:
+    """``--io-threads auto`` (and ``ZCASGI_IO_THREADS=auto``) leave the choice to zcasgi."""
+    [option] = [o for o in OPTIONS if o.name == "io_threads"]
+    assert option.parse("auto") is None
+    assert option.parse("2") == 2
 
 
 @pytest.mark.parametrize(

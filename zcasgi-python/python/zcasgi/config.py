@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from ._zcasgi import BACKENDS, server_limits, validate_config
@@ -95,6 +96,31 @@ def _check_range(name: str, value: float) -> None:
         raise ValueError(f"{name} must be >= {_show(low)}, got {value}")
     if value > high:
         raise ValueError(f"{name} must be <= {_show(high)}, got {value}")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, and its cgroup's CPU quota (cgroup v2
+    ``cpu.max``) rounded up, whichever is fewer."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        group = next(line[3:] for line in lines if line.startswith("0::"))
+        quota, period = (Path("/sys/fs/cgroup") / group.lstrip("/") / "cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError, StopIteration):
+        pass
+    return cpus
+
+
+def auto_io_threads(backend: str) -> int:
+    """``io_threads`` when not given: none (the reactor in the event loop) for the mio backend
+    in a process allowed one CPU, where an I/O thread could only take turns with the loop's;
+    else one."""
+    return 0 if backend == "mio" and usable_cpus() == 1 else 1
 
 
 def _count(name: str, value: object) -> int:
@@ -242,7 +268,9 @@ class Config:
         backend: Transport backend, ``"mio"`` or ``"tokio"``.
         io_threads: Number of I/O threads of the backend; 0: none, the mio backend's reactor
             runs inside the asyncio event loop, on its thread (``backend="tokio"`` needs 1 or
-            more).
+            more). ``None`` (the default): 0 with backend mio when the process may use only
+            one CPU (its affinity or its cgroup's quota), else 1; the attribute holds the
+            number chosen.
         workers: Number of worker processes; more than 1 runs them under a supervisor that
             binds the listening socket once, replaces a worker that dies and reloads them one
             at a time on SIGHUP (docs/deployment.md).
@@ -325,7 +353,7 @@ class Config:
         uds_permissions: int | str | None = default("uds_permissions"),
         fd: int | None = default("fd"),
         backend: Literal["mio", "tokio"] = default("backend"),
-        io_threads: int = default("io_threads"),
+        io_threads: int | None = default("io_threads"),
         workers: int = default("workers"),
         backlog: int = default("backlog"),
         max_connections: int = default("max_connections"),
@@ -397,7 +425,12 @@ class Config:
             raise ValueError(
                 f"unknown backend {self.backend!r}; valid backends: {', '.join(BACKENDS)}"
             )
-        self.io_threads = _count("io_threads", values["io_threads"])
+        io_threads = values["io_threads"]
+        self.io_threads: int = (
+            auto_io_threads(self.backend)
+            if io_threads is None
+            else _count("io_threads", io_threads)
+        )
         if self.io_threads == 0 and self.backend != "mio":
             raise ValueError(
                 "io_threads=0 (the I/O on the event loop's thread) needs backend mio, "

@@ -58,7 +58,7 @@ class Kind(Enum):
     TEXT = "text"
     #: An integer.
     INT = "int"
-    #: An integer, or ``none``.
+    #: An integer, or ``none`` (also ``off``, ``auto``).
     OPTIONAL_INT = "optional int"
     #: A number of seconds.
     SECONDS = "seconds"
@@ -132,7 +132,11 @@ class Option:
         """
         kind = self.kind
         text = raw.strip()
-        if kind in (Kind.OPTIONAL_INT, Kind.OPTIONAL_SECONDS) and text.lower() in ("none", "off"):
+        if kind in (Kind.OPTIONAL_INT, Kind.OPTIONAL_SECONDS) and text.lower() in (
+            "none",
+            "off",
+            "auto",
+        ):
             return None
         if kind is Kind.OPTIONAL_BOOL and text.lower() in ("auto", "none"):
             return None
@@ -224,11 +228,13 @@ OPTIONS: tuple[Option, ...] = (
         "transport backend (default mio)",
         choices=tuple(BACKENDS),
     ),
-    _core(
+    Option(
         "io_threads",
-        "int",
-        Kind.INT,
-        "I/O threads of the backend; 0: mio's reactor runs in the event loop (default 1)",
+        "int | None",
+        None,
+        Kind.OPTIONAL_INT,
+        "I/O threads of the backend; 0: mio's reactor runs in the event loop; auto (default): "
+        "0 with backend mio in a process allowed one CPU, else 1",
     ),
     Option(
         "workers",
