@@ -120,6 +120,24 @@ async def test_scope(backend: str) -> None:
     assert scope["state"] == {}
 
 
+async def test_scope_of_a_trusted_proxy_names_the_forwarded_client(backend: str) -> None:
+    """``proxy_headers`` (on, trusting 127.0.0.1 by default) applies to a WebSocket's scope
+    when its request carries X-Forwarded-*; a request without them keeps its peer's."""
+    forwarded = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "X-Forwarded-Proto": "https"}
+    with ZcasgiServer("apps.echo:scope_app", backend) as server:
+        async with connect(server.url(), additional_headers=forwarded) as ws:
+            proxied = json.loads(await ws.recv())
+        async with connect(server.url(), additional_headers={"X-Forwarded-For": "::1"}) as ws:
+            only_for = json.loads(await ws.recv())
+        async with connect(server.url()) as ws:
+            direct = json.loads(await ws.recv())
+    assert (proxied["client"], proxied["scheme"]) == (["203.0.113.9", 0], "wss")
+    assert (only_for["client"], only_for["scheme"]) == (["::1", 0], "ws")
+    assert direct["client"][0] == "127.0.0.1"
+    assert direct["client"][1] != 0
+    assert direct["scheme"] == "ws"
+
+
 async def test_scope_changes_stay_in_their_connection(backend: str) -> None:
     """Scopes share their immutable parts: what one application changes, the next never sees."""
     scopes = []

@@ -13,6 +13,7 @@ use zcasgi_core::backend::{
     Backend, ConnId, ConnectInfo, Event, InlineReactor, LogLevel, Refusal, RunningServer,
     TurnRequest,
 };
+use zcasgi_core::handshake::Request;
 
 use crate::access::{self, AccessLog, Kind, Outcome};
 use crate::bridge::{wake, AsgiConn, EventQueue, Inbound, ScopeBuilder};
@@ -36,6 +37,23 @@ fn log_level(level: i32) -> LogLevel {
 /// The scope builder of events that carry no handshake.
 fn no_scope<'py>(_: &ConnectInfo) -> PyResult<Bound<'py, PyDict>> {
     Err(pyo3::exceptions::PyRuntimeError::new_err("an Engine.IO handshake without its request"))
+}
+
+/// Applies `proxy_headers` to `scope` through `resolve`, if the request carries a header it
+/// reads (`X-Forwarded-For`, `X-Forwarded-Proto`): without one, it would change nothing, so
+/// most connections skip the call.
+fn apply_proxy_headers(
+    resolve: Option<&Py<PyAny>>,
+    req: &Request,
+    scope: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    let Some(resolve) = resolve else { return Ok(()) };
+    let forwarded =
+        req.headers.iter().any(|(n, _)| n == b"x-forwarded-for" || n == b"x-forwarded-proto");
+    if forwarded {
+        resolve.call1(scope.py(), (scope,))?;
+    }
+    Ok(())
 }
 
 /// Names of the available backends, in the order they are listed to users.
@@ -359,9 +377,7 @@ impl Core {
                     let (tls, client) = (info.tls.is_some(), info.client);
                     let scope =
                         self.scopes.request_scope(py, &info.request, websocket, tls, client)?;
-                    if let Some(resolve) = &self.resolve_client {
-                        resolve.call1(py, (&scope,))?;
-                    }
+                    apply_proxy_headers(self.resolve_client.as_ref(), &info.request, &scope)?;
                     let kind = if websocket { Kind::WebSocket } else { Kind::Http };
                     engine.borrow_mut().remember(info.id, scope.unbind(), kind);
                 }
@@ -369,9 +385,7 @@ impl Core {
                 let (scopes, resolve) = (&mut self.scopes, &self.resolve_client);
                 EngineIO::feed(engine, |e, now| e.on_request(info, now), &mut |info| {
                     let scope = scopes.scope(py, info, state.as_ref())?;
-                    if let Some(resolve) = resolve {
-                        resolve.call1(py, (&scope,))?;
-                    }
+                    apply_proxy_headers(resolve.as_ref(), &info.request, &scope)?;
                     Ok(scope)
                 })?;
             }
@@ -398,6 +412,7 @@ impl Core {
             Event::Connect(info) | Event::HttpRequest(info) => {
                 let state = self.state.as_ref().map(|s| s.bind(py));
                 let scope = self.scopes.scope(py, &info, state)?;
+                apply_proxy_headers(self.resolve_client.as_ref(), &info.request, &scope)?;
                 let logger = self.access_log.as_ref().map(|a| a.clone_ref(py));
                 let kind = if info.upgrade.is_some() { Kind::WebSocket } else { Kind::Http };
                 let access = AccessLog::new(logger, &scope, kind);
@@ -452,9 +467,7 @@ impl Core {
             let kind = if websocket { Kind::WebSocket } else { Kind::Http };
             let (tls, client) = (refusal.tls, refusal.client);
             let scope = self.scopes.request_scope(py, req, websocket, tls, client)?;
-            if let Some(resolve) = &self.resolve_client {
-                resolve.call1(py, (&scope,))?;
-            }
+            apply_proxy_headers(self.resolve_client.as_ref(), req, &scope)?;
             (scope, kind)
         } else {
             let scope = PyDict::new(py);

@@ -507,8 +507,10 @@ class Core:
                 receiving end of its inbox, and the sending end of every worker's inbox by
                 index (all from ``inbox_pair``, duplicated, not taken). Requests for the
                 Engine.IO sessions of another worker are handed to it through its inbox.
-            resolve_client: Applies ``proxy_headers`` to a scope in place; called on the scope
-                of a request the server answers itself, before its access record.
+            resolve_client: Applies ``proxy_headers`` to a scope in place; called on each
+                scope whose request carries ``X-Forwarded-For`` or ``X-Forwarded-Proto``
+                (without them it would change nothing), before the application or the access
+                record sees it.
             engineio: ``(path, options, handler)`` to serve the application's Engine.IO
                 endpoint in Rust (see `EngineIO`): requests whose path, with a trailing slash,
                 starts with ``path`` (every request if ``None``) go to it instead of the

@@ -121,6 +121,8 @@ class Server:
         self.started = False
         self.sockets: list[socket.socket] = []
         self._core: Any = None
+        #: The running loop, once started (`_on_connect` runs on it).
+        self._loop: Any = None
         self._engineio_handler: Any = None
         #: Each running application task, with the connection and scope it serves.
         self._tasks: dict[asyncio.Future[Any], tuple[Any, dict[str, Any]]] = {}
@@ -232,6 +234,7 @@ class Server:
         """The lifespan startup, then the core on the bound sockets; a core that cannot start
         gives the application its lifespan shutdown before the error goes on."""
         config = self.config
+        self._loop = loop
         self._lifespan = Lifespan(self._app, config.lifespan)
         await self._lifespan.startup()
         engineio = _engineio_spec(self._app)
@@ -294,8 +297,7 @@ class Server:
     # ---- connections ----
 
     def _on_connect(self, conn: Any, scope: dict[str, Any]) -> None:
-        if self.config.proxy_headers:
-            self._apply_proxy_headers(scope)
+        # The core applied ``proxy_headers`` to the scope already (`_apply_proxy_headers`).
         # The application's coroutine is the task's own (no wrapper: every idle WebSocket
         # keeps its task's coroutines), and its outcome is handled by `_app_done`, run in the
         # task's context as code after an `await` in the task would be (Python 3.11+).
@@ -303,13 +305,12 @@ class Server:
         try:
             app = context.run(self._app, scope, conn.receive, conn.send)
             coro = app if inspect.iscoroutine(app) else _awaited(app)
-            loop = asyncio.get_running_loop()
             if sys.version_info >= (3, 11):
-                task = loop.create_task(coro, context=context)
+                task = self._loop.create_task(coro, context=context)
             else:
                 # Before 3.11 the task runs in a copy of the context it is created in, so
                 # `_app_done` does not see the variables the application set.
-                task = context.run(loop.create_task, coro)
+                task = context.run(self._loop.create_task, coro)
         except Exception as exc:
             _app_failed(conn, scope, exc)
             return

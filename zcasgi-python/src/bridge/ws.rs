@@ -166,8 +166,13 @@ impl WebSocket {
                 if self.state == AppState::Connecting {
                     log.log(py, Outcome::Status(403));
                 }
+                let open = self.state == AppState::Open;
                 self.state = AppState::Closed;
-                handle.close(code, reason);
+                // An open WebSocket the I/O side has finished has nothing left to close: no
+                // command, no wake-up of its thread.
+                if !(open && self.disconnect.is_some()) {
+                    handle.close(code, reason);
+                }
                 Ok(false)
             }
             (AppState::Closed, "websocket.close") => Ok(false),
@@ -220,7 +225,11 @@ impl WebSocket {
                 true
             }
             AppState::Open => {
-                handle.close(1000, String::new());
+                // Once the I/O side has finished the WebSocket (the client closed it), there is
+                // nothing to close: no command, no wake-up of its thread.
+                if self.disconnect.is_none() {
+                    handle.close(1000, String::new());
+                }
                 false
             }
             AppState::Closed => false,
