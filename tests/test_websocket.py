@@ -138,6 +138,22 @@ async def test_scope_of_a_trusted_proxy_names_the_forwarded_client(backend: str)
     assert direct["scheme"] == "ws"
 
 
+async def test_scope_headers_are_each_requests_own(backend: str) -> None:
+    """Header pairs are shared between scopes only while a value repeats: each request sees
+    the values it sent, in its order."""
+    values = ["a", "b", "b", "a", "x" * 300, "x" * 300]
+    seen = []
+    with ZcasgiServer("apps.echo:scope_app", backend) as server:
+        for value in values:
+            headers = {"X-Custom": value, "X-Other": value[::-1]}
+            async with connect(server.url(), additional_headers=headers) as ws:
+                scope = json.loads(await ws.recv())
+            names = [name for name, _ in scope["headers"]]
+            assert names.index("x-custom") < names.index("x-other")
+            seen.append((dict(scope["headers"])["x-custom"], dict(scope["headers"])["x-other"]))
+    assert seen == [(value, value[::-1]) for value in values]
+
+
 async def test_scope_changes_stay_in_their_connection(backend: str) -> None:
     """Scopes share their immutable parts: what one application changes, the next never sees."""
     scopes = []

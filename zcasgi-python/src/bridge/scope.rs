@@ -5,8 +5,9 @@
 //! Every idle WebSocket keeps its scope for as long as it lives, so a scope holds as few
 //! objects of its own as it can: what never changes (the type, `asgi` versions, scheme, root
 //! path, the listener's `server` address) and what repeats from one request to the next (header
-//! names, and values such as `upgrade: websocket`, a path, a client address behind a proxy) are
-//! immutable `str`/`bytes`/`tuple` objects shared between scopes ([`ScopeBuilder`]). The
+//! names, whole `(name, value)` pairs such as `(b"upgrade", b"websocket")`, a path, a client
+//! address behind a proxy) are immutable `str`/`bytes`/`tuple` objects shared between scopes
+//! ([`ScopeBuilder`]). The
 //! containers an application may mutate (the scope, `asgi`, `headers`, `extensions`) are its
 //! own, so a change to one scope never shows in another.
 
@@ -41,10 +42,31 @@ pub struct ScopeBuilder {
     headers: HashMap<Box<[u8]>, SharedHeader>,
 }
 
-/// A header name's shared `bytes` object and the latest value sent with it.
+/// A header name's shared `bytes` object, and the `(name, value)` pair of the latest short
+/// value sent with it.
 struct SharedHeader {
     name: Py<PyBytes>,
-    value: Option<Py<PyBytes>>,
+    pair: Option<Py<PyTuple>>,
+}
+
+impl SharedHeader {
+    /// The `(name, value)` pair for `value`: the latest one if `value` is the same again (a
+    /// tuple of `bytes`, immutable, so scopes may share it), else a new one, kept for the next
+    /// request if `value` is short.
+    fn pair<'py>(&mut self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+        if let Some(pair) = &self.pair {
+            let pair = pair.bind(py);
+            if pair.get_item(1)?.cast::<PyBytes>()?.as_bytes() == value {
+                return Ok(pair.clone());
+            }
+        }
+        let pair =
+            PyTuple::new(py, [self.name.bind(py).as_any(), PyBytes::new(py, value).as_any()])?;
+        if value.len() <= MAX_SHARED_VALUE {
+            self.pair = Some(pair.clone().unbind());
+        }
+        Ok(pair)
+    }
 }
 
 /// `cached` if it holds `bytes`, else a new object that replaces it.
@@ -140,31 +162,20 @@ impl ScopeBuilder {
 
     /// The `(name, value)` pairs of `scope["headers"]`, in a list of the scope's own.
     fn headers<'py>(&mut self, py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyList>> {
-        let headers = PyList::empty(py);
+        let mut pairs = Vec::with_capacity(req.headers.len());
         for (name, value) in &req.headers {
-            let pair = if let Some(shared) = self.headers.get_mut(name.as_slice()) {
-                let value = if value.len() <= MAX_SHARED_VALUE {
-                    reuse_bytes(py, &mut shared.value, value)
-                } else {
-                    PyBytes::new(py, value)
-                };
-                PyTuple::new(py, [shared.name.bind(py).clone(), value])?
-            } else {
-                let name_bytes = PyBytes::new(py, name);
-                let value_bytes = PyBytes::new(py, value);
-                if self.headers.len() < MAX_SHARED_NAMES {
-                    let shared = SharedHeader {
-                        name: name_bytes.clone().unbind(),
-                        value: (value.len() <= MAX_SHARED_VALUE)
-                            .then(|| value_bytes.clone().unbind()),
-                    };
-                    self.headers.insert(name.clone().into_boxed_slice(), shared);
-                }
-                PyTuple::new(py, [name_bytes, value_bytes])?
-            };
-            headers.append(pair)?;
+            if let Some(shared) = self.headers.get_mut(name.as_slice()) {
+                pairs.push(shared.pair(py, value)?);
+                continue;
+            }
+            let mut shared = SharedHeader { name: PyBytes::new(py, name).unbind(), pair: None };
+            pairs.push(shared.pair(py, value)?);
+            if self.headers.len() < MAX_SHARED_NAMES {
+                self.headers.insert(name.clone().into_boxed_slice(), shared);
+            }
         }
-        Ok(headers)
+        // Built whole: a list sized for its pairs, with no room to grow.
+        PyList::new(py, pairs)
     }
 
     /// The part of an ASGI scope that a request head and its connection's client give: type,
