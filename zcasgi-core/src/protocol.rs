@@ -384,6 +384,17 @@ impl Connection {
         }
     }
 
+    /// Bytes of the frame being received that have not arrived yet: nothing can be parsed
+    /// before they have (a control frame cannot come in the middle of a frame's payload,
+    /// RFC 6455 §5.4). 0 between frames, and when nothing more is read.
+    #[must_use]
+    pub fn awaited_bytes(&self) -> usize {
+        match self.pending {
+            Some(p) if self.is_reading() => p.len.saturating_sub(self.inbuf.len()),
+            _ => 0,
+        }
+    }
+
     /// Processes whatever has been read into [`Connection::read_buffer`].
     ///
     /// # Errors
@@ -1171,6 +1182,69 @@ mod tests {
         assert_eq!(feed(&mut c, &frame(true, 0, 3, b"")), Err(ProtocolError::ReservedOpcode(3)));
         assert!(c.is_closed());
         assert_eq!(events(&mut c), [closed(1002)]);
+    }
+
+    /// The header length of a masked client frame with a payload of `len` bytes.
+    fn header_len(len: usize) -> usize {
+        frame(true, 0, 2, &vec![0; len]).len() - len
+    }
+
+    #[test]
+    fn awaited_bytes_is_the_rest_of_the_frame_at_every_split() {
+        // A fragmented binary message (70,000 + 1,000 bytes) with a ping between the
+        // fragments, then a text frame: fed one split at a time, byte by byte.
+        let mut input = frame(false, 0, 2, &vec![1; 70_000]);
+        let first = input.len();
+        input.extend(frame(true, 0, 9, b"p"));
+        let ping_end = input.len();
+        input.extend(frame(true, 0, 0, &[2; 1000]));
+        let second = input.len();
+        input.extend(frame(true, 0, 1, b"done"));
+        let frames = [
+            (0, first, 70_000),
+            (first, ping_end, 1),
+            (ping_end, second, 1000),
+            (second, input.len(), 4),
+        ];
+        for split in 0..=input.len() {
+            let mut c = conn();
+            feed(&mut c, &input[..split]).unwrap();
+            let (start, end, len) =
+                frames.into_iter().find(|&(_, end, _)| split < end).unwrap_or((split, split, 0));
+            let header_done = split >= start + header_len(len);
+            let expected = if header_done { end - split } else { 0 };
+            assert_eq!(c.awaited_bytes(), expected, "split at {split}");
+            feed(&mut c, &input[split..]).unwrap();
+            assert_eq!(c.awaited_bytes(), 0, "split at {split}: all of it fed");
+            assert_eq!(events(&mut c).len(), 3, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn awaited_bytes_is_zero_once_nothing_more_is_read() {
+        // Oversize: the header fails the connection (1009), nothing of the payload is awaited.
+        let mut c = Connection::new(ProtocolConfig {
+            max_message_size: 100,
+            ping_interval: None,
+            ..ProtocolConfig::default()
+        });
+        let big = frame(true, 0, 2, &[0; 101]);
+        assert!(feed(&mut c, &big[..50]).is_err());
+        assert_eq!(c.awaited_bytes(), 0);
+        // A held failure reads nothing more.
+        let mut c = conn();
+        c.hold_failures();
+        let mut input = frame(true, 0, 2, &[0; 1000]);
+        input[1] &= 0x7f; // unmasked: 1002
+        assert!(feed(&mut c, &input[..10]).is_err());
+        assert!(c.is_failing());
+        assert_eq!(c.awaited_bytes(), 0);
+        // Closing (our close frame sent): the peer's frames are still read, and awaited.
+        let mut c = conn();
+        c.send_close(1000, "").unwrap();
+        let data = frame(true, 0, 2, &[0; 1000]);
+        feed(&mut c, &data[..100]).unwrap();
+        assert_eq!(c.awaited_bytes(), data.len() - 100);
     }
 
     #[test]

@@ -102,6 +102,10 @@ impl zcasgi_transport::io::Socket for Tracked<'_> {
     fn shutdown_write(&self) -> io::Result<()> {
         self.0.get_ref().shutdown(std::net::Shutdown::Write)
     }
+
+    fn set_read_low_water(&self, bytes: usize) {
+        zcasgi_transport::io::set_read_low_water(SockRef::from(self.0.get_ref()), bytes);
+    }
 }
 
 /// What ended a wait in [`Conn::serve`].

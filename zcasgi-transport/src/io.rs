@@ -63,6 +63,12 @@ pub trait Socket {
     fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Shuts the writing side down (the peer reads its end of stream).
     fn shutdown_write(&self) -> io::Result<()>;
+    /// Sets the receive low-water mark: the socket reports itself readable once `bytes` are
+    /// queued (or at the end of the stream), not at the first byte. Best effort: a socket
+    /// without one ignores it.
+    fn set_read_low_water(&self, bytes: usize) {
+        let _ = bytes;
+    }
 }
 
 impl Socket for socket2::Socket {
@@ -76,6 +82,47 @@ impl Socket for socket2::Socket {
 
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn set_read_low_water(&self, bytes: usize) {
+        set_read_low_water(SockRef::from(self), bytes);
+    }
+}
+
+/// Sets `SO_RCVLOWAT` (see [`Socket::set_read_low_water`]); errors are ignored (the mark is
+/// an optimisation: without it the socket wakes its reader at the first byte, as by default).
+pub fn set_read_low_water(socket: SockRef<'_>, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open (borrowed from a live socket), and `value` is a valid
+    // `c_int` that outlives the call, whose size is passed.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Smallest rest of a frame worth waiting for in one read (see [`read_low_water`]).
+pub const MIN_LOW_WATER: usize = 64 * 1024;
+
+/// Most bytes a connection waits for before it reads (see [`read_low_water`]).
+pub const MAX_LOW_WATER: usize = 1024 * 1024;
+
+/// The receive low-water mark for a driver that awaits `awaited` bytes
+/// ([`Driver::awaited_bytes`]): the rest of a large frame (up to [`MAX_LOW_WATER`]) arrives
+/// whole before the reader wakes, so its payload takes one read instead of one per wake-up;
+/// 1 (the default: wake at the first byte) otherwise.
+#[must_use]
+pub fn read_low_water(awaited: usize) -> usize {
+    if awaited >= MIN_LOW_WATER {
+        awaited.min(MAX_LOW_WATER)
+    } else {
+        1
     }
 }
 
@@ -363,6 +410,44 @@ mod tests {
         let reset =
             |_: &mut BytesMut| -> io::Result<usize> { Err(io::ErrorKind::ConnectionReset.into()) };
         assert_eq!(discard(&mut scratch, reset), Read::Failed);
+    }
+
+    #[test]
+    fn low_water_is_the_rest_of_a_large_frame_within_bounds() {
+        assert_eq!(read_low_water(0), 1);
+        assert_eq!(read_low_water(MIN_LOW_WATER - 1), 1);
+        assert_eq!(read_low_water(MIN_LOW_WATER), MIN_LOW_WATER);
+        assert_eq!(read_low_water(300_000), 300_000);
+        assert_eq!(read_low_water(usize::MAX), MAX_LOW_WATER);
+    }
+
+    #[test]
+    fn set_read_low_water_sets_so_rcvlowat() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let socket = socket2::Socket::from(ours);
+        let get = || {
+            use std::os::fd::AsRawFd;
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: the descriptor is open; `value` and `len` are valid for writes.
+            let rc = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&raw mut value).cast(),
+                    &raw mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            value
+        };
+        assert_eq!(get(), 1);
+        Socket::set_read_low_water(&socket, 300_000);
+        assert_eq!(get(), 300_000);
+        Socket::set_read_low_water(&socket, 1);
+        assert_eq!(get(), 1);
     }
 
     static SIGPIPES: AtomicUsize = AtomicUsize::new(0);

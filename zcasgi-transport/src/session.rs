@@ -36,19 +36,21 @@ enum Path {
 pub struct Session {
     driver: Driver,
     path: Path,
+    /// The socket's receive low-water mark, as last set ([`io::read_low_water`]).
+    low_water: usize,
 }
 
 impl Session {
     /// The session of a plain connection.
     #[must_use]
     pub fn plain(driver: Driver) -> Self {
-        Self { driver, path: Path::Plain }
+        Self { driver, path: Path::Plain, low_water: 1 }
     }
 
     /// The session of a TLS connection whose handshake has not started.
     #[must_use]
     pub fn tls(driver: Driver, tls: TlsStream) -> Self {
-        Self { driver, path: Path::Tls(Box::new(tls)) }
+        Self { driver, path: Path::Tls(Box::new(tls)), low_water: 1 }
     }
 
     /// Whether the connection is over TLS (its TLS state lives in this process: it cannot be
@@ -100,7 +102,23 @@ impl Session {
     /// `shared` is the backend's shared read buffer (see [`io::read`]).
     pub fn read(&mut self, socket: &impl Socket, shared: &mut BytesMut, now: Instant) -> Read {
         match &mut self.path {
-            Path::Plain => io::read(&mut self.driver, shared, now, |b| io::recv_into(socket, b)),
+            Path::Plain => {
+                let read = io::read(&mut self.driver, shared, now, |b| io::recv_into(socket, b));
+                // Over TLS the socket's bytes are not the driver's, so only here. The mark
+                // matters only once the backend waits: after a read that emptied the socket.
+                let low_water = match read {
+                    Read::Data { short: true } | Read::WouldBlock => {
+                        io::read_low_water(self.driver.awaited_bytes())
+                    }
+                    _ if self.driver.awaited_bytes() == 0 => 1,
+                    _ => self.low_water,
+                };
+                if low_water != self.low_water {
+                    self.low_water = low_water;
+                    socket.set_read_low_water(low_water);
+                }
+                read
+            }
             Path::Tls(tls) => tls.read(&mut self.driver, socket, shared, now),
             Path::Relay(_) => Read::WouldBlock,
         }

@@ -569,6 +569,18 @@ impl Driver {
         }
     }
 
+    /// Bytes the connection cannot do without before it can make progress: the rest of the
+    /// WebSocket frame being received ([`Connection::awaited_bytes`]), or 0. A backend may wait
+    /// for that many bytes before it reads (a socket's receive low-water mark), so that a large
+    /// payload arrives in a few large reads rather than many small ones.
+    #[must_use]
+    pub fn awaited_bytes(&self) -> usize {
+        match &self.phase {
+            Phase::Open(conn) if self.wants_read() => conn.awaited_bytes(),
+            _ => 0,
+        }
+    }
+
     /// Whether the connection is finished: everything is written and the socket can be closed.
     #[must_use]
     pub fn is_finished(&self) -> bool {

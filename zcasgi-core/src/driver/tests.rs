@@ -308,6 +308,29 @@ fn handshake_timeout() {
 }
 
 #[test]
+fn awaited_bytes_only_while_a_frame_is_read() {
+    let (mut d, sink, _, now) = setup(ServerConfig { ws_max_queue: 1, ..ServerConfig::default() });
+    assert_eq!(d.awaited_bytes(), 0, "a request head awaits no known length");
+    let h = open(&mut d, &sink, now);
+    let frame = client_frame(2, &vec![5; 100_000]);
+    read(&mut d, &frame[..1000], now);
+    assert_eq!(d.awaited_bytes(), frame.len() - 1000);
+    read(&mut d, &frame[1000..], now);
+    assert_eq!(d.awaited_bytes(), 0);
+    // The application holds `ws_max_queue` messages: reading pauses, and nothing is awaited
+    // even with the next frame begun.
+    let next = client_frame(2, &vec![6; 100_000]);
+    read(&mut d, &next[..1000], now);
+    assert!(!d.wants_read());
+    assert_eq!(d.awaited_bytes(), 0);
+    // Taken: woken, the driver parses what it held back, and awaits the rest of that frame.
+    h.message_taken(100_000);
+    d.on_commands(now);
+    assert!(d.wants_read());
+    assert_eq!(d.awaited_bytes(), next.len() - 1000);
+}
+
+#[test]
 fn back_pressure_both_ways() {
     let (mut d, sink, notified, now) = setup(ServerConfig {
         ws_max_queue: 2,

@@ -71,6 +71,7 @@ macro_rules! backend_matrix {
             unmasked_frame_is_1002_and_the_server_goes_on,
             message_over_max_size_is_1009,
             ping_is_answered_with_pong,
+            large_frame_in_pieces_then_one_cut_short,
             many_connections_lose_and_reorder_nothing,
             shutdown_sends_1012_and_join_returns_true,
             join_timeout_drops_connections_that_do_not_close,

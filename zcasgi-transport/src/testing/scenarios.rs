@@ -219,6 +219,32 @@ pub fn ping_is_answered_with_pong(backend: &dyn Backend) {
     assert_eq!(read_frame(&mut s), (0xA, b"are you there".to_vec()));
 }
 
+/// A 1 MiB frame that arrives in pieces, with pauses between them (the server waits for the
+/// rest of the frame before it reads again, see `io::read_low_water`): its echo is intact, and
+/// a small frame after it is read at once. Then a frame cut short by the peer's half-close: the
+/// end of the stream still wakes the server (1006, no message).
+pub fn large_frame_in_pieces_then_one_cut_short(backend: &dyn Backend) {
+    let t = TestServer::start(backend, config());
+    let mut s = t.raw_ws();
+    let payload = pattern(1 << 20, 7);
+    let frame = masked_frame(0x2, &payload);
+    for piece in frame.chunks(300 * 1024) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(read_frame(&mut s) == (0x2, payload.clone()), "the echo differs");
+    s.write_all(&masked_frame(0x9, b"next")).unwrap();
+    assert_eq!(read_frame(&mut s), (0xA, b"next".to_vec()));
+    s.write_all(&frame[..200 * 1024]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s.shutdown(Shutdown::Write).unwrap();
+    t.wait_for("the disconnect", |s| disconnected(s, 1006).is_some());
+    let messages = count(&t.app.seen(), |e| matches!(e, Seen::Message(..)));
+    assert_eq!(messages, 1, "only the complete frame is a message");
+    read_to_end(&mut s);
+    t.assert_serving();
+}
+
 /// 200 connections, 50 pipelined messages each: nothing is lost or reordered, and every
 /// connection is gone once the clients leave.
 pub fn many_connections_lose_and_reorder_nothing(backend: &dyn Backend) {
