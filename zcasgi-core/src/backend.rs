@@ -198,9 +198,25 @@ pub enum Event {
 }
 
 /// Where I/O threads deliver events. Implementations must not block for long.
+///
+/// A consumer woken per event would, on a core it shares with the I/O thread, take the core
+/// after every event and handle one at a time. An I/O thread that says when it is about to
+/// wait can deliver with [`EventSink::push_batched`] instead and call [`EventSink::flush`]
+/// before it waits: the consumer then wakes once for the whole batch.
 pub trait EventSink: Send + Sync {
-    /// Delivers one event.
+    /// Delivers one event, waking the consumer if it needs waking.
     fn push(&self, event: Event);
+
+    /// Delivers one event from a thread that calls [`EventSink::flush`] before it next waits
+    /// (or within a bounded number of events); the consumer's wake-up may wait until then.
+    /// The default is [`EventSink::push`].
+    fn push_batched(&self, event: Event) {
+        self.push(event);
+    }
+
+    /// Wakes the consumer for the events delivered with [`EventSink::push_batched`] that it
+    /// has not taken yet. The default does nothing.
+    fn flush(&self) {}
 }
 
 /// How the application side wakes a connection's I/O side. Supplied by the backend.

@@ -114,12 +114,6 @@ const READ_BUDGET: usize = 16;
 /// Events taken per `poll`.
 pub(crate) const EVENTS: usize = 1024;
 
-/// Whether a read that did not fill its buffer proves the receive queue empty, so that the
-/// `WouldBlock` read can be skipped. True for epoll: data arriving after the read raises a new
-/// edge. Not relied on when the event also reported the peer's half-close, which may have
-/// arrived before the read and raised no edge of its own.
-const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
 /// A connection, named so that a reused slot is told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Key {
@@ -270,12 +264,8 @@ impl Conn {
     /// Keeps the `readable` flag in line with a read (or discard) that returned data or
     /// `WouldBlock`.
     fn note_read(&mut self, read: Read) {
-        match read {
-            Read::Data { short } if short && SHORT_READ_DRAINS && !self.hup => {
-                self.readable = false;
-            }
-            Read::WouldBlock => self.readable = false,
-            _ => {}
+        if read.drained(self.hup) {
+            self.readable = false;
         }
     }
 

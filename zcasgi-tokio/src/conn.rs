@@ -62,8 +62,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use socket2::{SockRef, Socket};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::{Interest, Ready};
 use zcasgi_core::backend::{ConnId, LogLevel};
 use zcasgi_transport::io::{abandon, discard, recv_into, send_vectored, Flush, Read};
 use zcasgi_transport::linger::half_close;
@@ -109,12 +109,13 @@ impl zcasgi_transport::io::Socket for Tracked<'_> {
 }
 
 /// What ended a wait in [`Conn::serve`].
-enum Step {
+enum Step<'a> {
     Shutdown,
     Commands,
     Writable,
     Tick,
-    Readable(io::Result<()>),
+    /// The socket turned readable (or failed); the guard clears the readiness a read used up.
+    Readable(io::Result<AsyncFdReadyGuard<'a, Socket>>),
 }
 
 /// Sets up connection `id`, just `accepted` (or handed over by another worker): its session,
@@ -228,9 +229,9 @@ impl Conn {
                 () = &mut sleep, if armed.is_some() => Step::Tick,
                 // After the deadline: a peer that keeps sending must not starve the timers.
                 r = self.socket.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
-                    match r.map(|guard| guard.ready()) {
-                        Ok(ready) if ready.is_readable() || ready.is_read_closed() => {
-                            Step::Readable(Ok(()))
+                    match r {
+                        Ok(guard) if guard.ready().is_readable() || guard.ready().is_read_closed() => {
+                            Step::Readable(Ok(guard))
                         }
                         Ok(_) => Step::Writable,
                         Err(e) => Step::Readable(Err(e)),
@@ -253,7 +254,17 @@ impl Conn {
                     armed = None;
                     self.session.driver_mut().on_tick(now);
                 }
-                Step::Readable(Ok(())) => self.read(now),
+                Step::Readable(Ok(mut guard)) => {
+                    let read =
+                        with_read_buf(|buf| self.session.read(&Tracked(&self.socket), buf, now));
+                    // A read that emptied the receive queue: wait for the next edge rather
+                    // than read again only to learn `WouldBlock`.
+                    if read.drained(guard.ready().is_read_closed()) {
+                        guard.clear_ready_matching(Ready::READABLE);
+                    }
+                    drop(guard);
+                    self.note_read(read);
+                }
                 // Written at the top of the loop.
                 Step::Writable => {}
                 Step::Readable(Err(e)) => self.fail(&e),
@@ -298,11 +309,9 @@ impl Conn {
         !self.read_closed && self.session.wants_read()
     }
 
-    /// Reads once and hands the bytes to the driver.
-    fn read(&mut self, now: Instant) {
-        let Self { session, socket, .. } = self;
-        let result = with_read_buf(|buf| session.read(&Tracked(socket), buf, now));
-        match result {
+    /// Keeps the connection's state in line with what a read gave.
+    fn note_read(&mut self, read: Read) {
+        match read {
             Read::Eof => self.read_closed = true,
             Read::Failed => self.failed = true,
             Read::Data { .. } | Read::WouldBlock | Read::Interrupted => {}

@@ -159,7 +159,26 @@ pub enum Read {
     Failed,
 }
 
+/// Whether a read that did not fill its room proves the receive queue empty, so that the
+/// `WouldBlock` read can be skipped. True for epoll: data arriving after the read raises a new
+/// edge.
+const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 impl Read {
+    /// Whether this read left the receive queue empty, so that the next read should wait for
+    /// the socket to turn readable again: `WouldBlock`, or (on epoll) a read that did not fill
+    /// its room. `half_closed`: the readiness that led to the read also reported the peer's
+    /// half-close, which may have arrived before the read and raises no edge of its own; then
+    /// only `WouldBlock` (or the end of stream) proves the queue empty.
+    #[must_use]
+    pub fn drained(self, half_closed: bool) -> bool {
+        match self {
+            Self::WouldBlock => true,
+            Self::Data { short } => short && SHORT_READ_DRAINS && !half_closed,
+            Self::Eof | Self::Interrupted | Self::Failed => false,
+        }
+    }
+
     /// Sorts the result of a read of `room` bytes.
     fn of(result: &io::Result<usize>, room: usize) -> Self {
         match result {
@@ -296,6 +315,19 @@ mod tests {
     use zcasgi_core::backend::{Event, EventSink, ServerConfig};
 
     use super::*;
+
+    #[test]
+    fn only_an_empty_queue_is_drained() {
+        assert!(Read::WouldBlock.drained(false));
+        assert!(Read::WouldBlock.drained(true));
+        assert_eq!(Read::Data { short: true }.drained(false), SHORT_READ_DRAINS);
+        // A half-close reported with the readiness may predate the read: read until EOF.
+        assert!(!Read::Data { short: true }.drained(true));
+        assert!(!Read::Data { short: false }.drained(false));
+        for read in [Read::Eof, Read::Interrupted, Read::Failed] {
+            assert!(!read.drained(false), "{read:?}");
+        }
+    }
 
     #[derive(Default)]
     struct Sink(Mutex<Vec<Event>>);

@@ -7,6 +7,7 @@
 //!
 //! - [`accept`]: which `accept` errors skip one connection and which pause accepting for
 //!   [`accept::BACKOFF`], and the rate-limited log of the latter;
+//! - [`batch`]: one wake-up of the application per batch of an I/O thread's events;
 //! - [`Context`]: what one server's threads or tasks share — connection ids unique within the
 //!   server, the accept error log, the open connection count and the [`Tracker`] of its
 //!   threads or tasks, which `join` waits on from any thread;
@@ -35,6 +36,7 @@
 #![deny(missing_docs)]
 
 pub mod accept;
+pub mod batch;
 mod context;
 pub mod handoff;
 pub mod io;

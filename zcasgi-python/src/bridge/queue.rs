@@ -2,7 +2,10 @@
 //!
 //! I/O threads push [`Event`]s into a lock-free queue. The loop is woken through one eventfd
 //! registered with `loop.add_reader`, written only when the queue goes from idle to busy, so one
-//! wake-up drains a whole batch; no `call_soon_threadsafe` per message.
+//! wake-up drains a whole batch; no `call_soon_threadsafe` per message. A backend whose I/O
+//! threads say when they are about to wait ([`EventSink::push_batched`], [`EventSink::flush`])
+//! has the eventfd written only then: the loop does not take the core the two may share after
+//! every event.
 //!
 //! A backend with no I/O thread (`io_threads = 0`) pushes its events on the loop's own thread,
 //! mostly during a turn of its loop, and the queue is drained right after the turn: such a
@@ -101,9 +104,10 @@ impl EventQueue {
     }
 }
 
-impl EventSink for EventQueue {
-    fn push(&self, event: Event) {
-        self.queue.push(event);
+impl EventQueue {
+    /// Writes the eventfd (without one, asks for a drain) unless the loop was already woken
+    /// since its last drain.
+    fn wake(&self) {
         let Some(fd) = self.fd() else {
             self.request_drain();
             return;
@@ -112,6 +116,25 @@ impl EventSink for EventQueue {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writes 8 bytes from a buffer of 8 to our own eventfd.
             let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+        }
+    }
+}
+
+impl EventSink for EventQueue {
+    fn push(&self, event: Event) {
+        self.queue.push(event);
+        self.wake();
+    }
+
+    fn push_batched(&self, event: Event) {
+        self.queue.push(event);
+    }
+
+    fn flush(&self) {
+        // An event the loop takes in a drain running now needs no wake-up; one it misses is
+        // still queued here, and the drain has disarmed the wake-up before taking any.
+        if !self.queue.is_empty() {
+            self.wake();
         }
     }
 }
