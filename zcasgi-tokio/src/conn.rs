@@ -9,8 +9,9 @@
 //! 2. the connection's wake-up (the application queued commands, or took a message while
 //!    reading was paused) → [`Driver::on_commands`];
 //! 3. the driver's deadline → [`Driver::on_tick`];
-//! 4. the socket turning ready, in one wait for both directions (every connection keeps the
-//!    state of its waits for as long as it lives): writable while output is pending, readable
+//! 4. the socket turning ready, in one wait for both directions through the waker slots of
+//!    its registration (every connection keeps the state of its waits for as long as it
+//!    lives, and these cost it nothing): writable while output is pending, readable
 //!    while [`Driver::wants_read`] (re-evaluated on every turn, so a wake-up after the
 //!    application drained its queue resumes reading) and the queued output that does not count
 //!    against the application's sends — pongs, close frames, HTTP heads — stays within the
@@ -54,10 +55,12 @@
 //! [`Driver::wants_read`]: zcasgi_core::driver::Driver::wants_read
 
 use std::cell::Cell;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::task::{self, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -114,7 +117,8 @@ enum Step<'a> {
     Commands,
     Writable,
     Tick,
-    /// The socket turned readable (or failed); the guard clears the readiness a read used up.
+    /// The socket turned readable (or failed, either way); the guard clears the readiness a
+    /// read used up.
     Readable(io::Result<AsyncFdReadyGuard<'a, Socket>>),
 }
 
@@ -215,28 +219,14 @@ impl Conn {
             }
             let want_write = self.session.wants_write();
             let want_read = self.wants_read();
-            // One readiness wait for both directions (see the module docs).
-            let interest = match (want_read, want_write) {
-                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-                (true, false) => Some(Interest::READABLE),
-                (false, true) => Some(Interest::WRITABLE),
-                (false, false) => None,
-            };
             let step = tokio::select! {
                 biased;
                 () = &mut shutdown_signal, if !shutting_down => Step::Shutdown,
                 () = &mut notified => Step::Commands,
                 () = &mut sleep, if armed.is_some() => Step::Tick,
                 // After the deadline: a peer that keeps sending must not starve the timers.
-                r = self.socket.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
-                    match r {
-                        Ok(guard) if guard.ready().is_readable() || guard.ready().is_read_closed() => {
-                            Step::Readable(Ok(guard))
-                        }
-                        Ok(_) => Step::Writable,
-                        Err(e) => Step::Readable(Err(e)),
-                    }
-                }
+                step = poll_fn(|cx| poll_ready(&self.socket, want_read, want_write, cx)),
+                    if want_read || want_write => step,
             };
             let now = Instant::now();
             match step {
@@ -357,6 +347,29 @@ impl Drop for Conn {
     fn drop(&mut self) {
         abandon(self.session.driver_mut());
     }
+}
+
+/// Whether `socket` turned readable (when `read`) or writable (when `write`), readable first.
+///
+/// Waits through the waker slots of the socket's registration rather than
+/// [`AsyncFd::ready`], whose waiter would add ~140 bytes to every connection's task.
+fn poll_ready<'a>(
+    socket: &'a AsyncFd<Socket>,
+    read: bool,
+    write: bool,
+    cx: &mut task::Context<'_>,
+) -> Poll<Step<'a>> {
+    if read {
+        if let Poll::Ready(ready) = socket.poll_read_ready(cx) {
+            return Poll::Ready(Step::Readable(ready));
+        }
+    }
+    if write {
+        if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+            return Poll::Ready(ready.map_or_else(|e| Step::Readable(Err(e)), |_| Step::Writable));
+        }
+    }
+    Poll::Pending
 }
 
 /// Runs `f` with the worker thread's read buffer.
