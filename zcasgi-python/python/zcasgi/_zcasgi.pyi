@@ -7,7 +7,7 @@ files that define them; append new sections at the end of the file.
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Literal, TypeAlias, TypedDict, final, type_check_only
 
-from typing_extensions import Self
+from typing_extensions import Never, Self
 
 from .config import Config
 
@@ -632,6 +632,10 @@ class AsgiConn:
         ``websocket.disconnect``. ``http``: ``http.request`` pieces, then ``http.disconnect`` once
         the client has gone or the response is complete.
         """
+
+    def __call__(self, *args: Never, **kwargs: Never) -> Self:
+        """``receive()``: the connection is the ``receive`` callable the application gets (it
+        takes no arguments)."""
 
     def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
     def __next__(self) -> Any: ...

@@ -303,7 +303,9 @@ class Server:
         # task's context as code after an `await` in the task would be (Python 3.11+).
         context = contextvars.copy_context()
         try:
-            app = context.run(self._app, scope, conn.receive, conn.send)
+            # ``receive`` is the connection itself (calling it is ``conn.receive()``): one
+            # bound method fewer kept by every idle WebSocket.
+            app = context.run(self._app, scope, conn, conn.send)
             coro = app if inspect.iscoroutine(app) else _awaited(app)
             if sys.version_info >= (3, 11):
                 task = self._loop.create_task(coro, context=context)

@@ -145,6 +145,12 @@ impl AsgiConn {
         slf
     }
 
+    /// `conn()` is `conn.receive()`: the connection is handed to the application as its
+    /// `receive` callable, so no bound method is made (and kept) per connection.
+    fn __call__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
     fn __await__(slf: Py<Self>) -> Py<Self> {
         slf
     }
