@@ -414,3 +414,30 @@ async def test_send_and_receive_from_different_tasks(backend: str) -> None:
         _, got = await asyncio.gather(sender(), receiver())
         assert got == [str(i) for i in range(500)]
         await ws.close()
+
+
+async def test_receive_parks_on_an_untracked_future_like_waiter(backend: str) -> None:
+    """A task parked in ``receive()`` waits on an object asyncio takes for a future (it can time
+    out and be cancelled like one) which the garbage collector does not track; no message is
+    lost by a receive that was given up."""
+    with ZcasgiServer("apps.echo:waiter_app", backend) as server:
+        async with connect(server.url()) as ws:
+            await ws.send("probe")
+            probe = json.loads(await ws.recv())
+            assert probe == {
+                "tracked": False,
+                "future": True,
+                "same_loop": True,
+                "done": False,
+                "not_ready": True,
+            }
+            await ws.send("timeout")
+            assert json.loads(await ws.recv()) == {"timed_out": True}
+            await ws.send("cancel")
+            cancelled = json.loads(await ws.recv())
+            assert cancelled["receive"][0] == "cancelled"
+            assert cancelled["receive"] == cancelled["future"]
+            for i in range(20):
+                await ws.send(f"after {i}")
+                assert await ws.recv() == f"after {i}"
+    assert "Traceback" not in server.output(), server.output()

@@ -8,6 +8,8 @@ output are logged to stderr by the ``tests.apps`` logger, whatever the server's 
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 import os
@@ -390,3 +392,64 @@ async def deny_path_app(scope: Scope, receive: Receive, send: Send) -> None:
         await deny_app(scope, receive, send)
     else:
         await app(scope, receive, send)
+
+
+async def waiter_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """What a task parks on in ``receive()``, reported to the client as JSON per command:
+    ``probe`` (the parked object as asyncio sees it), ``timeout`` (``asyncio.wait_for`` on a
+    receive that times out), ``cancel`` (a task parked in ``receive()`` cancelled with a
+    message); anything else is echoed."""
+    if scope["type"] != "websocket":
+        await _other_scope(scope, receive, send)
+        return
+    if not await _connect(receive):
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        command = message.get("text")
+        report: dict[str, Any]
+        if command == "probe":
+            parked = receive().__await__().__next__()  # type: ignore[attr-defined]
+            try:
+                parked.result()
+            except asyncio.InvalidStateError:
+                not_ready = True
+            else:
+                not_ready = False
+            report = {
+                "tracked": gc.is_tracked(parked),
+                "future": asyncio.isfuture(parked),
+                "same_loop": parked.get_loop() is asyncio.get_running_loop(),
+                "done": parked.done(),
+                "not_ready": not_ready,
+            }
+        elif command == "timeout":
+            try:
+                await asyncio.wait_for(receive(), 0.05)
+            except asyncio.TimeoutError:
+                report = {"timed_out": True}
+            else:
+                report = {"timed_out": False}
+        elif command == "cancel":
+            # The same cancellation of a task parked on receive() and on an asyncio future.
+            report = {}
+            for name, awaitable in (
+                ("receive", receive()),
+                ("future", asyncio.get_running_loop().create_future()),
+            ):
+                task = asyncio.ensure_future(awaitable)
+                await asyncio.sleep(0.01)
+                task.cancel("stop waiting")
+                try:
+                    await task
+                except asyncio.CancelledError as exc:
+                    report[name] = ["cancelled", *map(str, exc.args)]
+                else:
+                    report[name] = ["done"]
+        else:
+            await _send_back(message, send)
+            continue
+        await send({"type": "websocket.send", "text": json.dumps(report)})

@@ -19,7 +19,7 @@ mod _zcasgi {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::bridge::{AsgiConn, Ready, SendWait};
+    use crate::bridge::{AsgiConn, Ready, SendWait, Waiter};
     #[pymodule_export]
     use crate::engineio::EngineIO;
     #[pymodule_export]

@@ -4,6 +4,8 @@ The compiled items carry their docstrings here (Google style). Sections follow t
 files that define them; append new sections at the end of the file.
 """
 
+import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Literal, TypeAlias, TypedDict, final, type_check_only
 
@@ -26,6 +28,7 @@ __all__ = [
     "Ready",
     "SendWait",
     "Utf8Validator",
+    "Waiter",
     "ZcasgiError",
     "__version__",
     "accept_key",
@@ -638,6 +641,7 @@ class AsgiConn:
         takes no arguments)."""
 
     def __await__(self) -> Generator[Any, None, dict[str, Any]]: ...
+    def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         """ASGI ``send(message)``.
@@ -680,6 +684,7 @@ class Ready:
     """An awaitable that is already complete."""
 
     def __await__(self) -> Generator[Any]: ...
+    def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
 
 @final
@@ -687,7 +692,45 @@ class SendWait:
     """The awaitable ``send()`` returns above the high-water mark."""
 
     def __await__(self) -> Generator[Any]: ...
+    def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
+
+@final
+class Waiter:
+    """What a task parks on in ``receive()`` (or in a ``send()`` that waits): a future-like
+    object that ``asyncio.Task`` accepts, not tracked by the cyclic garbage collector."""
+
+    _asyncio_future_blocking: bool
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the waiter belongs to."""
+
+    def add_done_callback(
+        self, callback: Callable[[Waiter], object], *, context: contextvars.Context | None = None
+    ) -> None:
+        """Call ``callback(waiter)`` through the loop once the waiter is done."""
+
+    def remove_done_callback(self, callback: Callable[[Waiter], object]) -> int:
+        """Forget every registration of ``callback``; returns how many there were."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel the waiter; ``False`` if it was done already."""
+
+    def done(self) -> bool:
+        """Whether the waiter is done (woken or cancelled)."""
+
+    def cancelled(self) -> bool:
+        """Whether the waiter was cancelled."""
+
+    def result(self) -> None:
+        """``None`` once woken.
+
+        Raises:
+            asyncio.CancelledError: Once cancelled.
+            asyncio.InvalidStateError: Before it is done.
+        """
+
+    def exception(self) -> None:
+        """``None`` once woken; raises as ``result`` does."""
 
 # ---- configuration (zcasgi-python/src/config.rs) ----
 

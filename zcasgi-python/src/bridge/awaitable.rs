@@ -8,18 +8,17 @@
 //!
 //! - `receive()` returns the connection itself, whose `__next__` raises `StopIteration(event)`
 //!   at once when an event is queued: no future, no loop round trip. Only when nothing is queued
-//!   does it yield a fresh loop future (marked so that the task parks on it), which the next
-//!   delivered event resolves ([`wake`]).
+//!   does it yield a [`Waiter`] (a future-like object the garbage collector does not track),
+//!   which the next delivered event wakes ([`wake`]).
 //! - `send()` returns the one shared [`Ready`] awaitable below the high-water mark; above it, a
-//!   [`SendWait`] that parks the task on a future until a `Writable` event says the bytes went
-//!   out, or the disconnect says they never will.
+//!   [`SendWait`] that parks the task on a [`Waiter`] until a `Writable` event says the bytes
+//!   went out, or the disconnect says they never will.
 //!
 //! Everything runs on the loop thread, under the GIL; the I/O threads only ever see the
 //! [`ConnHandle`].
 
 use bytes::Bytes;
 use pyo3::exceptions::PyStopIteration;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
@@ -31,6 +30,7 @@ use zcasgi_core::protocol::Message;
 
 use super::http::HttpRequest;
 use super::message::message_type;
+use super::waiter::Waiter;
 use super::ws::WebSocket;
 
 /// The ASGI protocol of a connection.
@@ -59,9 +59,9 @@ pub struct AsgiConn {
     protocol: Protocol,
     access: AccessLog,
     /// Tasks parked in `receive()`.
-    recv_waiters: Vec<Py<PyAny>>,
+    recv_waiters: Vec<Py<Waiter>>,
     /// The task parked in `send()`.
-    send_waiter: Option<Py<PyAny>>,
+    send_waiter: Option<Py<Waiter>>,
     /// The parked send was released by a `Writable` event (its bytes went out).
     send_released: bool,
     event_loop: Py<PyAny>,
@@ -87,8 +87,8 @@ impl AsgiConn {
         }
     }
 
-    /// Delivers what the I/O side reported; returns the futures to wake.
-    pub fn deliver(&mut self, inbound: Inbound) -> Vec<Py<PyAny>> {
+    /// Delivers what the I/O side reported; returns the waiters to wake.
+    pub fn deliver(&mut self, inbound: Inbound) -> Vec<Py<Waiter>> {
         let gone = matches!(inbound, Inbound::Disconnect(..));
         match (&mut self.protocol, inbound) {
             (Protocol::WebSocket(ws), Inbound::Message(m)) => ws.push_message(m),
@@ -113,8 +113,8 @@ impl AsgiConn {
         self.access.log(py, Outcome::Status(status));
     }
 
-    /// The send side may resume; returns the future to wake.
-    pub fn writable(&mut self) -> Option<Py<PyAny>> {
+    /// The send side may resume; returns the waiter to wake.
+    pub fn writable(&mut self) -> Option<Py<Waiter>> {
         let waiter = self.send_waiter.take();
         self.send_released = waiter.is_some();
         waiter
@@ -155,17 +155,23 @@ impl AsgiConn {
         slf
     }
 
+    /// The awaitable is its own iterator (`yield from receive().__await__()`, as
+    /// `asyncio.ensure_future` and `asyncio.wait_for` do, needs one).
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
     /// One step of awaiting `receive()`: the event if one is queued (as `StopIteration`'s
-    /// value, without a loop round trip), else a future to park on.
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// value, without a loop round trip), else a waiter to park on.
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<Waiter>> {
         if let Some(event) = self.next_event(py)? {
             return Err(PyStopIteration::new_err((event,)));
         }
-        let fut = park(py, &self.event_loop)?;
-        self.recv_waiters.push(fut.clone_ref(py));
+        let waiter = Waiter::park(py, self.event_loop.clone_ref(py))?;
+        self.recv_waiters.push(waiter.clone_ref(py));
         // Whatever the application sent in reply to what it took is queued by now.
         self.handle.receive_waiting();
-        Ok(fut)
+        Ok(waiter)
     }
 
     /// ASGI `send(message)`.
@@ -223,19 +229,11 @@ impl AsgiConn {
     }
 }
 
-/// A new future on `event_loop`, marked so that a task awaiting it through `yield` parks.
-fn park(py: Python<'_>, event_loop: &Py<PyAny>) -> PyResult<Py<PyAny>> {
-    let fut = event_loop.call_method0(py, intern!(py, "create_future"))?;
-    fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
-    Ok(fut)
-}
-
-/// Wakes parked futures (skipping those already done, e.g. cancelled).
-pub fn wake(py: Python<'_>, futures: impl IntoIterator<Item = Py<PyAny>>) {
-    for fut in futures {
-        // A future is only ever done here if its task was cancelled: set_result then raises
-        // InvalidStateError, which is expected and dropped (cheaper than asking done() first).
-        let _ = fut.call_method1(py, intern!(py, "set_result"), (py.None(),));
+/// Wakes parked waiters (those already done, i.e. cancelled, are left as they are).
+pub fn wake(py: Python<'_>, waiters: impl IntoIterator<Item = Py<Waiter>>) {
+    for waiter in waiters {
+        // Only `call_soon` can fail here (a closed loop): its task will never run anyway.
+        let _ = Waiter::wake(waiter.bind(py));
     }
 }
 
@@ -257,6 +255,12 @@ impl Ready {
         slf
     }
 
+    /// The awaitable is its own iterator (`yield from receive().__await__()`, as
+    /// `asyncio.ensure_future` and `asyncio.wait_for` do, needs one).
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
     fn __next__(_slf: PyRef<'_, Self>) -> Option<Py<PyAny>> {
         None
     }
@@ -275,7 +279,13 @@ impl SendWait {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    /// The awaitable is its own iterator (`yield from receive().__await__()`, as
+    /// `asyncio.ensure_future` and `asyncio.wait_for` do, needs one).
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<Waiter>>> {
         let parked = std::mem::replace(&mut self.parked, true);
         let mut c = self.conn.bind(py).borrow_mut();
         if parked {
@@ -292,9 +302,9 @@ impl SendWait {
                 return Ok(None);
             }
         }
-        let fut = park(py, &c.event_loop)?;
+        let waiter = Waiter::park(py, c.event_loop.clone_ref(py))?;
         c.send_released = false;
-        c.send_waiter = Some(fut.clone_ref(py));
-        Ok(Some(fut))
+        c.send_waiter = Some(waiter.clone_ref(py));
+        Ok(Some(waiter))
     }
 }

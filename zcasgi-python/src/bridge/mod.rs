@@ -23,12 +23,14 @@ mod http;
 mod message;
 mod queue;
 mod scope;
+mod waiter;
 mod ws;
 
 use bytes::Bytes;
 use zcasgi_core::backend::{ConnHandle, SendState};
 
 pub use awaitable::{wake, AsgiConn, Inbound, Ready, SendWait};
+pub use waiter::Waiter;
 pub(crate) use buffer::bytes_of;
 pub use queue::EventQueue;
 pub use scope::ScopeBuilder;
