@@ -30,10 +30,10 @@ use bytes::Bytes;
 use zcasgi_core::backend::{ConnHandle, SendState};
 
 pub use awaitable::{wake, AsgiConn, Inbound, Ready, SendWait};
-pub use waiter::Waiter;
 pub(crate) use buffer::bytes_of;
 pub use queue::EventQueue;
 pub use scope::ScopeBuilder;
+pub use waiter::Waiter;
 
 /// Sends a piece of a response body (HTTP, or a WebSocket denial); returns whether the sender
 /// must wait for the send buffer to drain. Sending to a client that has gone is a no-op.
