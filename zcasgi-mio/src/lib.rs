@@ -62,6 +62,7 @@ use zcasgi_core::backend::{
     Backend, EventSink, InlineReactor, Listener, LogLevel, RunningServer, ServerConfig,
     WorkerSockets,
 };
+use zcasgi_transport::batch::Batching;
 use zcasgi_transport::Context;
 
 use crate::inline::Inline;
@@ -139,9 +140,15 @@ impl Backend for MioBackend {
             per_thread.push(dups.collect::<std::io::Result<Vec<_>>>()?);
         }
         per_thread.push(listeners);
+        // Reactor threads wake the application once per turn's events, before they wait
+        // (`zcasgi_transport::batch`); a reactor its caller turns hands its events over after
+        // each turn anyway.
+        let batching = (!inline).then(|| Arc::new(Batching::new(sink.clone())));
+        let sink = batching.clone().map_or(sink, |b| b as Arc<dyn EventSink>);
         let state = Arc::new(ServerState {
             max_connections: cfg.max_connections.max(1),
             ctx: Context::new(cfg, sink, worker)?,
+            batching,
             accept_paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
@@ -167,6 +174,10 @@ impl Backend for MioBackend {
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run(poll)))
                         .is_err()
                     {
+                        // What the reactor delivered before it panicked still wakes the loop.
+                        if let Some(batching) = &state.batching {
+                            batching.before_wait();
+                        }
                         state.reactor_panicked(index);
                     }
                 });
@@ -188,6 +199,8 @@ pub(crate) struct ServerState {
     /// `join` timed out: drop everything now.
     forced: AtomicBool,
     reactors: Vec<Arc<Remote>>,
+    /// The sink's batching, on reactor threads (`None`: the reactor is turned by its caller).
+    pub(crate) batching: Option<Arc<Batching>>,
 }
 
 impl ServerState {

@@ -44,6 +44,10 @@
 //! through it (the binding: `loop.call_soon`) rather than writing the waker, and such a
 //! reactor looks at its mailbox every turn.
 //!
+//! The other way, a reactor thread delivers its events to the application without waking it,
+//! and wakes it once before its next `poll` (or every [`zcasgi_transport::batch::MAX_BATCH`]
+//! events): the loop takes each turn's events in one batch.
+//!
 //! Mailbox entries name a connection by slot and id; the id doubles as the generation, so a
 //! stale entry for a slot that has been reused is recognised and skipped (timer entries
 //! likewise). A reactor also accepts connections itself, from its own duplicates of the
@@ -91,6 +95,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 use socket2::{SockRef, Socket};
 use zcasgi_core::backend::{ConnId, LogLevel, Notify, TurnRequest};
+use zcasgi_transport::batch::Batching;
 use zcasgi_transport::io::{abandon, discard, recv_into, Flush, Read};
 use zcasgi_transport::linger::half_close;
 use zcasgi_transport::relay::{Pump, Relay};
@@ -349,10 +354,19 @@ impl Reactor {
         }
     }
 
+    /// Wakes the application for the events this thread delivered since it last waited.
+    fn before_wait(&self) {
+        if let Some(batching) = &self.state.batching {
+            batching.before_wait();
+        }
+    }
+
     /// Runs the loop until the server stops and every connection is gone (a reactor thread).
     pub(crate) fn run(mut self, mut poll: Poll) {
         let mut events = Events::with_capacity(EVENTS);
+        Batching::enter();
         while self.turn(&mut poll, &mut events, Wait::UntilDue) == Turn::Running {}
+        self.before_wait();
     }
 
     /// Registers the listeners, so that the first turn accepts (a reactor turned by its
@@ -390,6 +404,7 @@ impl Reactor {
                 self.next_deadline().map_or(at, |due| due.min(at)).saturating_duration_since(now),
             ),
         };
+        self.before_wait();
         if let Err(e) = poll.poll(events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 return Turn::Running;

@@ -272,10 +272,7 @@ fn stop_runtime(runtime: Runtime, grace: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use zcasgi_core::backend::Event;
-    use zcasgi_transport::testing::wait_until;
 
     use super::*;
 
@@ -283,46 +280,6 @@ mod tests {
 
     impl EventSink for Ignore {
         fn push(&self, _event: Event) {}
-    }
-
-    /// Counts how events arrive, and the batched ones a flush covered.
-    #[derive(Default)]
-    struct Counting {
-        pushed: AtomicUsize,
-        batched: AtomicUsize,
-        flushed: AtomicUsize,
-    }
-
-    impl EventSink for Counting {
-        fn push(&self, _event: Event) {
-            self.pushed.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn push_batched(&self, _event: Event) {
-            self.batched.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn flush(&self) {
-            self.flushed.store(self.batched.load(Ordering::SeqCst), Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn workers_wake_the_application_once_they_run_out_of_work() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sink = Arc::new(Counting::default());
-        let cfg = Arc::new(ServerConfig::default());
-        let server = start(cfg, vec![listener.into()], sink.clone(), None).unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        // The request's event is delivered without a wake-up, and the worker wakes the
-        // application for it before it waits for more.
-        wait_until("a flush covering the request", || sink.flushed.load(Ordering::SeqCst) >= 1);
-        assert_eq!(sink.pushed.load(Ordering::SeqCst), 0);
-        drop(client);
-        server.shutdown();
-        assert!(server.join(Duration::from_secs(5)));
     }
 
     #[test]

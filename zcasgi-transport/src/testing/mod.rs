@@ -102,6 +102,7 @@ macro_rules! backend_matrix {
             a_hand_off_waits_in_the_inbox_for_a_worker_being_replaced,
             a_hand_off_to_a_full_inbox_is_answered_503,
             over_tls_another_workers_session_is_relayed,
+            io_threads_wake_the_app_once_per_batch,
         );
     };
     (@scenarios $backend:expr; $($name:ident),* $(,)?) => {

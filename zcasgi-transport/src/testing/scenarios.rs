@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
-use zcasgi_core::backend::{Backend, LogLevel, ServerConfig, WorkerSockets};
+use zcasgi_core::backend::{Backend, Event, EventSink, LogLevel, ServerConfig, WorkerSockets};
 use zcasgi_core::sticky::{tag_session_id, WorkerSlot};
 use zcasgi_core::testing::{EchoApp, Seen};
 
@@ -1090,4 +1091,50 @@ pub fn tls_refuses_plain_http_garbage_and_stalls_and_goes_on(backend: &dyn Backe
     let seen = t.app.seen();
     let loud = count(&seen, |e| matches!(e, Seen::Log(level, _) if *level > LogLevel::Debug));
     assert_eq!(loud, 0, "{seen:?}");
+}
+
+/// Counts how events arrive, and the batched ones a flush covered.
+#[derive(Default)]
+struct Counting {
+    pushed: AtomicUsize,
+    batched: AtomicUsize,
+    flushed: AtomicUsize,
+}
+
+impl EventSink for Counting {
+    fn push(&self, _event: Event) {
+        self.pushed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn push_batched(&self, _event: Event) {
+        self.batched.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn flush(&self) {
+        self.flushed.store(self.batched.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// An I/O thread delivers its events without waking the application, and wakes it
+/// ([`EventSink::flush`]) before it waits for more (`zcasgi_transport::batch`). A server
+/// with no I/O thread, whose events are taken after each turn of its loop, delivers them as
+/// they come.
+pub fn io_threads_wake_the_app_once_per_batch(backend: &dyn Backend) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = Arc::new(Counting::default());
+    let cfg = Arc::new(ServerConfig { io_threads: 1, ..ServerConfig::default() });
+    let server = backend.start(cfg, vec![listener.into()], sink.clone(), None).unwrap();
+    let mut client = with_timeouts(TcpStream::connect(addr).unwrap());
+    client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    if server.inline().is_some() {
+        wait_until("the request", || sink.pushed.load(Ordering::SeqCst) >= 1);
+        assert_eq!(sink.batched.load(Ordering::SeqCst), 0);
+    } else {
+        wait_until("a flush covering the request", || sink.flushed.load(Ordering::SeqCst) >= 1);
+        assert_eq!(sink.pushed.load(Ordering::SeqCst), 0);
+    }
+    drop(client);
+    server.shutdown();
+    assert!(server.join(IO_TIMEOUT));
 }
