@@ -74,7 +74,7 @@ use zcasgi_transport::relay::Pump;
 use zcasgi_transport::{Accepted, Context, HandOff, Session};
 
 use crate::server::{register, ConnGuard};
-use crate::shutdown::Shutdown;
+use crate::shutdown::Stop;
 
 thread_local! {
     /// The worker thread's read buffer; taken out of the cell while in use.
@@ -148,13 +148,12 @@ pub(crate) fn open(ctx: &Context, id: ConnId, mut accepted: Accepted) -> Option<
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
 pub(crate) fn run(
     mut conn: Conn,
-    mut shutdown: Shutdown,
     guard: ConnGuard,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         let ctx = guard.ctx();
         let wake = conn.wake.clone();
-        match conn.serve(ctx, &wake, &mut shutdown).await {
+        match conn.serve(ctx, &wake, guard.stop()).await {
             HandOff::Stay => conn.close().await,
             HandOff::Moved => {}
             HandOff::Relay(pair) => {
@@ -186,21 +185,22 @@ pub(crate) struct Conn {
 impl Conn {
     /// The loop described in the module docs; returns once the driver is finished
     /// ([`HandOff::Stay`]) or the connection was handed to another worker.
-    async fn serve(
-        &mut self,
-        ctx: &Context,
-        wake: &tokio::sync::Notify,
-        shutdown: &mut Shutdown,
-    ) -> HandOff {
-        // Resolves at once for a connection accepted just after the signal.
-        let mut shutting_down = false;
-        let shutdown_signal = shutdown.recv();
+    async fn serve(&mut self, ctx: &Context, wake: &tokio::sync::Notify, stop: &Stop) -> HandOff {
+        let shutdown_signal = stop.notified();
         tokio::pin!(shutdown_signal);
+        // Registered before the flag is read: a signal given from now on wakes the wait, and
+        // a connection accepted just after the signal sees the flag.
+        shutdown_signal.as_mut().enable();
+        let mut shutting_down = stop.is_given();
+        if shutting_down {
+            self.session.driver_mut().on_shutdown(Instant::now());
+        }
         let notified = wake.notified();
         tokio::pin!(notified);
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        // The sleep is set to the driver's deadline (its own deadline says which one).
+        let mut armed = false;
         loop {
             self.flush();
             match ctx.hand_off(&mut self.session, self.socket.get_ref().as_fd(), Instant::now()) {
@@ -210,12 +210,13 @@ impl Conn {
             if self.session.is_finished() {
                 return HandOff::Stay;
             }
-            let deadline = self.session.deadline();
-            if deadline != armed {
-                if let Some(at) = deadline {
+            match self.session.deadline() {
+                Some(at) if !armed || sleep.deadline() != at.into() => {
                     sleep.as_mut().reset(at.into());
+                    armed = true;
                 }
-                armed = deadline;
+                Some(_) => {}
+                None => armed = false,
             }
             let want_write = self.session.wants_write();
             let want_read = self.wants_read();
@@ -223,7 +224,7 @@ impl Conn {
                 biased;
                 () = &mut shutdown_signal, if !shutting_down => Step::Shutdown,
                 () = &mut notified => Step::Commands,
-                () = &mut sleep, if armed.is_some() => Step::Tick,
+                () = &mut sleep, if armed => Step::Tick,
                 // After the deadline: a peer that keeps sending must not starve the timers.
                 step = poll_fn(|cx| poll_ready(&self.socket, want_read, want_write, cx)),
                     if want_read || want_write => step,
@@ -241,7 +242,7 @@ impl Conn {
                 }
                 Step::Tick => {
                     // Re-arm on the next turn even if the deadline did not move.
-                    armed = None;
+                    armed = false;
                     self.session.driver_mut().on_tick(now);
                 }
                 Step::Readable(Ok(mut guard)) => {

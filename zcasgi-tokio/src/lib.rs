@@ -18,9 +18,10 @@
 //!   driver's deadline and socket readability. Reads, vectored writes and the linger are the
 //!   shared steps of `zcasgi_transport`, and so is the hand-off of a connection whose request
 //!   names another worker's Engine.IO session: the task then ends without closing the socket.
-//! - `shutdown`: a `watch` channel every task listens on. Every task also holds a guard of the
-//!   server's `zcasgi_transport::Tracker`, which [`RunningServer::join`] waits on from any
-//!   thread, tokio or not.
+//! - `shutdown`: a `watch` channel the accept loops listen on, and a flag with one `Notify`
+//!   for the connections (a smaller wait for every connection's task). Every task also holds
+//!   a guard of the server's `zcasgi_transport::Tracker`, which [`RunningServer::join`] waits
+//!   on from any thread, tokio or not.
 //!
 //! [`RunningServer::shutdown`] stops the accept loops (dropping the listeners) and tells every
 //! connection to close (open WebSockets get [`ServerConfig::shutdown_close_code`] and finish

@@ -18,7 +18,7 @@ use zcasgi_transport::batch::Batching;
 use zcasgi_transport::{Accepted, Context, Guard};
 
 use crate::conn;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Stop};
 
 /// How long `join` lets the runtime's threads wind down after its tasks are done or aborted.
 const RUNTIME_GRACE: Duration = Duration::from_secs(1);
@@ -31,6 +31,8 @@ struct Shared {
     /// One permit per connection served; acquired before `accept`, so excess clients wait in
     /// the listen backlog.
     limit: Arc<Semaphore>,
+    /// The shutdown signal as connections wait for it.
+    stop: Stop,
 }
 
 /// Counts a connection as open until dropped, holding its permit and its task's guard.
@@ -44,6 +46,11 @@ impl ConnGuard {
     /// What the server's connections share.
     pub(crate) fn ctx(&self) -> &Context {
         &self.shared.ctx
+    }
+
+    /// The server's shutdown signal.
+    pub(crate) fn stop(&self) -> &Stop {
+        &self.shared.stop
     }
 }
 
@@ -88,6 +95,7 @@ pub(crate) fn start(
     let shared = Arc::new(Shared {
         ctx: Context::new(cfg, sink, worker)?,
         limit: Arc::new(Semaphore::new(permits)),
+        stop: Stop::default(),
     });
     let (listeners, inbox) = {
         // `AsyncFd` registers with the runtime's reactor.
@@ -152,7 +160,7 @@ async fn accept_loop(
                 },
             }
         };
-        spawn_conn(&shared, permit, accepted, &shutdown);
+        spawn_conn(&shared, permit, accepted);
     }
 }
 
@@ -197,23 +205,18 @@ async fn inbox_loop(
                 }
             }
         };
-        spawn_conn(&shared, permit, accepted, &shutdown);
+        spawn_conn(&shared, permit, accepted);
     }
 }
 
 /// Serves a connection, accepted or handed over by another worker, on a task of its own.
-fn spawn_conn(
-    shared: &Arc<Shared>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    accepted: Accepted,
-    shutdown: &Shutdown,
-) {
+fn spawn_conn(shared: &Arc<Shared>, permit: tokio::sync::OwnedSemaphorePermit, accepted: Accepted) {
     shared.ctx.connection_opened();
     let guard =
         ConnGuard { shared: shared.clone(), _permit: permit, _task: shared.ctx.tracker().guard() };
     let id = shared.ctx.next_id();
     if let Some(conn) = conn::open(&shared.ctx, id, accepted) {
-        tokio::spawn(conn::run(conn, shutdown.listener(), guard));
+        tokio::spawn(conn::run(conn, guard));
     }
 }
 
@@ -229,6 +232,7 @@ struct Server {
 impl RunningServer for Server {
     fn shutdown(&self) {
         self.signal.send_replace(true);
+        self.shared.stop.signal();
     }
 
     fn join(&self, timeout: Duration) -> bool {
@@ -254,6 +258,7 @@ impl RunningServer for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.signal.send_replace(true);
+        self.shared.stop.signal();
         let runtime = self.runtime.get_mut().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(runtime) = runtime {
             runtime.shutdown_background();
