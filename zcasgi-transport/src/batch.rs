@@ -122,55 +122,52 @@ mod tests {
         Event::Log { level: LogLevel::Debug, message: String::new() }
     }
 
-    #[test]
-    fn a_thread_that_did_not_enter_wakes_per_event() {
+    /// Runs `f` on a thread of its own with a batching sink; returns what reached the sink.
+    fn on_a_thread(f: impl FnOnce(&Batching) + Send) -> Vec<&'static str> {
         let record = Arc::new(Record::default());
         let sink = Batching::new(record.clone());
         std::thread::scope(|s| {
-            s.spawn(|| {
-                sink.push(event());
-                sink.push(event());
-                sink.before_wait();
-                assert_eq!(Batching::pending(), Some(0));
-            });
+            s.spawn(|| f(&sink));
         });
-        assert_eq!(record.take(), ["push", "push"]);
+        record.take()
+    }
+
+    #[test]
+    fn a_thread_that_did_not_enter_wakes_per_event() {
+        let seen = on_a_thread(|sink| {
+            sink.push(event());
+            sink.push(event());
+            sink.before_wait();
+            assert_eq!(Batching::pending(), Some(0));
+        });
+        assert_eq!(seen, ["push", "push"]);
     }
 
     #[test]
     fn an_entered_thread_wakes_once_per_batch() {
-        let record = Arc::new(Record::default());
-        let sink = Batching::new(record.clone());
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                Batching::enter();
-                sink.before_wait();
-                sink.push(event());
-                sink.push(event());
-                assert_eq!(Batching::pending(), Some(2));
-                sink.before_wait();
-                sink.before_wait();
-                assert_eq!(Batching::pending(), Some(0));
-            });
+        let seen = on_a_thread(|sink| {
+            Batching::enter();
+            sink.before_wait();
+            sink.push(event());
+            sink.push(event());
+            assert_eq!(Batching::pending(), Some(2));
+            sink.before_wait();
+            sink.before_wait();
+            assert_eq!(Batching::pending(), Some(0));
         });
         // No flush for an empty batch.
-        assert_eq!(record.take(), ["batched", "batched", "flush"]);
+        assert_eq!(seen, ["batched", "batched", "flush"]);
     }
 
     #[test]
     fn a_busy_thread_wakes_every_max_batch_events() {
-        let record = Arc::new(Record::default());
-        let sink = Batching::new(record.clone());
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                Batching::enter();
-                for _ in 0..=MAX_BATCH {
-                    sink.push(event());
-                }
-                assert_eq!(Batching::pending(), Some(1));
-            });
+        let seen = on_a_thread(|sink| {
+            Batching::enter();
+            for _ in 0..=MAX_BATCH {
+                sink.push(event());
+            }
+            assert_eq!(Batching::pending(), Some(1));
         });
-        let seen = record.take();
         assert_eq!(seen.len(), MAX_BATCH + 2);
         assert_eq!(seen[MAX_BATCH], "flush");
         assert_eq!(seen.iter().filter(|s| **s == "flush").count(), 1);
