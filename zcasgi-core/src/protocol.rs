@@ -873,6 +873,15 @@ mod tests {
         Connection::new(ProtocolConfig { ping_interval: None, ..ProtocolConfig::default() })
     }
 
+    /// A connection that takes messages of at most `max` bytes.
+    fn limited(max: usize) -> Connection {
+        Connection::new(ProtocolConfig {
+            max_message_size: max,
+            ping_interval: None,
+            ..ProtocolConfig::default()
+        })
+    }
+
     fn feed(c: &mut Connection, bytes: &[u8]) -> Result<(), ProtocolError> {
         c.receive_data(&mut BytesMut::from(bytes))
     }
@@ -1223,11 +1232,7 @@ mod tests {
     #[test]
     fn awaited_bytes_is_zero_once_nothing_more_is_read() {
         // Oversize: the header fails the connection (1009), nothing of the payload is awaited.
-        let mut c = Connection::new(ProtocolConfig {
-            max_message_size: 100,
-            ping_interval: None,
-            ..ProtocolConfig::default()
-        });
+        let mut c = limited(100);
         let big = frame(true, 0, 2, &[0; 101]);
         assert!(feed(&mut c, &big[..50]).is_err());
         assert_eq!(c.awaited_bytes(), 0);
@@ -1249,20 +1254,12 @@ mod tests {
 
     #[test]
     fn message_too_big_before_buffering() {
-        let mut c = Connection::new(ProtocolConfig {
-            max_message_size: 100,
-            ping_interval: None,
-            ..ProtocolConfig::default()
-        });
+        let mut c = limited(100);
         // The header alone is enough to fail: nothing of the payload is awaited.
         let head = &frame(true, 0, 2, &[0; 101])[..8];
         assert_eq!(feed(&mut c, head), Err(ProtocolError::MessageTooBig { size: 101, max: 100 }));
         // Across fragments too.
-        let mut c = Connection::new(ProtocolConfig {
-            max_message_size: 100,
-            ping_interval: None,
-            ..ProtocolConfig::default()
-        });
+        let mut c = limited(100);
         let mut input = frame(false, 0, 2, &[0; 60]);
         input.extend(frame(true, 0, 0, &[0; 41]));
         assert_eq!(feed(&mut c, &input), Err(ProtocolError::MessageTooBig { size: 101, max: 100 }));
