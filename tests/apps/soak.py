@@ -24,6 +24,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import inspect
 import json
 from typing import Any
 
@@ -49,10 +50,13 @@ def _malloc_trim() -> bool:
 
 
 def _connection_objects(receive: Any) -> int | None:
-    """How many of the server's per-connection objects (the one whose bound methods are
-    ``receive`` and ``send``) are alive, this request's own excepted; None when ``receive`` is
-    not a bound method."""
+    """How many of the server's per-connection objects are alive, this request's own excepted:
+    the object whose bound method ``receive`` is, or ``receive`` itself when it is a callable
+    object rather than a function (zcasgi's connection is its own ``receive``); None for a
+    plain function."""
     owner = getattr(receive, "__self__", None)
+    if owner is None and not inspect.isfunction(receive):
+        owner = receive
     if owner is None:
         return None
     kind = type(owner)
