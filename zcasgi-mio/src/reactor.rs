@@ -578,12 +578,16 @@ impl Reactor {
         self.service(slot, now);
     }
 
-    /// The driver is done: close now if the peer is gone, else half-close and linger until its
-    /// end of stream (`zcasgi_transport::linger`).
+    /// The driver is done: close now if the peer is gone, or closed its WebSocket and has
+    /// nothing unread (it may send nothing more), else half-close and linger until its end of
+    /// stream (`zcasgi_transport::linger`). Closing at once spares the shutdown, and the wake-up
+    /// and read for the peer's end of stream, of every WebSocket its client closes.
     fn finish(&mut self, slot: usize, now: Instant) {
         self.close_pair(slot);
         let conn = &mut self.conns[slot];
-        match half_close(SockRef::from(&conn.socket), conn.read_closed, now) {
+        let quiet =
+            !conn.readable && !conn.session.is_tls() && conn.session.driver().is_closed_by_client();
+        match half_close(SockRef::from(&conn.socket), conn.read_closed || quiet, now) {
             None => self.close(slot),
             Some(until) => {
                 conn.linger = Some(until);

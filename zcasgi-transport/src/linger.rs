@@ -17,8 +17,9 @@ use socket2::SockRef;
 pub const LINGER: Duration = Duration::from_secs(1);
 
 /// Half-closes the socket of a finished connection; returns until when to linger, or `None`
-/// to close it at once (`input_done`: the peer's end of stream or a socket error was seen, so
-/// no reset can come of unread input; or the half-close itself failed).
+/// to close it at once (`input_done`: the peer's end of stream or a socket error was seen, or
+/// the peer closed its WebSocket and all its input was read, so no reset can come of unread
+/// input; or the half-close itself failed).
 #[must_use]
 pub fn half_close(socket: SockRef<'_>, input_done: bool, now: Instant) -> Option<Instant> {
     if input_done || socket.shutdown(Shutdown::Write).is_err() {

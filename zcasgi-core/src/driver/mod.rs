@@ -587,6 +587,18 @@ impl Driver {
         matches!(self.phase, Phase::Done) && !self.wants_write()
     }
 
+    /// Whether the connection is finished because the client closed its WebSocket: its close
+    /// frame (or end of stream) ended it, not a violation, a timer or this side. Such a client
+    /// sends nothing more (RFC 6455 §5.5.1), so once its input is drained the socket can be
+    /// closed at once, without the half-close and linger (`zcasgi_transport::linger`).
+    #[must_use]
+    pub fn is_closed_by_client(&self) -> bool {
+        self.closer == Some(Closer::Client)
+            && matches!(self.phase, Phase::Done)
+            && !self.handed_off
+            && !self.wants_write()
+    }
+
     /// When [`Driver::on_tick`] should next be called.
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {

@@ -141,6 +141,8 @@ fn accept_echo_and_client_close() {
     let events = sink.take();
     assert!(matches!(&events[..], [Event::Disconnect { id: 7, code: 1001, .. }]), "{events:?}");
     assert!(d.is_finished());
+    // The client's close frame ended it: it sends nothing more, no linger needed.
+    assert!(d.is_closed_by_client());
     assert_eq!(h.send(true, Bytes::new()), SendState::Closed);
 }
 
@@ -552,6 +554,8 @@ fn protocol_error_closes_with_its_code() {
     read(&mut d, &[0x81, 0x00], now); // unmasked
     assert_eq!(output(&mut d), [0x88, 2, 0x03, 0xea]);
     assert!(d.is_finished());
+    // A peer that broke the protocol may still be sending: the socket lingers.
+    assert!(!d.is_closed_by_client());
     let events = sink.take();
     assert!(events.iter().any(|e| matches!(e, Event::Disconnect { code: 1002, .. })), "{events:?}");
 }
@@ -1403,6 +1407,8 @@ fn trace_says_the_application_closed() {
     output(&mut d);
     read(&mut d, &client_frame(0x8, &[0x0f, 0xa1]), now);
     output(&mut d);
+    assert!(d.is_finished());
+    assert!(!d.is_closed_by_client(), "the application closed it");
     drop(d);
     let trace = logged(&sink.take(), LogLevel::Trace);
     assert_eq!(trace.last().unwrap(), "connection 7 (-): closed by app: code 4001, reason \"\"");
