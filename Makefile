@@ -72,6 +72,7 @@ bench-quick: dev ## Benchmark smoke run (benchmarks/): zcasgi and uvicorn, figur
 	$(PYTHON) -m benchmarks --quick
 
 bench-suite: dev ## The full backend comparison benchmark (benchmarks/) into docs/benchmarks (~33 min)
+	scripts/system-deps.sh bench
 	$(PYTHON) -m benchmarks --repeat 3
 
 # Minutes of load per backend for `make soak` (docs/soak.md); under 30 the record goes to

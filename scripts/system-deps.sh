@@ -2,7 +2,10 @@
 # Install the Debian packages the test suite needs and that pip cannot provide:
 #   redis-server   a real broker for the python-socketio AsyncRedisManager tests
 #   iproute2       `ip`, with which tests/test_two_hosts.py makes its network namespaces
-# Does nothing when they are already on PATH. Needs root (or sudo) and apt-get; without them it
+# With the argument `bench`, also those of the benchmark suite (`make bench-suite`):
+#   libuv1         the libuv.so.1 that socketify, a peer server, loads at import
+#   linux-perf     `perf`, for `python -m benchmarks.perf`
+# Does nothing when they are already present. Needs root (or sudo) and apt-get; without them it
 # says what is missing and exits 0, and the tests that need a package skip (or fail when CI is set).
 set -euo pipefail
 
@@ -11,6 +14,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [[ ${1:-} == bench ]]; then
+    ldconfig -p 2>/dev/null | grep -q 'libuv\.so\.1 ' || missing+=(libuv1)
+    command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     printf '==> system packages present\n'
