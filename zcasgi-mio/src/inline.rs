@@ -17,8 +17,9 @@
 //! ([`Reactor::serve_now`]): the first post of a connection since the last turn applies its
 //! commands and writes its bytes then and there, so a reply is on the wire while the caller's
 //! loop runs the other tasks of its iteration (a client waiting for it can work meanwhile),
-//! instead of after all of them. Later posts of the same connection before the next turn go to
-//! the mailbox and are written together.
+//! instead of after all of them. Later posts of the same connection before the next turn, and
+//! the posts of a busy iteration past its first few connections, go to the mailbox and are
+//! written together.
 //!
 //! [`RunningServer::join`](zcasgi_core::backend::RunningServer::join) turns the reactor itself
 //! ([`Inline::run_until`]), waiting for readiness, since its caller's loop waits meanwhile.

@@ -116,6 +116,14 @@ const PAIR: usize = 1 << (usize::BITS - 2);
 /// Most reads on one connection per turn of the loop.
 const READ_BUDGET: usize = 16;
 
+/// Connections an inline reactor serves at once between two turns ([`Reactor::serve_now`]);
+/// the others wait for the next turn and are written together. The first replies of a busy
+/// loop iteration leave at once, so that the client works meanwhile, and the rest in one burst
+/// rather than one write, and one wake-up of the client, each: at 1,000 saturated connections
+/// 4 measured about 20 % less CPU per message than no limit (medians of 3 alternating runs),
+/// with no change for a single connection.
+const SERVE_NOW_PER_TURN: usize = 4;
+
 /// Events taken per `poll`.
 pub(crate) const EVENTS: usize = 1024;
 
@@ -686,9 +694,12 @@ impl Reactor {
     /// would at the next turn (an inline reactor, on its caller's thread). Returns `false`,
     /// leaving the rest to the next turn, for a connection served this way since the last
     /// turn (so that a burst of sends on one connection is written in one batch, not one
-    /// write each) or when serving it moved the reactor's next deadline earlier (the caller
-    /// re-arms its timer after a turn).
+    /// write each), once [`SERVE_NOW_PER_TURN`] connections were, or when serving it moved the
+    /// reactor's next deadline earlier (the caller re-arms its timer after a turn).
     pub(crate) fn serve_now(&mut self, key: Key, now: Instant) -> bool {
+        if self.served_now.len() >= SERVE_NOW_PER_TURN {
+            return false;
+        }
         let Some(conn) = self.live(key) else { return true };
         if conn.served_now {
             return false;
